@@ -1,0 +1,27 @@
+# Every target sets itself up: a virtual environment in .venv, (re)installed when pyproject.toml
+# changes. On a machine without an NVIDIA GPU, torch is the small CPU build (2.13.0); with one, the
+# newest torch in the project's range.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4,<2.15' || echo 'torch==2.13.0')
+OUT    ?= reports/latest
+
+.PHONY: test parity bench notebook clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q '$(TORCH)'
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n auto
+
+parity: $(STAMP)
+	$(BIN)/parity sweep --grid default --device auto --out $(OUT)
+	@echo "report: $(OUT)/report.md"
+
+clean-venv:
+	rm -rf $(VENV)

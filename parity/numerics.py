@@ -1,0 +1,26 @@
+"""Floating-point facts every other module reads from here: unit roundoff and fp32 ULPs."""
+from __future__ import annotations
+
+import torch
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """u = eps / 2: the largest relative error of one round-to-nearest in ``dtype``."""
+    return torch.finfo(dtype).eps / 2
+
+
+def smallest_step(dtype: torch.dtype) -> float:
+    """The spacing of ``dtype`` next to zero (its smallest subnormal): the absolute error floor."""
+    return torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps
+
+
+def fp32_ulp(truth: torch.Tensor) -> torch.Tensor:
+    """The float32 ULP at each value of ``truth`` (float64): the spacing of fp32 numbers there."""
+    _, exponent = torch.frexp(truth.double())
+    # |x| in [2**(e-1), 2**e) has fp32 spacing 2**(e-24); subnormals share the smallest spacing.
+    return torch.exp2((exponent - 24).clamp_min(-149).double())
+
+
+def ulp_error(approx: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """|approx - truth| in fp32 ULPs of truth (float64 tensor; NaN where either is NaN)."""
+    return (approx.double() - truth.double()).abs() / fp32_ulp(truth)

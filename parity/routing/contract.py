@@ -1,0 +1,96 @@
+"""The contract every routing implementation shares (shared/DESIGN.md, "Contracts").
+
+``validate`` checks arguments before any launch; ``check_output`` checks what an implementation
+returned. Both raise with messages that name the argument, what was expected and what came.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+RoutingFn = Callable[[torch.Tensor, int, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+GATING_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+SCALE_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The shape of one routing call, once its arguments are known to be valid."""
+
+    T: int
+    E: int
+    K: int
+
+
+def validate(gating_output, topk, per_expert_scale, *, max_experts: int | None = None) -> Problem:
+    """Check a routing call's arguments; return its (T, E, K). Raises TypeError/ValueError."""
+    if not isinstance(gating_output, torch.Tensor):
+        raise TypeError(f"gating_output: expected a torch.Tensor, got {type(gating_output).__name__}")
+    if gating_output.dtype not in GATING_DTYPES:
+        raise TypeError(
+            f"gating_output: expected dtype float32, bfloat16 or float16, got {gating_output.dtype}"
+        )
+    if gating_output.dim() != 2:
+        raise ValueError(
+            f"gating_output: expected a 2-D tensor [T, E], got {gating_output.dim()}-D with shape "
+            f"{tuple(gating_output.shape)}"
+        )
+    T, E = gating_output.shape
+    if E < 1:
+        raise ValueError(f"gating_output: expected at least one expert (E >= 1), got E={E}")
+    if max_experts is not None and E > max_experts:
+        raise ValueError(
+            f"gating_output: expected at most {max_experts} experts for this implementation, got E={E}"
+        )
+    if isinstance(topk, bool) or not isinstance(topk, numbers.Integral):
+        raise TypeError(f"topk: expected an int, got {type(topk).__name__} ({topk!r})")
+    if not 1 <= topk <= E:
+        raise ValueError(f"topk: expected 1 <= topk <= E={E}, got topk={topk}")
+    if not isinstance(per_expert_scale, torch.Tensor):
+        raise TypeError(
+            f"per_expert_scale: expected a torch.Tensor, got {type(per_expert_scale).__name__}"
+        )
+    if per_expert_scale.dtype not in SCALE_DTYPES:
+        raise TypeError(
+            f"per_expert_scale: expected a floating dtype, got {per_expert_scale.dtype}"
+        )
+    if per_expert_scale.dim() != 1 or per_expert_scale.shape[0] != E:
+        raise ValueError(
+            f"per_expert_scale: expected shape ({E},) to match gating_output's E={E}, got "
+            f"{tuple(per_expert_scale.shape)}"
+        )
+    if per_expert_scale.device != gating_output.device:
+        raise ValueError(
+            f"per_expert_scale: expected device {gating_output.device} (gating_output's), got "
+            f"{per_expert_scale.device}"
+        )
+    return Problem(T=T, E=E, K=int(topk))
+
+
+def check_output(name: str, out, problem: Problem, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check that an implementation returned (weights float32 [T, K], ids int32 [T, K]) on device.
+
+    Raises ``ContractError`` naming the implementation and what was wrong.
+    """
+    want = (problem.T, problem.K)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise ContractError(f"{name}: expected a (weights, ids) pair, got {type(out).__name__}")
+    weights, ids = out
+    for label, t, dtype in (("weights", weights, torch.float32), ("ids", ids, torch.int32)):
+        if not isinstance(t, torch.Tensor):
+            raise ContractError(f"{name}: {label}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dtype != dtype:
+            raise ContractError(f"{name}: {label}: expected dtype {dtype}, got {t.dtype}")
+        if tuple(t.shape) != want:
+            raise ContractError(f"{name}: {label}: expected shape {want}, got {tuple(t.shape)}")
+        if t.device != device:
+            raise ContractError(f"{name}: {label}: expected device {device}, got {t.device}")
+    return weights, ids
+
+
+class ContractError(RuntimeError):
+    """An implementation returned something that breaks the output contract."""

@@ -1,0 +1,36 @@
+"""Torch references, computed in the input dtype as model code does.
+
+``softmax_all`` is the model's formulation (Gemma4): softmax over all E experts, keep the top K
+through an indicator, renormalise, gather, multiply by the scale cast down to the input dtype.
+``topk_softmax`` is the formulation most engines use: topk first, softmax over the K chosen logits.
+Both round at every step in bf16/fp16; that rounding is the reference's own error, which parity
+separates from the kernel's with the fp64 oracle. Expert choice follows ``torch.topk``, whose tie
+rule differs between backends: that difference is measured by the analyzer, not hidden here.
+"""
+from __future__ import annotations
+
+import torch
+
+from parity.routing.contract import validate
+
+
+def softmax_all(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor):
+    """The model's formulation, in the input dtype. Returns (weights fp32 [T, K], ids int32 [T, K])."""
+    p = validate(gating_output, topk, per_expert_scale)
+    dtype = gating_output.dtype
+    probs = torch.softmax(gating_output, dim=-1)  # rounded to the input dtype
+    _, ids = torch.topk(gating_output, p.K, dim=-1)
+    indicator = torch.nn.functional.one_hot(ids, num_classes=p.E).sum(dim=1).to(dtype)
+    kept = probs * indicator
+    kept = kept / kept.sum(dim=-1, keepdim=True)
+    weights = kept.gather(1, ids) * per_expert_scale.to(dtype)[ids]
+    return weights.float(), ids.to(torch.int32)
+
+
+def topk_softmax(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor):
+    """Topk first, softmax over the K chosen logits, in the input dtype."""
+    p = validate(gating_output, topk, per_expert_scale)
+    dtype = gating_output.dtype
+    values, ids = torch.topk(gating_output, p.K, dim=-1)
+    weights = torch.softmax(values, dim=-1) * per_expert_scale.to(dtype)[ids]
+    return weights.float(), ids.to(torch.int32)

@@ -1,0 +1,95 @@
+"""The fused Triton kernel against the fp64 oracle: ids exactly, weights within FUSED_MAX_ULP."""
+import pytest
+import torch
+
+from parity.analysis import kth_logit
+from parity.check import assert_routing_close
+from parity.routing import fused
+from parity.routing.fused import MAX_EXPERTS, launch_config
+from parity.routing.oracle import route64
+from routing_cases import DTYPES, FUSED_MAX_ULP, logits, scale, tied_logits
+
+
+def check_against_oracle(g, K, s):
+    assert_routing_close(fused(g, K, s), route64(g, K, s), ordered=True, max_ulp=FUSED_MAX_ULP)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("T", [1, 2, 7, 1000, 65536])
+def test_random_normal_matches_oracle(T, dtype, dev):
+    check_against_oracle(logits(T, 128, dtype, dev, seed=T), 8, scale(128, dev))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("E,K", [(7, 1), (7, 6), (7, 7), (96, 1), (96, 6), (96, 8), (96, 32),
+                                 (128, 1), (128, 6), (128, 32), (256, 8), (256, 32),
+                                 (1000, 1), (1000, 6), (1000, 8), (1000, 32), (MAX_EXPERTS, 64)])
+def test_expert_counts_and_topk(E, K, dtype, dev):
+    T = 300 if E < MAX_EXPERTS else 40
+    check_against_oracle(logits(T, E, dtype, dev, seed=E + K), K, scale(E, dev))
+
+
+@pytest.mark.parametrize("spread", [8.0, 30.0])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_peaked_logits_keep_the_ulp_bound(spread, dtype, dev):
+    """Large logit gaps: the max-subtraction's rounding would cost tens of ulps without TwoSum."""
+    check_against_oracle(logits(4096, 128, dtype, dev, seed=3, spread=spread), 8, scale(128, dev))
+
+
+def test_bf16_ties_follow_the_lower_id_rule(dev):
+    g = tied_logits(4096, 128, dev)
+    kth = kth_logit(g, 8)[:, None]
+    tied_rows = ((g.double().cpu() == kth).sum(-1) > 1).sum().item()
+    assert tied_rows > 1000, "the input should hold many ties at the K-th place"
+    check_against_oracle(g, 8, scale(128, dev))
+
+
+def test_any_row_stride_and_scale_layout(dev):
+    base = logits(257, 128, torch.bfloat16, dev, seed=5)
+    s = scale(256, dev)[::2]                       # non-contiguous scale
+    transposed = base.t().contiguous().t()         # strides (1, 257)
+    sliced = logits(257, 256, torch.bfloat16, dev, seed=5)[:, ::2]  # strides (256, 2)
+    for g in (transposed, sliced):
+        assert not g.is_contiguous()
+        check_against_oracle(g, 8, s)
+        assert torch.equal(fused(g, 8, s)[1], fused(g.contiguous(), 8, s.contiguous())[1])
+
+
+@pytest.mark.parametrize("scale_dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_scale_in_any_float_dtype(scale_dtype, dev):
+    g = logits(100, 128, torch.float32, dev, seed=6)
+    s = scale(128, dev).to(scale_dtype)
+    w, _ = fused(g, 8, s)
+    w64, _ = route64(g, 8, s.float())  # the kernel multiplies by the scale read as fp32
+    assert_routing_close((w, fused(g, 8, s)[1]), (w64, route64(g, 8, s)[1]), max_ulp=FUSED_MAX_ULP)
+
+
+def test_empty_batch(dev):
+    w, ids = fused(torch.empty(0, 128, device=dev), 8, torch.ones(128, device=dev))
+    assert w.shape == (0, 8) and w.dtype == torch.float32
+    assert ids.shape == (0, 8) and ids.dtype == torch.int32
+
+
+def test_every_output_element_is_written(dev, monkeypatch):
+    """Poison the allocations: a slot left unwritten would show as NaN / -1."""
+    real_empty = torch.empty
+
+    def poisoned(*a, **k):
+        t = real_empty(*a, **k)
+        return t.fill_(-1) if not t.is_floating_point() else t.fill_(float("nan"))
+
+    monkeypatch.setattr(torch, "empty", poisoned)
+    w, ids = fused(logits(1000, 96, torch.float16, dev), 6, scale(96, dev))
+    assert not torch.isnan(w).any() and (ids >= 0).all()
+
+
+def test_launch_config_is_a_table_not_constants():
+    cfg = launch_config(65536, 128, 8, torch.bfloat16)
+    assert cfg["BLOCK_E"] == 128 and cfg["BLOCK_T"] >= 1
+    assert launch_config(1, 1000, 8, torch.float32)["BLOCK_E"] == 1024
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_upstream_size_matches_oracle(dtype, dev):
+    check_against_oracle(logits(250000, 128, dtype, dev, seed=1), 8, scale(128, dev))
