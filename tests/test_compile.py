@@ -18,9 +18,9 @@ def test_fullgraph_compile_gives_the_same_output(dev):
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
-def test_fake_tensor_shapes():
+def test_fake_tensor_shapes(dev):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode():
-        w, ids = fused(torch.empty(5, 128), 8, torch.empty(128))
+        w, ids = fused(torch.empty(5, 128, device=dev), 8, torch.empty(128, device=dev))
     assert w.shape == (5, 8) and w.dtype == torch.float32 and ids.dtype == torch.int32

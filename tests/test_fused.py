@@ -36,10 +36,25 @@ def test_peaked_logits_keep_the_ulp_bound(spread, dtype, dev):
     check_against_oracle(logits(4096, 128, dtype, dev, seed=3, spread=spread), 8, scale(128, dev))
 
 
+@pytest.mark.parametrize("E", [128, 1000])
+def test_fp32_near_ties_take_the_exact_path(E, dev):
+    """fp32 logits 1 + 1e-6 * noise share their truncated packed keys: the kernel must notice and
+    fall back to the exact comparison, so ids still equal the oracle's."""
+    gen = torch.Generator().manual_seed(7)
+    g = (1.0 + 1e-6 * torch.randn(512, E, generator=gen)).to(dev)
+    check_against_oracle(g, 8, scale(E, dev))
+
+
+def test_fp32_exact_ties_on_a_coarse_grid(dev):
+    """fp32 logits holding bf16 values: exact ties, lossless truncated keys, ties to the lower id."""
+    g = tied_logits(2048, 128, dev).float()
+    check_against_oracle(g, 8, scale(128, dev))
+
+
 def test_bf16_ties_follow_the_lower_id_rule(dev):
     g = tied_logits(4096, 128, dev)
-    kth = kth_logit(g, 8)[:, None]
-    tied_rows = ((g.double().cpu() == kth).sum(-1) > 1).sum().item()
+    kth = kth_logit(g.cpu(), 8)[:, None]
+    tied_rows = ((g.cpu().double() == kth).sum(-1) > 1).sum().item()
     assert tied_rows > 1000, "the input should hold many ties at the K-th place"
     check_against_oracle(g, 8, scale(128, dev))
 

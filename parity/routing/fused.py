@@ -1,18 +1,27 @@
 """parity's fused Gemma4 routing kernel: topk, softmax over the K, per-expert scale, in one launch.
 
-Algorithm (blocked iterative max). A program owns BLOCK_T rows and holds each row's E logits in
-registers as int32 *order keys*: the fp32 bit pattern turned into an integer whose signed order is
-the float order (negative floats have their magnitude bits flipped), with every NaN mapped to the
-largest key (NaN ranks above +inf, as torch.topk does), -0.0 mapped to +0.0, and padding columns to
-INT32_MIN, below -inf. K rounds then take the row maximum of the keys and, among the columns that
-hold it, the smallest id (the tie rule: equal logits go to the lower expert id), and knock that
-column out. The chosen key converts back to its float exactly, so no second gather of the logits is
-needed. Integer max/min are exact, so the choice of experts is the oracle's bit for bit; only the
-softmax (fp32 exp, sum, divide) and the scale multiply round.
+Algorithm: packed keys, one reduction per round, with an exact fallback.
 
-Why not ``tl.sort``: the Triton interpreter runs its compare-and-swap element by element in Python
-(seconds per tile); ``tl.max``/``tl.min`` run vectorised there, so the same source serves the GPU and
-the CPU (shared/FINDINGS.md). Launch parameters come from ``launch_config``.
+1. Each logit becomes a signed int32 *order key*: its fp32 bit pattern with the magnitude bits of
+   negative numbers flipped, so integer order is float order. Every NaN maps to the largest key (NaN
+   ranks above +inf, as in torch.topk); -0.0 is first turned into +0.0 so the two tie.
+2. The key's low COL_BITS bits are replaced by ``BLOCK_E - 1 - expert_id``: one int32 that orders by
+   logit, then by lower id, and is unique in its row. A round of top-K is then a single reduction:
+   the largest packed value below the previous pick, found as
+   ``prev - 1 - min_unsigned((prev - 1) - packed)`` (values at or above ``prev`` wrap to huge
+   unsigned numbers and lose). That is two integer ops per element per round, where an iterative
+   max with a separate id tie-break costs about six (reports/bench/NOTES.md).
+3. Dropping COL_BITS bits is lossless for bf16 and fp16 logits (their fp32 form has >= 13 zero low
+   bits) and for fp32 logits whose low bits are zero. Otherwise two logits may share a truncated key
+   and be ordered by id instead of value. That is detected exactly (a row with nonzero low bits whose
+   consecutive picks, K+1 of them, share a truncated key) and such a block re-runs the exact
+   iterative max on full keys: ids stay the oracle's bit for bit.
+4. Weights: softmax over the K chosen logits in fp32 (max-subtraction made exact by TwoSum, an
+   accurate exp), times per_expert_scale[id].
+
+Why not ``tl.sort``: the Triton interpreter runs it element by element in Python; ``tl.max``/
+``tl.min`` run vectorised, so this source serves the GPU and the CPU (shared/FINDINGS.md). Launch
+parameters come from ``launch_config``.
 """
 from __future__ import annotations
 
@@ -29,11 +38,32 @@ MAX_EXPERTS = 4096
 
 
 @triton.jit
+def _order_keys(x, cols, col_ok):
+    """fp32 logits -> int32 keys whose signed order is the float order (NaN on top, -0 == +0)."""
+    x = x + 0.0  # -0.0 + 0.0 = +0.0 under round-to-nearest; leaves every other value alone
+    bits = x.to(tl.int32, bitcast=True)
+    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # arithmetic shift: all ones for negatives
+    key = tl.where(x != x, 0x7FFFFFFF, key)
+    return tl.where(col_ok[None, :], key, -2147483647 - 1), bits
+
+
+@triton.jit
+def _exact_topk(key, cols, slots, K: tl.constexpr, BLOCK_E: tl.constexpr, top_id):
+    """Iterative max on full keys, ties to the lower id: the slow, always-exact path."""
+    for k in range(K):
+        best = tl.max(key, axis=1)
+        pick = tl.min(tl.where(key == best[:, None], cols[None, :], BLOCK_E), axis=1)
+        key = tl.where(cols[None, :] == pick[:, None], -2147483647 - 1, key)
+        top_id = tl.where(slots[None, :] == k, pick[:, None], top_id)
+    return top_id
+
+
+@triton.jit
 def _route_kernel(
     gating_ptr, scale_ptr, weights_ptr, ids_ptr,
     T, E, stride_gt, stride_ge, stride_s,
     K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
-    ACCURATE_EXP: tl.constexpr,
+    COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr, ACCURATE_EXP: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -42,36 +72,38 @@ def _route_kernel(
     row_ok = rows < T
     col_ok = cols < E
     rows64 = rows.to(tl.int64)  # T * stride can pass 2**31
+    row_ptr = gating_ptr + rows64 * stride_gt
+    tile_mask = row_ok[:, None] & col_ok[None, :]
 
-    x = tl.load(
-        gating_ptr + rows64[:, None] * stride_gt + cols[None, :] * stride_ge,
-        mask=row_ok[:, None] & col_ok[None, :], other=0.0,
-    ).to(tl.float32)
+    x = tl.load(row_ptr[:, None] + cols[None, :] * stride_ge, mask=tile_mask, other=0.0).to(tl.float32)
+    key, bits = _order_keys(x, cols, col_ok)
+    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+    packed = (key & ~COL_MASK) | (COL_MASK - cols)[None, :]
 
-    # float -> order key. Arithmetic shift smears the sign bit: 0 for x >= 0, all ones for x < 0.
-    bits = x.to(tl.int32, bitcast=True)
-    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-    key = tl.where(x == 0.0, 0, key)            # -0.0 ties with +0.0
-    key = tl.where(x != x, 0x7FFFFFFF, key)     # every NaN above +inf (0x7F800000)
-    int32_min = tl.full([BLOCK_T, BLOCK_E], -2147483647 - 1, tl.int32)
-    key = tl.where(col_ok[None, :], key, int32_min)
-
-    top_key = tl.zeros([BLOCK_T, BLOCK_K], dtype=tl.int32)
     top_id = tl.zeros([BLOCK_T, BLOCK_K], dtype=tl.int32)
-    for k in range(K):
-        best = tl.max(key, axis=1)
-        # lowest column holding the maximum; E <= BLOCK_E, so BLOCK_E means "none" and never wins
-        pick = tl.min(tl.where(key == best[:, None], cols[None, :], BLOCK_E), axis=1)
-        key = tl.where(cols[None, :] == pick[:, None], int32_min, key)
-        top_key = tl.where(slots[None, :] == k, best[:, None], top_key)
-        top_id = tl.where(slots[None, :] == k, pick[:, None], top_id)
+    best = tl.max(packed, axis=1)
+    ambiguous = tl.zeros([BLOCK_T], dtype=tl.int1)
+    ROUNDS: tl.constexpr = K + 1 if CHECK_LOSS else K  # one more pick shows a tie across the K-th place
+    for k in range(ROUNDS):
+        if k > 0:
+            prev = best
+            gap = ((prev - 1)[:, None] - packed).to(tl.uint32, bitcast=True)
+            best = prev - 1 - tl.min(gap, axis=1).to(tl.int32, bitcast=True)
+            ambiguous = ambiguous | ((best >> COL_BITS) == (prev >> COL_BITS))
+        top_id = tl.where(slots[None, :] == k, (COL_MASK - (best & COL_MASK))[:, None], top_id)
 
-    # order key -> float, exactly (the map is its own inverse on the bits)
-    vbits = top_key ^ ((top_key >> 31) & 0x7FFFFFFF)
-    v = vbits.to(tl.float32, bitcast=True)
+    if CHECK_LOSS:
+        lossy = tl.max(bits & COL_MASK, axis=1) != 0
+        if tl.max((ambiguous & lossy & row_ok).to(tl.int32), axis=0) > 0:
+            top_id = _exact_topk(key, cols, slots, K, BLOCK_E, top_id)
+
     slot_ok = slots < K
-    first = tl.max(tl.where(slot_ok[None, :], v, float("-inf")), axis=1)
-    # A NaN or +inf among the chosen makes `first` NaN/+inf and every weight NaN: that row only.
+    out_ok = row_ok[:, None] & slot_ok[None, :]
+    top_id = tl.where(out_ok, top_id, 0)
+    v = tl.load(row_ptr[:, None] + top_id * stride_ge, mask=out_ok, other=0.0).to(tl.float32)
+    # The first slot holds the largest logit; a sum of one value and zeros extracts it with NaN and
+    # inf intact, and a NaN or +inf there makes every weight of that row (only) NaN.
+    first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)
     # d = v - first rounds by up to |d| * 2**-24, which exp turns into a relative error of the
     # same size (peaked rows: |d| ~ 30, i.e. tens of ulps). TwoSum recovers the rounding error
     # exactly with plain adds; exp(d + err) = exp(d) * (1 + err) to first order. On the GPU,
@@ -88,7 +120,6 @@ def _route_kernel(
         e = tl.exp(d)
     e = tl.where(slot_ok[None, :], e + e * d_err, 0.0)
     probs = e / tl.sum(e, axis=1)[:, None]
-    out_ok = row_ok[:, None] & slot_ok[None, :]
     scale = tl.load(scale_ptr + top_id * stride_s, mask=out_ok, other=0.0).to(tl.float32)
     out = rows64[:, None] * K + slots[None, :]
     tl.store(weights_ptr + out, probs * scale, mask=out_ok)
@@ -108,6 +139,19 @@ def launch_config(T: int, E: int, K: int, dtype: torch.dtype) -> dict:
     return {"BLOCK_T": block_t, "BLOCK_E": block_e, "num_warps": num_warps}
 
 
+def kernel_args(gating_output: torch.Tensor, topk: int) -> dict:
+    """Compile-time arguments that follow from the problem, not from tuning."""
+    E = gating_output.shape[1]
+    col_bits = max(1, (triton.next_power_of_2(E) - 1).bit_length())
+    # The packed key keeps 32 - COL_BITS bits of the fp32 key: enough for every bf16 (16 bits) and
+    # fp16 (19 bits) value while COL_BITS <= 13; fp32 logits are checked at run time.
+    assert col_bits <= 13, "MAX_EXPERTS must keep COL_BITS <= 13"
+    return {
+        "K": topk, "BLOCK_K": triton.next_power_of_2(topk), "COL_BITS": col_bits,
+        "CHECK_LOSS": gating_output.dtype == torch.float32, "ACCURATE_EXP": not device.INTERPRETER,
+    }
+
+
 @torch.library.custom_op("parity::fused_route", mutates_args=())
 def _fused_route(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     T, E = gating_output.shape
@@ -116,12 +160,11 @@ def _fused_route(gating_output: torch.Tensor, topk: int, per_expert_scale: torch
     if T == 0:
         return weights, ids
     cfg = launch_config(T, E, topk, gating_output.dtype)
-    grid = (triton.cdiv(T, cfg["BLOCK_T"]),)
-    _route_kernel[grid](
+    _route_kernel[(triton.cdiv(T, cfg["BLOCK_T"]),)](
         gating_output, per_expert_scale, weights, ids,
         T, E, gating_output.stride(0), gating_output.stride(1), per_expert_scale.stride(0),
-        K=topk, BLOCK_T=cfg["BLOCK_T"], BLOCK_E=cfg["BLOCK_E"],
-        BLOCK_K=triton.next_power_of_2(topk), ACCURATE_EXP=not device.INTERPRETER, num_warps=cfg["num_warps"],
+        BLOCK_T=cfg["BLOCK_T"], BLOCK_E=cfg["BLOCK_E"], num_warps=cfg["num_warps"],
+        **kernel_args(gating_output, topk),
     )
     return weights, ids
 
