@@ -126,16 +126,23 @@ def _route_kernel(
     tl.store(ids_ptr + out, top_id, mask=out_ok)
 
 
-def launch_config(T: int, E: int, K: int, dtype: torch.dtype) -> dict:
-    """Rows per program and warps for one call: the one table of launch parameters.
+# Launch table, measured on one H200 (reports/bench/NOTES.md): keys per warp, by logit dtype. Few
+# warps per row keep the per-round reductions inside threads; fp32 rows carry more live registers
+# (full keys for the exact fallback), so fewer keys per warp.
+KEYS_PER_WARP = {torch.bfloat16: 1024, torch.float16: 1024, torch.float32: 256}
+INTERPRETER_KEYS_PER_PROGRAM = 2**17  # the interpreter pays per program in Python: make them large
 
-    On the GPU, a program holds about 2048 keys (rows x padded E) over 4 warps. In the interpreter
-    each program costs Python overhead, so programs are made large (2**17 elements) instead.
-    """
+
+def launch_config(T: int, E: int, K: int, dtype: torch.dtype) -> dict:
+    """Rows per program and warps for one call: the one table of launch parameters."""
     block_e = triton.next_power_of_2(E)
-    budget = 2**17 if device.INTERPRETER else 2048
-    block_t = max(1, min(budget // block_e, triton.next_power_of_2(max(T, 1))))
-    num_warps = 4 if block_t * block_e >= 1024 else 1
+    rows_needed = triton.next_power_of_2(max(T, 1))
+    if device.INTERPRETER:
+        return {"BLOCK_T": max(1, min(INTERPRETER_KEYS_PER_PROGRAM // block_e, rows_needed)),
+                "BLOCK_E": block_e, "num_warps": 1}
+    per_warp = KEYS_PER_WARP[dtype]
+    block_t = max(1, min(per_warp // block_e, rows_needed))
+    num_warps = min(8, max(1, block_t * block_e // per_warp))
     return {"BLOCK_T": block_t, "BLOCK_E": block_e, "num_warps": num_warps}
 
 
