@@ -5,7 +5,7 @@ import torch
 from parity import routing
 from parity.routing.fused import MAX_EXPERTS
 
-IMPLS = ["fused", "softmax_all", "topk_softmax", "oracle"]
+IMPLS = ["fused", "softmax_all", "topk_softmax", "oracle", "sort_baseline"]
 
 
 def good(dev):

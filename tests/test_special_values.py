@@ -45,3 +45,20 @@ def test_fused_ids_match_oracle_on_special_rows(dtype, dev):
     assert torch.equal(ids.cpu(), ids_ref.cpu())
     assert torch.equal(torch.isnan(w).cpu(), torch.isnan(w_ref).cpu())
     assert (w[15, 3:] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_subnormal_and_huge_logits_order_exactly(dtype, dev):
+    """Subnormals and values near the dtype's max must be ordered like the oracle orders them
+    (regression: the Triton interpreter's bf16->fp32 conversion misrounds bf16 subnormals)."""
+    fin = torch.finfo(dtype)
+    gen = torch.Generator().manual_seed(13)
+    tiny = (torch.rand(32, 128, generator=gen, dtype=torch.float64) * 2 - 1) * fin.smallest_normal
+    huge = (torch.rand(32, 128, generator=gen, dtype=torch.float64) * 2 - 1) * fin.max / 2
+    g = torch.cat([tiny, huge]).to(dtype)
+    assert (g[:32].abs() <= fin.smallest_normal).all() and (g[:32].abs() < fin.smallest_normal).sum() > 1000
+    g = g.to(dev)
+    s = scale(128, dev)
+    w, ids = fused(g, 8, s)
+    w_ref, ids_ref = oracle(g, 8, s)
+    assert torch.equal(ids.cpu(), ids_ref.cpu())

@@ -8,14 +8,18 @@ from __future__ import annotations
 from parity import device as _device  # noqa: F401  (decides TRITON_INTERPRET before triton loads)
 from parity.routing.contract import RoutingFn
 from parity.routing.fused import fused
+from parity.routing.mutants import MUTANTS
 from parity.routing.oracle import oracle
 from parity.routing.reference import softmax_all, topk_softmax
+from parity.routing.sort_baseline import sort_baseline
 
 _REGISTRY: dict[str, RoutingFn] = {
     "fused": fused,
     "softmax_all": softmax_all,
     "topk_softmax": topk_softmax,
     "oracle": oracle,
+    "sort_baseline": sort_baseline,
+    **MUTANTS,
 }
 
 

@@ -28,23 +28,13 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra import libdevice
-
 from parity import device
 from parity.routing.contract import validate
+from parity.routing.kernel_parts import (dtype_flags, empty_outputs, exp_shifted, load_fp32, order_key,
+                                          require_kernel_device)
 
 MAX_EXPERTS = 4096
 """The largest E this kernel takes: one row's keys must fit in one program's registers."""
-
-
-@triton.jit
-def _order_keys(x, cols, col_ok):
-    """fp32 logits -> int32 keys whose signed order is the float order (NaN on top, -0 == +0)."""
-    x = x + 0.0  # -0.0 + 0.0 = +0.0 under round-to-nearest; leaves every other value alone
-    bits = x.to(tl.int32, bitcast=True)
-    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # arithmetic shift: all ones for negatives
-    key = tl.where(x != x, 0x7FFFFFFF, key)
-    return tl.where(col_ok[None, :], key, -2147483647 - 1), bits
 
 
 @triton.jit
@@ -63,7 +53,7 @@ def _route_kernel(
     gating_ptr, scale_ptr, weights_ptr, ids_ptr,
     T, E, stride_gt, stride_ge, stride_s,
     K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
-    COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr, ACCURATE_EXP: tl.constexpr,
+    COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -75,8 +65,9 @@ def _route_kernel(
     row_ptr = gating_ptr + rows64 * stride_gt
     tile_mask = row_ok[:, None] & col_ok[None, :]
 
-    x = tl.load(row_ptr[:, None] + cols[None, :] * stride_ge, mask=tile_mask, other=0.0).to(tl.float32)
-    key, bits = _order_keys(x, cols, col_ok)
+    x = load_fp32(row_ptr[:, None] + cols[None, :] * stride_ge, tile_mask, IS_BF16)
+    key, bits = order_key(x)
+    key = tl.where(col_ok[None, :], key, -2147483647 - 1)  # padding below -inf
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     packed = (key & ~COL_MASK) | (COL_MASK - cols)[None, :]
 
@@ -100,25 +91,11 @@ def _route_kernel(
     slot_ok = slots < K
     out_ok = row_ok[:, None] & slot_ok[None, :]
     top_id = tl.where(out_ok, top_id, 0)
-    v = tl.load(row_ptr[:, None] + top_id * stride_ge, mask=out_ok, other=0.0).to(tl.float32)
+    v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
     # The first slot holds the largest logit; a sum of one value and zeros extracts it with NaN and
     # inf intact, and a NaN or +inf there makes every weight of that row (only) NaN.
     first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)
-    # d = v - first rounds by up to |d| * 2**-24, which exp turns into a relative error of the
-    # same size (peaked rows: |d| ~ 30, i.e. tens of ulps). TwoSum recovers the rounding error
-    # exactly with plain adds; exp(d + err) = exp(d) * (1 + err) to first order. On the GPU,
-    # libdevice's exp is accurate to ~1 ulp over the whole range, where tl.exp's exp2(d * log2 e)
-    # shortcut would round the product first and bring the same |d| * 2**-24 error back. The
-    # interpreter has no libdevice; its tl.exp is numpy's float32 exp, accurate on its own.
-    d = v - first[:, None]
-    d_back = d + first[:, None]
-    d_err = (v - d_back) + (-first[:, None] - (d - d_back))
-    d_err = tl.where(d_err == d_err, d_err, 0.0)  # v = -inf: d = -inf, exp 0, no correction
-    if ACCURATE_EXP:
-        e = libdevice.exp(d)
-    else:
-        e = tl.exp(d)
-    e = tl.where(slot_ok[None, :], e + e * d_err, 0.0)
+    e = tl.where(slot_ok[None, :], exp_shifted(v, first[:, None], ACCURATE_EXP), 0.0)
     probs = e / tl.sum(e, axis=1)[:, None]
     scale = tl.load(scale_ptr + top_id * stride_s, mask=out_ok, other=0.0).to(tl.float32)
     out = rows64[:, None] * K + slots[None, :]
@@ -155,15 +132,14 @@ def kernel_args(gating_output: torch.Tensor, topk: int) -> dict:
     assert col_bits <= 13, "MAX_EXPERTS must keep COL_BITS <= 13"
     return {
         "K": topk, "BLOCK_K": triton.next_power_of_2(topk), "COL_BITS": col_bits,
-        "CHECK_LOSS": gating_output.dtype == torch.float32, "ACCURATE_EXP": not device.INTERPRETER,
+        "CHECK_LOSS": gating_output.dtype == torch.float32, **dtype_flags(gating_output),
     }
 
 
 @torch.library.custom_op("parity::fused_route", mutates_args=())
 def _fused_route(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     T, E = gating_output.shape
-    weights = torch.empty((T, topk), dtype=torch.float32, device=gating_output.device)
-    ids = torch.empty((T, topk), dtype=torch.int32, device=gating_output.device)
+    weights, ids = empty_outputs(gating_output, topk)
     if T == 0:
         return weights, ids
     cfg = launch_config(T, E, topk, gating_output.dtype)
@@ -176,22 +152,11 @@ def _fused_route(gating_output: torch.Tensor, topk: int, per_expert_scale: torch
     return weights, ids
 
 
-@_fused_route.register_fake
-def _(gating_output, topk, per_expert_scale):
-    T = gating_output.shape[0]
-    return (
-        gating_output.new_empty((T, topk), dtype=torch.float32),
-        gating_output.new_empty((T, topk), dtype=torch.int32),
-    )
+_fused_route.register_fake(empty_outputs)
 
 
 def fused(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor):
     """Fused routing: (weights fp32 [T, K], ids int32 [T, K]); ids exactly the oracle's."""
     validate(gating_output, topk, per_expert_scale, max_experts=MAX_EXPERTS)
-    want = device.default().type
-    if gating_output.device.type != want:
-        raise ValueError(
-            f"gating_output: expected a tensor on {want} (this process runs Triton kernels on {want}"
-            f"{' through the interpreter' if device.INTERPRETER else ''}), got {gating_output.device}"
-        )
+    require_kernel_device(gating_output)
     return _fused_route(gating_output, int(topk), per_expert_scale)

@@ -1,0 +1,37 @@
+"""A one-line progress bar on stderr: cases done, the current case, elapsed and time left."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, total: int, *, enabled: bool = True, width: int = 24) -> None:
+        self.total, self.done, self.width = total, 0, width
+        self.enabled = enabled and total > 0
+        self.start = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def show(self, label: str) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        filled = int(self.width * self.done / self.total)
+        bar = "#" * filled + "." * (self.width - filled)
+        eta = "?" if left != left else f"{left:4.0f}s"
+        line = f"[{bar}] {self.done}/{self.total}  {elapsed:4.0f}s elapsed, {eta} left  {label}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def advance(self, label: str = "") -> None:
+        self.done += 1
+        self.show(label)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -1,0 +1,77 @@
+"""Pieces shared by parity's Triton routing kernels (fused, sort_baseline) and their launchers."""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+from parity import device
+
+
+@triton.jit
+def load_fp32(ptrs, mask, IS_BF16: tl.constexpr):
+    """Load logits as fp32. bf16 goes through its bits (bf16 -> fp32 is a 16-bit shift): the
+    Triton interpreter's own bf16 conversion rounds subnormals wrongly (triton 3.9: bf16 0x007F
+    reads as fp32 0x007E0000), which would misorder subnormal logits on the CPU."""
+    if IS_BF16:
+        raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0)
+        return (raw.to(tl.int32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def order_key(x):
+    """fp32 logits -> int32 keys whose signed order is the float order: negative numbers get their
+    magnitude bits flipped (the arithmetic shift smears the sign bit), every NaN maps to the top
+    (NaN ranks above +inf, as in torch.topk) and -0.0 ties with +0.0. Returns (key, bits)."""
+    x = x + 0.0  # -0.0 + 0.0 = +0.0 under round-to-nearest; leaves every other value alone
+    bits = x.to(tl.int32, bitcast=True)
+    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return tl.where(x != x, 0x7FFFFFFF, key), bits
+
+
+@triton.jit
+def exp_shifted(v, first, ACCURATE_EXP: tl.constexpr):
+    """exp(v - first), accurate to about an ulp whatever the gap.
+
+    d = v - first rounds by up to |d| * 2**-24, which exp turns into a relative error of the same
+    size (peaked rows: |d| ~ 30, i.e. tens of ulps). TwoSum recovers that rounding exactly with
+    plain adds, and exp(d + err) = exp(d) * (1 + err) to first order. On the GPU, libdevice's exp is
+    accurate to ~1 ulp over the whole range, where tl.exp's exp2(d * log2 e) shortcut would round
+    the product first and bring the same error back; the interpreter has no libdevice, and its
+    tl.exp is numpy's float32 exp, accurate on its own. NaN or +inf in ``first`` gives NaN.
+    """
+    d = v - first
+    d_back = d + first
+    d_err = (v - d_back) + (-first - (d - d_back))
+    d_err = tl.where(d_err == d_err, d_err, 0.0)  # v = -inf: d = -inf, exp 0, no correction
+    if ACCURATE_EXP:
+        e = libdevice.exp(d)
+    else:
+        e = tl.exp(d)
+    return e + e * d_err
+
+
+def dtype_flags(gating_output: torch.Tensor) -> dict:
+    """Compile-time flags every routing kernel takes."""
+    return {"ACCURATE_EXP": not device.INTERPRETER, "IS_BF16": gating_output.dtype == torch.bfloat16}
+
+
+def require_kernel_device(gating_output: torch.Tensor) -> None:
+    """Kernels run where parity.device decided; refuse tensors elsewhere before any launch."""
+    want = device.default().type
+    if gating_output.device.type != want:
+        raise ValueError(
+            f"gating_output: expected a tensor on {want} (this process runs Triton kernels on {want}"
+            f"{' through the interpreter' if device.INTERPRETER else ''}), got {gating_output.device}"
+        )
+
+
+def empty_outputs(gating_output: torch.Tensor, topk: int, per_expert_scale=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights float32 [T, K], ids int32 [T, K]) on the input's device, unwritten. Also the fake
+    (meta) implementation of every routing custom op: it only needs shapes."""
+    T = gating_output.shape[0]
+    return (gating_output.new_empty((T, topk), dtype=torch.float32),
+            gating_output.new_empty((T, topk), dtype=torch.int32))

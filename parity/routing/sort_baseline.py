@@ -1,0 +1,108 @@
+"""A per-token full-sort Triton routing kernel: the speed baseline that ``fused`` is measured against.
+
+Algorithm (one program per token):
+
+1. Each of the row's E logits (padded to BLOCK_E, the next power of two) becomes one int64. Its high
+   32 bits are the logit's *order key*, the same mapping as ``fused``: the fp32 bit pattern with the
+   magnitude bits of negative numbers flipped, so signed integer order is float order; every NaN
+   maps to the largest key (NaN ranks above +inf, as in torch.topk) and -0.0 is first turned into
+   +0.0 so the two tie. Its low 32 bits are ``BLOCK_E - 1 - expert_id``, so among equal logits the
+   lower id is the larger value and comes first in a descending sort. Padding columns take the
+   smallest int32 key, below every real logit (-inf's key is larger). The packed values are unique
+   in their row, so the order is total and needs no stable sort.
+2. ``tl.sort(descending=True)`` orders the whole row; the first K entries are the chosen experts,
+   slot order included. Ids come from the low bits, values from the high bits (the key mapping is
+   invertible for everything but NaN payloads, which stay NaN).
+3. Weights: softmax over the K chosen logits in fp32 with the largest subtracted, that subtraction's
+   rounding recovered by TwoSum, an accurate exp (as ``fused``), times per_expert_scale[id] read as
+   fp32.
+
+Why it is the baseline: it is the published algorithm class for fused top-k routing — a full sort
+of each token's logits, packed with their ids — simple, obviously correct, and fast enough that the
+fused kernel has to beat it rather than the torch code (shared/FINDINGS.md: 333 us against 125 us at
+T=250000, E=128 on an H200).
+
+Cost: a bitonic sort of BLOCK_E elements per token, O(E log^2 E) compare-exchanges on 64-bit values
+((E/4) * log2(E) * (log2(E) + 1) exactly: 1792 for E = 128), against K rounds of one E-wide 32-bit
+reduction for ``fused``. It needs the whole row in one program, hence MAX_EXPERTS. In the Triton
+interpreter ``tl.sort`` runs in Python (tenths of a second per 128-wide row, shared/FINDINGS.md):
+on the CPU use it on a handful of rows only.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from parity.routing.contract import validate
+from parity.routing.kernel_parts import (dtype_flags, empty_outputs, exp_shifted, load_fp32, order_key,
+                                          require_kernel_device)
+
+MAX_EXPERTS = 1024
+"""The largest E this kernel takes: one program sorts a whole row of int64 keys in registers."""
+
+
+@triton.jit
+def _sort_route_kernel(
+    gating_ptr, scale_ptr, weights_ptr, ids_ptr,
+    E, stride_gt, stride_ge, stride_s,
+    K: tl.constexpr, BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)  # T * stride can pass 2**31
+    cols = tl.arange(0, BLOCK_E)
+    col_ok = cols < E
+    x = load_fp32(gating_ptr + row * stride_gt + cols * stride_ge, col_ok, IS_BF16)
+    key, _ = order_key(x)  # as in fused: NaN on top, -0.0 == +0.0
+    key = tl.where(col_ok, key, -2147483647 - 1)
+    # key in the high half (sign-extended, so signed int64 order is key order), the reversed id in
+    # the low half (non-negative, so it only breaks ties). All widening happens on int64 tensors:
+    # the interpreter rejects 64-bit literals beside int32 tensors.
+    packed = (key.to(tl.int64) << 32) | (BLOCK_E - 1 - cols).to(tl.int64)
+    packed = tl.sort(packed, descending=True)
+
+    # Position j of the sorted row is slot j: the first K positions are the output.
+    top = cols < K
+    top_id = BLOCK_E - 1 - (packed & (BLOCK_E - 1)).to(tl.int32)
+    top_id = tl.where(top, top_id, 0)
+    top_key = (packed >> 32).to(tl.int32)
+    v = (top_key ^ ((top_key >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+
+    # Position 0 holds the largest logit; a sum of one value and zeros extracts it with NaN and inf
+    # intact, and a NaN or +inf there makes every weight of this row NaN (all -inf: -inf - -inf too).
+    first = tl.sum(tl.where(cols == 0, v, 0.0), axis=0)
+    e = tl.where(top, exp_shifted(v, first, ACCURATE_EXP), 0.0)
+    probs = e / tl.sum(e, axis=0)
+    scale = tl.load(scale_ptr + top_id * stride_s, mask=top, other=0.0).to(tl.float32)
+    out = row * K + cols
+    tl.store(weights_ptr + out, probs * scale, mask=top)
+    tl.store(ids_ptr + out, top_id, mask=top)
+
+
+def num_warps(block_e: int) -> int:
+    """Warps per row: one warp holds a 128-wide row in four registers per thread; wider rows
+    spread over four warps so the sort's register footprint per thread stays small."""
+    return 1 if block_e <= 128 else 4
+
+
+@torch.library.custom_op("parity::sort_baseline_route", mutates_args=())
+def _sort_baseline_route(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    T, E = gating_output.shape
+    weights, ids = empty_outputs(gating_output, topk)
+    if T == 0:
+        return weights, ids
+    block_e = triton.next_power_of_2(E)
+    _sort_route_kernel[(T,)](
+        gating_output, per_expert_scale, weights, ids,
+        E, gating_output.stride(0), gating_output.stride(1), per_expert_scale.stride(0),
+        K=topk, BLOCK_E=block_e, num_warps=num_warps(block_e), **dtype_flags(gating_output),
+    )
+    return weights, ids
+
+
+_sort_baseline_route.register_fake(empty_outputs)
+
+
+def sort_baseline(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor):
+    """Per-token full-sort routing: (weights fp32 [T, K], ids int32 [T, K]); ids exactly the oracle's."""
+    validate(gating_output, topk, per_expert_scale, max_experts=MAX_EXPERTS)
+    require_kernel_device(gating_output)
+    return _sort_baseline_route(gating_output, int(topk), per_expert_scale)

@@ -1,0 +1,204 @@
+"""Sweeps: named grids of cases, the runner, and the JSONL records they stream.
+
+A case is (T, E, K, dtype, distribution, seed) plus its role: ``derive`` cases feed the tolerance
+derivation, ``holdout`` cases validate it (other seeds, larger T). Running a case routes its inputs
+through every implementation and compares candidate~baseline pairs (``parity.analysis``); each
+pair becomes one record. ``parity.summary`` turns records into the summary; nothing here decides
+a verdict.
+"""
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from parity import inputs, routing
+from parity.analysis import Routing, attribute, compare, kth_logit, tie_rule
+from parity.progress import Progress
+from parity.routing.contract import Problem, check_output
+from parity.routing.mutants import MUTANTS
+from parity.routing.oracle import route64
+
+DTYPES = ("float32", "bfloat16", "float16")
+DERIVE_SEEDS = (0, 1, 2)
+HOLDOUT_SEEDS = (3, 4)
+CANDIDATES = ("fused",)
+BASELINES = ("softmax_all", "topk_softmax", "oracle")
+REFERENCES = ("softmax_all", "topk_softmax")
+UPSTREAM_T = (1, 2, 2048, 250000)
+
+
+@dataclass(frozen=True)
+class Case:
+    T: int
+    E: int
+    K: int
+    dtype: str
+    dist: str
+    seed: int
+    role: str            # "derive" | "holdout"
+    mutants: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"T{self.T}-E{self.E}-K{self.K}-{self.dtype}-{self.dist}-s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    description: str
+    cases: tuple[Case, ...]
+
+
+def _upstream(seeds_small=(*DERIVE_SEEDS, *HOLDOUT_SEEDS), big_T=UPSTREAM_T[-1]) -> list[Case]:
+    cases = []
+    for dtype in DTYPES:
+        for T in UPSTREAM_T[:-1]:
+            for seed in seeds_small:
+                role = "derive" if seed in DERIVE_SEEDS else "holdout"
+                cases.append(Case(T, 128, 8, dtype, "upstream", seed, role, mutants=T >= 2048))
+        cases.append(Case(big_T, 128, 8, dtype, "upstream", 0, "holdout"))  # held out: larger T
+    return cases
+
+
+def _distributions(T: int, seeds: Iterable[int]) -> list[Case]:
+    return [
+        Case(T, 128, 8, dtype, dist, seed, "derive" if seed in DERIVE_SEEDS else "holdout", mutants=True)
+        for dist in inputs.DISTRIBUTIONS if dist != "upstream"
+        for dtype in DTYPES for seed in seeds
+    ]
+
+
+def _smoke() -> list[Case]:
+    cases = []
+    for dtype in DTYPES:
+        cases += [Case(64, 128, 8, dtype, "upstream", s, "derive") for s in (0, 1)]
+        cases += [Case(1, 128, 8, dtype, "upstream", 3, "holdout")]
+        cases += [Case(4096, 128, 8, dtype, "randn", 0, "derive", mutants=True)]
+        cases += [Case(4096, 128, 8, dtype, "randn", 3, "holdout", mutants=True)]
+        cases += [Case(64, 128, 8, dtype, "special", 3, "holdout", mutants=True)]
+    return cases
+
+
+GRIDS: dict[str, Callable[[], Grid]] = {
+    "upstream": lambda: Grid(
+        "upstream", "the upstream test's grid: T in {1, 2, 2048, 250000}, E=128, K=8, three dtypes, "
+        "upstream inputs; seeds 0-2 derive, seeds 3-4 and T=250000 are held out",
+        tuple(_upstream())),
+    "default": lambda: Grid(
+        "default", "upstream, plus every other distribution at T=4096 (seeds 0-1 derive, seed 3 "
+        "held out) and T=65536 randn held out",
+        tuple(_upstream() + _distributions(4096, (0, 1, 3))
+              + [Case(65536, 128, 8, d, "randn", 4, "holdout") for d in DTYPES])),
+    "smoke": lambda: Grid(
+        "smoke", "a small grid for CI and a first look: upstream T=1 and 64, randn T=4096 (bf16 ties "
+        "at the K-th place), special values; every stage of the pipeline runs",
+        tuple(_smoke())),
+}
+
+
+def grid(name: str) -> Grid:
+    if name not in GRIDS:
+        raise ValueError(f"grid: unknown grid {name!r}; known: {', '.join(GRIDS)}")
+    return GRIDS[name]()
+
+
+def _route(name: str, fn, g: torch.Tensor, K: int, s: torch.Tensor) -> Routing:
+    out = fn(g, K, s)
+    return Routing.of(check_output(name, out, Problem(g.shape[0], g.shape[1], K), g.device))
+
+
+def run_case(
+    case: Case, device: torch.device, candidates: dict[str, Callable] | None = None,
+    baselines: Iterable[str] = BASELINES, mutants: dict[str, Callable] | None = None,
+) -> list[dict]:
+    """Route one case through every implementation; one record per pair, per implementation's tie
+    rule, and per failure (an implementation that raises or breaks the contract is recorded, the
+    rest of the case goes on)."""
+    candidates = candidates if candidates is not None else {n: routing.get(n) for n in CANDIDATES}
+    mutants = (mutants if mutants is not None else MUTANTS) if case.mutants else {}
+    baselines = list(baselines)
+    dtype = getattr(torch, case.dtype)
+    inp = inputs.make(case.dist, case.T, case.E, dtype, case.seed, device)
+    g, s, K = inp.gating_output, inp.per_expert_scale, case.K
+    head = {"case_id": case.id, "case": asdict(case)}
+    records: list[dict] = []
+    outs: dict[str, Routing] = {"oracle": Routing.of(route64(g, K, s))}
+    kinds = {name: "baseline" for name in baselines if name != "oracle"}
+    kinds.update({name: "candidate" for name in candidates})
+    kinds.update({name: "mutant" for name in mutants})
+    fns = {**{n: routing.get(n) for n in baselines if n != "oracle"}, **candidates, **mutants}
+    for name, fn in fns.items():
+        try:
+            outs[name] = _route(name, fn, g, K, s)
+        except Exception as exc:  # noqa: BLE001 - a broken implementation is a finding, not a crash
+            records.append({**head, "kind": "error", "impl": name, "impl_kind": kinds[name],
+                            "error": f"{type(exc).__name__}: {exc}",
+                            "traceback": traceback.format_exc(limit=3)})
+    g_cpu, s_cpu = g.cpu(), s.cpu()
+    kth = kth_logit(g_cpu, K) if case.T else None
+    for name, out in outs.items():
+        if kinds.get(name) != "mutant":
+            records.append({**head, "kind": "implementation", "impl": name,
+                            "impl_kind": kinds.get(name, "oracle"),
+                            "tie_rule": tie_rule(g_cpu, out.ids, kth)})
+
+    results = {}
+    def pair(c: str, b: str) -> None:
+        if c in outs and b in outs:
+            base_dtype = torch.float64 if b == "oracle" else dtype
+            results[(c, b)] = compare(g_cpu, outs[c], outs[b], s_cpu, pair=f"{c}~{b}", base_dtype=base_dtype)
+
+    for b in baselines:
+        if b != "oracle":
+            pair(b, "oracle")
+    for c in [*candidates, *mutants]:
+        pair(c, "oracle")
+        for b in baselines:
+            if b != "oracle":
+                pair(c, b)
+    for (c, b), res in results.items():
+        rec = {**head, "kind": "pair", "candidate": c, "baseline": b,
+               "candidate_kind": kinds.get(c, "oracle"), **res.as_dict()}
+        if b != "oracle" and (c, "oracle") in results and (b, "oracle") in results:
+            rec["attribution"] = attribute(results[(c, "oracle")], results[(b, "oracle")])
+        records.append(rec)
+    return records
+
+
+def run(
+    cases: Iterable[Case], device: torch.device, records_path: Path, *,
+    candidates: dict[str, Callable] | None = None, baselines: Iterable[str] = BASELINES,
+    mutants: dict[str, Callable] | None = None, progress: bool = True,
+) -> list[dict]:
+    """Run cases in order, appending each case's records to ``records_path`` as it finishes."""
+    cases = list(cases)
+    records: list[dict] = []
+    bar = Progress(len(cases), enabled=progress)
+    records_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(records_path, "w") as f:
+        for case in cases:
+            bar.show(case.id)
+            try:
+                recs = run_case(case, device, candidates, baselines, mutants)
+            except Exception as exc:  # noqa: BLE001 - keep what the other cases found
+                recs = [{"case_id": case.id, "case": asdict(case), "kind": "error", "impl": "(case)",
+                         "impl_kind": "case", "error": f"{type(exc).__name__}: {exc}",
+                         "traceback": traceback.format_exc(limit=5)}]
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+            f.flush()
+            records.extend(recs)
+            bar.advance(case.id)
+    bar.close()
+    return records
+
+
+def read_records(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,135 @@
+"""Tolerances: named policies, derivation from data, validation on held-out cases.
+
+Every check has torch.testing's form ``|candidate - baseline| <= atol + rtol * |baseline|`` on
+weights compared by expert id, plus: no genuine id mismatch (tie-explained and near-tie rows are
+forgiven), NaN rows where the baseline has them, and no NaN/inf elsewhere. Records carry an error
+hull (``parity.analysis.hull``), so each verdict below is exact without the raw weights.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from parity.numerics import smallest_step, unit_roundoff
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+# The policies people use today, as (atol, rtol) per logit dtype. torch-default: the defaults
+# torch.testing.assert_close applies to tensors of that dtype.
+POLICIES: dict[str, dict[str, tuple[float, float]]] = {
+    "torch-default": {"float32": (1e-5, 1.3e-6), "bfloat16": (1e-5, 1.6e-2), "float16": (1e-5, 1e-3)},
+    "upstream-1e-2": {d: (1e-2, 1e-2) for d in DTYPES},
+    "per-dtype-5e-3": {"float32": (1e-5, 1e-5), "bfloat16": (5e-3, 5e-3), "float16": (1e-3, 1e-3)},
+}
+DERIVED = "derived"
+POLICY_NAMES = (*POLICIES, DERIVED)
+
+SAFETY = 2.0
+"""The derived (atol, rtol) is the chosen frontier point times this factor."""
+
+RTOL_GRID = np.concatenate([[0.0], np.logspace(-9, -1, 161)])
+"""The rtol values at which the frontier is traced."""
+
+# Roundings each implementation makes in its compute dtype, relative to the fp64 oracle (see
+# tests/test_reference.py for the count); fused: its tested fp32 ulp bound.
+ROUNDINGS = {"softmax_all": 5, "topk_softmax": 3}
+FUSED_ULP = 8.0
+
+
+def margin(hull: list, atol: float, rtol: float) -> float:
+    """The worst error / allowed error over the hull points (> 1 means the check fails)."""
+    worst = 0.0
+    for b, e in hull:
+        allowed = atol + rtol * b
+        if e > 0:
+            worst = max(worst, math.inf if allowed <= 0 else e / allowed)
+    return worst
+
+
+def verdict(record: dict, atol: float, rtol: float) -> tuple[bool, float]:
+    """(pass, margin) of one pair record under (atol, rtol)."""
+    m = margin(record["hull"], atol, rtol)
+    clean = record["rows_genuine"] == 0 and record["nan_rows_agree"] and record["nonfinite"] == 0
+    return clean and m <= 1.0, (m if clean else math.inf)
+
+
+def frontier(hulls: list[list]) -> list[tuple[float, float]]:
+    """For each rtol on RTOL_GRID, the least atol that covers every observed error."""
+    pts = np.array([p for h in hulls for p in h], dtype=np.float64).reshape(-1, 2)
+    if pts.size == 0:
+        return [(float(r), 0.0) for r in RTOL_GRID]
+    b, e = pts[:, 0], pts[:, 1]
+    need = (e[None, :] - RTOL_GRID[:, None] * b[None, :]).max(axis=1)
+    return [(float(r), float(max(a, 0.0))) for r, a in zip(RTOL_GRID, need)]
+
+
+def a_priori(pair: str, dtype: str) -> dict:
+    """The bound from unit roundoff: each side's error against the oracle, added."""
+    u, tiny = unit_roundoff(getattr(torch, dtype)), smallest_step(getattr(torch, dtype))
+    rtol, atol = 0.0, 0.0
+    for side in pair.split("~"):
+        if side in ROUNDINGS:
+            rtol += (ROUNDINGS[side] + 1) * u
+            atol += tiny
+        elif side != "oracle":  # fused and other fp32 kernels: the fused kernel's ulp bound
+            rtol += FUSED_ULP * 2.0**-23
+    return {"atol": atol, "rtol": rtol}
+
+
+@dataclass
+class Tolerance:
+    """A derived tolerance for one (pair, dtype), with its evidence."""
+
+    pair: str
+    dtype: str
+    atol: float
+    rtol: float
+    safety: float
+    derived_from: int                       # cases
+    chosen: tuple[float, float]             # the frontier point before the safety factor
+    a_priori: dict
+    frontier: list = field(default_factory=list)
+    holdout_cases: int = 0
+    holdout_pass: bool = True
+    margin: float = 0.0                     # worst held-out error / allowed error (< 1: passes)
+    holdout_worst_case: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def derive(pair: str, dtype: str, records: list[dict], typical_weight: float) -> Tolerance:
+    """Pick (atol, rtol) from the frontier over ``records`` (derivation cases of one pair and
+    dtype): the point that allows least at ``typical_weight`` (1/K: the weight of an even split),
+    times SAFETY. That balances atol against rtol where most weights live."""
+    front = frontier([r["hull"] for r in records])
+    r_best, a_best = min(front, key=lambda ra: ra[1] + ra[0] * typical_weight)
+    return Tolerance(
+        pair=pair, dtype=dtype, atol=SAFETY * a_best, rtol=SAFETY * r_best, safety=SAFETY,
+        derived_from=len(records), chosen=(a_best, r_best), a_priori=a_priori(pair, dtype),
+        frontier=front,
+    )
+
+
+def validate(tol: Tolerance, records: list[dict]) -> Tolerance:
+    """Score a derived tolerance on held-out records; fills holdout_* and margin."""
+    tol.holdout_cases = len(records)
+    worst, worst_case, ok = 0.0, "", True
+    for r in records:
+        passed, m = verdict(r, tol.atol, tol.rtol)
+        ok &= passed
+        if m >= worst:
+            worst, worst_case = m, r["case_id"]
+    tol.holdout_pass, tol.margin, tol.holdout_worst_case = ok, worst, worst_case
+    return tol
+
+
+def policy_tolerance(policy: str, dtype: str, pair: str, derived: dict) -> tuple[float, float] | None:
+    """(atol, rtol) of a named policy for one dtype and pair; None where nothing was derived."""
+    if policy == DERIVED:
+        tol = derived.get(dtype, {}).get(pair)
+        return None if tol is None else (tol["atol"], tol["rtol"])
+    return POLICIES[policy][dtype]
