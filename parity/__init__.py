@@ -1,8 +1,7 @@
 """parity: numerical parity and tolerance research harness for fused MoE routing kernels.
 
-Import order matters: ``parity.device`` decides between CUDA and the Triton interpreter and must
-run before triton is imported, so it is imported first here.
+Where kernels run (CUDA, or the Triton interpreter on the CPU) is decided once, in
+``parity.device``, when the first module that needs it is imported; the CLI sets
+``PARITY_DEVICE`` from ``--device`` before that happens.
 """
-from parity import device as device  # noqa: F401  (must come first)
-
 __version__ = "0.1.0"

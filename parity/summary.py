@@ -66,31 +66,43 @@ def summarize(records: list[dict], meta: dict) -> dict:
             }
         policies[policy] = dict(table)
 
-    mutants_by_baseline: dict[str, dict] = defaultdict(lambda: defaultdict(dict))
+    # mutant -> policy -> caught|missed, per baseline and per dtype; "caught" overall when any
+    # dtype's check fails
+    by_dtype: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     mutant_margins: dict[str, dict] = defaultdict(dict)
-    for (mutant, baseline), recs in sorted(_by(mutant_pairs, "candidate", "baseline").items()):
+    for (mutant, baseline, dtype), recs in sorted(_by(mutant_pairs, "candidate", "baseline", "dtype").items()):
         for policy in POLICY_NAMES:
-            caught, worst = False, 0.0
-            for r in recs:
-                # the tolerance a candidate in fused's place would be held to
-                tol = policy_tolerance(policy, r["case"]["dtype"], f"fused~{baseline}", tolerances)
-                if tol is None:
-                    continue
-                passed, m = verdict(r, *tol)
-                caught |= not passed
-                worst = max(worst, m)
-            mutants_by_baseline[baseline][mutant][policy] = "caught" if caught else "missed"
+            # the tolerance a candidate in fused's place would be held to
+            tol = policy_tolerance(policy, dtype, f"fused~{baseline}", tolerances)
+            if tol is None:
+                continue
+            results = [verdict(r, *tol) for r in recs]
+            caught = any(not p for p, _ in results)
+            by_dtype[baseline][dtype][mutant][policy] = "caught" if caught else "missed"
             if baseline == PRIMARY_BASELINE:
-                mutant_margins[mutant][policy] = worst
-    mutants = dict(mutants_by_baseline.get(PRIMARY_BASELINE, {}))
+                worst = max((m for _, m in results), default=0.0)
+                mutant_margins[mutant][policy] = max(worst, mutant_margins[mutant].get(policy, 0.0))
+    mutants_by_baseline: dict = {}
+    for baseline, dtypes in by_dtype.items():
+        merged: dict = defaultdict(dict)
+        for table in dtypes.values():
+            for mutant, row in table.items():
+                for policy, v in row.items():
+                    if merged[mutant].get(policy) != "caught":
+                        merged[mutant][policy] = v
+        mutants_by_baseline[baseline] = {m: dict(v) for m, v in merged.items()}
+    mutants = mutants_by_baseline.get(PRIMARY_BASELINE, {})
+    mutants_by_dtype = {b: {d: {m: dict(v) for m, v in t.items()} for d, t in dtypes.items()}
+                        for b, dtypes in by_dtype.items()}
 
     summary = {
         "meta": meta,
         "cases": list(cases.values()),
         "tolerances": dict(tolerances),
         "policies": policies,
-        "mutants": {m: dict(v) for m, v in mutants.items()},
-        "mutants_by_baseline": {b: {m: dict(v) for m, v in ms.items()} for b, ms in mutants_by_baseline.items()},
+        "mutants": mutants,
+        "mutants_by_dtype": mutants_by_dtype,
+        "mutants_by_baseline": mutants_by_baseline,
         "mutant_margins": dict(mutant_margins),
         "tie_rules": tie_rules(records),
     }

@@ -1,0 +1,192 @@
+"""The ``parity`` command: sweep, report, tolerances, list (and bench).
+
+Only the standard library is imported at the top: ``--device`` must reach ``PARITY_DEVICE`` before
+``parity.device`` decides where kernels run (and before triton is imported).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A bad argument: printed as one line, exit code 2."""
+
+
+def load_candidate(spec: str):
+    """'module:function' -> the function, with errors that say which part is wrong."""
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise UsageError(f"--candidate: expected module:function, got {spec!r}")
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001
+        raise UsageError(f"--candidate {spec!r}: cannot import module {module!r}: {type(exc).__name__}: {exc}") from exc
+    fn = mod
+    for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise UsageError(f"--candidate {spec!r}: module {module!r} has no attribute {attr!r}")
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise UsageError(f"--candidate {spec!r}: {attr!r} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except Exception:  # noqa: BLE001 - not a checkout
+        return "unknown"
+
+
+def cmd_sweep(args) -> int:
+    from parity import device, routing, sweep
+    from parity.render import render_all
+
+    grid = sweep.grid(args.grid)
+    dev = device.resolve(args.device)
+    candidates = {n: routing.get(n) for n in sweep.default_candidates()}
+    for spec in args.candidate or []:
+        candidates[spec] = load_candidate(spec)
+    baselines = args.baseline or list(sweep.BASELINES)
+    for b in baselines:
+        if b not in sweep.BASELINES:
+            raise UsageError(f"--baseline: expected one of {', '.join(sweep.BASELINES)}, got {b!r}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    print(f"parity sweep: grid {grid.name} ({len(grid.cases)} cases) on {device.describe()['device']}; "
+          f"candidates {', '.join(candidates)}; baselines {', '.join(baselines)}", file=sys.stderr)
+    records = sweep.run(grid.cases, dev, out / "records.jsonl", candidates=candidates,
+                        baselines=baselines, progress=not args.no_progress)
+    meta = {**device.describe(), "git_sha": git_sha(), "started": started,
+            "seconds": round(time.monotonic() - t0, 1), "grid": grid.name,
+            "grid_description": grid.description, "candidates": list(candidates),
+            "baselines": baselines, "argv": sys.argv[1:]}
+    summary = render_all(records, meta, out)
+    return finish(summary, out)
+
+
+def finish(summary: dict, out: Path) -> int:
+    v = summary["verdict"]
+    print(f"report: {out / 'report.md'}  (summary.json, records.jsonl, plots beside it)")
+    print(f"wall time: {summary['meta'].get('seconds')} s")
+    if v["ok"]:
+        print("verdict: PASS")
+        return EXIT_OK
+    print(f"verdict: FAIL ({len(v['reasons'])} reasons)")
+    for r in v["reasons"][:10]:
+        print(f"  - {r}")
+    return EXIT_FAIL
+
+
+def cmd_report(args) -> int:
+    import json
+
+    from parity import sweep
+    from parity.render import render_all
+
+    out = Path(args.dir)
+    if not (out / "records.jsonl").exists():
+        raise UsageError(f"report: no records.jsonl in {out}")
+    meta = {}
+    if (out / "summary.json").exists():
+        meta = json.loads((out / "summary.json").read_text()).get("meta", {})
+    summary = render_all(sweep.read_records(out / "records.jsonl"), meta, out)
+    return finish(summary, out)
+
+
+def cmd_tolerances(args) -> int:
+    import json
+
+    from parity.report import fmt
+
+    path = Path(args.dir) / "summary.json"
+    if not path.exists():
+        raise UsageError(f"tolerances: no summary.json in {args.dir} (run `parity sweep --out {args.dir}` first)")
+    tol = json.loads(path.read_text())["tolerances"]
+    print(f"{'dtype':9} {'pair':24} {'atol':>10} {'rtol':>10} {'held-out margin':>16}  pass")
+    for dtype, pairs in sorted(tol.items()):
+        for pair, t in sorted(pairs.items()):
+            print(f"{dtype:9} {pair:24} {fmt(t['atol']):>10} {fmt(t['rtol']):>10} {fmt(t['margin']):>16}  "
+                  f"{'yes' if t['holdout_pass'] else 'NO'}")
+    return EXIT_OK
+
+
+def cmd_list(args) -> int:
+    from parity import inputs, routing, sweep
+    from parity.routing.mutants import DESCRIPTIONS
+    from parity.tolerance import POLICIES, POLICY_NAMES
+
+    print("implementations:")
+    for n in routing.names():
+        if n not in DESCRIPTIONS:
+            print(f"  {n}")
+    print("mutants:")
+    for n, d in DESCRIPTIONS.items():
+        print(f"  {n}: {d}")
+    print("grids:")
+    for name in sweep.GRIDS:
+        g = sweep.grid(name)
+        print(f"  {name} ({len(g.cases)} cases): {g.description}")
+    print("distributions:")
+    for d in inputs.DISTRIBUTIONS.values():
+        print(f"  {d.name}: {d.description}")
+    print("policies (atol, rtol by logit dtype):")
+    for p in POLICY_NAMES:
+        print(f"  {p}: {POLICIES.get(p, 'derived from data per dtype and pair')}")
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="parity", description="Numerical parity and tolerances for fused MoE routing kernels.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sweep", help="run a grid, write records, summary, report and plots")
+    s.add_argument("--grid", default="default", help="upstream | default | smoke")
+    s.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    s.add_argument("--out", default="reports/latest")
+    s.add_argument("--candidate", action="append", metavar="MODULE:FUNCTION",
+                   help="add your own routing function (same contract as parity.routing) as a candidate")
+    s.add_argument("--baseline", action="append", metavar="NAME", help="softmax_all | topk_softmax | oracle (default: all)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_sweep)
+    r = sub.add_parser("report", help="re-render report.md, summary.json and plots from DIR/records.jsonl")
+    r.add_argument("dir")
+    r.set_defaults(fn=cmd_report)
+    t = sub.add_parser("tolerances", help="print the derived tolerance table of DIR/summary.json")
+    t.add_argument("dir")
+    t.set_defaults(fn=cmd_tolerances)
+    ls = sub.add_parser("list", help="implementations, mutants, grids, distributions, policies")
+    ls.set_defaults(fn=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "device", "auto") != "auto":
+        os.environ["PARITY_DEVICE"] = args.device
+    try:
+        return args.fn(args)
+    except UsageError as exc:
+        print(f"parity: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:  # unknown grid, device not available, ...
+        print(f"parity: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as exc:
+        print(f"parity: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The report: summary.json, report.md and PNG plots, rendered from a summary (and nothing else)."""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from parity.inputs import DISTRIBUTIONS
+from parity.routing.mutants import DESCRIPTIONS
+from parity.summary import PRIMARY_BASELINE
+from parity.tolerance import POLICY_NAMES
+
+MAIN_PAIRS = ("fused~softmax_all", "fused~topk_softmax", "fused~oracle")
+
+
+def jsonable(obj):
+    """JSON has no inf/nan: write them as strings, so any JSON reader takes the file."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if obj != obj else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def num(x) -> float:
+    """Read back a number written by ``jsonable``."""
+    return float(x) if isinstance(x, str) else x
+
+
+def write_summary(summary: dict, out: Path) -> Path:
+    path = out / "summary.json"
+    path.write_text(json.dumps(jsonable(summary), indent=1))
+    return path
+
+
+def fmt(x, digits=3) -> str:
+    x = num(x)
+    if x is None:
+        return "-"
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:.{digits}g}"
+
+
+def _groups(summary: dict) -> dict:
+    """Cases grouped by everything but the seed (tables show the worst over seeds)."""
+    g = defaultdict(list)
+    for c in summary["cases"]:
+        g[(c["T"], c["E"], c["K"], c["dtype"], c["dist"])].append(c)
+    return g
+
+
+def _worst(cases, pair, field):
+    vals = [num(c["pairs"][pair][field]) for c in cases if pair in c["pairs"]]
+    return max(vals) if vals else None
+
+
+def _ids_cell(cases, pair) -> str:
+    rows = [c["pairs"][pair] for c in cases if pair in c["pairs"]]
+    if not rows:
+        return "-"
+    gen = sum(r["rows_genuine"] for r in rows)
+    tie = sum(r["rows_tie_explained"] for r in rows)
+    near = sum(r["rows_near_tie"] for r in rows)
+    if gen:
+        return f"**{gen} genuine**"
+    if tie or near:
+        return f"match ({tie} tie{'s' if tie != 1 else ''}" + (f", {near} near-tie" if near else "") + ")"
+    return "match"
+
+
+def _mutant_table(summary: dict, baseline: str) -> list[str]:
+    by_dtype = summary.get("mutants_by_dtype", {}).get(baseline, {})
+    table = summary["mutants_by_baseline"].get(baseline, {})
+    dtypes = sorted(by_dtype)
+    L = [f"Each cell: caught (✓) or missed (·) per logit dtype, in the order {', '.join(dtypes)}.\n",
+         "| mutant | " + " | ".join(POLICY_NAMES) + " | the bug |",
+         "|---|" + "---|" * (len(POLICY_NAMES) + 1)]
+    for m in sorted(table):
+        cells = []
+        for p in POLICY_NAMES:
+            marks = [by_dtype[d].get(m, {}).get(p) for d in dtypes]
+            cells.append(" ".join("✓" if v == "caught" else "·" if v == "missed" else "-" for v in marks))
+        L.append(f"| {m} | " + " | ".join(cells) + f" | {DESCRIPTIONS.get(m, '')} |")
+    caught = {p: sum(r.get(p) == "caught" for r in table.values()) for p in POLICY_NAMES}
+    L.append("| **caught in some dtype** | " + " | ".join(f"**{caught[p]}/{len(table)}**" for p in POLICY_NAMES) + " | |")
+    return L
+
+
+def render(summary: dict, out: Path, plots: list[str]) -> Path:
+    meta, verdict = summary["meta"], summary["verdict"]
+    L = []
+    L.append("# parity report\n")
+    ok = verdict["ok"]
+    L.append(f"**Verdict: {'PASS' if ok else 'FAIL'}** — "
+             + ("every candidate picks the oracle's experts (ties aside) and stays within its derived "
+                "tolerance on every held-out case." if ok else "see the reasons below."))
+    for r in verdict["reasons"][:20]:
+        L.append(f"- {r}")
+    if len(verdict["reasons"]) > 20:
+        L.append(f"- … and {len(verdict['reasons']) - 20} more (summary.json)")
+    L.append("")
+    L.append(f"Grid `{meta.get('grid')}`: {meta.get('grid_description', '')}. "
+             f"{len(summary['cases'])} cases in {fmt(meta.get('seconds', 0), 4)} s on {meta.get('device')} "
+             f"(torch {meta.get('torch')}, triton {meta.get('triton')}, interpreter={meta.get('interpreter')}), "
+             f"git {meta.get('git_sha', '?')[:12]}, started {meta.get('started')}.\n")
+    bp = summary["best_policy"]
+    bt = {r["policy"]: r for r in bp["table"]}[bp["policy"]]
+    L.append(f"Best policy: **{bp['policy']}** — passes every correct implementation "
+             f"({bt['correct_failures']} failures) and catches {bt['mutants_caught']} of "
+             f"{bt['mutants']} mutants.\n")
+
+    L.append("## Fused kernel vs the model's torch code (upstream-style), with the oracle\n")
+    L.append("Worst over seeds. Δweight: largest absolute weight difference on matched experts. "
+             "The oracle columns say how far each side is from the fp64 truth.\n")
+    L.append("| T | E | K | dtype | dist | ids | max Δweight fused~softmax_all | fused~oracle | "
+             "softmax_all~oracle | topk_softmax~oracle | closer to the truth |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for (T, E, K, dtype, dist), cases in sorted(_groups(summary).items(), key=lambda kv: (kv[0][4] != "upstream", kv[0][4], kv[0][3], kv[0][0])):
+        f_o = _worst(cases, "fused~oracle", "max_abs")
+        s_o = _worst(cases, "softmax_all~oracle", "max_abs")
+        closer = "-" if f_o is None or s_o is None else (
+            "equal" if f_o == s_o else f"fused ({fmt(s_o / f_o if f_o else math.inf, 2)}x)" if f_o < s_o
+            else f"softmax_all ({fmt(f_o / s_o if s_o else math.inf, 2)}x)")
+        L.append(f"| {T} | {E} | {K} | {dtype} | {dist} | {_ids_cell(cases, 'fused~softmax_all')} | "
+                 f"{fmt(_worst(cases, 'fused~softmax_all', 'max_abs'))} | {fmt(f_o)} | {fmt(s_o)} | "
+                 f"{fmt(_worst(cases, 'topk_softmax~oracle', 'max_abs'))} | {closer} |")
+    L.append("")
+
+    L.append("## Ties\n")
+    L.append("Rows where equal logits straddle the K-th place (the expert set depends on the tie rule), "
+             "and the rule each implementation followed in them. An id check that ignores ties would "
+             "have reported every row where an implementation's rule differs from its baseline's.\n")
+    L.append("| implementation | tied rows | chose the lower ids | chose the higher ids | rule |")
+    L.append("|---|---|---|---|---|")
+    for impl, t in sorted(summary["tie_rules"].items()):
+        L.append(f"| {impl} | {t['tied_rows']} | {t['lower_id']} | {t['higher_id']} | {t['rule']} |")
+    L.append("")
+    tied = defaultdict(int)
+    total = defaultdict(int)
+    for c in summary["cases"]:
+        o = c["tie_rules"].get("oracle")
+        if o:
+            tied[(c["dtype"], c["dist"])] += o["tied_rows"]
+            total[(c["dtype"], c["dist"])] += c["T"]
+    L.append("| dtype | dist | rows | tied at the K-th place |")
+    L.append("|---|---|---|---|")
+    for k in sorted(total):
+        L.append(f"| {k[0]} | {k[1]} | {total[k]} | {tied[k]} ({fmt(100 * tied[k] / max(total[k], 1), 2)}%) |")
+    L.append("")
+
+    L.append("## Derived tolerances\n")
+    L.append("From the derivation cases (seeds 0-2), the frontier of (atol, rtol) pairs that cover every "
+             "observed error; the point allowing least at a typical weight (1/K), times the safety "
+             "factor; validated on held-out seeds and sizes (margin = worst error / allowed error; "
+             "< 1 passes). The a-priori bound adds each side's roundings against the oracle "
+             "(unit roundoff u of the dtype: softmax_all 6u, topk_softmax 4u; fused 8 fp32 ulp).\n")
+    L.append("| dtype | pair | atol | rtol | safety | derived from | held out | held-out margin | a-priori atol | a-priori rtol |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for dtype, pairs in sorted(summary["tolerances"].items()):
+        for pair, t in sorted(pairs.items()):
+            status = "" if t["holdout_pass"] else " **FAIL**"
+            L.append(f"| {dtype} | {pair} | {fmt(t['atol'])} | {fmt(t['rtol'])} | {t['safety']}x | "
+                     f"{t['derived_from']} cases | {t['holdout_cases']} cases | {fmt(t['margin'])}{status} | "
+                     f"{fmt(t['a_priori']['atol'])} | {fmt(t['a_priori']['rtol'])} |")
+    L.append("\nReading the gap: the a-priori rtol assumes every rounding goes the same way at once; the "
+             "derived one is what the data shows, so it sits below the bound when roundings cancel. A "
+             "derived rtol above the bound would mean an error source the count misses.\n")
+
+    L.append("## Policies\n")
+    L.append("Each policy on every case (derived: on held-out cases), per pair: passed cases / cases "
+             "and the worst margin (worst error / allowed error).\n")
+    dtypes = sorted({d for p in summary["policies"].values() for d in p})
+    L.append("| policy | pair | " + " | ".join(dtypes) + " |")
+    L.append("|---|---|" + "---|" * len(dtypes))
+    for policy in POLICY_NAMES:
+        table = summary["policies"].get(policy, {})
+        for pair in MAIN_PAIRS + ("softmax_all~oracle", "topk_softmax~oracle"):
+            cells = []
+            for d in dtypes:
+                v = table.get(d, {}).get(pair)
+                cells.append("-" if v is None else
+                             f"{'pass' if v['pass'] else '**fail**'} {v['cases'] - v['failed']}/{v['cases']}, margin {fmt(v['margin'])}")
+            L.append(f"| {policy} | {pair} | " + " | ".join(cells) + " |")
+    L.append("")
+
+    L.append("## Mutation matrix\n")
+    L.append("Deliberately wrong routings in fused's place, checked against softmax_all (the model's "
+             "code, as upstream tests do) with each policy's tolerance for fused~softmax_all. "
+             "caught: some case fails the check.\n")
+    L.extend(_mutant_table(summary, PRIMARY_BASELINE))
+    L.append("")
+    L.append("| policy | failures on correct implementations | mutants caught |")
+    L.append("|---|---|---|")
+    for r in bp["table"]:
+        L.append(f"| {r['policy']} | {r['correct_failures']} | {r['mutants_caught']}/{r['mutants']} |")
+    L.append("\nA mutant no tolerance can catch (a tie rule, say) is caught by the tie-rule table above "
+             "or by demanding exact ids against the oracle.\n")
+    if "oracle" in summary.get("mutants_by_dtype", {}):
+        L.append("The same mutants against the fp64 oracle, with each policy's tolerance for fused~oracle: "
+                 "without the reference's own rounding in the way, a tight tolerance sees much more.\n")
+        L.extend(_mutant_table(summary, "oracle"))
+        L.append("")
+
+    L.append("## Distributions\n")
+    for d in DISTRIBUTIONS.values():
+        L.append(f"- `{d.name}`: {d.description}. Claim: {d.claim}.")
+    L.append("")
+    if plots:
+        L.append("## Plots\n")
+        for p in plots:
+            L.append(f"![{p}]({p})\n")
+    path = out / "report.md"
+    path.write_text("\n".join(L) + "\n")
+    return path
