@@ -12,8 +12,9 @@ class Progress:
         self.start = time.monotonic()
         self.tty = sys.stderr.isatty()
 
-    def show(self, label: str) -> None:
-        if not self.enabled:
+    def show(self, label: str, *, force: bool = False) -> None:
+        """Redraw the bar (on a terminal); in a log, only finished cases are written."""
+        if not self.enabled or not (self.tty or force):
             return
         elapsed = time.monotonic() - self.start
         left = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
@@ -29,7 +30,7 @@ class Progress:
 
     def advance(self, label: str = "") -> None:
         self.done += 1
-        self.show(label)
+        self.show(label, force=True)
 
     def close(self) -> None:
         if self.enabled and self.tty:

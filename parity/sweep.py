@@ -91,9 +91,9 @@ GRIDS: dict[str, Callable[[], Grid]] = {
         "upstream inputs; seeds 0-2 derive, seeds 3-4 and T=250000 are held out",
         tuple(_upstream())),
     "default": lambda: Grid(
-        "default", "upstream, plus every other distribution at T=4096 (seeds 0-1 derive, seed 3 "
+        "default", "upstream, plus every other distribution at T=4096 (seeds 0-2 derive, seeds 3-4 "
         "held out) and T=65536 randn held out",
-        tuple(_upstream() + _distributions(4096, (0, 1, 3))
+        tuple(_upstream() + _distributions(4096, (*DERIVE_SEEDS, *HOLDOUT_SEEDS))
               + [Case(65536, 128, 8, d, "randn", 4, "holdout") for d in DTYPES])),
     "smoke": lambda: Grid(
         "smoke", "a small grid for CI and a first look: upstream T=1 and 64, randn T=4096 (bf16 ties "

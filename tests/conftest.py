@@ -4,6 +4,8 @@ import torch
 import parity  # noqa: F401  (decides TRITON_INTERPRET before anything imports triton)
 from parity import device
 
+pytest_plugins = ["parity.pytest_plugin"]  # the parallel sweep in tests/sweep
+
 DEVICE = device.default()
 
 

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import torch
 
+from parity import tolerance
+
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 # The fused kernel's weights must be within this many fp32 ULPs of the fp64 oracle's. A-priori
 # budget: exp ~1 ulp (libdevice on the GPU, numpy in the interpreter), the max-subtraction is made
 # exact by TwoSum, the sum of K terms ~log2(K)/2 ulp, the division and the scale product 0.5 ulp
 # each. Measured on the CPU interpreter over E in {7..1000}, K in {1..32}, spreads 1..30: <= 6.4.
-FUSED_MAX_ULP = 8.0
+FUSED_MAX_ULP = tolerance.FUSED_ULP
 
 
 def logits(T: int, E: int, dtype: torch.dtype, device, seed: int = 0, spread: float = 1.0) -> torch.Tensor:

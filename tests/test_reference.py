@@ -15,6 +15,7 @@ backend, and that is not an error.
 import pytest
 import torch
 
+from parity import tolerance
 from parity.analysis import classify_ids
 from parity.check import assert_weights_close
 from parity.numerics import smallest_step, unit_roundoff
@@ -22,8 +23,8 @@ from parity.routing import softmax_all, topk_softmax
 from parity.routing.oracle import route64
 from routing_cases import DTYPES, logits, scale, tied_logits
 
-ROUNDINGS = {softmax_all: 5, topk_softmax: 3}
-SOFTMAX_FP32_ULP = 8
+ROUNDINGS = {softmax_all: tolerance.ROUNDINGS["softmax_all"], topk_softmax: tolerance.ROUNDINGS["topk_softmax"]}
+SOFTMAX_FP32_ULP = tolerance.SOFTMAX_FP32_ULP
 
 
 def sorted_by_id(w, ids):
