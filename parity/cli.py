@@ -148,6 +148,16 @@ def cmd_list(args) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args) -> int:
+    from parity import bench, device
+
+    out = Path(args.out or ("reports/bench/cpu" if device.KIND == "cpu" else "reports/bench/latest"))
+    result = bench.run(out, progress=not args.no_progress)
+    print(bench.markdown(result))
+    print(f"bench: {out / 'bench.md'} (bench.json, bench.png beside it)")
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parity", description="Numerical parity and tolerances for fused MoE routing kernels.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -166,6 +176,11 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tolerances", help="print the derived tolerance table of DIR/summary.json")
     t.add_argument("dir")
     t.set_defaults(fn=cmd_tolerances)
+    b = sub.add_parser("bench", help="time every implementation over T (on the CPU: a small interpreter run)")
+    b.add_argument("--out", default=None, help="default: reports/bench/latest (GPU) or reports/bench/cpu")
+    b.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(fn=cmd_bench)
     ls = sub.add_parser("list", help="implementations, mutants, grids, distributions, policies")
     ls.set_defaults(fn=cmd_list)
     return p

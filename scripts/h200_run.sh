@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One batch on the H200 (device tool): the test suite on CUDA, the default and upstream sweeps,
+# and the benchmark. Results go to $OUT/results.tar.gz (reports/ paths inside) and logs to $OUT.
+# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [bench] [properties]
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+steps=${*:-tests default upstream bench}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
+for step in $steps; do
+  start=$(date +%s)
+  case $step in
+    tests) python3 -m pytest -n 8 -q -p no:cacheprovider tests 2>&1 | tail -40 > "$OUT/pytest_cuda.log" ;;
+    default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$OUT/sweep_default.log" 2>&1 ;;
+    upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$OUT/sweep_upstream.log" 2>&1 ;;
+    bench) python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$OUT/bench.log" 2>&1 ;;
+    properties) PARITY_HYPOTHESIS_PROFILE=long PARITY_RELIABILITY_OUT=reports/h200-reliability \
+        python3 -m pytest -n 8 -q -p no:cacheprovider tests/test_properties.py tests/test_special_semantics.py 2>&1 | tail -30 > "$OUT/properties.log" ;;
+  esac
+  echo "$step: exit ${PIPESTATUS[0]:-?} in $(( $(date +%s) - start )) s" | tee -a "$OUT/steps.txt"
+done
+rm -f reports/*/records-gw*.jsonl
+tar czf "$OUT/results.tar.gz" reports/h200* reports/bench/h200 2>/dev/null
+cat "$OUT/steps.txt"; tail -5 "$OUT/pytest_cuda.log" 2>/dev/null; tail -3 "$OUT"/sweep_*.log 2>/dev/null
