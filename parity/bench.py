@@ -1,11 +1,12 @@
 """Microbenchmarks: every routing implementation over T, with the bytes floor, checked for
 correctness on every row (a fast wrong kernel cannot win).
 
-Method (GPU): medians of many repetitions after warm-up. Small T (<= GRAPH_MAX_T) under CUDA-graph
-replay: GRAPH_CALLS calls captured in one graph, each replay timed with CUDA events, divided by the
-calls. Large T: CUDA events around single calls, inputs rotated over enough copies to exceed the
-L2 cache several times. Implementations that cannot be captured (host synchronisation, e.g. the
-model formulation's one_hot) are timed with events outside a graph, and the row says so. The bytes
+Method (GPU): medians of many repetitions after warm-up. Every T under CUDA-graph replay:
+GRAPH_CALLS calls captured in one graph, each replay timed with CUDA events, divided by the calls;
+for large T the calls cycle over enough input copies to exceed the L2 cache several times (a first
+version timed large T with events around single eager calls and measured the host's launch cost
+instead of the kernel: 88 us for a 9 us kernel at T=16384). Implementations that cannot be captured
+(host synchronisation) are timed with events around each call, and the row says so. The bytes
 floor: logits read once, weights and ids written once, at the bandwidth of a device-to-device copy
 measured on the same card. On the CPU the figures are Triton-interpreter figures (wall clock),
 useful only to see that everything runs.
@@ -32,9 +33,9 @@ GPU_TS = (1, 8, 64, 512, 2048, 16384, 65536, 250000)
 CPU_TS = (1, 64, 2048)
 GPU_DTYPES = ("bfloat16", "float32")
 EXTRA_E = 256                       # a second expert count, timed for bf16
-GRAPH_MAX_T = 2048
 GRAPH_CALLS = 20
 ROTATE_BYTES = 512 << 20            # >= 8x the H200's 60 MB L2
+L2_BYTES = 60 << 20
 REPS = 50
 IMPLS = ("softmax_all", "topk_softmax", "compile", "compile-max-autotune", "sort_baseline", "fused")
 EXACT_IDS = ("sort_baseline", "fused")
@@ -56,10 +57,13 @@ class Row:
 
 
 def implementations(interpreter: bool) -> dict[str, Callable]:
+    """The implementations to time. torch.compile'd ones are made afresh for every (E, dtype)
+    (the caller asks again), compiled with dynamic shapes once and reused across T."""
     fns: dict[str, Callable] = {n: routing.get(n) for n in ("softmax_all", "topk_softmax", "sort_baseline", "fused")}
     if interpreter:
         fns.pop("sort_baseline")  # tl.sort runs element by element in the interpreter
         return fns
+    torch._dynamo.reset()
     fns["compile"] = torch.compile(routing.get("softmax_all"), dynamic=True)
     fns["compile-max-autotune"] = torch.compile(routing.get("softmax_all"), dynamic=True,
                                                 mode="max-autotune-no-cudagraphs")
@@ -91,30 +95,33 @@ def _event_times(fn: Callable, reps: int, before: Callable = lambda: None) -> li
     return out
 
 
-def _graph_us(fn: Callable) -> float:
+def _graph_us(fn: Callable, gs: list, K: int, s: torch.Tensor) -> float:
+    """Median per-call time of GRAPH_CALLS calls captured in one CUDA graph, cycling over the
+    input copies (so large T reads from HBM, not L2), each replay timed with CUDA events."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
+        for g in gs[:3]:
+            fn(g, K, s)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for _ in range(GRAPH_CALLS):
-            fn()
+        for i in range(GRAPH_CALLS):
+            fn(gs[i % len(gs)], K, s)
     times = _event_times(graph.replay, REPS)
     return statistics.median(times) / GRAPH_CALLS
 
 
-def _time_gpu(fn: Callable, gs: list, K: int, s: torch.Tensor, T: int) -> tuple[float, str]:
-    if T <= GRAPH_MAX_T:
-        try:
-            return _graph_us(lambda: fn(gs[0], K, s)), "graph replay"
-        except Exception as exc:  # noqa: BLE001 - capture refused: time it as it runs
-            torch.cuda.synchronize()
-            note = f"events (graph capture failed: {type(exc).__name__})"
-    else:
-        note = "events, inputs rotated"
+def _time_gpu(fn: Callable, gs: list, K: int, s: torch.Tensor) -> tuple[float, str]:
+    """CUDA-graph replay at every T: it removes the host's launch cost, which would otherwise be
+    what gets timed for any kernel shorter than it. Implementations that cannot be captured (a
+    host sync) are timed with events around each call instead, rotating the inputs."""
+    rotated = ", inputs rotated beyond L2" if len(gs) > 1 else ""
+    try:
+        return _graph_us(fn, gs, K, s), "graph replay" + rotated
+    except Exception as exc:  # noqa: BLE001 - capture refused: time it as it runs
+        torch.cuda.synchronize()
+        note = f"events per call (graph capture failed: {type(exc).__name__}){rotated}"
     i = [0]
 
     def call():
@@ -153,18 +160,20 @@ def _check(name: str, out, g, K, s) -> tuple[bool, bool]:
 def run(out_dir: Path, *, Ts=None, dtypes=GPU_DTYPES, E: int = 128, K: int = 8, progress: bool = True) -> dict:
     on_gpu = device.KIND == "cuda"
     Ts = Ts or (GPU_TS if on_gpu else CPU_TS)
-    fns = implementations(device.INTERPRETER)
     bw = copy_bandwidth() if on_gpu else float("nan")
     grid = [(T, E, dt) for dt in dtypes for T in Ts]
     if on_gpu:
         grid += [(T, EXTRA_E, "bfloat16") for T in (1, 2048, 65536, 250000)]
-    bar = Progress(len(grid) * len(fns), enabled=progress)
+    bar = Progress(len(grid) * len(implementations(device.INTERPRETER)), enabled=progress)
     rows: list[Row] = []
     gen = torch.Generator().manual_seed(0)
+    fns, fns_key = {}, None
     for T, E_, dt in grid:
+        if (E_, dt) != fns_key:
+            fns, fns_key = implementations(device.INTERPRETER), (E_, dt)
         dtype = getattr(torch, dt)
         size = T * E_ * dtype.itemsize
-        copies = max(1, min(16, ROTATE_BYTES // max(size, 1))) if on_gpu and T > GRAPH_MAX_T else 1
+        copies = max(1, min(16, ROTATE_BYTES // max(size, 1))) if on_gpu and size * 4 > L2_BYTES else 1
         gs = [torch.randn(T, E_, generator=gen).to(dtype).to(device.default()) for _ in range(copies)]
         s = torch.rand(E_, generator=gen).to(device.default())
         floor = (size + T * K * 8) / bw * 1e6 if on_gpu else float("nan")
@@ -172,7 +181,7 @@ def run(out_dir: Path, *, Ts=None, dtypes=GPU_DTYPES, E: int = 128, K: int = 8, 
             bar.show(f"{name} T={T} E={E_} {dt}")
             try:
                 ids_ok, w_ok = _check(name, fn(gs[0], K, s), gs[0], K, s)
-                us, method = _time_gpu(fn, gs, K, s, T) if on_gpu else _time_cpu(fn, gs[0], K, s)
+                us, method = _time_gpu(fn, gs, K, s) if on_gpu else _time_cpu(fn, gs[0], K, s)
                 rows.append(Row(name, T, E_, K, dt, us, method, floor, ids_ok, w_ok))
             except Exception as exc:  # noqa: BLE001 - a row that cannot run says why
                 rows.append(Row(name, T, E_, K, dt, float("nan"), "failed", floor, False, False,
@@ -181,7 +190,7 @@ def run(out_dir: Path, *, Ts=None, dtypes=GPU_DTYPES, E: int = 128, K: int = 8, 
         del gs
     bar.close()
     result = {"meta": {**device.describe(), "copy_bandwidth_TBps": bw / 1e12, "graph_calls": GRAPH_CALLS,
-                       "reps": REPS, "graph_max_T": GRAPH_MAX_T},
+                       "reps": REPS},
               "rows": [asdict(r) for r in rows]}
     write(result, out_dir)
     return result
@@ -213,8 +222,8 @@ def markdown(result: dict) -> str:
          + ("**Interpreter figures: the Triton kernels ran on the CPU through the interpreter; these "
             "times say nothing about GPU speed.**\n" if interp else
             f"Copy bandwidth measured on this card: {m['copy_bandwidth_TBps']:.2f} TB/s (read + write). "
-            f"T <= {m['graph_max_T']}: CUDA-graph replay of {m['graph_calls']} calls; larger T: CUDA events, "
-            f"inputs rotated beyond L2. Medians of {m['reps']} repetitions.\n")]
+            f"Every T: CUDA-graph replay of {m['graph_calls']} calls (inputs rotated beyond L2 where "
+            f"they would fit in it), timed with CUDA events; medians of {m['reps']} replays.\n")]
     keys = sorted({(r["E"], r["dtype"]) for r in rows}, key=lambda k: (k[0], k[1]))
     impls = [i for i in IMPLS if any(r["impl"] == i for r in rows)]
     for E, dt in keys:

@@ -41,6 +41,9 @@ def load_candidate(spec: str):
 
 
 def git_sha() -> str:
+    """HEAD of the checkout; PARITY_GIT_SHA where the tree travelled without its .git (the GPU)."""
+    if os.environ.get("PARITY_GIT_SHA"):
+        return os.environ["PARITY_GIT_SHA"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).resolve().parent).stdout.strip()

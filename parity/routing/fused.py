@@ -103,10 +103,12 @@ def _route_kernel(
     tl.store(ids_ptr + out, top_id, mask=out_ok)
 
 
-# Launch table, measured on one H200 (reports/bench/NOTES.md): keys per warp, by logit dtype. Few
-# warps per row keep the per-round reductions inside threads; fp32 rows carry more live registers
-# (full keys for the exact fallback), so fewer keys per warp.
+# Launch table, measured on one H200 (reports/bench/NOTES.md). Large T: keys per warp, by logit
+# dtype; few warps per row keep the per-round reductions inside threads, and fp32 rows carry more
+# live registers (full keys for the exact fallback). Small T is latency-bound: rows are spread so
+# that at least FILL_PROGRAMS programs run (about two per SM), down to one row per program.
 KEYS_PER_WARP = {torch.bfloat16: 1024, torch.float16: 1024, torch.float32: 256}
+FILL_PROGRAMS = 264
 INTERPRETER_KEYS_PER_PROGRAM = 2**17  # the interpreter pays per program in Python: make them large
 
 
@@ -118,7 +120,8 @@ def launch_config(T: int, E: int, K: int, dtype: torch.dtype) -> dict:
         return {"BLOCK_T": max(1, min(INTERPRETER_KEYS_PER_PROGRAM // block_e, rows_needed)),
                 "BLOCK_E": block_e, "num_warps": 1}
     per_warp = KEYS_PER_WARP[dtype]
-    block_t = max(1, min(per_warp // block_e, rows_needed))
+    fill = 1 << max(0, (max(T, 1) // FILL_PROGRAMS).bit_length() - 1)  # rows that still fill the GPU
+    block_t = max(1, min(per_warp // block_e, rows_needed, fill))
     num_warps = min(8, max(1, block_t * block_e // per_warp))
     return {"BLOCK_T": block_t, "BLOCK_E": block_e, "num_warps": num_warps}
 
