@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.4,<2.15' || echo 'torch==2.13.0')
 OUT    ?= reports/latest
 
-.PHONY: test parity bench notebook clean-venv
+.PHONY: test parity sweep-pytest bench notebook clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,17 @@ test: $(STAMP)
 
 parity: $(STAMP)
 	$(BIN)/parity sweep --grid default --device auto --out $(OUT)
-	@echo "report: $(OUT)/report.md"
+
+# The parallel sweep: one pytest case per grid case over all cores (or one worker per GPU).
+sweep-pytest: $(STAMP)
+	PARITY_GRID=$${PARITY_GRID:-default} $(BIN)/python -m pytest -n auto tests/sweep
+
+bench: $(STAMP)
+	$(BIN)/parity bench
+
+notebook: $(STAMP)
+	@$(BIN)/python -c 'import jupyterlab' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[dev,notebook]'
+	$(BIN)/python -m jupyter lab --notebook-dir=notebooks
 
 clean-venv:
 	rm -rf $(VENV)

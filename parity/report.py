@@ -151,7 +151,7 @@ def render(summary: dict, out: Path, plots: list[str]) -> Path:
     L.append("| dtype | dist | rows | tied at the K-th place |")
     L.append("|---|---|---|---|")
     for k in sorted(total):
-        L.append(f"| {k[0]} | {k[1]} | {total[k]} | {tied[k]} ({fmt(100 * tied[k] / max(total[k], 1), 2)}%) |")
+        L.append(f"| {k[0]} | {k[1]} | {total[k]} | {tied[k]} ({100 * tied[k] / max(total[k], 1):.1f}%) |")
     L.append("")
 
     L.append("## Derived tolerances\n")

@@ -9,7 +9,9 @@ a verdict.
 from __future__ import annotations
 
 import json
+import os
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -30,6 +32,7 @@ CANDIDATES = ("fused",)
 BASELINES = ("softmax_all", "topk_softmax", "oracle")
 REFERENCES = ("softmax_all", "topk_softmax")
 UPSTREAM_T = (1, 2, 2048, 250000)
+COMPARE_THREADS = max(1, min(8, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -150,24 +153,22 @@ def run_case(
                             "traceback": traceback.format_exc(limit=3)})
     g_cpu, s_cpu = g.cpu(), s.cpu()
     kth = kth_logit(g_cpu, K) if case.T else None
-    for name, out in outs.items():
-        records.append({**head, "kind": "implementation", "impl": name,
-                        "impl_kind": kinds.get(name, "oracle"), "tie_rule": tie_rule(g_cpu, out.ids, kth)})
+    jobs = [(c, "oracle") for c in [*(b for b in baselines if b != "oracle"), *candidates, *mutants]]
+    jobs += [(c, b) for c in [*candidates, *mutants] for b in baselines if b != "oracle"]
+    jobs = [(c, b) for c, b in jobs if c in outs and b in outs]
 
-    results = {}
-    def pair(c: str, b: str) -> None:
-        if c in outs and b in outs:
-            base_dtype = torch.float64 if b == "oracle" else dtype
-            results[(c, b)] = compare(g_cpu, outs[c], outs[b], s_cpu, pair=f"{c}~{b}", base_dtype=base_dtype)
+    def pair(cb):
+        c, b = cb
+        base_dtype = torch.float64 if b == "oracle" else dtype
+        return compare(g_cpu, outs[c], outs[b], s_cpu, pair=f"{c}~{b}", base_dtype=base_dtype)
 
-    for b in baselines:
-        if b != "oracle":
-            pair(b, "oracle")
-    for c in [*candidates, *mutants]:
-        pair(c, "oracle")
-        for b in baselines:
-            if b != "oracle":
-                pair(c, b)
+    # torch releases the GIL in its kernels: comparisons of one case run side by side on the cores
+    with ThreadPoolExecutor(max_workers=COMPARE_THREADS) as pool:
+        rules = pool.map(lambda name: tie_rule(g_cpu, outs[name].ids, kth), list(outs))
+        results = dict(zip(jobs, pool.map(pair, jobs)))
+        for name, rule in zip(list(outs), rules):
+            records.append({**head, "kind": "implementation", "impl": name,
+                            "impl_kind": kinds.get(name, "oracle"), "tie_rule": rule})
     for (c, b), res in results.items():
         rec = {**head, "kind": "pair", "candidate": c, "baseline": b,
                "candidate_kind": kinds.get(c, "oracle"), **res.as_dict()}
