@@ -27,6 +27,7 @@ GRID = os.environ.get("PARITY_GRID", "smoke")
 OUT = Path(os.environ.get("PARITY_SWEEP_OUT", "reports/pytest-sweep"))
 _records: list[dict] = []
 _merged: list[dict] = []
+_workers: list[dict] = []
 _t0 = time.monotonic()
 _started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -53,6 +54,7 @@ def pytest_sessionfinish(session, exitstatus):
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / f"records-{wid}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records))
         config.workeroutput["parity_records"] = json.dumps(_records)
+        config.workeroutput["parity_worker"] = json.dumps(_worker_info(wid))
         return
     records = _merged + _records                          # controller (or a run without -n)
     if not records:
@@ -69,7 +71,7 @@ def pytest_sessionfinish(session, exitstatus):
     meta = {**device.describe(), "git_sha": git_sha(), "started": _started,
             "seconds": round(time.monotonic() - _t0, 1), "grid": grid.name,
             "grid_description": grid.description, "runner": "pytest-xdist",
-            "workers": os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")}
+            "workers": _workers or [_worker_info("main")]}
     summary = render_all(records, meta, OUT)
     tr = config.pluginmanager.get_plugin("terminalreporter")
     if tr:
@@ -82,6 +84,19 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_testnodedown(node, error):
-    payload = getattr(node, "workeroutput", {}).get("parity_records")
-    if payload:
-        _merged.extend(json.loads(payload))
+    output = getattr(node, "workeroutput", {})
+    if output.get("parity_records"):
+        _merged.extend(json.loads(output["parity_records"]))
+    if output.get("parity_worker"):
+        _workers.append(json.loads(output["parity_worker"]))
+
+
+def _worker_info(wid: str) -> dict:
+    """Which worker ran how many cases where: the report shows the spread over GPUs and hosts."""
+    import socket
+
+    info = {"worker": wid, "host": socket.gethostname(), "cases": len({r["case_id"] for r in _records})}
+    if device.KIND == "cuda":
+        idx = torch.cuda.current_device()
+        info.update(cuda_device=idx, gpu=torch.cuda.get_device_name(idx))
+    return info

@@ -109,6 +109,10 @@ def render(summary: dict, out: Path, plots: list[str]) -> Path:
              f"{len(summary['cases'])} cases in {fmt(meta.get('seconds', 0), 4)} s on {meta.get('device')} "
              f"(torch {meta.get('torch')}, triton {meta.get('triton')}, interpreter={meta.get('interpreter')}), "
              f"git {meta.get('git_sha', '?')[:12]}, started {meta.get('started')}.\n")
+    if isinstance(meta.get("workers"), list) and len(meta["workers"]) > 1:
+        L.append("Run as a parallel pytest sweep: " + "; ".join(
+            f"{w['worker']} on {w['host']}" + (f" GPU {w['cuda_device']} ({w['gpu']})" if "gpu" in w else "")
+            + f": {w['cases']} cases" for w in sorted(meta["workers"], key=lambda w: w["worker"])) + ".\n")
     bp = summary["best_policy"]
     bt = {r["policy"]: r for r in bp["table"]}[bp["policy"]]
     L.append(f"Best policy: **{bp['policy']}** — passes every correct implementation "
