@@ -47,7 +47,7 @@ def fmt(x, digits=3) -> str:
     return f"{x:.{digits}g}"
 
 
-def _groups(summary: dict) -> dict:
+def case_groups(summary: dict) -> dict:
     """Cases grouped by everything but the seed (tables show the worst over seeds)."""
     g = defaultdict(list)
     for c in summary["cases"]:
@@ -55,12 +55,12 @@ def _groups(summary: dict) -> dict:
     return g
 
 
-def _worst(cases, pair, field):
+def worst_over(cases, pair, field):
     vals = [num(c["pairs"][pair][field]) for c in cases if pair in c["pairs"]]
     return max(vals) if vals else None
 
 
-def _ids_cell(cases, pair) -> str:
+def ids_cell(cases, pair) -> str:
     rows = [c["pairs"][pair] for c in cases if pair in c["pairs"]]
     if not rows:
         return "-"
@@ -125,15 +125,15 @@ def render(summary: dict, out: Path, plots: list[str]) -> Path:
     L.append("| T | E | K | dtype | dist | ids | max Δweight fused~softmax_all | fused~oracle | "
              "softmax_all~oracle | topk_softmax~oracle | closer to the truth |")
     L.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (T, E, K, dtype, dist), cases in sorted(_groups(summary).items(), key=lambda kv: (kv[0][4] != "upstream", kv[0][4], kv[0][3], kv[0][0])):
-        f_o = _worst(cases, "fused~oracle", "max_abs")
-        s_o = _worst(cases, "softmax_all~oracle", "max_abs")
+    for (T, E, K, dtype, dist), cases in sorted(case_groups(summary).items(), key=lambda kv: (kv[0][4] != "upstream", kv[0][4], kv[0][3], kv[0][0])):
+        f_o = worst_over(cases, "fused~oracle", "max_abs")
+        s_o = worst_over(cases, "softmax_all~oracle", "max_abs")
         closer = "-" if f_o is None or s_o is None else (
             "equal" if f_o == s_o else f"fused ({fmt(s_o / f_o if f_o else math.inf, 2)}x)" if f_o < s_o
             else f"softmax_all ({fmt(f_o / s_o if s_o else math.inf, 2)}x)")
-        L.append(f"| {T} | {E} | {K} | {dtype} | {dist} | {_ids_cell(cases, 'fused~softmax_all')} | "
-                 f"{fmt(_worst(cases, 'fused~softmax_all', 'max_abs'))} | {fmt(f_o)} | {fmt(s_o)} | "
-                 f"{fmt(_worst(cases, 'topk_softmax~oracle', 'max_abs'))} | {closer} |")
+        L.append(f"| {T} | {E} | {K} | {dtype} | {dist} | {ids_cell(cases, 'fused~softmax_all')} | "
+                 f"{fmt(worst_over(cases, 'fused~softmax_all', 'max_abs'))} | {fmt(f_o)} | {fmt(s_o)} | "
+                 f"{fmt(worst_over(cases, 'topk_softmax~oracle', 'max_abs'))} | {closer} |")
     L.append("")
 
     L.append("## Ties\n")
