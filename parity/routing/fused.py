@@ -49,11 +49,22 @@ def _exact_topk(key, cols, slots, K: tl.constexpr, BLOCK_E: tl.constexpr, top_id
 
 
 @triton.jit
+def _pairwise_sum(e, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr):
+    """Row sums of e [BLOCK_T, BLOCK_K] by a fixed pairwise tree of neighbours. tl.sum's tree
+    follows the layout (rows per program, warps), so its last bit would change with the launch
+    configuration; a sum of two numbers is the same either way round, so summing neighbour pairs
+    level by level gives the same bits under any layout, with tl.sum's log2(K) error growth."""
+    for level in tl.static_range(LOG2_BLOCK_K):
+        e = tl.sum(tl.reshape(e, [BLOCK_T, BLOCK_K >> (level + 1), 2]), axis=2)
+    return tl.reshape(e, [BLOCK_T])
+
+
+@triton.jit
 def _route_kernel(
     gating_ptr, scale_ptr, weights_ptr, ids_ptr,
     T, E, stride_gt, stride_ge, stride_s,
     K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
-    COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr,
+    LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -96,7 +107,7 @@ def _route_kernel(
     # inf intact, and a NaN or +inf there makes every weight of that row (only) NaN.
     first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)
     e = tl.where(slot_ok[None, :], exp_shifted(v, first[:, None], ACCURATE_EXP), 0.0)
-    probs = e / tl.sum(e, axis=1)[:, None]
+    probs = e / _pairwise_sum(e, BLOCK_T, BLOCK_K, LOG2_BLOCK_K)[:, None]
     scale = tl.load(scale_ptr + top_id * stride_s, mask=out_ok, other=0.0).to(tl.float32)
     out = rows64[:, None] * K + slots[None, :]
     tl.store(weights_ptr + out, probs * scale, mask=out_ok)
@@ -134,7 +145,8 @@ def kernel_args(gating_output: torch.Tensor, topk: int) -> dict:
     # fp16 (19 bits) value while COL_BITS <= 13; fp32 logits are checked at run time.
     assert col_bits <= 13, "MAX_EXPERTS must keep COL_BITS <= 13"
     return {
-        "K": topk, "BLOCK_K": triton.next_power_of_2(topk), "COL_BITS": col_bits,
+        "K": topk, "BLOCK_K": triton.next_power_of_2(topk),
+        "LOG2_BLOCK_K": triton.next_power_of_2(topk).bit_length() - 1, "COL_BITS": col_bits,
         "CHECK_LOSS": gating_output.dtype == torch.float32, **dtype_flags(gating_output),
     }
 
