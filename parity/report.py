@@ -92,6 +92,44 @@ def _mutant_table(summary: dict, baseline: str) -> list[str]:
     return L
 
 
+def reliability_section(out: Path) -> list[str]:
+    """The property-based tests' counts (reliability-*.json, written by tests/test_properties.py
+    into this directory) and the special-value semantics table, when a run left them here."""
+    files = [json.loads(p.read_text()) for p in sorted(out.glob("reliability-*.json"))]
+    L: list[str] = []
+    if files:
+        newest = max(files, key=lambda f: f.get("written", ""))
+        runs = [f for f in files if f.get("run") == newest.get("run")]
+        by_regime: dict = defaultdict(lambda: [0, 0])
+        by_prop: dict = defaultdict(lambda: [0, 0])
+        for f in runs:
+            for r in f["records"]:
+                for acc in (by_regime[r["regime"]], by_prop[(r["property"], r["implementation"])]):
+                    acc[0] += r["examples"]
+                    acc[1] += r["failures"]
+        total = sum(v[0] for v in by_regime.values())
+        failed = sum(v[1] for v in by_regime.values())
+        L.append("## Reliability\n")
+        L.append(f"Property-based tests (hypothesis, profile `{newest.get('profile')}`, on "
+                 f"{newest.get('device')}, {newest.get('written')}): {total} examples over "
+                 f"{len(runs)} worker(s), {failed} found a difference from the contract.\n")
+        L.append("| input regime | examples | found a difference |")
+        L.append("|---|---|---|")
+        for regime, (n, f) in sorted(by_regime.items()):
+            L.append(f"| {regime} | {n} | {f} |")
+        L.append("")
+        L.append("| property | implementation | examples | found a difference |")
+        L.append("|---|---|---|---|")
+        for (prop, impl), (n, f) in sorted(by_prop.items()):
+            L.append(f"| {prop} | {impl} | {n} | {f} |")
+        L.append("")
+    semantics = out / "special_semantics.md"
+    if semantics.exists():
+        L.append("## Special values: what each implementation returns\n")
+        L.append(semantics.read_text().strip() + "\n")
+    return L
+
+
 def render(summary: dict, out: Path, plots: list[str]) -> Path:
     meta, verdict = summary["meta"], summary["verdict"]
     L = []
@@ -219,6 +257,7 @@ def render(summary: dict, out: Path, plots: list[str]) -> Path:
     for d in DISTRIBUTIONS.values():
         L.append(f"- `{d.name}`: {d.description}. Claim: {d.claim}.")
     L.append("")
+    L.extend(reliability_section(out))
     if plots:
         L.append("## Plots\n")
         for p in plots:
