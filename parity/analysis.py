@@ -77,11 +77,28 @@ def kth_logit(logits: torch.Tensor, K: int) -> torch.Tensor:
     return x.double().gather(1, order(x)[:, K - 1 : K]).squeeze(1)
 
 
+def _check_shapes(logits: torch.Tensor, **ids: torch.Tensor) -> None:
+    """Both routings must be of these logits: [T, K] ids within [0, E), one K for all."""
+    if logits.dim() != 2:
+        raise ValueError(f"logits: expected a 2-D tensor [T, E], got shape {tuple(logits.shape)}")
+    T, E = logits.shape
+    K = None
+    for name, t in ids.items():
+        if t.dim() != 2 or t.shape[0] != T or (K is not None and t.shape[1] != K):
+            want = f"({T}, {K})" if K is not None else f"({T}, K)"
+            raise ValueError(f"{name}: expected shape {want} to match the logits, got {tuple(t.shape)}")
+        K = t.shape[1]
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= E):
+            raise ValueError(f"{name}: expected expert ids in [0, {E}), got values in "
+                             f"[{int(t.min())}, {int(t.max())}]")
+
+
 def classify_ids(
     logits: torch.Tensor, ids: torch.Tensor, base_ids: torch.Tensor,
     base_dtype: torch.dtype | None = None,
 ) -> IdVerdict:
     """Classify each row's id-set difference between ``ids`` and ``base_ids`` ([T, K] each)."""
+    _check_shapes(logits, ids=ids, base_ids=base_ids)
     a, b = ids.long().cpu(), base_ids.long().cpu()
     T, K = a.shape
     a, b = a.sort(dim=-1).values, b.sort(dim=-1).values
@@ -205,6 +222,13 @@ def compare(
     *, pair: str = "candidate~baseline", base_dtype: torch.dtype | None = None,
 ) -> PairResult:
     """Compare ``candidate`` with ``baseline`` on the same logits (see the module docstring)."""
+    for name, r in (("candidate", candidate), ("baseline", baseline)):
+        if r.weights.shape != r.ids.shape:
+            raise ValueError(f"{name}: expected weights and ids of one shape, got "
+                             f"{tuple(r.weights.shape)} and {tuple(r.ids.shape)}")
+    if per_expert_scale.shape != (logits.shape[-1],):
+        raise ValueError(f"per_expert_scale: expected shape ({logits.shape[-1]},), got "
+                         f"{tuple(per_expert_scale.shape)}")
     logits = logits.cpu()
     scale = per_expert_scale.detach().cpu().double()
     T = logits.shape[0]

@@ -72,7 +72,8 @@ def validate(gating_output, topk, per_expert_scale, *, max_experts: int | None =
 
 
 def check_output(name: str, out, problem: Problem, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check that an implementation returned (weights float32 [T, K], ids int32 [T, K]) on device.
+    """Check that an implementation returned (weights float32 [T, K], ids int32 [T, K] within
+    [0, E)) on device.
 
     Raises ``ContractError`` naming the implementation and what was wrong.
     """
@@ -89,6 +90,10 @@ def check_output(name: str, out, problem: Problem, device: torch.device) -> tupl
             raise ContractError(f"{name}: {label}: expected shape {want}, got {tuple(t.shape)}")
         if t.device != device:
             raise ContractError(f"{name}: {label}: expected device {device}, got {t.device}")
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= problem.E:
+            raise ContractError(f"{name}: ids: expected expert ids in [0, {problem.E}), got values in [{lo}, {hi}]")
     return weights, ids
 
 
