@@ -49,7 +49,7 @@ def main(Ts) -> None:
                                                    ACCURATE_EXP=True, num_warps=warps)
                 else:
                     _route_kernel[(triton.cdiv(T, block_t),)](*args, BLOCK_T=block_t, BLOCK_E=E,
-                                                              num_warps=warps, **kernel_args(g, K))
+                                                              num_warps=warps, **kernel_args(g, K, s))
 
             i.fill_(-1)
             launch(gs[0])

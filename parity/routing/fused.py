@@ -64,7 +64,8 @@ def _route_kernel(
     gating_ptr, scale_ptr, weights_ptr, ids_ptr,
     T, E, stride_gt, stride_ge, stride_s,
     K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
-    LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr,
+    LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr,
+    ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -108,7 +109,7 @@ def _route_kernel(
     first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)
     e = tl.where(slot_ok[None, :], exp_shifted(v, first[:, None], ACCURATE_EXP), 0.0)
     probs = e / _pairwise_sum(e, BLOCK_T, BLOCK_K, LOG2_BLOCK_K)[:, None]
-    scale = tl.load(scale_ptr + top_id * stride_s, mask=out_ok, other=0.0).to(tl.float32)
+    scale = load_fp32(scale_ptr + top_id * stride_s, out_ok, SCALE_IS_BF16)
     out = rows64[:, None] * K + slots[None, :]
     tl.store(weights_ptr + out, probs * scale, mask=out_ok)
     tl.store(ids_ptr + out, top_id, mask=out_ok)
@@ -137,7 +138,7 @@ def launch_config(T: int, E: int, K: int, dtype: torch.dtype) -> dict:
     return {"BLOCK_T": block_t, "BLOCK_E": block_e, "num_warps": num_warps}
 
 
-def kernel_args(gating_output: torch.Tensor, topk: int) -> dict:
+def kernel_args(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor) -> dict:
     """Compile-time arguments that follow from the problem, not from tuning."""
     E = gating_output.shape[1]
     col_bits = max(1, (triton.next_power_of_2(E) - 1).bit_length())
@@ -147,7 +148,7 @@ def kernel_args(gating_output: torch.Tensor, topk: int) -> dict:
     return {
         "K": topk, "BLOCK_K": triton.next_power_of_2(topk),
         "LOG2_BLOCK_K": triton.next_power_of_2(topk).bit_length() - 1, "COL_BITS": col_bits,
-        "CHECK_LOSS": gating_output.dtype == torch.float32, **dtype_flags(gating_output),
+        "CHECK_LOSS": gating_output.dtype == torch.float32, **dtype_flags(gating_output, per_expert_scale),
     }
 
 
@@ -162,7 +163,7 @@ def _fused_route(gating_output: torch.Tensor, topk: int, per_expert_scale: torch
         gating_output, per_expert_scale, weights, ids,
         T, E, gating_output.stride(0), gating_output.stride(1), per_expert_scale.stride(0),
         BLOCK_T=cfg["BLOCK_T"], BLOCK_E=cfg["BLOCK_E"], num_warps=cfg["num_warps"],
-        **kernel_args(gating_output, topk),
+        **kernel_args(gating_output, topk, per_expert_scale),
     )
     return weights, ids
 

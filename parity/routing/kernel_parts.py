@@ -54,9 +54,10 @@ def exp_shifted(v, first, ACCURATE_EXP: tl.constexpr):
     return e + e * d_err
 
 
-def dtype_flags(gating_output: torch.Tensor) -> dict:
+def dtype_flags(gating_output: torch.Tensor, per_expert_scale: torch.Tensor) -> dict:
     """Compile-time flags every routing kernel takes."""
-    return {"ACCURATE_EXP": not device.INTERPRETER, "IS_BF16": gating_output.dtype == torch.bfloat16}
+    return {"ACCURATE_EXP": not device.INTERPRETER, "IS_BF16": gating_output.dtype == torch.bfloat16,
+            "SCALE_IS_BF16": per_expert_scale.dtype == torch.bfloat16}
 
 
 def require_kernel_device(gating_output: torch.Tensor) -> None:

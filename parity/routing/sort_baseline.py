@@ -45,7 +45,8 @@ MAX_EXPERTS = 1024
 def _sort_route_kernel(
     gating_ptr, scale_ptr, weights_ptr, ids_ptr,
     E, stride_gt, stride_ge, stride_s,
-    K: tl.constexpr, BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr,
+    K: tl.constexpr, BLOCK_E: tl.constexpr,
+    ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)  # T * stride can pass 2**31
     cols = tl.arange(0, BLOCK_E)
@@ -71,7 +72,7 @@ def _sort_route_kernel(
     first = tl.sum(tl.where(cols == 0, v, 0.0), axis=0)
     e = tl.where(top, exp_shifted(v, first, ACCURATE_EXP), 0.0)
     probs = e / tl.sum(e, axis=0)
-    scale = tl.load(scale_ptr + top_id * stride_s, mask=top, other=0.0).to(tl.float32)
+    scale = load_fp32(scale_ptr + top_id * stride_s, top, SCALE_IS_BF16)
     out = row * K + cols
     tl.store(weights_ptr + out, probs * scale, mask=top)
     tl.store(ids_ptr + out, top_id, mask=top)
@@ -93,7 +94,7 @@ def _sort_baseline_route(gating_output: torch.Tensor, topk: int, per_expert_scal
     _sort_route_kernel[(T,)](
         gating_output, per_expert_scale, weights, ids,
         E, gating_output.stride(0), gating_output.stride(1), per_expert_scale.stride(0),
-        K=topk, BLOCK_E=block_e, num_warps=num_warps(block_e), **dtype_flags(gating_output),
+        K=topk, BLOCK_E=block_e, num_warps=num_warps(block_e), **dtype_flags(gating_output, per_expert_scale),
     )
     return weights, ids
 
