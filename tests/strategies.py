@@ -63,7 +63,7 @@ E_BUCKETS = ((1, 8), (9, 64), (9, 64), (65, 256), (65, 256), (128, 128), (257, 1
 # examples, and no example database) or "long" (random, EXAMPLE_FACTOR["long"] times the examples,
 # with the database under .hypothesis/ so failures are replayed first).
 PROFILE = os.environ.get("PARITY_HYPOTHESIS_PROFILE", "ci").strip() or "ci"
-EXAMPLE_FACTOR = {"ci": 1, "long": 20}
+EXAMPLE_FACTOR = {"ci": 1, "long": int(os.environ.get("PARITY_HYPOTHESIS_LONG_FACTOR", "20"))}
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile("ci", deadline=None, derandomize=True, database=None, print_blob=True,
                           suppress_health_check=_SLOW_OK)
