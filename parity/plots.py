@@ -11,10 +11,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from parity.report import MAIN_PAIRS, num  # noqa: E402
-from parity.tolerance import POLICIES, POLICY_NAMES  # noqa: E402
+from parity.tolerance import POLICY_NAMES, policy_tolerance  # noqa: E402
 
 QUANTS = ("p50_rel", "p99_rel", "p999_rel", "max_rel")
 PAIRS = MAIN_PAIRS + ("softmax_all~oracle", "topk_softmax~oracle")
+
+
+def _save(fig, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
 
 
 def error_quantiles(summary: dict, out: Path) -> str:
@@ -34,11 +41,7 @@ def error_quantiles(summary: dict, out: Path) -> str:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("relative error")
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    name = "errors.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(fig, out, "errors.png")
 
 
 def frontier(summary: dict, out: Path, pair: str = "fused~softmax_all") -> str:
@@ -52,10 +55,7 @@ def frontier(summary: dict, out: Path, pair: str = "fused~softmax_all") -> str:
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color="k", label="frontier (observed)")
         for policy in POLICY_NAMES:
-            if policy in POLICIES:
-                atol, rtol = POLICIES[policy][dtype]
-            else:
-                atol, rtol = t["atol"], t["rtol"]
+            atol, rtol = policy_tolerance(policy, dtype, pair, summary["tolerances"])
             ax.scatter([max(rtol, 1e-9)], [max(atol, 1e-12)], label=policy, zorder=3)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -65,11 +65,7 @@ def frontier(summary: dict, out: Path, pair: str = "fused~softmax_all") -> str:
         ax.set_title(f"{dtype}: {pair}")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    name = "frontier.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(fig, out, "frontier.png")
 
 
 def margins(summary: dict, out: Path, pair: str = "fused~softmax_all") -> str:
@@ -89,11 +85,7 @@ def margins(summary: dict, out: Path, pair: str = "fused~softmax_all") -> str:
     ax.set_ylabel("worst error / allowed (< 1 passes)")
     ax.set_title(f"policy margins, {pair}")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    name = "margins.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(fig, out, "margins.png")
 
 
 def all_plots(summary: dict, out: Path) -> list[str]:
