@@ -1,0 +1,88 @@
+"""The divergence analyzer: tie-aware id classification, planted errors found where they were
+planted, the error hull's verdicts equal brute force, tie rules, attribution."""
+import numpy as np
+import pytest
+import torch
+
+from parity import tolerance
+from parity.analysis import Routing, attribute, classify_ids, compare, hull, tie_rule
+from parity.check import assert_weights_close
+from parity.routing import mutants, oracle, softmax_all
+from parity.routing.oracle import route64
+from routing_cases import logits, scale, tied_logits
+
+
+def test_ties_where_the_rules_disagree_are_tie_explained_not_genuine():
+    g = tied_logits(2048, 128, "cpu")
+    s = scale(128, "cpu")
+    truth = Routing.of(route64(g, 8, s))
+    high = Routing.of(mutants.MUTANTS["mutant-ties-high"](g, 8, s))   # the higher-id rule
+    v = classify_ids(g, high.ids, truth.ids)
+    assert int(v.tie_explained.sum()) > 100 and int(v.genuine.sum()) == 0
+    cpu_torch = Routing.of(softmax_all(g, 8, s))                        # torch.topk's own rule
+    v = classify_ids(g, cpu_torch.ids, truth.ids, base_dtype=torch.float64)
+    assert int(v.genuine.sum()) == 0 and int(v.near_tie.sum()) == 0
+
+
+def test_planted_genuine_mismatch_is_reported_at_its_row():
+    g, s = logits(512, 128, torch.float32, "cpu", seed=3), scale(128, "cpu")
+    w, ids = route64(g, 8, s)
+    bad = ids.clone()
+    worst_expert = int(torch.argmin(g[200]))
+    bad[200, 7] = worst_expert                   # a clearly wrong expert in row 200
+    r = compare(g, Routing(w.float(), bad), Routing(w, ids), s, pair="planted~oracle")
+    assert (r.rows_mismatched, r.rows_genuine, r.rows_tie_explained) == (1, 1, 0)
+    assert r.genuine_rows == [200]
+
+
+def test_planted_weight_error_is_found_at_its_index():
+    g, s = logits(512, 128, torch.bfloat16, "cpu", seed=4), scale(128, "cpu").abs() + 0.5
+    w, ids = route64(g, 8, s)
+    bad = w.clone()
+    bad[321, 5] *= 1 + 1e-3
+    r = compare(g, Routing(bad, ids), Routing(w, ids), s, pair="planted~oracle")
+    assert r.worst["row"] == 321 and r.worst["expert"] == int(ids[321, 5])
+    assert r.max_rel == pytest.approx(1e-3, rel=1e-6) and r.worst_rows[0] == 321
+    with pytest.raises(AssertionError, match=r"1 of 4096 elements outside the allowance; worst at index \(321, 5\)"):
+        assert_weights_close(bad, w, rtol=1e-4)
+
+
+def test_hull_gives_the_brute_force_verdict():
+    rng = np.random.default_rng(0)
+    b = torch.tensor(rng.uniform(0, 1, 20000) ** 3)
+    e = torch.tensor(rng.uniform(0, 1e-3, 20000)) * (b + 1e-4)
+    h = hull(b, e)
+    assert 1 <= len(h) < 60
+    for atol, rtol in [(0.0, 1e-3), (1e-6, 0.0), (1e-7, 1e-4), (3e-5, 3e-3), (1e-9, 1e-9)]:
+        brute = float((e / (atol + rtol * b)).max())
+        assert tolerance.margin(h, atol, rtol) == pytest.approx(brute, rel=1e-12)
+
+
+def test_tie_rules_are_named():
+    g = tied_logits(1024, 128, "cpu")
+    s = scale(128, "cpu")
+    assert tie_rule(g, oracle(g, 8, s)[1])["rule"] == "lower id"
+    assert tie_rule(g, mutants.MUTANTS["mutant-ties-high"](g, 8, s)[1])["rule"] == "higher id"
+    assert tie_rule(logits(64, 128, torch.float32, "cpu"), oracle(logits(64, 128, torch.float32, "cpu"), 8, s)[1])["rule"] == "untested"
+
+
+def test_attribution_says_who_is_closer():
+    g, s = logits(256, 128, torch.bfloat16, "cpu", seed=5), scale(128, "cpu")
+    truth = Routing.of(route64(g, 8, s))
+    ref = Routing.of(softmax_all(g, 8, s))
+    exact = Routing(truth.weights.float(), truth.ids)
+    a = attribute(compare(g, exact, truth, s), compare(g, ref, truth, s))
+    assert a["closer"] == "candidate" and a["ratio"] > 1000
+
+
+def test_derived_tolerance_covers_its_own_data_and_is_validated():
+    g_cases = [logits(512, 128, torch.bfloat16, "cpu", seed=i) for i in range(3)]
+    s = scale(128, "cpu")
+    recs = []
+    for i, g in enumerate(g_cases):
+        r = compare(g, Routing.of(softmax_all(g, 8, s)), Routing.of(route64(g, 8, s)), s).as_dict()
+        recs.append({**r, "case_id": f"case{i}"})
+    tol = tolerance.derive("softmax_all~oracle", "bfloat16", recs[:2], typical_weight=1 / 8)
+    assert all(tolerance.verdict(r, tol.atol, tol.rtol)[0] for r in recs[:2])
+    tol = tolerance.validate(tol, recs[2:])
+    assert tol.holdout_cases == 1 and tol.margin > 0
