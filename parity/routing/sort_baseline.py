@@ -38,6 +38,7 @@ from parity.routing.kernel_parts import (dtype_flags, empty_outputs, exp_shifted
                                           require_kernel_device)
 
 MAX_EXPERTS = 1024
+MIN_BLOCK_E = 16
 """The largest E this kernel takes: one program sorts a whole row of int64 keys in registers."""
 
 
@@ -90,7 +91,9 @@ def _sort_baseline_route(gating_output: torch.Tensor, topk: int, per_expert_scal
     weights, ids = empty_outputs(gating_output, topk)
     if T == 0:
         return weights, ids
-    block_e = triton.next_power_of_2(E)
+    # at least MIN_BLOCK_E columns: tl.sort's bitonic network on 1- or 2-wide rows is an edge case
+    # we do not want to depend on (padding columns sort below every logit)
+    block_e = max(MIN_BLOCK_E, triton.next_power_of_2(E))
     _sort_route_kernel[(T,)](
         gating_output, per_expert_scale, weights, ids,
         E, gating_output.stride(0), gating_output.stride(1), per_expert_scale.stride(0),
