@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from parity.tolerance import (DERIVED, POLICIES, POLICY_NAMES, derive, policy_tolerance, validate,
+from parity.tolerance import (DERIVED, POLICY_NAMES, derive, policy_tolerance, validate,
                               verdict)
 
 PAIR_FIELDS = (

@@ -1,5 +1,4 @@
 """User-style candidates for the CLI tests: one correct, two that break the output contract."""
-import torch
 
 from parity.routing import oracle
 

@@ -13,7 +13,6 @@ rows where the differing experts all carry exactly the K-th logit: torch.topk's 
 backend, and that is not an error.
 """
 import pytest
-import torch
 
 from parity import tolerance
 from parity.analysis import classify_ids
