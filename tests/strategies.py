@@ -94,7 +94,7 @@ class Spec:
     scale_layout: str
     seed: int
 
-    def build(self, dev: torch.device | str = DEVICE) -> "RoutingInput":
+    def build(self, dev: torch.device | str = DEVICE) -> RoutingInput:
         gen = torch.Generator().manual_seed(self.seed)
         dtype = DTYPES[self.dtype]
         x, clean, special_rows = _logits(self.regime, self.T, self.E, self.K, dtype, gen)
