@@ -11,14 +11,14 @@ python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", tr
 for step in $steps; do
   start=$(date +%s)
   case $step in
-    tests) timeout 200 python3 -m pytest -n 8 -q -p no:cacheprovider tests > "$OUT/pytest_cuda.log" 2>&1 ;;
+    tests) timeout 400 python3 -m pytest -n 8 -q -p no:cacheprovider tests > "$OUT/pytest_cuda.log" 2>&1 ;;
     default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$OUT/sweep_default.log" 2>&1 ;;
     upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$OUT/sweep_upstream.log" 2>&1 ;;
     bench) timeout 220 python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$OUT/bench.log" 2>&1 ;;
     multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/h200x2-pytest \
         python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$OUT/multigpu.log" ;;
     properties) PARITY_HYPOTHESIS_PROFILE=long PARITY_HYPOTHESIS_LONG_FACTOR=${LONG_FACTOR:-5} \
-        PARITY_RELIABILITY_OUT=reports/h200-reliability timeout 200 \
+        PARITY_RELIABILITY_OUT=reports/h200-reliability timeout 260 \
         python3 -m pytest -n 14 -q -p no:cacheprovider tests/test_properties.py tests/test_special_semantics.py > "$OUT/properties.log" 2>&1 ;;
   esac
   echo "$step: exit ${PIPESTATUS[0]:-?} in $(( $(date +%s) - start )) s" | tee -a "$OUT/steps.txt"

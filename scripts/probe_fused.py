@@ -1,75 +1,100 @@
-"""Probe: time fused-kernel variants over launch configurations on the GPU (notes for
-reports/bench/NOTES.md). Calls the kernels directly (no Python-side validation) with CUDA events,
-rotating input copies beyond L2; checks ids against the oracle for each configuration.
+"""Probe: time the fused kernel (v2, rounds) and the v3 network variant over launch configurations
+on the GPU, for reports/bench/NOTES.md. Kernels are launched directly (no Python-side validation)
+and timed under CUDA-graph replay (triton.testing.do_bench_cudagraph, median) with input copies
+rotated beyond L2: a Triton launch with many compile-time arguments costs the host tens of µs,
+which plain event timing would report instead of any shorter kernel. Every configuration's ids are
+checked against the oracle and its weights against the first configuration's, bit for bit.
 
-python3 scripts/probe_fused.py [T ...]
+python3 scripts/probe_fused.py [--shapes 128:bf16,...] [--configs rounds,network] [--out FILE.json] [T ...]
 """
+import argparse
 import importlib.util
 import itertools
+import json
 import pathlib
-import sys
 
 import torch
 import triton
 import triton.testing
 
-from parity.routing.fused import _route_kernel, kernel_args
+from parity.routing.fused import _route_kernel, kernel_args, launch_config
 from parity.routing.oracle import route64
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def load_variant(name):
     spec = importlib.util.spec_from_file_location(name, ROOT / "reports/bench/variants" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod._route_kernel
+    return mod
 
 
-def main(Ts) -> None:
-    E, K = 128, 8
-    torch.manual_seed(0)
-    s = torch.rand(E, device="cuda")
-    v1 = load_variant("v1_iterative_max")
+def launcher(cfg, g, s, w, i, K):
+    """A no-argument launch of one configuration: {kernel, BLOCK_T, warps[, lanes]}."""
+    T, E = g.shape
+    block_e = triton.next_power_of_2(E)
+    args = (g, s, w, i, T, E, g.stride(0), g.stride(1), s.stride(0))
+    grid = (triton.cdiv(T, cfg["BLOCK_T"]),)
+    const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"], **kernel_args(g, K, s)}
+    if cfg["kernel"] == "rounds":
+        return lambda: _route_kernel[grid](*args, **const)
+    v3 = load_variant("v3_bitonic_network")
+    const.update(v3.network_args(g, block_e, cfg["BLOCK_T"], cfg["lanes"]))
+    return lambda: v3._network_kernel[grid](*args, **const)
+
+
+def configs_for(E, dtype, kinds):
+    T_any = 250000
+    table = launch_config(T_any, E, 8, dtype)
+    out = [{"kernel": "rounds", "BLOCK_T": table["BLOCK_T"], "warps": table["num_warps"]}]
+    if "rounds" in kinds:
+        out += [{"kernel": "rounds", "BLOCK_T": bt, "warps": 1} for bt in (2, 4, 8, 16) if E * bt <= 2048]
+    if "network" in kinds:
+        for lanes, rows_per_thread, warps in [(1, 1, 1), (1, 2, 1), (4, 2, 2), (4, 4, 1), (4, 4, 2), (2, 2, 2)]:
+            out.append({"kernel": "network", "BLOCK_T": 32 // lanes * rows_per_thread * warps, "warps": warps,
+                        "lanes": lanes})
+    return list({json.dumps(c, sort_keys=True): c for c in out}.values())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    ap.add_argument("--shapes", default="128:bf16,128:fp32")
+    ap.add_argument("--configs", default="rounds,network")
+    ap.add_argument("T", nargs="*", type=int, default=[2048, 65536, 250000])
+    a = ap.parse_args()
+    K = 8
     rows = []
-    for T, dtype in itertools.product(Ts, [torch.bfloat16, torch.float32]):
+    for shape, T in itertools.product(a.shapes.split(","), a.T):
+        E, dtype = int(shape.split(":")[0]), DTYPES[shape.split(":")[1]]
+        torch.manual_seed(0)
+        s = torch.rand(E, device="cuda")
         copies = max(1, min(16, (512 << 20) // (T * E * dtype.itemsize)))
         gs = [torch.randn(T, E, device="cuda").to(dtype) for _ in range(copies)]
         _, i64 = route64(gs[0], K, s)
         w = torch.empty(T, K, device="cuda")
         i = torch.empty(T, K, device="cuda", dtype=torch.int32)
-        for variant, block_t, warps in itertools.product(["v1", "v2"], [1, 2, 4, 8, 16, 32, 64], [1, 2, 4, 8]):
-            if block_t * E > 8192 or (block_t * E < 32 * warps * 4):
-                continue
-
-            def launch(g):
-                args = (g, s, w, i, T, E, g.stride(0), g.stride(1), 1)
-                if variant == "v1":
-                    v1[(triton.cdiv(T, block_t),)](*args, K=K, BLOCK_T=block_t, BLOCK_E=E, BLOCK_K=K,
-                                                   ACCURATE_EXP=True, num_warps=warps)
-                else:
-                    _route_kernel[(triton.cdiv(T, block_t),)](*args, BLOCK_T=block_t, BLOCK_E=E,
-                                                              num_warps=warps, **kernel_args(g, K, s))
-
+        ref_w = None
+        for cfg in configs_for(E, dtype, a.configs.split(",")):
+            w.fill_(float("nan"))
             i.fill_(-1)
-            launch(gs[0])
-            ok = torch.equal(i.long(), i64)
-            it = itertools.cycle(gs)
-            ms = triton.testing.do_bench(lambda: launch(next(it)), warmup=25, rep=100, return_mode="median")
-            rows.append((T, str(dtype)[6:], variant, block_t, warps, ms * 1e3, ok))
-    best = {}
-    for r in rows:
-        k = r[:3]
-        if k not in best or r[5] < best[k][5]:
-            best[k] = r
-    print("all configurations:")
-    for r in sorted(rows, key=lambda r: (r[0], r[1], r[2], r[5])):
-        print("T=%-7d %-8s %s BLOCK_T=%-3d warps=%d  %8.1f us  ids_ok=%s" % r)
-    print("best per (T, dtype, variant):")
-    for r in sorted(best.values()):
-        print("T=%-7d %-8s %s BLOCK_T=%-3d warps=%d  %8.1f us  ids_ok=%s" % r)
-    sys.stdout.flush()
+            launcher(cfg, gs[0], s, w, i, K)()
+            ids_ok = torch.equal(i.long(), i64)
+            ref_w = w.clone() if ref_w is None else ref_w
+            weights_same = torch.equal(w, ref_w)
+            runs = itertools.cycle([launcher(cfg, g, s, w, i, K) for g in gs])
+            ms = triton.testing.do_bench_cudagraph(lambda runs=runs: next(runs)(), rep=50, return_mode="median")
+            row = {"T": T, "E": E, "dtype": shape.split(":")[1], **cfg, "us": round(ms * 1e3, 2),
+                   "ids_ok": ids_ok, "weights_same": weights_same}
+            rows.append(row)
+            print(row, flush=True)
+    if a.out:
+        meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
+        with open(a.out, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [2048, 16384, 250000])
+    main()

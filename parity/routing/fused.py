@@ -2,17 +2,18 @@
 
 Algorithm: packed keys, one reduction per round, with an exact fallback.
 
-1. Each logit becomes a signed int32 *order key*: its fp32 bit pattern with the magnitude bits of
-   negative numbers flipped, so integer order is float order. Every NaN maps to the largest key (NaN
-   ranks above +inf, as in torch.topk); -0.0 is first turned into +0.0 so the two tie.
+1. Each logit becomes a signed int32 *order key* (kernel_parts.sign_magnitude_key): +magnitude for
+   positive numbers, -magnitude for negative ones, so integer order is float order and -0.0 ties
+   +0.0; every NaN maps to the largest key (NaN ranks above +inf, as in torch.topk). bf16 and fp16
+   logits are keyed by their own 16 bits, shifted up by 16; fp32 logits by their 32 bits.
 2. The key's low COL_BITS bits are replaced by ``BLOCK_E - 1 - expert_id``: one int32 that orders by
    logit, then by lower id, and is unique in its row. A round of top-K is then a single reduction:
    the largest packed value below the previous pick, found as
    ``prev - 1 - min_unsigned((prev - 1) - packed)`` (values at or above ``prev`` wrap to huge
    unsigned numbers and lose). That is two integer ops per element per round, where an iterative
    max with a separate id tie-break costs about six (reports/bench/NOTES.md).
-3. Dropping COL_BITS bits is lossless for bf16 and fp16 logits (their fp32 form has >= 13 zero low
-   bits) and for fp32 logits whose low bits are zero. Otherwise two logits may share a truncated key
+3. Dropping COL_BITS bits is lossless for bf16 and fp16 logits (their keys have 16 zero low bits)
+   and for fp32 logits whose low bits are zero. Otherwise two logits may share a truncated key
    and be ordered by id instead of value. That is detected exactly (a row with nonzero low bits whose
    consecutive picks, K+1 of them, share a truncated key) and such a block re-runs the exact
    iterative max on full keys: ids stay the oracle's bit for bit.
@@ -21,17 +22,26 @@ Algorithm: packed keys, one reduction per round, with an exact fallback.
 
 Why not ``tl.sort``: the Triton interpreter runs it element by element in Python; ``tl.max``/
 ``tl.min`` run vectorised, so this source serves the GPU and the CPU (shared/FINDINGS.md). Launch
-parameters come from ``launch_config``.
+parameters come from ``launch_config``. A bitonic top-K network with rows held in single threads
+issues 2.3x fewer instructions per logit but measured slower on the H200; it is kept as a variant
+(reports/bench/variants/v3_bitonic_network.py, reports/bench/NOTES.md).
 """
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
+
 from parity import device
 from parity.routing.contract import validate
-from parity.routing.kernel_parts import (dtype_flags, empty_outputs, exp_shifted, load_fp32, order_key,
-                                          require_kernel_device)
+from parity.routing.kernel_parts import (
+    dtype_flags,
+    empty_outputs,
+    exp_shifted,
+    load_fp32,
+    require_kernel_device,
+    sign_magnitude_key,
+)
 
 MAX_EXPERTS = 4096
 """The largest E this kernel takes: one row's keys must fit in one program's registers."""
@@ -60,50 +70,13 @@ def _pairwise_sum(e, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K:
 
 
 @triton.jit
-def _route_kernel(
-    gating_ptr, scale_ptr, weights_ptr, ids_ptr,
-    T, E, stride_gt, stride_ge, stride_s,
-    K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
-    LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr,
-    ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
-    cols = tl.arange(0, BLOCK_E)
-    slots = tl.arange(0, BLOCK_K)
-    row_ok = rows < T
-    col_ok = cols < E
-    rows64 = rows.to(tl.int64)  # T * stride can pass 2**31
-    row_ptr = gating_ptr + rows64 * stride_gt
-    tile_mask = row_ok[:, None] & col_ok[None, :]
-
-    x = load_fp32(row_ptr[:, None] + cols[None, :] * stride_ge, tile_mask, IS_BF16)
-    key, bits = order_key(x)
-    key = tl.where(col_ok[None, :], key, -2147483647 - 1)  # padding below -inf
-    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
-    packed = (key & ~COL_MASK) | (COL_MASK - cols)[None, :]
-
-    top_id = tl.zeros([BLOCK_T, BLOCK_K], dtype=tl.int32)
-    best = tl.max(packed, axis=1)
-    ambiguous = tl.zeros([BLOCK_T], dtype=tl.int1)
-    ROUNDS: tl.constexpr = K + 1 if CHECK_LOSS else K  # one more pick shows a tie across the K-th place
-    for k in range(ROUNDS):
-        if k > 0:
-            prev = best
-            gap = ((prev - 1)[:, None] - packed).to(tl.uint32, bitcast=True)
-            best = prev - 1 - tl.min(gap, axis=1).to(tl.int32, bitcast=True)
-            ambiguous = ambiguous | ((best >> COL_BITS) == (prev >> COL_BITS))
-        top_id = tl.where(slots[None, :] == k, (COL_MASK - (best & COL_MASK))[:, None], top_id)
-
-    if CHECK_LOSS:
-        lossy = tl.max(bits & COL_MASK, axis=1) != 0
-        if tl.max((ambiguous & lossy & row_ok).to(tl.int32), axis=0) > 0:
-            top_id = _exact_topk(key, cols, slots, K, BLOCK_E, top_id)
-
+def _write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
+                   K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                   LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, SCALE_IS_BF16: tl.constexpr):
+    """Weights from the chosen logits v [BLOCK_T, BLOCK_K] (largest first) and their ids: softmax
+    over the first K, times the expert's scale; store both. Every kernel ends here, so their weights
+    agree bit for bit whenever their ids do."""
     slot_ok = slots < K
-    out_ok = row_ok[:, None] & slot_ok[None, :]
-    top_id = tl.where(out_ok, top_id, 0)
-    v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
     # The first slot holds the largest logit; a sum of one value and zeros extracts it with NaN and
     # inf intact, and a NaN or +inf there makes every weight of that row (only) NaN.
     first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)
@@ -115,11 +88,90 @@ def _route_kernel(
     tl.store(ids_ptr + out, top_id, mask=out_ok)
 
 
+@triton.jit
+def _packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.constexpr,
+                 EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr):
+    """Load logits and pack each into one int32: order key, then BLOCK_E - 1 - id in the low
+    COL_BITS bits (unique in its row; larger packed = larger logit, then lower id). Returns
+    (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16)."""
+    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+    if not EVEN_E:
+        mask = mask & col_ok
+    if KEY16:
+        # bf16/fp16: order the 16-bit pattern itself; the packed key keeps all of it, and the
+        # expert id takes the low 16 bits.
+        raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0).to(tl.int32)
+        key = sign_magnitude_key(raw, 0x7FFF, NAN_MAG)
+        if not EVEN_E:
+            key = tl.where(col_ok, key, -32768)  # padding below -inf
+        packed = (key << 16) | (COL_MASK - cols)
+    else:
+        raw = tl.load(ptrs.to(tl.pointer_type(tl.int32)), mask=mask, other=0)
+        key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
+        if not EVEN_E:
+            key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
+        packed = (key & ~COL_MASK) | (COL_MASK - cols)
+    return packed, key
+
+
+@triton.jit
+def _route_kernel(
+    gating_ptr, scale_ptr, weights_ptr, ids_ptr,
+    T, E, stride_gt, stride_ge, stride_s,
+    K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
+    LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr,
+    ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
+    EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
+    cols = tl.arange(0, BLOCK_E)
+    slots = tl.arange(0, BLOCK_K)
+    row_ok = rows < T
+    col_ok = cols < E
+    rows64 = rows.to(tl.int64)  # T * stride can pass 2**31
+    row_ptr = gating_ptr + rows64 * stride_gt
+
+    packed, key = _packed_keys(row_ptr[:, None] + cols[None, :] * stride_ge, row_ok[:, None], cols[None, :],
+                               col_ok[None, :], COL_BITS, KEY16, EVEN_E, NAN_MAG)
+    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+
+    best = tl.max(packed, axis=1)
+    top = tl.where(slots[None, :] == 0, best[:, None], 0)  # the picks' packed keys, by slot
+    ambiguous = tl.zeros([BLOCK_T], dtype=tl.int1)
+    ROUNDS: tl.constexpr = K + 1 if CHECK_LOSS else K  # one more pick shows a tie across the K-th place
+    for k in tl.static_range(1, ROUNDS):
+        prev = best
+        gap = ((prev - 1)[:, None] - packed).to(tl.uint32, bitcast=True)
+        best = prev - 1 - tl.min(gap, axis=1).to(tl.int32, bitcast=True)
+        if CHECK_LOSS:
+            ambiguous = ambiguous | ((best >> COL_BITS) == (prev >> COL_BITS))
+        if k < K:
+            top = tl.where(slots[None, :] == k, best[:, None], top)
+    top_id = COL_MASK - (top & COL_MASK)
+
+    if CHECK_LOSS:
+        lossy = tl.max(key & COL_MASK, axis=1) != 0
+        if tl.max((ambiguous & lossy & row_ok).to(tl.int32), axis=0) > 0:
+            top_id = _exact_topk(key, cols, slots, K, BLOCK_E, top_id)
+
+    out_ok = row_ok[:, None] & (slots < K)[None, :]
+    top_id = tl.where(out_ok, top_id, 0)
+    # Gathering the chosen logits again (cache hits) also moves the K picks from the reduction's
+    # layout, where each row's picks sit in every lane of the row, to a compact one: decoding them
+    # from the packed keys instead left the softmax below replicated 16 times (2240 instructions
+    # per warp against 1536).
+    v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
+    _write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
+                   K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCALE_IS_BF16)
+
+
 # Launch table, measured on one H200 (reports/bench/NOTES.md). Large T: keys per warp, by logit
-# dtype; few warps per row keep the per-round reductions inside threads, and fp32 rows carry more
-# live registers (full keys for the exact fallback). Small T is latency-bound: rows are spread so
-# that at least FILL_PROGRAMS programs run (about two per SM), down to one row per program.
-KEYS_PER_WARP = {torch.bfloat16: 1024, torch.float16: 1024, torch.float32: 256}
+# dtype; one warp per program keeps the per-round reductions inside a warp (bf16: 8 rows of 128 per
+# warp, 62 µs at T=250000 against 63-85 µs for 4 or 16 rows; fp32: 4 rows, 72 µs against 80-112 µs).
+# Small T is latency-bound: rows are spread so that at least FILL_PROGRAMS programs run (about two
+# per SM), down to one row per program.
+KEYS_PER_WARP = {torch.bfloat16: 1024, torch.float16: 1024, torch.float32: 512}
 FILL_PROGRAMS = 264
 INTERPRETER_KEYS_PER_PROGRAM = 2**17  # the interpreter pays per program in Python: make them large
 
@@ -138,6 +190,10 @@ def launch_config(T: int, E: int, K: int, dtype: torch.dtype) -> dict:
     return {"BLOCK_T": block_t, "BLOCK_E": block_e, "num_warps": num_warps}
 
 
+NAN_MAGNITUDE = {torch.bfloat16: 0x7F80, torch.float16: 0x7C00, torch.float32: 0x7F800000}
+"""Largest non-NaN magnitude (the bits of +inf) per logit dtype, for sign_magnitude_key."""
+
+
 def kernel_args(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor) -> dict:
     """Compile-time arguments that follow from the problem, not from tuning."""
     E = gating_output.shape[1]
@@ -149,7 +205,12 @@ def kernel_args(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.
         "K": topk, "BLOCK_K": triton.next_power_of_2(topk),
         "LOG2_BLOCK_K": triton.next_power_of_2(topk).bit_length() - 1, "COL_BITS": col_bits,
         "CHECK_LOSS": gating_output.dtype == torch.float32, **dtype_flags(gating_output, per_expert_scale),
+        "EVEN_E": E == triton.next_power_of_2(E), "KEY16": gating_output.dtype.itemsize == 2,
+        "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype],
     }
+
+
+
 
 
 @torch.library.custom_op("parity::fused_route", mutates_args=())

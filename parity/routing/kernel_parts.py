@@ -22,14 +22,21 @@ def load_fp32(ptrs, mask, IS_BF16: tl.constexpr):
 
 
 @triton.jit
+def sign_magnitude_key(bits, MAG_MASK: tl.constexpr, NAN_MAG: tl.constexpr):
+    """IEEE float bits in an int32 (16-bit formats sign-extended) -> an int32 key whose signed
+    order is the float order: +magnitude for positive numbers, -magnitude for negative ones (so
+    -0.0 and +0.0 tie), and MAG_MASK, above +inf, for every NaN (NaN ranks on top, as in
+    torch.topk). Three integer ops and a select."""
+    mag = bits & MAG_MASK
+    sign = bits >> 31
+    return tl.where(mag > NAN_MAG, MAG_MASK, (mag ^ sign) - sign)
+
+
+@triton.jit
 def order_key(x):
-    """fp32 logits -> int32 keys whose signed order is the float order: negative numbers get their
-    magnitude bits flipped (the arithmetic shift smears the sign bit), every NaN maps to the top
-    (NaN ranks above +inf, as in torch.topk) and -0.0 ties with +0.0. Returns (key, bits)."""
-    x = x + 0.0  # -0.0 + 0.0 = +0.0 under round-to-nearest; leaves every other value alone
+    """fp32 logits -> (int32 order key, fp32 bits); see sign_magnitude_key."""
     bits = x.to(tl.int32, bitcast=True)
-    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-    return tl.where(x != x, 0x7FFFFFFF, key), bits
+    return sign_magnitude_key(bits, 0x7FFFFFFF, 0x7F800000), bits
 
 
 @triton.jit

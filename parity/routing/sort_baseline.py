@@ -2,17 +2,18 @@
 
 Algorithm (one program per token):
 
-1. Each of the row's E logits (padded to BLOCK_E, the next power of two) becomes one int64. Its high
-   32 bits are the logit's *order key*, the same mapping as ``fused``: the fp32 bit pattern with the
-   magnitude bits of negative numbers flipped, so signed integer order is float order; every NaN
-   maps to the largest key (NaN ranks above +inf, as in torch.topk) and -0.0 is first turned into
-   +0.0 so the two tie. Its low 32 bits are ``BLOCK_E - 1 - expert_id``, so among equal logits the
-   lower id is the larger value and comes first in a descending sort. Padding columns take the
-   smallest int32 key, below every real logit (-inf's key is larger). The packed values are unique
-   in their row, so the order is total and needs no stable sort.
+1. Each of the row's E logits (padded to BLOCK_E, the next power of two, at least MIN_BLOCK_E)
+   becomes one int64. Its high 32 bits are the logit's *order key* (kernel_parts.order_key, as in
+   ``fused``): signed integer order is float order, every NaN maps to the largest key (NaN ranks
+   above +inf, as in torch.topk) and -0.0 ties +0.0. Its low 32 bits are ``BLOCK_E - 1 -
+   expert_id``, so among equal logits the lower id is the larger value and comes first in a
+   descending sort. Padding columns take the smallest int32 key, below every real logit (-inf's key
+   is larger). The packed values are unique in their row, so the order is total and needs no stable
+   sort.
 2. ``tl.sort(descending=True)`` orders the whole row; the first K entries are the chosen experts,
-   slot order included. Ids come from the low bits, values from the high bits (the key mapping is
-   invertible for everything but NaN payloads, which stay NaN).
+   slot order included. Ids come from the low bits; the K chosen logits are read again by id (as
+   ``fused`` does), so the kernel relies only on the key's order, never on its encoding:
+   kernel_parts.order_key is free to change how it maps a float to an int32.
 3. Weights: softmax over the K chosen logits in fp32 with the largest subtracted, that subtraction's
    rounding recovered by TwoSum, an accurate exp (as ``fused``), times per_expert_scale[id] read as
    fp32.
@@ -65,8 +66,9 @@ def _sort_route_kernel(
     top = cols < K
     top_id = BLOCK_E - 1 - (packed & (BLOCK_E - 1)).to(tl.int32)
     top_id = tl.where(top, top_id, 0)
-    top_key = (packed >> 32).to(tl.int32)
-    v = (top_key ^ ((top_key >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+    # The chosen logits, read again by id (K loads from the row just read): decoding them from the
+    # key's high half would tie this kernel to order_key's encoding, which is not its contract.
+    v = load_fp32(gating_ptr + row * stride_gt + top_id * stride_ge, top, IS_BF16)
 
     # Position 0 holds the largest logit; a sum of one value and zeros extracts it with NaN and inf
     # intact, and a NaN or +inf there makes every weight of this row NaN (all -inf: -inf - -inf too).
