@@ -114,7 +114,10 @@ def _packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.con
     return packed, key
 
 
-@triton.jit
+# T only bounds the row mask, so specialising on it (T == 1, T % 16 == 0) cannot help vectorised
+# loads or stores; not specialising saves a recompile per such class as batch sizes vary (the GPU
+# property tests draw many T). Not timed separately: the kernel's code does not depend on T.
+@triton.jit(do_not_specialize=["T"])
 def _route_kernel(
     gating_ptr, scale_ptr, weights_ptr, ids_ptr,
     T, E, stride_gt, stride_ge, stride_s,

@@ -1,0 +1,59 @@
+"""The order key every kernel ranks logits by (kernel_parts.sign_magnitude_key), checked over every
+16-bit pattern of bf16 and fp16 and a spread of fp32 ones: integer order is float order, -0.0 ties
++0.0, and every NaN takes one key above +inf's."""
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from parity.routing.fused import NAN_MAGNITUDE
+from parity.routing.kernel_parts import sign_magnitude_key
+
+
+@triton.jit
+def _keys_kernel(bits_ptr, out_ptr, n, MAG_MASK: tl.constexpr, NAN_MAG: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < n
+    bits = tl.load(bits_ptr + offs, mask=ok, other=0)
+    tl.store(out_ptr + offs, sign_magnitude_key(bits, MAG_MASK, NAN_MAG), mask=ok)
+
+
+def keys(bits: torch.Tensor, mag_mask: int, nan_mag: int) -> torch.Tensor:
+    out = torch.empty_like(bits)
+    _keys_kernel[(triton.cdiv(bits.numel(), 1 << 16),)](bits, out, bits.numel(), MAG_MASK=mag_mask,
+                                                        NAN_MAG=nan_mag, BLOCK=1 << 16)
+    return out
+
+
+def check_order(values: torch.Tensor, key: torch.Tensor, top: int) -> None:
+    """values float64, key int64, same length."""
+    nan = torch.isnan(values)
+    assert (key[nan] == top).all(), "every NaN maps to the top key"
+    v, k = values[~nan], key[~nan]
+    assert (k < top).all(), "only NaN reaches the top key"
+    order = torch.argsort(v, stable=True)
+    v, k = v[order], k[order]
+    same_value = v[1:] == v[:-1]
+    assert (k[1:][same_value] == k[:-1][same_value]).all(), "equal values (-0.0, +0.0) share a key"
+    assert (k[1:][~same_value] > k[:-1][~same_value]).all(), "a larger value has a larger key"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_every_16_bit_pattern(dtype, dev):
+    patterns = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32)   # sign-extended, as the kernels load them
+    values = patterns.to(torch.int16).view(dtype).double()
+    key = keys(patterns.to(dev), 0x7FFF, NAN_MAGNITUDE[dtype]).cpu().long()
+    check_order(values, key, 0x7FFF)
+    assert torch.isnan(values).sum() > 0 and (values == float("inf")).sum() == 1
+
+
+def test_fp32_patterns(dev):
+    gen = torch.Generator().manual_seed(0)
+    random_bits = torch.randint(-(1 << 31), 1 << 31, (1 << 18,), generator=gen, dtype=torch.int64).to(torch.int32)
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), -float("nan"), 1.0, -1.0,
+                            torch.finfo(torch.float32).tiny, -torch.finfo(torch.float32).tiny, 1e-45, -1e-45,
+                            torch.finfo(torch.float32).max, -torch.finfo(torch.float32).max]).view(torch.int32)
+    patterns = torch.cat([random_bits, special, special + 1, special - 1])
+    values = patterns.view(torch.float32).double()
+    key = keys(patterns.to(dev), 0x7FFFFFFF, NAN_MAGNITUDE[torch.float32]).cpu().long()
+    check_order(values, key, 0x7FFFFFFF)
