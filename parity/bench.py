@@ -56,18 +56,30 @@ class Row:
     note: str = ""
 
 
-def implementations(interpreter: bool) -> dict[str, Callable]:
-    """The implementations to time. torch.compile'd ones are made afresh for every (E, dtype)
-    (the caller asks again), compiled with dynamic shapes once and reused across T."""
+def check_impls(only: tuple[str, ...]) -> None:
+    """ValueError unless ``only`` names some of IMPLS and nothing else."""
+    unknown = sorted(set(only) - set(IMPLS))
+    if unknown or not only:
+        raise ValueError(f"expected some of {', '.join(IMPLS)}; got {', '.join(only) or 'none'}"
+                         + (f" ({', '.join(unknown)} unknown)" if unknown else ""))
+
+
+def implementations(interpreter: bool, only: tuple[str, ...] = IMPLS) -> dict[str, Callable]:
+    """The implementations to time (those of ``only`` that run here). torch.compile'd ones are made
+    afresh for every (E, dtype) (the caller asks again), compiled with dynamic shapes once and
+    reused across T."""
+    check_impls(only)
     fns: dict[str, Callable] = {n: routing.get(n) for n in ("softmax_all", "topk_softmax", "sort_baseline", "fused")}
     if interpreter:
         fns.pop("sort_baseline")  # tl.sort runs element by element in the interpreter
-        return fns
+        return {n: fns[n] for n in only if n in fns}
     torch._dynamo.reset()
-    fns["compile"] = torch.compile(routing.get("softmax_all"), dynamic=True)
-    fns["compile-max-autotune"] = torch.compile(routing.get("softmax_all"), dynamic=True,
-                                                mode="max-autotune-no-cudagraphs")
-    return {n: fns[n] for n in IMPLS if n in fns}
+    if "compile" in only:
+        fns["compile"] = torch.compile(routing.get("softmax_all"), dynamic=True)
+    if "compile-max-autotune" in only:
+        fns["compile-max-autotune"] = torch.compile(routing.get("softmax_all"), dynamic=True,
+                                                    mode="max-autotune-no-cudagraphs")
+    return {n: fns[n] for n in only if n in fns}
 
 
 def copy_bandwidth() -> float:
@@ -157,20 +169,21 @@ def _check(name: str, out, g, K, s) -> tuple[bool, bool]:
     return int(v.genuine.sum()) == 0, bool(torch.isfinite(got.weights).all())
 
 
-def run(out_dir: Path, *, Ts=None, dtypes=GPU_DTYPES, E: int = 128, K: int = 8, progress: bool = True) -> dict:
+def run(out_dir: Path, *, Ts=None, dtypes=GPU_DTYPES, E: int = 128, K: int = 8, progress: bool = True,
+        only: tuple[str, ...] = IMPLS) -> dict:
     on_gpu = device.KIND == "cuda"
     Ts = Ts or (GPU_TS if on_gpu else CPU_TS)
     bw = copy_bandwidth() if on_gpu else float("nan")
     grid = [(T, E, dt) for dt in dtypes for T in Ts]
     if on_gpu:
         grid += [(T, EXTRA_E, "bfloat16") for T in (1, 2048, 65536, 250000)]
-    bar = Progress(len(grid) * len(implementations(device.INTERPRETER)), enabled=progress)
+    bar = Progress(len(grid) * len(implementations(device.INTERPRETER, only)), enabled=progress)
     rows: list[Row] = []
     gen = torch.Generator().manual_seed(0)
     fns, fns_key = {}, None
     for T, E_, dt in grid:
         if (E_, dt) != fns_key:
-            fns, fns_key = implementations(device.INTERPRETER), (E_, dt)
+            fns, fns_key = implementations(device.INTERPRETER, only), (E_, dt)
         dtype = getattr(torch, dt)
         size = T * E_ * dtype.itemsize
         copies = max(1, min(16, ROTATE_BYTES // max(size, 1))) if on_gpu and size * 4 > L2_BYTES else 1

@@ -155,7 +155,12 @@ def cmd_bench(args) -> int:
     from parity import bench, device
 
     out = Path(args.out or ("reports/bench/cpu" if device.KIND == "cpu" else "reports/bench/latest"))
-    result = bench.run(out, progress=not args.no_progress)
+    only = tuple(n.strip() for n in args.impl.split(",") if n.strip()) if args.impl is not None else bench.IMPLS
+    try:
+        bench.check_impls(only)
+    except ValueError as exc:
+        raise UsageError(f"--impl: {exc}") from exc
+    result = bench.run(out, progress=not args.no_progress, only=only)
     print(bench.markdown(result))
     print(f"bench: {out / 'bench.md'} (bench.json, bench.png beside it)")
     return EXIT_OK
@@ -182,6 +187,9 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time every implementation over T (on the CPU: a small interpreter run)")
     b.add_argument("--out", default=None, help="default: reports/bench/latest (GPU) or reports/bench/cpu")
     b.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    b.add_argument("--impl", default=None, metavar="A,B,...",
+                   help="time only these (default: all of softmax_all, topk_softmax, compile, "
+                        "compile-max-autotune, sort_baseline, fused); the torch.compile ones take minutes to build")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(fn=cmd_bench)
     ls = sub.add_parser("list", help="implementations, mutants, grids, distributions, policies")
