@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from parity.numerics import smallest_step, unit_roundoff
+from parity.numerics import fp32_ulp, smallest_step, unit_roundoff
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -74,7 +74,9 @@ def frontier(hulls: list[list]) -> list[tuple[float, float]]:
 
 
 def a_priori(pair: str, dtype: str) -> dict:
-    """The bound from unit roundoff: each side's error against the oracle, added."""
+    """The bound from unit roundoff: each side's error against the oracle, added. A single
+    (atol, rtol) for the report; the per-element form, with the terms that depend on the data,
+    is ``reference_allowance``."""
     u, tiny = unit_roundoff(getattr(torch, dtype)), smallest_step(getattr(torch, dtype))
     rtol, atol = 0.0, 0.0
     for side in pair.split("~"):
@@ -84,6 +86,34 @@ def a_priori(pair: str, dtype: str) -> dict:
         elif side != "oracle":  # fused and other fp32 kernels: the fused kernel's ulp bound
             rtol += FUSED_ULP * FP32_ULP_REL
     return {"atol": atol, "rtol": rtol}
+
+
+def reference_allowance(impl: str, g: torch.Tensor, s: torch.Tensor, w64: torch.Tensor,
+                        ids64: torch.Tensor) -> torch.Tensor:
+    """|w - w_oracle| a torch reference (``softmax_all``, ``topk_softmax``) may show, per element of
+    the oracle's routing (w64, ids64 for logits g and scale s):
+
+    - its dtype's rounding: ``a_priori("<impl>~oracle", dtype)``, (roundings + 1) * u relative plus
+      the dtype's smallest step;
+    - torch's softmax works in fp32 inside: fl(x - max) is off by |x - max| * 2**-24, which exp
+      turns into the same relative error in that term, and renormalising over the chosen adds the
+      largest such error among them (the K-th logit's): (|d_i| + |d_K|) * 2**-24 relative, d = x -
+      max over the chosen, plus SOFTMAX_FP32_ULP ulps of the oracle's weight for exp and the sums
+      (on top of the relative SOFTMAX_FP32_ULP already in a_priori's rtol; this one also holds for
+      weights that are fp32 subnormals);
+    - the absolute floor scales with |per_expert_scale| (at least 1): the probability is rounded
+      before the scale multiplies it.
+    A chosen -inf (weight 0 on both sides) and NaN rows take no gap term."""
+    g, s, w64, ids64 = g.cpu(), s.cpu(), w64.cpu(), ids64.cpu()
+    x = g.double().gather(1, ids64)
+    top = x.nan_to_num(nan=float("inf")).amax(-1, keepdim=True)
+    d = (x - top).abs()
+    d = torch.where(torch.isfinite(d), d, 0.0)
+    d_k = d.amax(-1, keepdim=True)
+    bound = a_priori(f"{impl}~oracle", str(g.dtype).removeprefix("torch."))
+    scale = s.double()[ids64].abs()
+    return ((bound["rtol"] + (d + d_k) * 2.0**-24) * w64.abs() + bound["atol"] * scale.clamp_min(1.0)
+            + SOFTMAX_FP32_ULP * fp32_ulp(w64))
 
 
 @dataclass

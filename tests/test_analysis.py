@@ -86,3 +86,26 @@ def test_derived_tolerance_covers_its_own_data_and_is_validated():
     assert all(tolerance.verdict(r, tol.atol, tol.rtol)[0] for r in recs[:2])
     tol = tolerance.validate(tol, recs[2:])
     assert tol.holdout_cases == 1 and tol.margin > 0
+
+
+def test_reference_allowance_grows_with_the_logit_gap():
+    """torch's fp32 softmax rounds x - max by |x - max| * 2**-24: far-apart chosen logits need more
+    than the gap-free a-priori bound, and the allowance gives it (the references stay within it)."""
+    from parity.routing import softmax_all
+    from parity.routing.oracle import route64
+    from parity.tolerance import a_priori, reference_allowance
+
+    gen = torch.Generator().manual_seed(3)
+    g = torch.randn(512, 64, generator=gen)
+    g[:, :4] += torch.tensor([0.0, -40.0, -80.0, -84.0]) + 100.0  # the chosen four, up to 84 apart
+    s = torch.rand(64, generator=gen) + 0.5
+    w64, ids64 = route64(g, 4, s)
+    w, ids = softmax_all(g, 4, s)
+    allowed = reference_allowance("softmax_all", g, s, w64, ids64)
+    flat = a_priori("softmax_all~oracle", "float32")
+    gap_free = flat["rtol"] * w64.abs() + flat["atol"]
+    assert (allowed[:, -1] > 5 * gap_free[:, -1]).all()  # the gap term dominates for the farthest pick
+    by_id, by_id64 = ids.long().argsort(-1), ids64.argsort(-1)  # compare expert by expert
+    assert torch.equal(ids.long().gather(1, by_id), ids64.gather(1, by_id64))
+    err = (w.double().gather(1, by_id) - w64.gather(1, by_id64)).abs()
+    assert (err <= allowed.gather(1, by_id64)).all()

@@ -4,8 +4,9 @@ What must hold for all inputs (shared/DESIGN.md, "Contracts"):
 - ids: ``fused`` and ``sort_baseline`` equal the oracle's, slot order included; the torch
   references equal them up to ties (every differing expert carries exactly the K-th logit);
 - weights: ``fused`` and ``sort_baseline`` within FUSED_MAX_ULP fp32 ulps of the oracle, NaN exactly
-  where the oracle has NaN; the references within their dtype's rounding (the rule of
-  tests/test_reference.py, from ``parity.tolerance.a_priori``) on rows whose id sets match;
+  where the oracle has NaN; the references within ``parity.tolerance.reference_allowance`` (their
+  dtype's rounding as in tests/test_reference.py, plus torch's fp32-internal error, which grows
+  with the gap between chosen logits) on rows whose id sets match;
 - ids valid: distinct in every row and within [0, E), also in rows with fewer than K finite logits;
 - row isolation: NaN/inf rows change no other row's bits;
 - every output element written; outputs deterministic across calls, launch blocks and batch splits;
@@ -47,7 +48,7 @@ from parity.analysis import Routing, classify_ids, compare
 from parity.check import assert_same_ids, assert_weights_close
 from parity.numerics import fp32_ulp
 from parity.routing.oracle import route64
-from parity.tolerance import a_priori
+from parity.tolerance import a_priori, reference_allowance
 from routing_cases import FUSED_MAX_ULP
 from strategies import DEVICE, PROFILE, REGIMES, Spec, examples, routing_inputs
 
@@ -59,9 +60,6 @@ ALL = {**KERNELS, **REFERENCES, "oracle": routing.oracle}
 
 # sort_baseline's tl.sort runs in Python in the interpreter: tiny problems there.
 SORT_LIMITS = {"max_T": 3, "max_E": 128} if device.INTERPRETER else {}
-REFERENCE_FP32_ULP = FUSED_MAX_ULP
-"""torch's softmax computes in fp32 inside; its own error (tests/test_reference.py: up to ~5 fp32
-ulp) is allowed on top of the references' dtype rounding, as test_reference.py does."""
 
 
 # --- the tally of examples ----------------------------------------------------------------------------
@@ -228,29 +226,6 @@ def check_reference_weights(impl, g, s, w, ids, w64, ids64):
     w64, ids64 = by_id(w64, ids64)
     allowed = reference_allowance(impl, g.cpu(), s.cpu(), w64, ids64)
     assert_within(w[keep], w64[keep], allowed[keep], f"{impl} weights ({g.dtype})")
-
-
-def reference_allowance(impl: str, g, s, w64, ids64) -> torch.Tensor:
-    """|w - w_oracle| allowed for a torch reference, per element (ids sorted as ``ids64``).
-
-    - dtype rounding: ``parity.tolerance.a_priori("<impl>~oracle", dtype)``, (roundings + 1) * u
-      relative plus the dtype's smallest step, the rule of tests/test_reference.py;
-    - torch's softmax works in fp32 inside: fl(x - max) is off by |x - max| * 2**-24, which exp turns
-      into the same relative error in that term, and renormalising over the chosen adds the largest
-      such error among them (the K-th logit's): (|d_i| + |d_K|) * 2**-24 relative with d = x - max
-      over the chosen, plus REFERENCE_FP32_ULP ulps for exp and the sums (test_reference.py's 8);
-    - the absolute floor scales with |per_expert_scale|: the probability is rounded before the
-      scale multiplies it.
-    """
-    x = g.double().gather(1, ids64)
-    top = x.nan_to_num(nan=float("inf")).amax(-1, keepdim=True)
-    d = (x - top).abs()
-    d = torch.where(torch.isfinite(d), d, 0.0)        # -inf chosen: weight 0 on both sides
-    d_k = d.amax(-1, keepdim=True)
-    bound = a_priori(f"{impl}~oracle", str(g.dtype).removeprefix("torch."))
-    scale = s.double()[ids64].abs()
-    return (bound["rtol"] + (d + d_k) * 2.0**-24) * w64.abs() + bound["atol"] * scale.clamp_min(1.0) \
-        + REFERENCE_FP32_ULP * fp32_ulp(w64)
 
 
 def assert_within(w: torch.Tensor, truth: torch.Tensor, allowed: torch.Tensor, name: str) -> None:
