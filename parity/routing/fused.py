@@ -74,8 +74,9 @@ def _write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weight
                    K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
                    LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, SCALE_IS_BF16: tl.constexpr):
     """Weights from the chosen logits v [BLOCK_T, BLOCK_K] (largest first) and their ids: softmax
-    over the first K, times the expert's scale; store both. Every kernel ends here, so their weights
-    agree bit for bit whenever their ids do."""
+    over the first K, times the expert's scale; store both. The v3 variant
+    (reports/bench/variants) ends here too, so the two kernels' weights agree bit for bit whenever
+    their ids do."""
     slot_ok = slots < K
     # The first slot holds the largest logit; a sum of one value and zeros extracts it with NaN and
     # inf intact, and a NaN or +inf there makes every weight of that row (only) NaN.
@@ -211,9 +212,6 @@ def kernel_args(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.
         "EVEN_E": E == triton.next_power_of_2(E), "KEY16": gating_output.dtype.itemsize == 2,
         "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype],
     }
-
-
-
 
 
 @torch.library.custom_op("parity::fused_route", mutates_args=())
