@@ -7,9 +7,10 @@ beyond L2:
              row stored: the memory pattern and the key arithmetic alone;
   network  - the network on keys made from one L1-resident row of seeds and the row index (no
              traffic beyond L1), top ids stored: the arithmetic alone;
-and the whole v3 kernel and v2 for reference. If `load` at 1 lane per row already takes most of
-v3's time, the uncoalesced loads are the limit (then: a shared-memory transpose); if `network` does,
-the network's issue rate is.
+and the whole v3 kernel, v4 (v3's network after a coalesced load and one shared-memory transpose,
+in Gluon: reports/bench/variants/v4_gluon_transpose.py) and v2 for reference. If `load` at 1 lane
+per row already takes most of v3's time, the uncoalesced loads are the limit and v4 should show
+it; if `network` does, the network's issue rate is. v4's ids are checked against the oracle.
 
 python3 scripts/probe_network_parts.py [--out FILE.json] [T]
 """
@@ -25,11 +26,19 @@ import triton.language as tl
 import triton.testing
 
 from parity.routing.fused import _packed_keys, _route_kernel, kernel_args, launch_config
+from parity.routing.oracle import route64
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("v3", ROOT / "reports/bench/variants/v3_bitonic_network.py")
-v3 = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(v3)
+
+
+def load_variant(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "reports/bench/variants" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+v3 = load_variant("v3_bitonic_network")
 
 
 @triton.jit
@@ -103,6 +112,18 @@ def main() -> None:
         seeds, ids, T, BLOCK_T=32, BLOCK_E=E, BLOCK_K=K, LOG2_BLOCK_E=7, LOG2_BLOCK_K=3, COL_BITS=7, VEC=8,
         num_warps=1),
         lanes=1, BLOCK_T=32, warps=1)
+    try:
+        v4 = load_variant("v4_gluon_transpose")
+        _, ids64 = route64(gs[0], K, s)
+        for lanes, warps in [(8, 1), (16, 1), (8, 2)]:
+            ids.fill_(-1)
+            v4.launch(gs[0], K, s, w, ids, 32 * warps, warps, lanes)
+            ok = torch.equal(ids.long(), ids64)
+            timed("v4", lambda g, lanes=lanes, warps=warps: lambda: v4.launch(g, K, s, w, ids, 32 * warps, warps, lanes),
+                  lanes=lanes, BLOCK_T=32 * warps, warps=warps, ids_ok=ok)
+    except Exception as exc:  # noqa: BLE001 - an experimental variant that fails says why and the rest goes on
+        rows.append({"part": "v4", "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+        print(rows[-1], flush=True)
     cfg = launch_config(T, E, K, torch.bfloat16)
     timed("v2", lambda g: lambda: _route_kernel[(triton.cdiv(T, cfg["BLOCK_T"]),)](
         g, s, w, ids, T, E, g.stride(0), g.stride(1), 1, BLOCK_T=cfg["BLOCK_T"], BLOCK_E=E,
