@@ -13,6 +13,9 @@ Scope: bf16 logits, E a power of two <= 128, K <= E, fp32 scale, contiguous rows
 exp_shifted's formula with gl ops (no libdevice), so they may differ from ``fused`` in the last bit;
 the probe checks ids against the oracle. Gluon has no interpreter: this compiles only for a GPU.
 Compiled for sm_90 with triton 3.6.0 on a CPU-only machine (the device's version); see NOTES.md.
+The network's logic was checked in the Triton interpreter by running the same two functions with
+``gl.`` read as ``tl.``: top-K equal to torch.topk for (N, K) in (128, 8), (128, 1), (128, 2),
+(64, 64), (256, 16), (8, 8), (16, 4).
 """
 from __future__ import annotations
 
