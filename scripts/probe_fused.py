@@ -31,6 +31,13 @@ def load_variant(name):
     return mod
 
 
+def write_rows(path, rows) -> None:
+    """Probe rows as JSON, with the device and versions they were measured on."""
+    meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
 def launcher(cfg, g, s, w, i, K):
     """A no-argument launch of one configuration: {kernel, BLOCK_T, warps[, lanes]}."""
     T, E = g.shape
@@ -91,9 +98,7 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     if a.out:
-        meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
-        with open(a.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+        write_rows(a.out, rows)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,7 @@ it; if `network` does, the network's issue rate is. v4's ids are checked against
 python3 scripts/probe_network_parts.py [--out FILE.json] [T]
 """
 import argparse
-import importlib.util
 import itertools
-import json
-import pathlib
 
 import torch
 import triton
@@ -27,16 +24,7 @@ import triton.testing
 
 from parity.routing.fused import _packed_keys, _route_kernel, kernel_args, launch_config
 from parity.routing.oracle import route64
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def load_variant(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "reports/bench/variants" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
+from probe_fused import load_variant, write_rows  # scripts/ is on sys.path when run as a script
 
 v3 = load_variant("v3_bitonic_network")
 
@@ -129,9 +117,7 @@ def main() -> None:
         g, s, w, ids, T, E, g.stride(0), g.stride(1), 1, BLOCK_T=cfg["BLOCK_T"], BLOCK_E=E,
         num_warps=cfg["num_warps"], **ka), BLOCK_T=cfg["BLOCK_T"], warps=cfg["num_warps"])
     if a.out:
-        meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
-        with open(a.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+        write_rows(a.out, rows)
 
 
 if __name__ == "__main__":
