@@ -11,7 +11,7 @@ python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", tr
 for step in $steps; do
   start=$(date +%s)
   case $step in
-    tests) timeout 560 python3 -m pytest -n 16 -q -p no:cacheprovider tests > "$OUT/pytest_cuda.log" 2>&1 ;;
+    tests) timeout -s INT ${TESTS_LIMIT:-540} python3 -m pytest -n 16 -q -p no:cacheprovider --durations=25 tests > "$OUT/pytest_cuda.log" 2>&1 ;;
     default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$OUT/sweep_default.log" 2>&1 ;;
     upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$OUT/sweep_upstream.log" 2>&1 ;;
     bench) timeout 220 python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$OUT/bench.log" 2>&1 ;;

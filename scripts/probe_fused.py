@@ -45,8 +45,9 @@ def launcher(cfg, g, s, w, i, K):
     args = (g, s, w, i, T, E, g.stride(0), g.stride(1), s.stride(0))
     grid = (triton.cdiv(T, cfg["BLOCK_T"]),)
     const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"], **kernel_args(g, K, s)}
+    const["PAIRS"] = const["PAIRS"] and cfg.get("PAIRS", True)
     if cfg["kernel"] == "rounds":
-        return lambda: _route_kernel[grid](*args, **const)
+        return lambda: _route_kernel[grid](*args, VEC=cfg["VEC"], **const)
     v3 = load_variant("v3_bitonic_network")
     const.update(v3.network_args(g, block_e, cfg["BLOCK_T"], cfg["lanes"]))
     return lambda: v3._network_kernel[grid](*args, **const)
@@ -55,9 +56,15 @@ def launcher(cfg, g, s, w, i, K):
 def configs_for(E, dtype, kinds):
     T_any = 250000
     table = launch_config(T_any, E, 8, dtype)
-    out = [{"kernel": "rounds", "BLOCK_T": table["BLOCK_T"], "warps": table["num_warps"]}]
+    out = [{"kernel": "rounds", "BLOCK_T": table["BLOCK_T"], "warps": table["num_warps"], "VEC": table["VEC"]}]
     if "rounds" in kinds:
-        out += [{"kernel": "rounds", "BLOCK_T": bt, "warps": 1} for bt in (2, 4, 8, 16) if E * bt <= 2048]
+        # The tile is [BLOCK_T, BLOCK_E // VEC, VEC]: rows go across lanes first (32 // BLOCK_T
+        # lanes per row). VEC = BLOCK_E gave the old layout (a row across 16-32 lanes): slower at
+        # every T >= 2048 on the H200 (reports/bench/NOTES.md).
+        # PAIRS=False reads 16-bit logits one by one instead of as 32-bit words.
+        out += [{"kernel": "rounds", "BLOCK_T": bt, "warps": w, "VEC": table["VEC"], "PAIRS": pairs}
+                for bt in (4, 8, 16, 32) for w in (1, 2) for pairs in ((True, False) if dtype.itemsize == 2 else (True,))
+                if E * bt <= 4096 and bt >= 4 * w]
     if "network" in kinds:
         for lanes, rows_per_thread, warps in [(1, 1, 1), (1, 2, 1), (4, 2, 2), (4, 4, 1), (4, 4, 2), (2, 2, 2)]:
             out.append({"kernel": "network", "BLOCK_T": 32 // lanes * rows_per_thread * warps, "warps": warps,

@@ -115,7 +115,7 @@ def main() -> None:
     cfg = launch_config(T, E, K, torch.bfloat16)
     timed("v2", lambda g: lambda: _route_kernel[(triton.cdiv(T, cfg["BLOCK_T"]),)](
         g, s, w, ids, T, E, g.stride(0), g.stride(1), 1, BLOCK_T=cfg["BLOCK_T"], BLOCK_E=E,
-        num_warps=cfg["num_warps"], **ka), BLOCK_T=cfg["BLOCK_T"], warps=cfg["num_warps"])
+        VEC=cfg["VEC"], num_warps=cfg["num_warps"], **ka), BLOCK_T=cfg["BLOCK_T"], warps=cfg["num_warps"])
     if a.out:
         write_rows(a.out, rows)
 

@@ -7,7 +7,7 @@ import torch
 from parity.analysis import kth_logit
 from parity.check import assert_routing_close
 from parity.routing import fused
-from parity.routing.fused import MAX_EXPERTS, launch_config
+from parity.routing.fused import MAX_EXPERTS, launch_config, reads_pairs
 from parity.routing.oracle import route64
 from routing_cases import DTYPES, FUSED_MAX_ULP, logits, scale, tied_logits
 
@@ -70,6 +70,31 @@ def test_any_row_stride_and_scale_layout(dev):
         assert not g.is_contiguous()
         check_against_oracle(g, 8, s)
         assert torch.equal(fused(g, 8, s)[1], fused(g.contiguous(), 8, s.contiguous())[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("E", [128, 100, 6, 2, 7])
+def test_pair_reads_route_like_single_reads(dtype, E, dev):
+    """Contiguous 16-bit rows of even length are read as 32-bit words (two logits each); any other
+    layout one logit at a time. Both must give the same bits, special values included."""
+    g = logits(300, E, dtype, dev, seed=E)
+    g[5] = float("nan")
+    g[6, ::2] = -float("inf")
+    g[7, ::2], g[7, 1::2] = 0.0, -0.0
+    g[8, 1::2] = float("inf")
+    g[9, ::3] = -float("nan")
+    s = scale(E, dev)
+    column_major = g.t().contiguous().t()
+    shifted = torch.empty(g.numel() + 1, dtype=dtype, device=dev)[1:].view(g.shape)  # 2-byte aligned
+    shifted.copy_(g)
+    assert reads_pairs(g) == (E % 2 == 0)
+    assert not reads_pairs(column_major) and not reads_pairs(shifted)
+    w, ids = fused(g, min(E, 8), s)
+    assert torch.equal(ids.long(), route64(g, min(E, 8), s)[1])
+    for other in (column_major, shifted):
+        w2, ids2 = fused(other, min(E, 8), s)
+        assert torch.equal(ids, ids2)
+        assert torch.equal(w.nan_to_num(7.0), w2.nan_to_num(7.0))
 
 
 @pytest.mark.parametrize("scale_dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)

@@ -40,10 +40,11 @@ def check_order(values: torch.Tensor, key: torch.Tensor, top: int) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_every_16_bit_pattern(dtype, dev):
-    patterns = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32)   # sign-extended, as the kernels load them
+    patterns = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32)
     values = patterns.to(torch.int16).view(dtype).double()
-    key = keys(patterns.to(dev), 0x7FFF, NAN_MAGNITUDE[dtype]).cpu().long()
-    check_order(values, key, 0x7FFF)
+    # fused keys a 16-bit pattern in the top half of an int32 (low half zero), as loaded.
+    key = keys((patterns << 16).to(dev), 0x7FFF0000, NAN_MAGNITUDE[dtype] << 16).cpu().long()
+    check_order(values, key, 0x7FFF0000)
     assert torch.isnan(values).sum() > 0 and (values == float("inf")).sum() == 1
 
 

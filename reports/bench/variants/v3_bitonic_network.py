@@ -100,7 +100,8 @@ def _route_rows_exactly(gating_ptr, scale_ptr, weights_ptr, ids_ptr, first_row, 
     slots = tl.arange(0, BLOCK_K)
     x = load_fp32(row_ptr[:, None] + cols[None, :] * stride_ge, row_ok[:, None] & col_ok[None, :], False)
     key = tl.where(col_ok[None, :], order_key(x)[0], -2147483647 - 1)
-    top_id = _exact_topk(key, cols, slots, K, BLOCK_E, tl.zeros([ROWS, BLOCK_K], dtype=tl.int32))
+    top_id = _exact_topk(key[:, None, :], cols[None, None, :], slots, K, BLOCK_E,
+                         tl.zeros([ROWS, BLOCK_K], dtype=tl.int32))
     out_ok = row_ok[:, None] & (slots < K)[None, :]
     top_id = tl.where(out_ok, top_id, 0)
     v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, False)
@@ -117,6 +118,7 @@ def _network_kernel(
     CHECK_LOSS: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr,
     SCALE_IS_BF16: tl.constexpr, VEC: tl.constexpr, EVEN_E: tl.constexpr, KEY16: tl.constexpr,
     NAN_MAG: tl.constexpr, EXACT_ROWS: tl.constexpr, LANES: tl.constexpr,
+    PAIRS: tl.constexpr,  # unused: v3 reads 16-bit logits one by one
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
