@@ -5,7 +5,8 @@ Algorithm: packed keys, one reduction per round, with an exact fallback.
 1. Each logit becomes a signed int32 *order key* (kernel_parts.sign_magnitude_key): +magnitude for
    positive numbers, -magnitude for negative ones, so integer order is float order and -0.0 ties
    +0.0; every NaN maps to the largest key (NaN ranks above +inf, as in torch.topk). bf16 and fp16
-   logits are keyed by their own 16 bits, shifted up by 16; fp32 logits by their 32 bits.
+   logits are keyed by their 16 bits placed in the top half of an int32 (contiguous rows of even
+   length are read as 32-bit words, two logits each); fp32 logits by their 32 bits.
 2. The key's low COL_BITS bits are replaced by ``BLOCK_E - 1 - expert_id``: one int32 that orders by
    logit, then by lower id, and is unique in its row. A round of top-K is then a single reduction:
    the largest packed value below the previous pick, found as
@@ -19,6 +20,12 @@ Algorithm: packed keys, one reduction per round, with an exact fallback.
    iterative max on full keys: ids stay the oracle's bit for bit.
 4. Weights: softmax over the K chosen logits in fp32 (max-subtraction made exact by TwoSum, an
    accurate exp), times per_expert_scale[id].
+
+Layout: the tile is [BLOCK_T, BLOCK_E // VEC, VEC] (VEC logits per 16-byte load), which Triton
+lays out rows across lanes first: with BLOCK_T = 16 rows per warp, each row sits in 2 lanes. A
+round's reduction is then mostly in-thread, with one or two shuffles, where the plain [BLOCK_T,
+BLOCK_E] tile spread each row over 16 lanes and paid four shuffle steps per row group per round
+(1560 -> 848 SASS instructions per warp of 8 bf16 rows; 62 -> 36 µs at T=250000 on the H200).
 
 Why not ``tl.sort``: the Triton interpreter runs it element by element in Python; ``tl.max``/
 ``tl.min`` run vectorised, so this source serves the GPU and the CPU (shared/FINDINGS.md). Launch
@@ -196,12 +203,14 @@ def _route_kernel(
                    K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCALE_IS_BF16)
 
 
-# Launch table, measured on one H200 (reports/bench/NOTES.md). Large T: keys per warp, by logit
-# dtype; one warp per program keeps the per-round reductions inside a warp (bf16: 8 rows of 128 per
-# warp, 62 µs at T=250000 against 63-85 µs for 4 or 16 rows; fp32: 4 rows, 72 µs against 80-112 µs).
-# Small T is latency-bound: rows are spread so that at least FILL_PROGRAMS programs run (about two
-# per SM), down to one row per program.
-KEYS_PER_WARP = {torch.bfloat16: 1024, torch.float16: 1024, torch.float32: 512}
+# Launch table, measured on one H200 (reports/bench/NOTES.md, "rows across lanes"). Large T: keys
+# per warp, by logit dtype, one warp per program. The tile puts rows across lanes first, so keys
+# per warp also set the lanes per row: bf16/fp16 at 2048 keys run 16 rows of 128 per warp, 2 lanes
+# a row (35.9 µs at T=250000, against 37.7 for 8 rows and 42-54 for 4, 32 or two warps) and 8 rows
+# of 256 (66.1 µs, against 68-83); fp32 at 512 keys, 4 rows of 128, 8 lanes a row (57.1 µs; 8 rows
+# 57.0, but slower at T=2048). Small T is latency-bound: rows are spread so that at least
+# FILL_PROGRAMS programs run (about two per SM), down to one row per program.
+KEYS_PER_WARP = {torch.bfloat16: 2048, torch.float16: 2048, torch.float32: 512}
 FILL_PROGRAMS = 264
 INTERPRETER_KEYS_PER_PROGRAM = 2**17  # the interpreter pays per program in Python: make them large
 
