@@ -392,8 +392,18 @@ def deterministic(name: str, inp, cut: int, block_t: int | None) -> None:
 
     def split():
         a, b = impl(g[:m], K, s), impl(g[m:], K, s)
-        assert_same_bits((torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])), first,
-                         f"{name}: rows [0, {m}) and [{m}, {g.shape[0]}) routed apart vs together", any_nan)
+        apart = (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]))
+        what = f"{name}: rows [0, {m}) and [{m}, {g.shape[0]}) routed apart vs together"
+        if name == "softmax_all" and g.is_cuda:
+            # torch's CUDA sum chooses its reduction layout by the tensor's shape, so the row sum
+            # that renormalises softmax_all may round differently when the batch is cut (found on
+            # the H200: reports/h200-reliability). Documented, not a contract: ids must still be
+            # identical, weights within a few roundings of the input dtype.
+            assert torch.equal(apart[1], first[1]), f"{what}: ids differ"
+            eps = torch.finfo(g.dtype).eps
+            torch.testing.assert_close(apart[0], first[0], rtol=4 * eps, atol=0.0, equal_nan=True, msg=what)
+        else:
+            assert_same_bits(apart, first, what, any_nan)
 
     def blocks():
         with block_rows(block_t):

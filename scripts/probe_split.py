@@ -1,0 +1,50 @@
+"""Probe: do the torch references give the same bits when a batch is routed in two parts?
+
+On the H200 the property test_reference_and_oracle_are_deterministic found softmax_all's outputs
+changing when the batch was cut (reports/h200-reliability). This measures where: per dtype, E, T and
+cut, how many rows change their ids, how many change any weight bit, and the largest weight change
+in units of the input dtype's eps (relative). python3 scripts/probe_split.py [--out FILE.json]
+"""
+import argparse
+import json
+
+import torch
+
+from parity.routing import softmax_all, topk_softmax
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for name, fn in (("softmax_all", softmax_all), ("topk_softmax", topk_softmax)):
+        for dt, dtype in DTYPES.items():
+            for E, K in ((7, 3), (128, 8), (256, 8), (1000, 16)):
+                for T, cut in ((2, 1), (17, 5), (64, 1), (64, 32), (1000, 333), (4096, 1)):
+                    g = (3 * torch.randn(T, E, generator=gen)).to(dtype).to(dev)
+                    s = (torch.rand(E, generator=gen) + 0.5).to(dev)
+                    w, i = fn(g, K, s)
+                    a1, b1 = fn(g[:cut], K, s), fn(g[cut:], K, s)
+                    w2, i2 = torch.cat([a1[0], b1[0]]), torch.cat([a1[1], b1[1]])
+                    rel = ((w2 - w).abs() / w.abs().clamp_min(1e-30)).max().item() / torch.finfo(dtype).eps
+                    row = {"impl": name, "dtype": dt, "E": E, "K": K, "T": T, "cut": cut,
+                           "rows_ids_differ": int((i2 != i).any(1).sum()),
+                           "rows_weights_differ": int((w2.view(torch.int32) != w.view(torch.int32)).any(1).sum()),
+                           "max_rel_change_in_eps": round(rel, 3)}
+                    rows.append(row)
+                    if row["rows_ids_differ"] or row["rows_weights_differ"]:
+                        print(row, flush=True)
+    print(f"{len(rows)} cases, {sum(bool(r['rows_ids_differ'] or r['rows_weights_differ']) for r in rows)} differ")
+    if a.out:
+        meta = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "torch": torch.__version__}
+        with open(a.out, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
