@@ -418,9 +418,12 @@ def deterministic(name: str, inp, cut: int, block_t: int | None) -> None:
     settle({p: TALLY.run(p, name, inp, c) for p, c in checks.items()})
 
 
-@examples(100)
-@given(inp=routing_inputs(), cut=st.integers(0, 64), block_t=st.sampled_from([1, 2, 4, 8, 32, 64]))
-def test_fused_is_deterministic(inp, cut, block_t):
+# One test per BLOCK_T, so that xdist spreads them: every example compiles its own specialisations,
+# and on the GPU one test drawing all six BLOCK_T did not finish in a 370 s run (reports/h200-reliability).
+@pytest.mark.parametrize("block_t", [1, 2, 4, 8, 32, 64])
+@examples(17)
+@given(inp=routing_inputs(), cut=st.integers(0, 64))
+def test_fused_is_deterministic(block_t, inp, cut):
     deterministic("fused", inp, cut, block_t)
 
 
