@@ -3,9 +3,13 @@
 On the H200 the property test_reference_and_oracle_are_deterministic found softmax_all's outputs
 changing when the batch was cut (reports/h200-reliability). This measures where: per dtype, E, T and
 cut, how many rows change their ids, how many change any weight bit, and the largest weight change
-in units of the input dtype's eps (relative). python3 scripts/probe_split.py [--out FILE.json]
+in units of the input dtype's eps (relative). Rows-major inputs alone (the first run, 144 cases on the
+H200: reports/bench/probes/split-references.json) showed no difference; column-major inputs, which
+the property strategies also draw, are added here as the next suspect. Not yet run on a GPU with them.
+python3 scripts/probe_split.py [--out FILE.json]
 """
 import argparse
+import itertools
 import json
 
 import torch
@@ -25,14 +29,17 @@ def main() -> None:
     for name, fn in (("softmax_all", softmax_all), ("topk_softmax", topk_softmax)):
         for dt, dtype in DTYPES.items():
             for E, K in ((7, 3), (128, 8), (256, 8), (1000, 16)):
-                for T, cut in ((2, 1), (17, 5), (64, 1), (64, 32), (1000, 333), (4096, 1)):
+                for (T, cut), layout in itertools.product(
+                        ((2, 1), (17, 5), (64, 1), (64, 32), (1000, 333), (4096, 1)), ("rows", "columns")):
                     g = (3 * torch.randn(T, E, generator=gen)).to(dtype).to(dev)
+                    if layout == "columns":  # column-major, as the property strategies also draw
+                        g = g.t().contiguous().t()
                     s = (torch.rand(E, generator=gen) + 0.5).to(dev)
                     w, i = fn(g, K, s)
                     a1, b1 = fn(g[:cut], K, s), fn(g[cut:], K, s)
                     w2, i2 = torch.cat([a1[0], b1[0]]), torch.cat([a1[1], b1[1]])
                     rel = ((w2 - w).abs() / w.abs().clamp_min(1e-30)).max().item() / torch.finfo(dtype).eps
-                    row = {"impl": name, "dtype": dt, "E": E, "K": K, "T": T, "cut": cut,
+                    row = {"impl": name, "dtype": dt, "E": E, "K": K, "T": T, "cut": cut, "layout": layout,
                            "rows_ids_differ": int((i2 != i).any(1).sum()),
                            "rows_weights_differ": int((w2.view(torch.int32) != w.view(torch.int32)).any(1).sum()),
                            "max_rel_change_in_eps": round(rel, 3)}
