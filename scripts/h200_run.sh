@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One batch on the H200 (device tool): the test suite on CUDA, the default and upstream sweeps,
 # and the benchmark. Results go to $OUT/results.tar.gz (reports/ paths inside) and logs to $OUT.
-# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [bench] [properties] [multigpu]
+# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [bench] [properties] [multigpu] [split]
+# Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -20,9 +21,12 @@ for step in $steps; do
     properties) PARITY_HYPOTHESIS_PROFILE=long PARITY_HYPOTHESIS_LONG_FACTOR=${LONG_FACTOR:-5} \
         PARITY_RELIABILITY_OUT=reports/h200-reliability timeout -s INT ${PROPS_LIMIT:-260} \
         python3 -m pytest -n 14 -q -p no:cacheprovider tests/test_properties.py tests/test_special_semantics.py > "$OUT/properties.log" 2>&1 ;;
+    split) python3 scripts/probe_split.py --out "$OUT/split.json" > "$OUT/split.log" 2>&1 ;;
   esac
   echo "$step: exit ${PIPESTATUS[0]:-?} in $(( $(date +%s) - start )) s" | tee -a "$OUT/steps.txt"
 done
 rm -f reports/*/records-gw*.jsonl
+# hypothesis's database holds every failing example it found: bring it back to replay them here.
+[ -d .hypothesis ] && tar czf "$OUT/hypothesis-db.tar.gz" .hypothesis
 tar czf "$OUT/results.tar.gz" reports/h200* reports/bench/h200 reports/notebooks 2>/dev/null
 cat "$OUT/steps.txt"; tail -3 "$OUT/pytest_cuda.log" "$OUT/properties.log" 2>/dev/null; tail -3 "$OUT"/sweep_*.log 2>/dev/null
