@@ -23,10 +23,11 @@ def load_fp32(ptrs, mask, IS_BF16: tl.constexpr):
 
 @triton.jit
 def sign_magnitude_key(bits, MAG_MASK: tl.constexpr, NAN_MAG: tl.constexpr):
-    """IEEE float bits in an int32 (16-bit formats sign-extended) -> an int32 key whose signed
-    order is the float order: +magnitude for positive numbers, -magnitude for negative ones (so
-    -0.0 and +0.0 tie), and MAG_MASK, above +inf, for every NaN (NaN ranks on top, as in
-    torch.topk). Three integer ops and a select."""
+    """IEEE float bits in an int32 -> an int32 key whose signed order is the float order:
+    +magnitude for positive numbers, -magnitude for negative ones (so -0.0 and +0.0 tie), and
+    MAG_MASK, above +inf, for every NaN (NaN ranks on top, as in torch.topk). fp32 bits as they
+    are (MAG_MASK 0x7FFFFFFF); a 16-bit format in the top half, as fused keys it (MAG_MASK
+    0x7FFF0000, NAN_MAG shifted up by 16). Three integer ops and a select."""
     mag = bits & MAG_MASK
     sign = bits >> 31
     return tl.where(mag > NAN_MAG, MAG_MASK, (mag ^ sign) - sign)
