@@ -5,7 +5,14 @@ changing when the batch was cut (reports/h200-reliability). This measures where:
 cut, how many rows change their ids, how many change any weight bit, and the largest weight change
 in units of the input dtype's eps (relative). Rows-major inputs alone (the first run, 144 cases on the
 H200: reports/bench/probes/split-references.json) showed no difference; column-major inputs, which
-the property strategies also draw, are added here as the next suspect. Not yet run on a GPU with them.
+the property strategies also draw, were added as the next suspect: 288 cases on the H200 at c2cb7bf,
+no difference either (reports/bench/probes/split-references-columns.json).
+
+The "primitives" rows test the two torch ops inside softmax_all whose rounding could depend on the
+batch's shape: torch.softmax over E, and the row sum of the kept probabilities (K nonzero among E;
+a CUDA reduction's thread layout may follow the number of rows, and with it the order in which the
+K values are added). Each row counts, for one (dtype, E, K, T, cut), the rows whose bits differ
+between the whole batch and its two parts. Not yet run on a GPU.
 python3 scripts/probe_split.py [--out FILE.json]
 """
 import argparse
@@ -47,10 +54,36 @@ def main() -> None:
                     if row["rows_ids_differ"] or row["rows_weights_differ"]:
                         print(row, flush=True)
     print(f"{len(rows)} cases, {sum(bool(r['rows_ids_differ'] or r['rows_weights_differ']) for r in rows)} differ")
+    prims = primitives(dev, gen)
+    print(f"primitives: {len(prims)} cases, {sum(bool(r['rows_softmax_differ'] or r['rows_sum_differ']) for r in prims)} differ")
     if a.out:
         meta = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "torch": torch.__version__}
         with open(a.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+            json.dump({"meta": meta, "rows": rows, "primitives": prims}, f, indent=1)
+
+
+def primitives(dev: torch.device, gen: torch.Generator) -> list[dict]:
+    """softmax over E and the kept probabilities' row sum, whole batch against two parts."""
+    out = []
+    splits = ((2, 1), (3, 1), (4, 2), (8, 3), (16, 1), (17, 5), (64, 1), (64, 32), (1000, 333), (4096, 1),
+              (4096, 2048))
+    for dt, dtype in DTYPES.items():
+        for E, K in ((7, 3), (128, 8), (256, 64), (1000, 16), (1024, 64)):
+            for T, cut in splits:
+                g = (3 * torch.randn(T, E, generator=gen)).to(dtype).to(dev)
+                probs = torch.softmax(g, dim=-1)
+                ids = torch.topk(g, K, dim=-1).indices
+                kept = probs * torch.nn.functional.one_hot(ids, num_classes=E).sum(dim=1).to(dtype)
+                parts = [torch.softmax(g[:cut], dim=-1), torch.softmax(g[cut:], dim=-1)]
+                sums = [kept[:cut].clone().sum(dim=-1), kept[cut:].clone().sum(dim=-1)]
+                bits = lambda x: x.float().view(torch.int32)  # noqa: E731
+                row = {"dtype": dt, "E": E, "K": K, "T": T, "cut": cut,
+                       "rows_softmax_differ": int((bits(torch.cat(parts)) != bits(probs)).any(1).sum()),
+                       "rows_sum_differ": int((bits(torch.cat(sums)) != bits(kept.sum(dim=-1))).sum())}
+                out.append(row)
+                if row["rows_softmax_differ"] or row["rows_sum_differ"]:
+                    print(row, flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from parity.routing.fused import MAX_EXPERTS, launch_config, reads_pairs
 from parity.routing.oracle import route64
 from routing_cases import DTYPES, FUSED_MAX_ULP, logits, scale, tied_logits
 
+FUSED_MODULE = sys.modules["parity.routing.fused"]  # parity.routing.fused is the function
+
 
 def check_against_oracle(g, K, s):
     assert_routing_close(fused(g, K, s), route64(g, K, s), ordered=True, max_ulp=FUSED_MAX_ULP)
@@ -114,7 +116,7 @@ def test_empty_batch(dev):
 
 def test_every_output_element_is_written(dev, monkeypatch):
     """Poison the launcher's allocations: a slot left unwritten would show as NaN / -1."""
-    module = sys.modules["parity.routing.fused"]  # parity.routing.fused is the function
+    module = FUSED_MODULE
     real = module.empty_outputs
     calls = []
 
@@ -133,6 +135,19 @@ def test_launch_config_is_a_table_not_constants():
     cfg = launch_config(65536, 128, 8, torch.bfloat16)
     assert cfg["BLOCK_E"] == 128 and cfg["BLOCK_T"] >= 1
     assert launch_config(1, 1000, 8, torch.float32)["BLOCK_E"] == 1024
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_gpu_launch_table_stays_within_the_largest_tile(dtype, monkeypatch):
+    """The GPU table (read here without a GPU) never builds a tile larger than largest_block_t
+    allows, and gives it the warps warps_for does: the test that forces BLOCK_T relies on both."""
+    monkeypatch.setattr(FUSED_MODULE.device, "INTERPRETER", False)
+    for T in (0, 1, 7, 264, 529, 4096, 250000):
+        for E in (1, 2, 6, 100, 128, 257, 1000, 1024):
+            cfg = launch_config(T, E, 8, dtype)
+            assert 1 <= cfg["BLOCK_T"] <= FUSED_MODULE.largest_block_t(cfg["BLOCK_E"], dtype), (T, E, cfg)
+            assert cfg["num_warps"] == FUSED_MODULE.warps_for(cfg["BLOCK_T"], cfg["BLOCK_E"], dtype), (T, E, cfg)
+            assert 1 <= cfg["num_warps"] <= FUSED_MODULE.MAX_WARPS
 
 
 @pytest.mark.slow

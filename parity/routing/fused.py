@@ -214,6 +214,19 @@ def _route_kernel(
 KEYS_PER_WARP = {torch.bfloat16: 2048, torch.float16: 2048, torch.float32: 512}
 FILL_PROGRAMS = 264
 INTERPRETER_KEYS_PER_PROGRAM = 2**17  # the interpreter pays per program in Python: make them large
+MAX_WARPS = 8
+
+
+def warps_for(block_t: int, block_e: int, dtype: torch.dtype) -> int:
+    """Warps for a tile of block_t rows of block_e logits: one per KEYS_PER_WARP keys, 1 to MAX_WARPS."""
+    return min(MAX_WARPS, max(1, block_t * block_e // KEYS_PER_WARP[dtype]))
+
+
+def largest_block_t(block_e: int, dtype: torch.dtype) -> int:
+    """The most rows a tile may hold: MAX_WARPS warps at KEYS_PER_WARP keys each (at least one row).
+    Larger tiles spill registers, and ptxas then takes minutes: on sm_90, 64 rows of 1024 bf16
+    logits on one warp did not compile in 400 s here (reports/bench/NOTES.md)."""
+    return max(1, MAX_WARPS * KEYS_PER_WARP[dtype] // block_e)
 
 
 def launch_config(T: int, E: int, K: int, dtype: torch.dtype) -> dict:
@@ -227,8 +240,7 @@ def launch_config(T: int, E: int, K: int, dtype: torch.dtype) -> dict:
     per_warp = KEYS_PER_WARP[dtype]
     fill = 1 << max(0, (max(T, 1) // FILL_PROGRAMS).bit_length() - 1)  # rows that still fill the GPU
     block_t = max(1, min(per_warp // block_e, rows_needed, fill))
-    num_warps = min(8, max(1, block_t * block_e // per_warp))
-    return {"BLOCK_T": block_t, "BLOCK_E": block_e, "VEC": vec, "num_warps": num_warps}
+    return {"BLOCK_T": block_t, "BLOCK_E": block_e, "VEC": vec, "num_warps": warps_for(block_t, block_e, dtype)}
 
 
 NAN_MAGNITUDE = {torch.bfloat16: 0x7F80, torch.float16: 0x7C00, torch.float32: 0x7F800000}
