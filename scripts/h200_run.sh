@@ -3,6 +3,8 @@
 # and the benchmark. Results go to $OUT/results.tar.gz (reports/ paths inside) and logs to $OUT.
 # Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [bench] [properties] [multigpu] [split]
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5).
+# TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
+# with a cold Triton cache the whole suite does not fit one 600 s device call.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -12,7 +14,8 @@ python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", tr
 for step in $steps; do
   start=$(date +%s)
   case $step in
-    tests) timeout -s INT ${TESTS_LIMIT:-540} python3 -m pytest -n 16 -q -p no:cacheprovider --durations=25 tests > "$OUT/pytest_cuda.log" 2>&1 ;;
+    tests) PARITY_SHARD=${TESTS_SHARD:-} timeout -s INT ${TESTS_LIMIT:-540} \
+        python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=25 tests > "$OUT/pytest_cuda.log" 2>&1 ;;
     default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$OUT/sweep_default.log" 2>&1 ;;
     upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$OUT/sweep_upstream.log" 2>&1 ;;
     bench) timeout 220 python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$OUT/bench.log" 2>&1 ;;

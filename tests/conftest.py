@@ -1,3 +1,6 @@
+import os
+import zlib
+
 import pytest
 import torch
 
@@ -19,8 +22,34 @@ def pytest_report_header(config):
     return f"parity: kernels on {info['device']} (torch {info['torch']}, triton {info['triton']}, interpreter={info['interpreter']})"
 
 
+def shard_key(nodeid: str) -> str:
+    """What a shard is chosen by: the test, except that the sweep (tests/sweep) stays whole, as its
+    report needs every case of the grid."""
+    return "tests/sweep" if nodeid.startswith("tests/sweep/") else nodeid
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """PARITY_SHARD="i/n" (1 <= i <= n): run the i-th of n disjoint parts of the suite."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise pytest.UsageError(f"PARITY_SHARD must read i/n, like 1/2; got {text!r}") from None
+    if not 1 <= i <= n:
+        raise pytest.UsageError(f"PARITY_SHARD={text!r}: need 1 <= i <= n")
+    return i, n
+
+
+def in_shard(nodeid: str, i: int, n: int) -> bool:
+    return zlib.crc32(shard_key(nodeid).encode()) % n == i - 1
+
+
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device; this run uses the Triton interpreter")
     for item in items:
         if "gpu" in item.keywords and device.KIND != "cuda":
             item.add_marker(skip_gpu)
+    if os.environ.get("PARITY_SHARD"):  # the GPU suite in two device calls (scripts/h200_run.sh)
+        i, n = parse_shard(os.environ["PARITY_SHARD"])
+        kept = [item for item in items if in_shard(item.nodeid, i, n)]
+        config.hook.pytest_deselected(items=[item for item in items if not in_shard(item.nodeid, i, n)])
+        items[:] = kept
