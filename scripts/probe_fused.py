@@ -5,7 +5,8 @@ rotated beyond L2: a Triton launch with many compile-time arguments costs the ho
 which plain event timing would report instead of any shorter kernel. Every configuration's ids are
 checked against the oracle and its weights against the first configuration's, bit for bit.
 
-python3 scripts/probe_fused.py [--shapes 128:bf16,...] [--configs rounds,network] [--out FILE.json] [T ...]
+python3 scripts/probe_fused.py [--shapes 128:bf16,...] [--configs rounds,network,small] [--out FILE.json] [T ...]
+The first configuration of each (shape, T) is the launch table's at that T.
 """
 import argparse
 import importlib.util
@@ -53,10 +54,14 @@ def launcher(cfg, g, s, w, i, K):
     return lambda: v3._network_kernel[grid](*args, **const)
 
 
-def configs_for(E, dtype, kinds):
-    T_any = 250000
-    table = launch_config(T_any, E, 8, dtype)
+def configs_for(T, E, dtype, kinds):
+    table = launch_config(T, E, 8, dtype)  # first: what fused launches at this T
     out = [{"kernel": "rounds", "BLOCK_T": table["BLOCK_T"], "warps": table["num_warps"], "VEC": table["VEC"]}]
+    if "small" in kinds and table["BLOCK_T"] == 1:
+        # One row per program (T <= 512): with VEC = BLOCK_E (the row across lanes, as before v5)
+        # the row's reductions compile to REDUX instead of SHFL trees (reports/bench/NOTES.md, the
+        # bf16 small-T lead).
+        out.append({**out[0], "VEC": table["BLOCK_E"]})
     if "rounds" in kinds:
         # The tile is [BLOCK_T, BLOCK_E // VEC, VEC]: rows go across lanes first (32 // BLOCK_T
         # lanes per row). VEC = BLOCK_E gave the old layout (a row across 16-32 lanes): slower at
@@ -91,7 +96,7 @@ def main() -> None:
         w = torch.empty(T, K, device="cuda")
         i = torch.empty(T, K, device="cuda", dtype=torch.int32)
         ref_w = None
-        for cfg in configs_for(E, dtype, a.configs.split(",")):
+        for cfg in configs_for(T, E, dtype, a.configs.split(",")):
             w.fill_(float("nan"))
             i.fill_(-1)
             launcher(cfg, gs[0], s, w, i, K)()
