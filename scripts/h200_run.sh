@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One batch on the H200 (device tool): the test suite on CUDA, the default and upstream sweeps,
 # and the benchmark. Results go to $OUT/results.tar.gz (reports/ paths inside) and logs to $OUT.
-# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [bench] [properties] [multigpu] [split]
+# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [bench] [properties] [multigpu] [split] [smallvec]
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5).
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
 # with a cold Triton cache the whole suite does not fit one 600 s device call.
@@ -25,6 +25,8 @@ for step in $steps; do
         PARITY_RELIABILITY_OUT=reports/h200-reliability timeout -s INT ${PROPS_LIMIT:-260} \
         python3 -m pytest -n 14 -q -p no:cacheprovider tests/test_properties.py tests/test_special_semantics.py > "$OUT/properties.log" 2>&1 ;;
     split) python3 scripts/probe_split.py --out "$OUT/split.json" > "$OUT/split.log" 2>&1 ;;
+    smallvec) python3 scripts/probe_fused.py --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
+        --out "$OUT/small-vec.json" 1 8 64 512 > "$OUT/small-vec.log" 2>&1 ;;
   esac
   echo "$step: exit ${PIPESTATUS[0]:-?} in $(( $(date +%s) - start )) s" | tee -a "$OUT/steps.txt"
 done
