@@ -11,8 +11,10 @@ no difference either (reports/bench/probes/split-references-columns.json).
 The "primitives" rows test the two torch ops inside softmax_all whose rounding could depend on the
 batch's shape: torch.softmax over E, and the row sum of the kept probabilities (K nonzero among E;
 a CUDA reduction's thread layout may follow the number of rows, and with it the order in which the
-K values are added). Each row counts, for one (dtype, E, K, T, cut), the rows whose bits differ
-between the whole batch and its two parts. Not yet run on a GPU.
+K values are added), and whether torch.softmax gives other bits for a view that does not start on
+a 16-byte boundary (g[cut:] when cut * E * itemsize is not a multiple of 16: the property tests
+draw such E and cuts, the first probe's E and cuts seldom did) than for an aligned copy of it. Each
+row counts, for one (dtype, E, K, T, cut), the rows whose bits differ. Not yet run on a GPU.
 python3 scripts/probe_split.py [--out FILE.json]
 """
 import argparse
@@ -35,7 +37,7 @@ def main() -> None:
     gen = torch.Generator(device="cpu").manual_seed(0)
     for name, fn in (("softmax_all", softmax_all), ("topk_softmax", topk_softmax)):
         for dt, dtype in DTYPES.items():
-            for E, K in ((7, 3), (128, 8), (256, 8), (1000, 16)):
+            for E, K in ((7, 3), (100, 8), (128, 8), (256, 8), (999, 16), (1000, 16)):
                 for (T, cut), layout in itertools.product(
                         ((2, 1), (17, 5), (64, 1), (64, 32), (1000, 333), (4096, 1)), ("rows", "columns")):
                     g = (3 * torch.randn(T, E, generator=gen)).to(dtype).to(dev)
@@ -55,7 +57,9 @@ def main() -> None:
                         print(row, flush=True)
     print(f"{len(rows)} cases, {sum(bool(r['rows_ids_differ'] or r['rows_weights_differ']) for r in rows)} differ")
     prims = primitives(dev, gen)
-    print(f"primitives: {len(prims)} cases, {sum(bool(r['rows_softmax_differ'] or r['rows_sum_differ']) for r in prims)} differ")
+    differ = [r for r in prims if r["rows_softmax_differ"] or r["rows_sum_differ"] or r["rows_softmax_view_vs_copy"]]
+    print(f"primitives: {len(prims)} cases ({sum(r['view_misaligned'] for r in prims)} with a misaligned view), "
+          f"{len(differ)} differ ({sum(r['view_misaligned'] for r in differ)} of them misaligned)")
     if a.out:
         meta = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "torch": torch.__version__}
         with open(a.out, "w") as f:
@@ -65,10 +69,10 @@ def main() -> None:
 def primitives(dev: torch.device, gen: torch.Generator) -> list[dict]:
     """softmax over E and the kept probabilities' row sum, whole batch against two parts."""
     out = []
-    splits = ((2, 1), (3, 1), (4, 2), (8, 3), (16, 1), (17, 5), (64, 1), (64, 32), (1000, 333), (4096, 1),
-              (4096, 2048))
+    splits = ((2, 1), (3, 1), (4, 2), (8, 3), (16, 1), (17, 5), (64, 1), (64, 33), (1000, 333), (4096, 1),
+              (4096, 2047))
     for dt, dtype in DTYPES.items():
-        for E, K in ((7, 3), (128, 8), (256, 64), (1000, 16), (1024, 64)):
+        for E, K in ((7, 3), (100, 8), (128, 8), (250, 16), (256, 64), (999, 16), (1000, 16), (1024, 64)):
             for T, cut in splits:
                 g = (3 * torch.randn(T, E, generator=gen)).to(dtype).to(dev)
                 probs = torch.softmax(g, dim=-1)
@@ -78,10 +82,13 @@ def primitives(dev: torch.device, gen: torch.Generator) -> list[dict]:
                 sums = [kept[:cut].clone().sum(dim=-1), kept[cut:].clone().sum(dim=-1)]
                 bits = lambda x: x.float().view(torch.int32)  # noqa: E731
                 row = {"dtype": dt, "E": E, "K": K, "T": T, "cut": cut,
+                       "view_misaligned": cut * E * g.element_size() % 16 != 0,
                        "rows_softmax_differ": int((bits(torch.cat(parts)) != bits(probs)).any(1).sum()),
+                       "rows_softmax_view_vs_copy": int(
+                           (bits(parts[1]) != bits(torch.softmax(g[cut:].clone(), dim=-1))).any(1).sum()),
                        "rows_sum_differ": int((bits(torch.cat(sums)) != bits(kept.sum(dim=-1))).sum())}
                 out.append(row)
-                if row["rows_softmax_differ"] or row["rows_sum_differ"]:
+                if row["rows_softmax_differ"] or row["rows_sum_differ"] or row["rows_softmax_view_vs_copy"]:
                     print(row, flush=True)
     return out
 
