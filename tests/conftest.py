@@ -50,6 +50,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
     if os.environ.get("PARITY_SHARD"):  # the GPU suite in two device calls (scripts/h200_run.sh)
         i, n = parse_shard(os.environ["PARITY_SHARD"])
-        kept = [item for item in items if in_shard(item.nodeid, i, n)]
-        config.hook.pytest_deselected(items=[item for item in items if not in_shard(item.nodeid, i, n)])
+        kept, dropped = [], []
+        for item in items:
+            (kept if in_shard(item.nodeid, i, n) else dropped).append(item)
+        config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -116,8 +116,7 @@ def test_empty_batch(dev):
 
 def test_every_output_element_is_written(dev, monkeypatch):
     """Poison the launcher's allocations: a slot left unwritten would show as NaN / -1."""
-    module = FUSED_MODULE
-    real = module.empty_outputs
+    real = FUSED_MODULE.empty_outputs
     calls = []
 
     def poisoned(g, k, s=None):
@@ -125,7 +124,7 @@ def test_every_output_element_is_written(dev, monkeypatch):
         calls.append(1)
         return w.fill_(float("nan")), ids.fill_(-1)
 
-    monkeypatch.setattr(module, "empty_outputs", poisoned)
+    monkeypatch.setattr(FUSED_MODULE, "empty_outputs", poisoned)
     w, ids = fused(logits(1000, 96, torch.float16, dev), 6, scale(96, dev))
     assert calls, "the poisoned allocator was not used"
     assert not torch.isnan(w).any() and (ids >= 0).all()
