@@ -3,6 +3,7 @@ import sys
 
 import pytest
 import torch
+import triton
 
 from parity.analysis import kth_logit
 from parity.check import assert_routing_close
@@ -147,6 +148,30 @@ def test_gpu_launch_table_stays_within_the_largest_tile(dtype, monkeypatch):
             assert 1 <= cfg["BLOCK_T"] <= FUSED_MODULE.largest_block_t(cfg["BLOCK_E"], dtype), (T, E, cfg)
             assert cfg["num_warps"] == FUSED_MODULE.warps_for(cfg["BLOCK_T"], cfg["BLOCK_E"], dtype), (T, E, cfg)
             assert 1 <= cfg["num_warps"] <= FUSED_MODULE.MAX_WARPS
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "odd_stride"])
+@pytest.mark.parametrize("E", [32, 100, 128])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_whole_row_vectors_route_like_16_byte_vectors(dtype, E, layout, dev, monkeypatch):
+    """One row per program, the row as one vector of BLOCK_E logits (what vec_for gives bf16/fp16
+    up to WHOLE_ROW_VEC_MAX_E) routes the bits of 16-byte vectors, with and without pair reads."""
+    wide = logits(13, E + 1, dtype, dev, seed=31)
+    g = wide[:, :E] if layout == "odd_stride" else wide[:, :E].contiguous()
+    s = scale(E, dev)
+    real = FUSED_MODULE.launch_config
+
+    def route(vec):
+        forced = lambda *a: {**real(*a), "BLOCK_T": 1, "VEC": vec, "num_warps": 1}
+        monkeypatch.setattr(FUSED_MODULE, "launch_config", forced)
+        return fused(g, 8, s)
+
+    block_e = triton.next_power_of_2(E)
+    assert FUSED_MODULE.vec_for(1, block_e, dtype) == block_e
+    by_16_bytes, whole = route(16 // dtype.itemsize), route(block_e)
+    assert torch.equal(whole[1], by_16_bytes[1])
+    assert torch.equal(whole[0].view(torch.int32), by_16_bytes[0].view(torch.int32))
+    check_against_oracle(g, 8, s)  # launch_config still forces whole-row vectors here
 
 
 @pytest.mark.slow

@@ -377,7 +377,8 @@ def block_rows(block_t: int):
     def forced(T, E, K, dtype):
         cfg = real(T, E, K, dtype)
         rows = min(block_t, FUSED_MODULE.largest_block_t(cfg["BLOCK_E"], dtype))
-        return {**cfg, "BLOCK_T": rows, "num_warps": FUSED_MODULE.warps_for(rows, cfg["BLOCK_E"], dtype)}
+        return {**cfg, "BLOCK_T": rows, "VEC": FUSED_MODULE.vec_for(rows, cfg["BLOCK_E"], dtype),
+                "num_warps": FUSED_MODULE.warps_for(rows, cfg["BLOCK_E"], dtype)}
 
     with mock.patch.object(FUSED_MODULE, "launch_config", forced):
         yield

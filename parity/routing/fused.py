@@ -215,6 +215,11 @@ KEYS_PER_WARP = {torch.bfloat16: 2048, torch.float16: 2048, torch.float32: 512}
 FILL_PROGRAMS = 264
 INTERPRETER_KEYS_PER_PROGRAM = 2**17  # the interpreter pays per program in Python: make them large
 MAX_WARPS = 8
+WHOLE_ROW_VEC_MAX_E = 128
+"""Up to this BLOCK_E, a bf16/fp16 row that a program routes alone (BLOCK_T = 1) is one vector of
+BLOCK_E logits instead of 16-byte vectors: each round's reduction then lowers to one REDUX instead of
+SHFL trees. On the H200 (reports/bench/NOTES.md, "whole-row vectors"): 1.56-1.67 µs against
+1.96-2.13 at T = 1 for E = 32..128, the same bits; at E = 256 it was 0.08 µs slower, for fp32 even."""
 
 
 def warps_for(block_t: int, block_e: int, dtype: torch.dtype) -> int:
@@ -229,18 +234,26 @@ def largest_block_t(block_e: int, dtype: torch.dtype) -> int:
     return max(1, MAX_WARPS * KEYS_PER_WARP[dtype] // block_e)
 
 
+def vec_for(block_t: int, block_e: int, dtype: torch.dtype) -> int:
+    """Logits per vector of the tile: one 16-byte load, or the whole row for a bf16/fp16 row of at
+    most WHOLE_ROW_VEC_MAX_E logits routed alone."""
+    if block_t == 1 and dtype.itemsize == 2 and block_e <= WHOLE_ROW_VEC_MAX_E:
+        return block_e
+    return min(block_e, 16 // dtype.itemsize)
+
+
 def launch_config(T: int, E: int, K: int, dtype: torch.dtype) -> dict:
     """Rows per program and warps for one call: the one table of launch parameters."""
     block_e = triton.next_power_of_2(E)
     rows_needed = triton.next_power_of_2(max(T, 1))
-    vec = min(block_e, 16 // dtype.itemsize)  # logits per 16-byte vector load
     if device.INTERPRETER:
-        return {"BLOCK_T": max(1, min(INTERPRETER_KEYS_PER_PROGRAM // block_e, rows_needed)),
-                "BLOCK_E": block_e, "VEC": vec, "num_warps": 1}
+        block_t = max(1, min(INTERPRETER_KEYS_PER_PROGRAM // block_e, rows_needed))
+        return {"BLOCK_T": block_t, "BLOCK_E": block_e, "VEC": vec_for(block_t, block_e, dtype), "num_warps": 1}
     per_warp = KEYS_PER_WARP[dtype]
     fill = 1 << max(0, (max(T, 1) // FILL_PROGRAMS).bit_length() - 1)  # rows that still fill the GPU
     block_t = max(1, min(per_warp // block_e, rows_needed, fill))
-    return {"BLOCK_T": block_t, "BLOCK_E": block_e, "VEC": vec, "num_warps": warps_for(block_t, block_e, dtype)}
+    return {"BLOCK_T": block_t, "BLOCK_E": block_e, "VEC": vec_for(block_t, block_e, dtype),
+            "num_warps": warps_for(block_t, block_e, dtype)}
 
 
 NAN_MAGNITUDE = {torch.bfloat16: 0x7F80, torch.float16: 0x7C00, torch.float32: 0x7F800000}
