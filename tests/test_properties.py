@@ -454,10 +454,10 @@ def test_sort_baseline_is_deterministic(inp, cut):
 # --- a known limit: float64 scales beyond float32 ------------------------------------------------
 
 @pytest.mark.parametrize("name", ["fused", "sort_baseline"])
-@pytest.mark.xfail(strict=True, reason="the kernels read per_expert_scale as float32: a float64 scale "
-                   "beyond float32's range becomes inf, so a finite weight turns inf and a 0 weight (a "
-                   "chosen -inf logit) turns NaN, where the oracle gives finite values")
 def test_float64_scale_beyond_float32_range(name, dev):
+    """Regression: the kernels read per_expert_scale as float32, so a float64 scale beyond float32's
+    range became inf, a finite weight inf and a 0 weight (a chosen -inf logit) NaN, where the oracle
+    gives finite values. They now multiply a float64 scale in float64 (kernel_parts.scaled_weights)."""
     g = torch.tensor([[0.0, float("-inf"), 1.0]], device=dev)
     s = torch.full((3,), 1e39, dtype=torch.float64, device=dev)
     w, _ = ALL[name](g, 3, s)

@@ -117,7 +117,7 @@ def semantics_table(impls=OURS + TORCH, dtypes=DTYPES) -> dict[str, dict[str, di
 
 
 # A scale beyond what the computation's dtype holds: the references cast the scale to the logit
-# dtype (model code does), the kernels read it as float32.
+# dtype (model code does); the kernels multiply in float32, or in float64 for a float64 scale.
 SCALE_CASES = {
     "fp16 logits, fp32 scale 1e5": (torch.float16, torch.float32, 1e5),
     "fp32 logits, fp64 scale 4e38": (torch.float32, torch.float64, 4e38),
@@ -208,6 +208,15 @@ def test_torch_references_overflow_a_scale_beyond_the_logit_dtype(name):
         assert cells[case].weights == weights, f"{name}, {case}: got {cells[case]}, documented {weights}"
 
 
+@pytest.mark.parametrize("name", OURS)
+def test_ours_follow_the_oracle_beyond_a_dtype_range(name):
+    cells = scale_table(impls=(name, "oracle"))
+    for case in SCALE_CASES:
+        ours, oracle = cells[name][case], cells["oracle"][case]
+        assert ours == oracle and oracle.weights.endswith("(= oracle within 8 ulp)"), (
+            f"{name}, {case}: got {ours}, the oracle {oracle}")
+
+
 def test_the_table_is_written(table):
     text = (OUT / "special_semantics.md").read_text()
     assert all(desc in text for desc in ROW_KINDS.values())
@@ -243,8 +252,8 @@ def write_markdown(table: dict, scales: dict, path: Path) -> None:
         "",
         "A scale beyond the range of the dtype an implementation computes in (row: logits 2, 1, 0, "
         "-inf..., K=4, one chosen -inf; the oracle computes in float64). The torch references cast "
-        "the scale to the logit dtype; the kernels read it as float32 (a float64 scale beyond "
-        "float32's range: a known limit, tests/test_properties.py::test_float64_scale_beyond_float32_range).",
+        "the scale to the logit dtype; the kernels multiply in float32, or in float64 for a float64 "
+        "scale, and round the product once (tests/test_properties.py::test_float64_scale_beyond_float32_range).",
         "",
         "| implementation | " + " | ".join(SCALE_CASES) + " |",
         "|---|" + "---|" * len(SCALE_CASES),

@@ -47,6 +47,7 @@ from parity.routing.kernel_parts import (
     exp_shifted,
     load_fp32,
     require_kernel_device,
+    scaled_weights,
     sign_magnitude_key,
 )
 
@@ -91,9 +92,9 @@ def _write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weight
     first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)
     e = tl.where(slot_ok[None, :], exp_shifted(v, first[:, None], ACCURATE_EXP), 0.0)
     probs = e / _pairwise_sum(e, BLOCK_T, BLOCK_K, LOG2_BLOCK_K)[:, None]
-    scale = load_fp32(scale_ptr + top_id * stride_s, out_ok, SCALE_IS_BF16)
+    weights = scaled_weights(probs, scale_ptr + top_id * stride_s, out_ok, SCALE_IS_BF16)
     out = rows64[:, None] * K + slots[None, :]
-    tl.store(weights_ptr + out, probs * scale, mask=out_ok)
+    tl.store(weights_ptr + out, weights, mask=out_ok)
     tl.store(ids_ptr + out, top_id, mask=out_ok)
 
 

@@ -22,6 +22,18 @@ def load_fp32(ptrs, mask, IS_BF16: tl.constexpr):
 
 
 @triton.jit
+def scaled_weights(probs, scale_ptrs, mask, SCALE_IS_BF16: tl.constexpr):
+    """probs (fp32) times per_expert_scale at scale_ptrs, as fp32 weights. A float64 scale is
+    multiplied in float64 and the product rounded once: read as float32, a scale beyond float32's
+    range would turn inf, its weights inf and a chosen -inf logit's 0 weight NaN, where the oracle
+    gives finite values (tests/test_properties.py::test_float64_scale_beyond_float32_range)."""
+    if scale_ptrs.dtype.element_ty == tl.float64:
+        return (probs.to(tl.float64) * tl.load(scale_ptrs, mask=mask, other=0.0)).to(tl.float32)
+    else:
+        return probs * load_fp32(scale_ptrs, mask, SCALE_IS_BF16)
+
+
+@triton.jit
 def sign_magnitude_key(bits, MAG_MASK: tl.constexpr, NAN_MAG: tl.constexpr):
     """IEEE float bits in an int32 -> an int32 key whose signed order is the float order:
     +magnitude for positive numbers, -magnitude for negative ones (so -0.0 and +0.0 tie), and

@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from parity.routing.contract import validate
 from parity.routing.kernel_parts import (dtype_flags, empty_outputs, exp_shifted, load_fp32, order_key,
-                                          require_kernel_device)
+                                          require_kernel_device, scaled_weights)
 
 MAX_EXPERTS = 1024
 MIN_BLOCK_E = 16
@@ -75,9 +75,9 @@ def _sort_route_kernel(
     first = tl.sum(tl.where(cols == 0, v, 0.0), axis=0)
     e = tl.where(top, exp_shifted(v, first, ACCURATE_EXP), 0.0)
     probs = e / tl.sum(e, axis=0)
-    scale = load_fp32(scale_ptr + top_id * stride_s, top, SCALE_IS_BF16)
+    weights = scaled_weights(probs, scale_ptr + top_id * stride_s, top, SCALE_IS_BF16)
     out = row * K + cols
-    tl.store(weights_ptr + out, probs * scale, mask=top)
+    tl.store(weights_ptr + out, weights, mask=top)
     tl.store(ids_ptr + out, top_id, mask=top)
 
 
