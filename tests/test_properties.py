@@ -451,7 +451,7 @@ def test_sort_baseline_is_deterministic(inp, cut):
     deterministic("sort_baseline", inp, cut, None)
 
 
-# --- a known limit: float64 scales beyond float32 ------------------------------------------------
+# --- float64 scales beyond float32 (fixed) --------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["fused", "sort_baseline"])
 def test_float64_scale_beyond_float32_range(name, dev):

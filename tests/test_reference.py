@@ -13,6 +13,7 @@ rows where the differing experts all carry exactly the K-th logit: torch.topk's 
 backend, and that is not an error.
 """
 import pytest
+import torch
 
 from parity import tolerance
 from parity.analysis import classify_ids
@@ -86,8 +87,6 @@ def test_softmax_all_batch_split_on_cuda_is_the_row_sum(dev):
     whose weights changed is a row whose sum changed, and the change within the 4 eps the property
     test allows. If no row changes, torch's reduction became batch-invariant here: make the
     softmax_all split check in tests/test_properties.py (`deterministic`) exact."""
-    import torch
-
     T, E, K, cut = 4096, 999, 16, 1
     g, s = logits(T, E, torch.float32, dev, seed=23, spread=3.0), scale(E, dev).abs() + 0.5
     w, ids = softmax_all(g, K, s)
