@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.testing
 
-from parity.routing.fused import _route_kernel, kernel_args, launch_config
+from parity.routing.fused import _route_kernel, kernel_args, launch_config, vec_for
 from parity.routing.oracle import route64
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -58,16 +58,20 @@ def configs_for(T, E, dtype, kinds):
     table = launch_config(T, E, 8, dtype)  # first: what fused launches at this T
     out = [{"kernel": "rounds", "BLOCK_T": table["BLOCK_T"], "warps": table["num_warps"], "VEC": table["VEC"]}]
     if "small" in kinds and table["BLOCK_T"] == 1:
-        # One row per program (T <= 512): with VEC = BLOCK_E (the row across lanes, as before v5)
-        # the row's reductions compile to REDUX instead of SHFL trees (reports/bench/NOTES.md, the
-        # bf16 small-T lead).
-        out.append({**out[0], "VEC": table["BLOCK_E"]})
+        # One row per program (T <= 512): the other of the two vectors, 16 bytes or the whole row
+        # (VEC = BLOCK_E: the row's reductions compile to REDUX instead of SHFL trees;
+        # reports/bench/NOTES.md, "whole-row vectors"), whichever the table did not choose.
+        sixteen_bytes = min(table["BLOCK_E"], 16 // dtype.itemsize)
+        other = sixteen_bytes if table["VEC"] == table["BLOCK_E"] else table["BLOCK_E"]
+        if other != table["VEC"]:
+            out.append({**out[0], "VEC": other})
     if "rounds" in kinds:
         # The tile is [BLOCK_T, BLOCK_E // VEC, VEC]: rows go across lanes first (32 // BLOCK_T
         # lanes per row). VEC = BLOCK_E gave the old layout (a row across 16-32 lanes): slower at
         # every T >= 2048 on the H200 (reports/bench/NOTES.md).
         # PAIRS=False reads 16-bit logits one by one instead of as 32-bit words.
-        out += [{"kernel": "rounds", "BLOCK_T": bt, "warps": w, "VEC": table["VEC"], "PAIRS": pairs}
+        out += [{"kernel": "rounds", "BLOCK_T": bt, "warps": w, "VEC": vec_for(bt, table["BLOCK_E"], dtype),
+                 "PAIRS": pairs}
                 for bt in (4, 8, 16, 32) for w in (1, 2) for pairs in ((True, False) if dtype.itemsize == 2 else (True,))
                 if E * bt <= 4096 and bt >= 4 * w]
     if "network" in kinds:
