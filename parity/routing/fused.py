@@ -99,6 +99,13 @@ def _write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weight
 
 
 @triton.jit
+def _top_half_key(bits, NAN_MAG: tl.constexpr):
+    """Order key of the bf16/fp16 pattern in the top half of an int32 (the low half is ignored),
+    keyed where it lies: a packed key keeps all of it, and the expert id takes the low 16 bits."""
+    return sign_magnitude_key(bits, 0x7FFF0000, NAN_MAG << 16)
+
+
+@triton.jit
 def _packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.constexpr,
                  EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr):
     """Load logits and pack each into one int32: order key, then BLOCK_E - 1 - id in the low
@@ -113,7 +120,7 @@ def _packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.con
         # half, not shifting a 16-bit key up, saves the sign extensions: 968 -> 896 SASS
         # instructions per warp of 8 bf16 rows of 128.)
         raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0)
-        key = sign_magnitude_key(raw.to(tl.int32) << 16, 0x7FFF0000, NAN_MAG << 16)
+        key = _top_half_key(raw.to(tl.int32) << 16, NAN_MAG)
         if not EVEN_E:
             key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
         packed = key | (COL_MASK - cols)
@@ -139,8 +146,8 @@ def _packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constex
     if not EVEN_E:
         mask = mask & in_row
     w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None, None] + words, mask=mask, other=0)
-    even = sign_magnitude_key(w << 16, 0x7FFF0000, NAN_MAG << 16) | (COL_MASK - 2 * words)
-    odd = sign_magnitude_key(w, 0x7FFF0000, NAN_MAG << 16) | (COL_MASK - 1 - 2 * words)
+    even = _top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
+    odd = _top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
     if not EVEN_E:
         even = tl.where(in_row, even, -2147483647 - 1)  # padding below -inf
         odd = tl.where(in_row, odd, -2147483647 - 1)
