@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.testing
 
-from parity.routing.fused import _route_kernel, kernel_args, launch_config, vec_for
+from parity.routing.fused import _route_kernel, kernel_args, launch_config, sixteen_byte_vec, vec_for
 from parity.routing.oracle import route64
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def configs_for(T, E, dtype, kinds):
         # One row per program (T <= 512): the other of the two vectors, 16 bytes or the whole row
         # (VEC = BLOCK_E: the row's reductions compile to REDUX instead of SHFL trees;
         # reports/bench/NOTES.md, "whole-row vectors"), whichever the table did not choose.
-        sixteen_bytes = min(table["BLOCK_E"], 16 // dtype.itemsize)
+        sixteen_bytes = sixteen_byte_vec(table["BLOCK_E"], dtype)
         other = sixteen_bytes if table["VEC"] == table["BLOCK_E"] else table["BLOCK_E"]
         if other != table["VEC"]:
             out.append({**out[0], "VEC": other})

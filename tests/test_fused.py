@@ -168,7 +168,7 @@ def test_whole_row_vectors_route_like_16_byte_vectors(dtype, E, layout, dev, mon
 
     block_e = triton.next_power_of_2(E)
     assert FUSED_MODULE.vec_for(1, block_e, dtype) == block_e
-    by_16_bytes, whole = route(16 // dtype.itemsize), route(block_e)
+    by_16_bytes, whole = route(FUSED_MODULE.sixteen_byte_vec(block_e, dtype)), route(block_e)
     assert torch.equal(whole[1], by_16_bytes[1])
     assert torch.equal(whole[0].view(torch.int32), by_16_bytes[0].view(torch.int32))
     check_against_oracle(g, 8, s)  # launch_config still forces whole-row vectors here

@@ -242,12 +242,17 @@ def largest_block_t(block_e: int, dtype: torch.dtype) -> int:
     return max(1, MAX_WARPS * KEYS_PER_WARP[dtype] // block_e)
 
 
+def sixteen_byte_vec(block_e: int, dtype: torch.dtype) -> int:
+    """Logits in one 16-byte load (fewer when the padded row is shorter)."""
+    return min(block_e, 16 // dtype.itemsize)
+
+
 def vec_for(block_t: int, block_e: int, dtype: torch.dtype) -> int:
     """Logits per vector of the tile: one 16-byte load, or the whole row for a bf16/fp16 row of at
     most WHOLE_ROW_VEC_MAX_E logits routed alone."""
     if block_t == 1 and dtype.itemsize == 2 and block_e <= WHOLE_ROW_VEC_MAX_E:
         return block_e
-    return min(block_e, 16 // dtype.itemsize)
+    return sixteen_byte_vec(block_e, dtype)
 
 
 def launch_config(T: int, E: int, K: int, dtype: torch.dtype) -> dict:
