@@ -2,14 +2,22 @@
 
 Both routings are sorted by expert id, then:
 - ids: rows whose id sets differ are split into tie-explained (every expert in the difference
-  carries exactly the K-th largest logit), near-tie (within two roundings of the baseline dtype of
-  that logit) and genuine;
+  carries exactly the K-th largest logit), near-tie (within two roundings, in the logits' dtype, of
+  that logit) and genuine. A row that repeats an expert id is genuine whatever its logits;
+- special values: a row holding a NaN or an infinite logit is routed by convention, not by
+  arithmetic (the oracle's: NaN ranks above +inf, a row whose chosen logits hold NaN or +inf gets
+  NaN weights). Where a candidate differs from its baseline in such a row (other experts, NaN
+  weights where the baseline has none or the reverse), the row counts in ``rows_special_differ``,
+  with what each side chose per kind of value in ``special_values``, and never as a genuine
+  mismatch, a NaN-row disagreement or a non-finite weight: those fields describe the other rows;
 - weights: matched rows are compared element by element; tie-explained rows are compared through
   their softmax part (weight / scale, times the baseline's scale for the aligned slot), since a
   legitimate swap between equal logits changes only which scale is applied;
 - errors: max and quantiles of absolute, relative and fp32-ULP error, the worst rows, and the
   *error hull*: the few (|baseline|, |error|) points that decide every atol/rtol verdict exactly
-  (see ``hull``), so tolerances and policies can be evaluated from records alone.
+  (see ``hull``), so tolerances and policies can be evaluated from records alone. Each hull point
+  keeps where it came from (``hull_where``: row, expert, candidate and baseline weight), so a
+  failed verdict names the element that decides it.
 """
 from __future__ import annotations
 
@@ -23,6 +31,8 @@ from parity.routing.oracle import order
 
 QUANTILES = {"p50": 0.5, "p99": 0.99, "p999": 0.999}
 WORST_ROWS = 3
+SPECIAL_KINDS = ("nan", "+inf", "-inf")
+"""Kinds of special row, by precedence: a row is of the first kind among its logits."""
 
 
 @dataclass
@@ -45,12 +55,14 @@ class Routing:
 
 @dataclass
 class IdVerdict:
-    """Per-row id classification; masks are bool [T] on the CPU."""
+    """Per-row id classification; masks are bool [T] on the CPU. ``special``: mismatched rows that
+    hold a NaN or infinite logit and are not tie-explained (the other three masks leave them out)."""
 
     mismatched: torch.Tensor
     tie_explained: torch.Tensor
     near_tie: torch.Tensor
     genuine: torch.Tensor
+    special: torch.Tensor
 
     def counts(self) -> dict[str, int]:
         return {
@@ -64,6 +76,20 @@ class IdVerdict:
 def _same(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Equal logits, with NaN equal to NaN (NaNs tie among themselves, like the oracle's order)."""
     return (a == b) | (torch.isnan(a) & torch.isnan(b))
+
+
+def special_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Rows holding a NaN or an infinite logit (bool [T] on the CPU)."""
+    return ~torch.isfinite(logits.cpu()).all(-1)
+
+
+def special_kind(logits: torch.Tensor) -> list[torch.Tensor]:
+    """One bool [T] mask per SPECIAL_KINDS entry: each special row is of the first kind it holds."""
+    x = logits.cpu()
+    nan = torch.isnan(x).any(-1)
+    pos = torch.isposinf(x).any(-1) & ~nan
+    neg = torch.isneginf(x).any(-1) & ~nan & ~pos
+    return [nan, pos, neg]
 
 
 def kth_logit(logits: torch.Tensor, K: int) -> torch.Tensor:
@@ -93,18 +119,24 @@ def _check_shapes(logits: torch.Tensor, **ids: torch.Tensor) -> None:
                              f"[{int(t.min())}, {int(t.max())}]")
 
 
+def _repeats(ids_sorted: torch.Tensor) -> torch.Tensor:
+    """Rows of sorted ids [T, K] that hold some expert twice."""
+    return (ids_sorted[:, 1:] == ids_sorted[:, :-1]).any(-1)
+
+
 def classify_ids(
     logits: torch.Tensor, ids: torch.Tensor, base_ids: torch.Tensor,
-    base_dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
 ) -> IdVerdict:
-    """Classify each row's id-set difference between ``ids`` and ``base_ids`` ([T, K] each)."""
+    """Classify each row's id-set difference between ``ids`` and ``base_ids`` ([T, K] each).
+    Near-ties are judged with ``dtype``'s unit roundoff (default: the logits' own dtype)."""
     _check_shapes(logits, ids=ids, base_ids=base_ids)
     a, b = ids.long().cpu(), base_ids.long().cpu()
     T, K = a.shape
     a, b = a.sort(dim=-1).values, b.sort(dim=-1).values
     mismatched = (a != b).any(-1)
-    verdict = IdVerdict(mismatched, torch.zeros(T, dtype=torch.bool), torch.zeros(T, dtype=torch.bool),
-                        torch.zeros(T, dtype=torch.bool))
+    none = lambda: torch.zeros(T, dtype=torch.bool)  # noqa: E731
+    verdict = IdVerdict(mismatched, none(), none(), none(), none())
     rows = mismatched.nonzero().flatten()
     if rows.numel() == 0:
         return verdict
@@ -114,47 +146,79 @@ def classify_ids(
     in_a = (b[:, :, None] == a[:, None, :]).any(-1)
     kth = kth_logit(x, K)[:, None]
     la, lb = x.gather(1, a), x.gather(1, b)
-    tie = (in_b | _same(la, kth)).all(-1) & (in_a | _same(lb, kth)).all(-1)
-    u = unit_roundoff(base_dtype or logits.dtype)
+    distinct = ~_repeats(a) & ~_repeats(b)
+    tie = distinct & (in_b | _same(la, kth)).all(-1) & (in_a | _same(lb, kth)).all(-1)
+    u = unit_roundoff(dtype or logits.dtype)
     near = lambda v: _same(v, kth) | ((v - kth).abs() <= 2 * u * kth.abs())  # noqa: E731
-    near_tie = ~tie & (in_b | near(la)).all(-1) & (in_a | near(lb)).all(-1)
+    near_tie = distinct & ~tie & (in_b | near(la)).all(-1) & (in_a | near(lb)).all(-1)
+    special = special_rows(x) & ~tie
     verdict.tie_explained[rows] = tie
-    verdict.near_tie[rows] = near_tie
-    verdict.genuine[rows] = ~tie & ~near_tie
+    verdict.near_tie[rows] = near_tie & ~special
+    verdict.genuine[rows] = ~tie & ~near_tie & ~special
+    verdict.special[rows] = special
     return verdict
+
+
+def rule_of(lower: int, higher: int, n: int) -> str:
+    """The tie rule's name from its counts over n tied rows."""
+    return ("untested" if n == 0 else "lower id" if lower == n else "higher id" if higher == n
+            else "no consistent rule")
+
+
+def describe_rule(t: dict) -> str:
+    """A tie rule with its proportions, e.g. 'higher id (565 of 565 tied finite rows)'; rows whose
+    ties involve a NaN or an infinite logit are counted apart."""
+    n, lo, hi = t["tied_rows"], t["lower_id"], t["higher_id"]
+    rule = rule_of(lo, hi, n)
+    if rule == "untested":
+        text = "untested (no tied finite rows)"
+    elif rule == "no consistent rule":
+        text = f"no consistent rule (lower id in {lo}, higher id in {hi}, neither in {n - lo - hi} of {n} tied finite rows)"
+    else:
+        text = f"{rule} ({lo if rule == 'lower id' else hi} of {n} tied finite rows)"
+    ns = t.get("special_tied_rows", 0)
+    if ns:
+        text += (f"; ties at special values apart: {ns} rows (lower id in {t['special_lower_id']}, "
+                 f"higher id in {t['special_higher_id']})")
+    return text
 
 
 def tie_rule(logits: torch.Tensor, ids: torch.Tensor, kth: torch.Tensor | None = None) -> dict:
     """Which tie rule an implementation followed, from the rows where equal logits straddle the
-    K-th place: ``{"tied_rows", "lower_id", "higher_id", "rule"}`` with rule one of "lower id",
-    "higher id", "no consistent rule" or "untested" (no such rows). ``kth``: the rows' K-th
-    logits when the caller has them already."""
+    K-th place. Rows holding a NaN or an infinite logit are counted apart (``special_*``): their
+    order is a convention about special values, not a tie rule. Returns the counts, ``rule`` (one
+    of "lower id", "higher id", "no consistent rule" or "untested", over the finite rows) and
+    ``detail`` (``describe_rule``). ``kth``: the rows' K-th logits when the caller has them."""
     x = logits.cpu().double()
     ids = ids.long().cpu()
     T, K = ids.shape
-    out = {"tied_rows": 0, "lower_id": 0, "higher_id": 0, "rule": "untested"}
-    if T == 0:
-        return out
-    kth = (kth_logit(x, K) if kth is None else kth.double())[:, None]
-    equal = _same(x, kth)
-    above = (x > kth) | (torch.isnan(x) & ~torch.isnan(kth))
-    free = K - above.sum(-1)                      # slots left for the tied experts
-    straddle = (equal.sum(-1) > free).nonzero().flatten()
-    if straddle.numel() == 0:
-        return out
-    eq, free = equal[straddle], free[straddle, None]
-    chosen = torch.zeros_like(eq).scatter_(1, ids[straddle], True) & eq
-    lower = eq & (eq.cumsum(-1) <= free)
-    higher = eq & (eq.flip(-1).cumsum(-1).flip(-1) <= free)
-    n_low = int((chosen == lower).all(-1).sum())
-    n_high = int((chosen == higher).all(-1).sum())
-    n = straddle.numel()
-    rule = "lower id" if n_low == n else "higher id" if n_high == n else "no consistent rule"
-    return {"tied_rows": n, "lower_id": n_low, "higher_id": n_high, "rule": rule}
+    out = {"tied_rows": 0, "lower_id": 0, "higher_id": 0,
+           "special_tied_rows": 0, "special_lower_id": 0, "special_higher_id": 0}
+    if T:
+        kth = (kth_logit(x, K) if kth is None else kth.double())[:, None]
+        equal = _same(x, kth)
+        above = (x > kth) | (torch.isnan(x) & ~torch.isnan(kth))
+        free = K - above.sum(-1)                      # slots left for the tied experts
+        straddle = equal.sum(-1) > free
+        special = special_rows(x)
+        for prefix, rows in (("", straddle & ~special), ("special_", straddle & special)):
+            rows = rows.nonzero().flatten()
+            if rows.numel() == 0:
+                continue
+            eq, f = equal[rows], free[rows, None]
+            chosen = torch.zeros_like(eq).scatter_(1, ids[rows], True) & eq
+            lower = eq & (eq.cumsum(-1) <= f)
+            higher = eq & (eq.flip(-1).cumsum(-1).flip(-1) <= f)
+            out[f"{prefix}tied_rows"] = rows.numel()
+            out[f"{prefix}lower_id"] = int((chosen == lower).all(-1).sum())
+            out[f"{prefix}higher_id"] = int((chosen == higher).all(-1).sum())
+    out["rule"] = rule_of(out["lower_id"], out["higher_id"], out["tied_rows"])
+    out["detail"] = describe_rule(out)
+    return out
 
 
-def hull(base_abs: torch.Tensor, err: torch.Tensor) -> list[list[float]]:
-    """The points of {(|b_i|, e_i)} that decide every tolerance verdict.
+def hull_points(base_abs: torch.Tensor, err: torch.Tensor) -> tuple[list[list[float]], list[int]]:
+    """The points of {(|b_i|, e_i)} that decide every tolerance verdict, and their indices i.
 
     A check ``e <= atol + rtol * |b|`` (torch.testing's form) fails iff some point lies above the
     line; the worst ratio e / (atol + rtol * |b|) over all points, for any atol, rtol >= 0, is
@@ -162,22 +226,27 @@ def hull(base_abs: torch.Tensor, err: torch.Tensor) -> list[list[float]]:
     vertices (usually a handful) are kept; the verdict from them is exact.
     """
     if err.numel() == 0:
-        return []
+        return [], []
     b, order_ = torch.sort(base_abs.double().flatten())     # |b| ascending
     e = err.double().flatten()[order_]
     prev_max = torch.cat([torch.tensor([-1.0], dtype=torch.float64), torch.cummax(e, 0).values[:-1]])
-    keep = e > prev_max           # the staircase; equal-|b| points are settled by the hull below
-    pts = list(zip(b[keep].tolist(), e[keep].tolist()))
-    chain: list[tuple[float, float]] = []
+    keep = (e > prev_max).nonzero().flatten()   # the staircase; equal-|b| points are settled below
+    pts = list(zip(b[keep].tolist(), e[keep].tolist(), order_[keep].tolist()))
+    chain: list[tuple[float, float, int]] = []
     for p in pts:                                          # upper hull of an increasing staircase
         while len(chain) >= 2:
-            (x1, y1), (x2, y2) = chain[-2], chain[-1]
+            (x1, y1, _), (x2, y2, _) = chain[-2], chain[-1]
             if (x2 - x1) * (p[1] - y1) - (y2 - y1) * (p[0] - x1) >= 0:
                 chain.pop()
             else:
                 break
         chain.append(p)
-    return [[x, y] for x, y in chain]
+    return [[x, y] for x, y, _ in chain], [i for _, _, i in chain]
+
+
+def hull(base_abs: torch.Tensor, err: torch.Tensor) -> list[list[float]]:
+    """The hull points alone (see ``hull_points``)."""
+    return hull_points(base_abs, err)[0]
 
 
 @dataclass
@@ -193,9 +262,12 @@ class PairResult:
     rows_near_tie: int
     rows_genuine: int
     rows_nan: int                 # baseline rows with NaN weights (left out of the statistics)
-    nan_rows_agree: bool          # the candidate has NaN weights on exactly those rows
-    nonfinite: int                # compared weights where the candidate is NaN/inf and the baseline is not
+    nan_rows_agree: bool          # outside special rows, the candidate has NaN weights on exactly those rows
+    nonfinite: int                # outside special rows: compared weights where the candidate is NaN/inf and the baseline is not
     weights_compared: int
+    rows_special: int = 0         # rows holding a NaN or an infinite logit
+    rows_special_differ: int = 0  # of those, rows where the candidate follows another convention
+    special_values: dict = field(default_factory=dict)  # per kind: rows, ids_differ, chose, nan_weights (candidate, baseline)
     max_abs: float = 0.0
     max_rel: float = 0.0
     max_ulp: float = 0.0
@@ -211,17 +283,40 @@ class PairResult:
     worst: dict = field(default_factory=dict)    # the worst element: row, slot, expert, values, errors
     worst_rows: list = field(default_factory=list)
     genuine_rows: list = field(default_factory=list)
+    near_tie_rows: list = field(default_factory=list)
+    special_rows: list = field(default_factory=list)   # first rows where the candidate's convention differs
     hull: list = field(default_factory=list)
+    hull_where: list = field(default_factory=list)     # per hull point: [row, expert, candidate, baseline]
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+def _special_values(logits: torch.Tensor, special_differ: torch.Tensor, cid: torch.Tensor,
+                    bid: torch.Tensor, cand_nan: torch.Tensor, base_nan: torch.Tensor) -> dict:
+    """Per kind of special row: how many there are, in how many the candidate differs, in how many
+    each side chose an expert whose logit is of that kind, and gave NaN weights."""
+    x = logits.cpu().double()
+    out = {}
+    for kind, rows in zip(SPECIAL_KINDS, special_kind(x)):
+        n = int(rows.sum())
+        if not n:
+            continue
+        is_kind = {"nan": torch.isnan, "+inf": torch.isposinf, "-inf": torch.isneginf}[kind]
+        chose = lambda ids: int(is_kind(x[rows].gather(1, ids[rows])).any(-1).sum())  # noqa: E731
+        out[kind] = {"rows": n, "differ": int((special_differ & rows).sum()),
+                     "candidate_chose": chose(cid), "baseline_chose": chose(bid),
+                     "candidate_nan_weights": int((cand_nan & rows).sum()),
+                     "baseline_nan_weights": int((base_nan & rows).sum())}
+    return out
+
+
 def compare(
     logits: torch.Tensor, candidate: Routing, baseline: Routing, per_expert_scale: torch.Tensor,
-    *, pair: str = "candidate~baseline", base_dtype: torch.dtype | None = None,
+    *, pair: str = "candidate~baseline", dtype: torch.dtype | None = None,
 ) -> PairResult:
-    """Compare ``candidate`` with ``baseline`` on the same logits (see the module docstring)."""
+    """Compare ``candidate`` with ``baseline`` on the same logits (see the module docstring).
+    ``dtype``: whose rounding makes a near-tie (default: the logits' dtype)."""
     for name, r in (("candidate", candidate), ("baseline", baseline)):
         if r.weights.shape != r.ids.shape:
             raise ValueError(f"{name}: expected weights and ids of one shape, got "
@@ -232,7 +327,7 @@ def compare(
     logits = logits.cpu()
     scale = per_expert_scale.detach().cpu().double()
     T = logits.shape[0]
-    verdict = classify_ids(logits, candidate.ids, baseline.ids, base_dtype)
+    verdict = classify_ids(logits, candidate.ids, baseline.ids, dtype)
     cw, cid = candidate.by_id()
     bw, bid = baseline.by_id()
     cw, bw = cw.double(), bw.double()
@@ -253,6 +348,7 @@ def compare(
         cw, bw = cw.clone(), bw.clone()
         cw[tie_rows], bw[tie_rows] = moved, bw_t
 
+    special = special_rows(logits)
     base_nan = torch.isnan(bw).any(-1)
     cand_nan = torch.isnan(cw).any(-1)
     use = ~verdict.mismatched | verdict.tie_explained
@@ -260,15 +356,22 @@ def compare(
     c, b = cw[compared], bw[compared]
     err = (c - b).abs()
     finite = torch.isfinite(err)
+    row_nonfinite = torch.zeros(T, dtype=torch.bool)
+    row_nonfinite[compared] = ~finite.all(-1)
+    special_differ = special & (verdict.special | (base_nan != cand_nan) | row_nonfinite)
     result = PairResult(
         pair=pair, rows=T, ids_match=not bool(verdict.mismatched.any()), **verdict.counts(),
-        rows_nan=int(base_nan.sum()), nan_rows_agree=bool(torch.equal(base_nan, cand_nan)),
-        nonfinite=int((~finite).sum()), weights_compared=int(finite.sum()),
+        rows_nan=int(base_nan.sum()), nan_rows_agree=bool(torch.equal(base_nan & ~special, cand_nan & ~special)),
+        nonfinite=int((~finite & ~special[compared, None]).sum()), weights_compared=int(finite.sum()),
+        rows_special=int(special.sum()), rows_special_differ=int(special_differ.sum()),
+        special_values=_special_values(logits, special_differ, cid, bid, cand_nan, base_nan),
         genuine_rows=verdict.genuine.nonzero().flatten()[:10].tolist(),
+        near_tie_rows=verdict.near_tie.nonzero().flatten()[:10].tolist(),
+        special_rows=special_differ.nonzero().flatten()[:10].tolist(),
     )
     if not bool(finite.any()):
         return result
-    e, bb = err[finite], b[finite]
+    e, bb, cc = err[finite], b[finite], c[finite]
     rel = e / bb.abs().clamp_min(torch.finfo(torch.float32).tiny)
     ulp = e / fp32_ulp(bb)
     for name, v in (("abs", e), ("rel", rel), ("ulp", ulp)):
@@ -288,7 +391,8 @@ def compare(
     }
     row_err = torch.where(finite, err, 0.0).amax(-1)
     result.worst_rows = rows_compared[torch.topk(row_err, min(WORST_ROWS, row_err.numel())).indices].tolist()
-    result.hull = hull(bb.abs(), e)
+    result.hull, at = hull_points(bb.abs(), e)
+    result.hull_where = [[int(row_of[j]), int(bid[row_of[j], slot_of[j]]), float(cc[j]), float(bb[j])] for j in at]
     return result
 
 

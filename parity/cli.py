@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import importlib
 import os
 import subprocess
 import sys
@@ -19,25 +18,6 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 class UsageError(Exception):
     """A bad argument: printed as one line, exit code 2."""
-
-
-def load_candidate(spec: str):
-    """'module:function' -> the function, with errors that say which part is wrong."""
-    module, sep, attr = spec.partition(":")
-    if not sep or not module or not attr:
-        raise UsageError(f"--candidate: expected module:function, got {spec!r}")
-    try:
-        mod = importlib.import_module(module)
-    except Exception as exc:  # noqa: BLE001
-        raise UsageError(f"--candidate {spec!r}: cannot import module {module!r}: {type(exc).__name__}: {exc}") from exc
-    fn = mod
-    for part in attr.split("."):
-        if not hasattr(fn, part):
-            raise UsageError(f"--candidate {spec!r}: module {module!r} has no attribute {attr!r}")
-        fn = getattr(fn, part)
-    if not callable(fn):
-        raise UsageError(f"--candidate {spec!r}: {attr!r} is a {type(fn).__name__}, not a function")
-    return fn
 
 
 def git_sha() -> str:
@@ -59,7 +39,7 @@ def cmd_sweep(args) -> int:
     dev = device.resolve(args.device)
     candidates = {n: routing.get(n) for n in sweep.default_candidates()}
     for spec in args.candidate or []:
-        candidates[spec] = load_candidate(spec)
+        candidates[spec] = routing.load(spec)
     baselines = args.baseline or list(sweep.BASELINES)
     for b in baselines:
         if b not in sweep.BASELINES:
@@ -75,20 +55,36 @@ def cmd_sweep(args) -> int:
     meta = {**device.describe(), "git_sha": git_sha(), "started": started,
             "seconds": round(time.monotonic() - t0, 1), "grid": grid.name,
             "grid_description": grid.description, "candidates": list(candidates),
-            "baselines": baselines, "argv": sys.argv[1:]}
+            "baselines": baselines, "argv": sys.argv[1:], **rule_meta(args)}
     summary = render_all(records, meta, out)
     return finish(summary, out)
+
+
+def rule_meta(args) -> dict:
+    """The verdict's rule (parity.verdict.Rule) as run metadata: the summary reads it from there."""
+    from parity.verdict import Rule
+
+    rule = Rule(args.precision, args.fail_on_special_values)
+    return {"precision": rule.precision, "fail_on_special_values": rule.fail_on_special_values}
 
 
 def finish(summary: dict, out: Path) -> int:
     v = summary["verdict"]
     print(f"report: {out / 'report.md'}  (summary.json, records.jsonl, plots beside it)")
     print(f"wall time: {summary['meta'].get('seconds')} s")
+    rule = f"--precision {v.get('precision')}" + (", --fail-on-special-values" if v.get("fail_on_special_values") else "")
+    told = set()
+    for name, c in summary.get("candidates", {}).items():
+        print(f"  {name}: {'pass' if c['ok'] else 'FAIL'} (worst weight margin {c['margin']:.3g}"
+              + (f"; {c['failed_cases']} of {c['cases']} cases fail" if not c["ok"] else "") + ")")
+        for r in c["reasons"][:2]:
+            print(f"      {r}")
+        told.update(c["reasons"])
     if v["ok"]:
-        print("verdict: PASS")
+        print(f"verdict: PASS ({rule})")
         return EXIT_OK
-    print(f"verdict: FAIL ({len(v['reasons'])} reasons)")
-    for r in v["reasons"][:10]:
+    print(f"verdict: FAIL ({rule}; {len(v['reasons'])} reasons in report.md)")
+    for r in [r for r in v["reasons"] if r not in told][:10]:
         print(f"  - {r}")
     return EXIT_FAIL
 
@@ -105,6 +101,10 @@ def cmd_report(args) -> int:
     meta = {}
     if (out / "summary.json").exists():
         meta = json.loads((out / "summary.json").read_text()).get("meta", {})
+    if args.precision is not None:
+        meta["precision"] = args.precision
+    if args.fail_on_special_values is not None:
+        meta["fail_on_special_values"] = args.fail_on_special_values
     summary = render_all(sweep.read_records(out / "records.jsonl"), meta, out)
     return finish(summary, out)
 
@@ -166,6 +166,21 @@ def cmd_bench(args) -> int:
     return EXIT_OK
 
 
+def add_rule_arguments(p: argparse.ArgumentParser, *, default: bool) -> None:
+    """--precision and --fail-on-special-values: the verdict's rule. ``default`` False (report):
+    unset options keep the rule the sweep ran with."""
+    from parity.tolerance import DEFAULT_PRECISION, PRECISIONS
+
+    p.add_argument("--precision", choices=list(PRECISIONS), default=DEFAULT_PRECISION if default else None,
+                   help="the arithmetic a candidate declares, whose envelope (made by trusted implementations "
+                        f"only) judges it against the oracle (default {DEFAULT_PRECISION}"
+                        + ("" if default else "; report: the sweep's") + "): "
+                        + "; ".join(f"{k}: {v}" for k, v in PRECISIONS.items()))
+    p.add_argument("--fail-on-special-values", action=argparse.BooleanOptionalAction, default=False if default else None,
+                   help="fail a candidate whose convention for NaN/inf logits differs from the oracle's "
+                        "(default: reported, not failed)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="parity", description="Numerical parity and tolerances for fused MoE routing kernels.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -177,9 +192,11 @@ def parser() -> argparse.ArgumentParser:
                    help="add your own routing function (same contract as parity.routing) as a candidate")
     s.add_argument("--baseline", action="append", metavar="NAME", help="softmax_all | topk_softmax | oracle (default: all)")
     s.add_argument("--no-progress", action="store_true")
+    add_rule_arguments(s, default=True)
     s.set_defaults(fn=cmd_sweep)
     r = sub.add_parser("report", help="re-render report.md, summary.json and plots from DIR/records.jsonl")
     r.add_argument("dir")
+    add_rule_arguments(r, default=False)
     r.set_defaults(fn=cmd_report)
     t = sub.add_parser("tolerances", help="print the derived tolerance table of DIR/summary.json")
     t.add_argument("dir")

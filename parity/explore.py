@@ -25,7 +25,7 @@ from parity import device, inputs, plots, routing, sweep as sweeps, tolerance
 from parity.analysis import Routing, hull
 from parity.numerics import fp32_ulp
 from parity.plots import PAIRS
-from parity.report import MAIN_PAIRS, case_groups, ids_cell, worst_over, fmt, num
+from parity.report import MAIN_PAIRS, case_groups, fmt, ids_cell, num, special_cell, worst_over
 from parity.routing.oracle import order, route64
 from parity.summary import PRIMARY_BASELINE, tie_rules
 
@@ -283,6 +283,49 @@ def derive(sw: Sweep, dtype: str, pair: str) -> Derivation:
     s = sw.summary["tolerances"][dtype][pair]
     same = (num(s["atol"]), num(s["rtol"]), num(s["margin"])) == (tol.atol, tol.rtol, tol.margin)
     return Derivation(train, held, tolerance.frontier([r["hull"] for r in train]), tol, holdout, same)
+
+
+def candidate_table(sw: Sweep) -> list[dict]:
+    """Every candidate's verdict against the oracle (parity.verdict): under each precision class
+    (the sweep's decides), its worst weight margin, ids, tie rule and special-value convention."""
+    rows = []
+    for name, c in sw.summary.get("candidates", {}).items():
+        row = {"candidate": name, "trusted": c["trusted"]}
+        row.update({p: ("pass" if j["ok"] else f"FAIL ({j['failed_cases']}/{j['cases']} cases)")
+                    for p, j in c["by_precision"].items()})
+        row.update({"decides": c["precision"], "worst margin": num(c["margin"]), "worst case": c["worst_case"],
+                    "genuine rows": c["rows_genuine"], "near-tie rows": c["rows_near_tie"],
+                    "tie rule": sw.summary["tie_rules"].get(name, {}).get("detail", "-"),
+                    "special values": special_cell(sw.summary.get("special_semantics", {}).get(name, {}))})
+        rows.append(row)
+    return rows
+
+
+def candidate_reasons(sw: Sweep, candidate: str, precision: str | None = None) -> list[str]:
+    """Why a candidate fails under a precision class (the sweep's by default): one line per problem."""
+    c = sw.summary["candidates"][candidate]
+    return c["by_precision"][precision or c["precision"]]["reasons"]
+
+
+def envelope_table(sw: Sweep) -> list[dict]:
+    """The precision envelopes: members, derived point, a-priori bound, the envelope, held-out margin."""
+    return [{"dtype": d, "precision": p, "members": ", ".join(e["members"]),
+             "derived atol": num(e["derived"]["atol"]), "derived rtol": num(e["derived"]["rtol"]),
+             "a-priori rtol": num(e["a_priori"]["rtol"]), "envelope atol": num(e["atol"]),
+             "envelope rtol": num(e["rtol"]), "held-out margin": num(e["margin"])}
+            for d, by_p in sorted(sw.summary.get("precision_envelopes", {}).items()) for p, e in by_p.items()]
+
+
+def recompute_envelope(sw: Sweep, dtype: str, precision: str) -> tuple[dict, bool]:
+    """One precision envelope derived again from the records (members' ~oracle pairs), and whether
+    it equals summary.json's."""
+    from parity.summary import precision_envelopes, trusted
+
+    correct = [r for r in sw.pairs() if trusted(r)]
+    env = precision_envelopes(correct)[dtype][precision]
+    s = sw.summary["precision_envelopes"][dtype][precision]
+    same = all(num(s[k]) == env[k] for k in ("atol", "rtol", "margin")) and s["members"] == env["members"]
+    return env, same
 
 
 def policy_scores(sw: Sweep, pair: str) -> list[dict]:

@@ -8,7 +8,10 @@ pytest-xdist. Loaded from tests/conftest.py, so the controller sees it too.
   and plots, exactly as ``parity sweep`` would; a failed verdict fails the run.
 - With several GPUs, worker gwN pins itself to GPU N % device_count.
 
-Options: PARITY_GRID (default smoke), PARITY_SWEEP_OUT (default reports/pytest-sweep).
+Options: PARITY_GRID (default smoke), PARITY_SWEEP_OUT (default reports/pytest-sweep),
+PARITY_CANDIDATES (comma-separated module:function, judged beside fused, as ``--candidate``),
+PARITY_PRECISION (fp32 | input-dtype, as ``--precision``) and PARITY_FAIL_ON_SPECIAL_VALUES=1 (as
+``--fail-on-special-values``): the verdict is parity.verdict's, the same as the CLI's.
 """
 from __future__ import annotations
 
@@ -22,9 +25,14 @@ import pytest
 import torch
 
 from parity import device
+from parity.tolerance import DEFAULT_PRECISION
+from parity.verdict import Rule
 
 GRID = os.environ.get("PARITY_GRID", "smoke")
 OUT = Path(os.environ.get("PARITY_SWEEP_OUT", "reports/pytest-sweep"))
+RULE = Rule(os.environ.get("PARITY_PRECISION", DEFAULT_PRECISION),
+            os.environ.get("PARITY_FAIL_ON_SPECIAL_VALUES", "") not in ("", "0"))
+CANDIDATE_SPECS = [c.strip() for c in os.environ.get("PARITY_CANDIDATES", "").split(",") if c.strip()]
 _records: list[dict] = []
 _merged: list[dict] = []
 _workers: list[dict] = []
@@ -45,6 +53,16 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def sweep_sink(request):
     return _records
+
+
+def candidates() -> dict:
+    """The sweep's candidates: parity's own, then PARITY_CANDIDATES."""
+    from parity import routing, sweep
+
+    found = {n: routing.get(n) for n in sweep.default_candidates()}
+    for spec in CANDIDATE_SPECS:
+        found[spec] = routing.load(spec, "PARITY_CANDIDATES")
+    return found
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -71,7 +89,8 @@ def pytest_sessionfinish(session, exitstatus):
     meta = {**device.describe(), "git_sha": git_sha(), "started": _started,
             "seconds": round(time.monotonic() - _t0, 1), "grid": grid.name,
             "grid_description": grid.description, "runner": "pytest-xdist",
-            "workers": _workers or [_worker_info("main")]}
+            "workers": _workers or [_worker_info("main")], "candidates": list(candidates()),
+            "precision": RULE.precision, "fail_on_special_values": RULE.fail_on_special_values}
     summary = render_all(records, meta, OUT)
     tr = config.pluginmanager.get_plugin("terminalreporter")
     if tr:

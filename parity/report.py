@@ -130,14 +130,152 @@ def reliability_section(out: Path) -> list[str]:
     return L
 
 
+def _ids_summary(j: dict) -> str:
+    parts = []
+    if j["rows_genuine"]:
+        parts.append(f"**{j['rows_genuine']} genuine**")
+    if j["rows_near_tie"]:
+        parts.append(f"{j['rows_near_tie']} near-tie")
+    parts.append(f"{j['rows_tie_explained']} tie-explained")
+    return ", ".join(parts)
+
+
+def candidates_section(summary: dict) -> list[str]:
+    """One row per candidate: its verdict under every precision class (the chosen one decides),
+    its worst margin, its ids against the oracle, tie rule and special-value convention."""
+    cands = summary.get("candidates", {})
+    if not cands:
+        return []
+    precisions = list(next(iter(cands.values()))["by_precision"])
+    L = ["## Candidates\n",
+         "Each candidate is judged against the fp64 oracle by the envelope of a precision class, "
+         "derived from trusted implementations only (parity's own kernels and the torch references), "
+         "never from its own errors. margin = worst weight error / allowed (< 1 passes). "
+         "A trusted candidate is held to the envelope on held-out cases; any other, on every case.\n",
+         "| candidate | " + " | ".join(f"{p}" for p in precisions)
+         + " | worst margin (decides) | ids vs the oracle | tie rule | special values vs the oracle |",
+         "|---|" + "---|" * (len(precisions) + 4)]
+    for name, c in cands.items():
+        cells = []
+        for p in precisions:
+            j = c["by_precision"][p]
+            mark = ("pass" if j["ok"] else f"**FAIL** ({j['failed_cases']}/{j['cases']} cases)")
+            cells.append(mark + (" ◀" if p == c["precision"] else ""))
+        tie = summary["tie_rules"].get(name, {})
+        L.append(f"| {name}{'' if c['trusted'] else ' (user)'} | " + " | ".join(cells)
+                 + f" | {fmt(c['margin'])} ({c['worst_case'] or '-'}) | {_ids_summary(c)} | "
+                 f"{tie.get('detail', '-')} | {special_cell(summary.get('special_semantics', {}).get(name, {}))} |")
+    L.append("")
+    for name, c in cands.items():
+        if not c["ok"]:
+            L.append(f"{name} fails under `--precision {c['precision']}`:")
+            L.extend(f"- {r}" for r in c["reasons"][:8])
+            L.append("")
+    pol = summary.get("candidate_policies", {})
+    if pol:
+        L.append("What the tolerance policies people use today would say of each user candidate against "
+                 "the torch references (with the tolerance fused gets there); caught: some case fails.\n")
+        loose = {r["policy"] for r in summary["best_policy"]["table"] if r["correct_failures"]}
+        L.append("| candidate | baseline | " + " | ".join(p + (" †" if p in loose else "") for p in POLICY_NAMES) + " |")
+        L.append("|---|---|" + "---|" * len(POLICY_NAMES))
+        for name, by_base in pol.items():
+            for base, row in sorted(by_base.items()):
+                L.append(f"| {name} | {base} | " + " | ".join(row.get(p, "-") for p in POLICY_NAMES) + " |")
+        if loose:
+            L.append("\n† fails correct implementations too in this sweep (Policies, below): its catches "
+                     "say little.")
+        L.append("")
+    return L
+
+
+def special_cell(kinds: dict) -> str:
+    """A candidate's special-value convention in one cell: per kind of row, how many rows and
+    where it differs from the oracle's."""
+    if not kinds:
+        return "-"
+    parts = []
+    for kind, v in kinds.items():
+        if v["differ"]:
+            parts.append(f"**{kind} rows: differs in {v['differ']} of {v['rows']}** (chose a {kind} logit in "
+                         f"{v['candidate_chose']}, oracle in {v['baseline_chose']}; NaN weights in "
+                         f"{v['candidate_nan_weights']}, oracle in {v['baseline_nan_weights']})")
+        else:
+            parts.append(f"{kind} rows: as the oracle ({v['rows']})")
+    return "; ".join(parts)
+
+
+def special_section(summary: dict) -> list[str]:
+    sem = summary.get("special_semantics", {})
+    if not sem:
+        return []
+    fails = summary["verdict"].get("fail_on_special_values")
+    L = ["## Special values\n",
+         "Rows holding NaN or infinite logits are routed by convention. The oracle's: NaN ranks above "
+         "+inf (as torch.topk), equal values go to the lower id, and a row whose chosen logits hold NaN "
+         "or +inf (or are all -inf) gets NaN weights. Each row of this table is an implementation "
+         "against the oracle, summed over cases; a difference is "
+         + ("**failed** (`--fail-on-special-values`)." if fails else
+            "reported, not failed (`--fail-on-special-values` fails it).") + "\n",
+         "| implementation | kind of row | rows | differs from the oracle | chose such a logit (candidate / oracle) "
+         "| NaN weights (candidate / oracle) |", "|---|---|---|---|---|---|"]
+    candidates = summary.get("candidates", {})
+    for name, kinds in sem.items():
+        if name not in candidates and not any(v["differ"] for v in kinds.values()):
+            continue  # a mutant that follows the oracle's conventions: nothing to say
+        for kind, v in kinds.items():
+            L.append(f"| {name} | {kind} | {v['rows']} | {'**' + str(v['differ']) + '**' if v['differ'] else 0} | "
+                     f"{v['candidate_chose']} / {v['baseline_chose']} | "
+                     f"{v['candidate_nan_weights']} / {v['baseline_nan_weights']} |")
+    L.append("")
+    return L
+
+
+def envelope_section(summary: dict) -> list[str]:
+    env = summary.get("precision_envelopes", {})
+    if not env:
+        return []
+    L = ["## Precision envelopes: what judges a candidate\n",
+         "Per logit dtype and precision class: the trusted implementations whose errors against the "
+         "oracle make the envelope (members), the tolerance derived from their derivation cases (the "
+         "frontier point at the typical weight 1/K, times the safety factor), the class's a-priori "
+         "bound, and the envelope: the larger of the two in each term. Validated on the members' "
+         "held-out cases.\n",
+         "| dtype | precision | members | derived (atol, rtol) | a-priori (atol, rtol) | envelope atol | envelope rtol | held out | held-out margin |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for dtype, by_p in sorted(env.items()):
+        for p, e in by_p.items():
+            L.append(f"| {dtype} | {p} | {', '.join(e['members'])} | ({fmt(e['derived']['atol'])}, "
+                     f"{fmt(e['derived']['rtol'])}) | ({fmt(e['a_priori']['atol'])}, {fmt(e['a_priori']['rtol'])}) | "
+                     f"{fmt(e['atol'])} | {fmt(e['rtol'])} | {e['holdout_cases']} cases | "
+                     f"{fmt(e['margin'])}{'' if e['holdout_pass'] else ' **FAIL**'} |")
+    L.append("")
+    return L
+
+
+def observed_section(summary: dict) -> list[str]:
+    obs = summary.get("observed_envelopes", {})
+    if not obs:
+        return []
+    L = ["\n### Observed error envelopes of user candidates (a description, never a pass mark)\n",
+         "Derived from each candidate's own errors the same way as above: what the kernel does, "
+         "bugs included. Its verdict comes from the precision envelope instead.\n",
+         "| dtype | pair | atol | rtol | held-out margin |", "|---|---|---|---|---|"]
+    for dtype, pairs in sorted(obs.items()):
+        for pair, t in sorted(pairs.items()):
+            L.append(f"| {dtype} | {pair} | {fmt(t['atol'])} | {fmt(t['rtol'])} | {fmt(t['margin'])} |")
+    return L
+
+
 def render(summary: dict, out: Path, plots: list[str]) -> Path:
     meta, verdict = summary["meta"], summary["verdict"]
     L = []
     L.append("# parity report\n")
     ok = verdict["ok"]
-    L.append(f"**Verdict: {'PASS' if ok else 'FAIL'}** — "
-             + ("every candidate picks the oracle's experts (ties aside) and stays within its derived "
-                "tolerance on every held-out case." if ok else "see the reasons below."))
+    precision = verdict.get("precision", "fp32")
+    L.append(f"**Verdict: {'PASS' if ok else 'FAIL'}** (`--precision {precision}`"
+             + (", `--fail-on-special-values`" if verdict.get("fail_on_special_values") else "") + ") — "
+             + ("every candidate picks the oracle's experts (ties aside) and keeps its weights within the "
+                f"{precision} envelope, which trusted implementations alone made." if ok else "see the reasons below."))
     for r in verdict["reasons"][:20]:
         L.append(f"- {r}")
     if len(verdict["reasons"]) > 20:
@@ -156,6 +294,7 @@ def render(summary: dict, out: Path, plots: list[str]) -> Path:
     L.append(f"Best policy: **{bp['policy']}** — passes every correct implementation "
              f"({bt['correct_failures']} failures) and catches {bt['mutants_caught']} of "
              f"{bt['mutants']} mutants.\n")
+    L.extend(candidates_section(summary))
 
     L.append("## Fused kernel vs the model's torch code (upstream-style), with the oracle\n")
     L.append("Worst over seeds. Δweight: largest absolute weight difference on matched experts. "
@@ -178,10 +317,12 @@ def render(summary: dict, out: Path, plots: list[str]) -> Path:
     L.append("Rows where equal logits straddle the K-th place (the expert set depends on the tie rule), "
              "and the rule each implementation followed in them. An id check that ignores ties would "
              "have reported every row where an implementation's rule differs from its baseline's.\n")
-    L.append("| implementation | tied rows | chose the lower ids | chose the higher ids | rule |")
+    L.append("Rows holding a NaN or an infinite logit are counted apart: their order is a convention "
+             "about special values (next section), not a tie rule.\n")
+    L.append("| implementation | tied finite rows | chose the lower ids | chose the higher ids | rule |")
     L.append("|---|---|---|---|---|")
     for impl, t in sorted(summary["tie_rules"].items()):
-        L.append(f"| {impl} | {t['tied_rows']} | {t['lower_id']} | {t['higher_id']} | {t['rule']} |")
+        L.append(f"| {impl} | {t['tied_rows']} | {t['lower_id']} | {t['higher_id']} | {t.get('detail', t['rule'])} |")
     L.append("")
     tied = defaultdict(int)
     total = defaultdict(int)
@@ -196,6 +337,8 @@ def render(summary: dict, out: Path, plots: list[str]) -> Path:
         L.append(f"| {k[0]} | {k[1]} | {total[k]} | {tied[k]} ({100 * tied[k] / max(total[k], 1):.1f}%) |")
     L.append("")
 
+    L.extend(special_section(summary))
+    L.extend(envelope_section(summary))
     L.append("## Derived tolerances\n")
     L.append("From the derivation cases (seeds 0-2), the frontier of (atol, rtol) pairs that cover every "
              "observed error; the point allowing least at a typical weight (1/K), times the safety "
@@ -211,6 +354,7 @@ def render(summary: dict, out: Path, plots: list[str]) -> Path:
                      f"({fmt(t['chosen'][0])}, {fmt(t['chosen'][1])}) | {t['safety']}x | "
                      f"{t['derived_from']} cases | {t['holdout_cases']} cases | {fmt(t['margin'])}{status} | "
                      f"{fmt(t['a_priori']['atol'])} | {fmt(t['a_priori']['rtol'])} |")
+    L.extend(observed_section(summary))
     L.append("\nReading the gap: the a-priori rtol assumes every rounding goes the same way at once, in "
              "the worst row; the frontier point is what the data shows (roundings partly cancel, and the "
              "worst case is rare), so it sits at or below the bound. The derived tolerance is that point "
@@ -247,6 +391,18 @@ def render(summary: dict, out: Path, plots: list[str]) -> Path:
         L.append(f"| {r['policy']} | {r['correct_failures']} | {r['mutants_caught']}/{r['mutants']} |")
     L.append("\nA mutant no tolerance can catch (a tie rule, say) is caught by the tie-rule table above "
              "or by demanding exact ids against the oracle.\n")
+    by_precision = summary.get("mutants_by_precision", {})
+    if any(by_precision.values()):
+        L.append("The same mutants judged as a candidate is (against the oracle, by each precision class's "
+                 "envelope; parity.verdict):\n")
+        L.append("| mutant | " + " | ".join(f"--precision {p}" for p in by_precision) + " |")
+        L.append("|---|" + "---|" * len(by_precision))
+        names = sorted({m for t in by_precision.values() for m in t})
+        for m in names:
+            L.append(f"| {m} | " + " | ".join(by_precision[p].get(m, "-") for p in by_precision) + " |")
+        L.append("| **caught** | " + " | ".join(
+            f"**{sum(v == 'caught' for v in by_precision[p].values())}/{len(by_precision[p])}**" for p in by_precision) + " |")
+        L.append("")
     if "oracle" in summary.get("mutants_by_dtype", {}):
         L.append("The same mutants against the fp64 oracle, with each policy's tolerance for fused~oracle: "
                  "without the reference's own rounding in the way, a tight tolerance sees much more.\n")

@@ -1,16 +1,20 @@
-"""From records to the summary: derived tolerances and their validation, policy scores, the
-mutation matrix, tie rules and the verdict (field names: shared/DESIGN.md)."""
+"""From records to the summary: derived tolerances and their validation, the precision-class
+envelopes, every candidate's verdict (parity.verdict), policy scores, the mutation matrix, tie rules
+and the overall verdict (field names: shared/DESIGN.md)."""
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 
-from parity.tolerance import (DERIVED, POLICY_NAMES, derive, policy_tolerance, validate,
-                              verdict)
+from parity.analysis import describe_rule, rule_of
+from parity.tolerance import (DERIVED, POLICY_NAMES, PRECISIONS, derive, in_precision_class,
+                              policy_tolerance, precision_envelope, validate, verdict)
+from parity.verdict import Rule, judge
 
 PAIR_FIELDS = (
     "ids_match", "rows", "rows_mismatched", "rows_tie_explained", "rows_near_tie", "rows_genuine",
-    "rows_nan", "nan_rows_agree", "nonfinite", "weights_compared", "max_abs", "max_rel", "max_ulp",
+    "rows_nan", "nan_rows_agree", "nonfinite", "weights_compared", "rows_special", "rows_special_differ",
+    "special_values", "max_abs", "max_rel", "max_ulp",
     "p50_abs", "p99_abs", "p999_abs", "p50_rel", "p99_rel", "p999_rel", "p50_ulp", "p99_ulp",
     "p999_ulp", "worst", "worst_rows", "genuine_rows", "attribution",
 )
@@ -25,9 +29,99 @@ def _by(records, *keys):
     return out
 
 
+def trusted(r: dict) -> bool:
+    """A pair record of one of parity's own implementations (records written before the field
+    existed held no others)."""
+    return r.get("candidate_trusted", True)
+
+
+def _typical_weight(recs: list[dict]) -> float:
+    return 1.0 / recs[0]["case"]["K"]
+
+
+def derived_tolerances(pairs: list[dict]) -> dict:
+    """Per dtype and pair: derived from the derivation cases, validated on the held-out ones."""
+    out: dict[str, dict] = defaultdict(dict)
+    for (dtype, pair), recs in sorted(_by(pairs, "dtype", "pair").items()):
+        train = [r for r in recs if r["case"]["role"] == "derive"]
+        held = [r for r in recs if r["case"]["role"] == "holdout"]
+        if train:
+            out[dtype][pair] = validate(derive(pair, dtype, train, _typical_weight(train)), held).as_dict()
+    return dict(out)
+
+
+def precision_envelopes(trusted_pairs: list[dict]) -> dict:
+    """{dtype: {precision: envelope}} from the trusted implementations' errors against the oracle."""
+    vs_oracle = [r for r in trusted_pairs if r["baseline"] == "oracle"]
+    out: dict[str, dict] = defaultdict(dict)
+    for dtype, recs in sorted(_by(vs_oracle, "dtype").items()):
+        dtype = dtype[0]
+        for precision in PRECISIONS:
+            members = [r for r in recs if in_precision_class(_arithmetic(r), precision, dtype)]
+            train = [r for r in members if r["case"]["role"] == "derive"]
+            if train:
+                held = [r for r in members if r["case"]["role"] == "holdout"]
+                out[dtype][precision] = precision_envelope(precision, dtype, train, held, _typical_weight(train))
+    return dict(out)
+
+
+def _arithmetic(r: dict) -> str | None:
+    """A trusted pair record's arithmetic (routing.ARITHMETIC); records written before the field
+    existed are looked up by name."""
+    if "candidate_arithmetic" in r:
+        return r["candidate_arithmetic"]
+    from parity.routing import ARITHMETIC
+
+    return ARITHMETIC.get(r["candidate"])
+
+
+def candidate_verdicts(pairs: list[dict], envelopes: dict, rule: Rule, kind: str = "candidate") -> dict:
+    """Per implementation of ``kind``: its judgement under every precision class (the rule's
+    decides), from its ~oracle records."""
+    out = {}
+    for (name,), recs in sorted(_by([r for r in pairs if r["candidate_kind"] == kind and r["baseline"] == "oracle"],
+                                    "candidate").items()):
+        is_trusted = all(trusted(r) for r in recs) and kind != "mutant"
+        by_precision = {p: judge(name, recs, envelopes, Rule(p, rule.fail_on_special_values), trusted=is_trusted).as_dict()
+                        for p in PRECISIONS}
+        out[name] = {"trusted": is_trusted, "precision": rule.precision, **by_precision[rule.precision],
+                     "by_precision": by_precision}
+    return out
+
+
+def special_semantics(pairs: list[dict]) -> dict:
+    """Per candidate (and mutant) against the oracle: what it did in rows holding NaN or infinite
+    logits, per kind, summed over cases."""
+    out: dict = {}
+    for r in pairs:
+        if r["baseline"] != "oracle" or not r.get("special_values"):
+            continue
+        acc = out.setdefault(r["candidate"], {})
+        for kind, v in r["special_values"].items():
+            a = acc.setdefault(kind, defaultdict(int))
+            for k, n in v.items():
+                a[k] += n
+    return {c: {k: dict(v) for k, v in kinds.items()} for c, kinds in sorted(out.items())}
+
+
+def _policy_verdicts(recs: list[dict], tolerances: dict, baseline: str, dtype: str) -> dict:
+    """Per policy, caught (some case fails) or missed, for an implementation in fused's place:
+    the tolerance a candidate there would be held to."""
+    out = {}
+    for policy in POLICY_NAMES:
+        tol = policy_tolerance(policy, dtype, f"fused~{baseline}", tolerances)
+        if tol is not None:
+            results = [verdict(r, *tol) for r in recs]
+            out[policy] = ("caught" if any(not p for p, _ in results) else "missed",
+                           max((m for _, m in results), default=0.0))
+    return out
+
+
 def summarize(records: list[dict], meta: dict) -> dict:
+    rule = Rule(meta.get("precision", Rule.precision), bool(meta.get("fail_on_special_values", False)))
     pairs = [r for r in records if r["kind"] == "pair"]
-    correct = [r for r in pairs if r["candidate_kind"] in ("candidate", "baseline")]
+    correct = [r for r in pairs if r["candidate_kind"] in ("candidate", "baseline") and trusted(r)]
+    untrusted = [r for r in pairs if r["candidate_kind"] == "candidate" and not trusted(r)]
     mutant_pairs = [r for r in pairs if r["candidate_kind"] == "mutant"]
 
     cases: dict[str, dict] = {}
@@ -41,14 +135,8 @@ def summarize(records: list[dict], meta: dict) -> dict:
         elif r["kind"] == "error":
             c["errors"][r["impl"]] = r["error"]
 
-    tolerances: dict[str, dict] = defaultdict(dict)
-    for (dtype, pair), recs in sorted(_by(correct, "dtype", "pair").items()):
-        train = [r for r in recs if r["case"]["role"] == "derive"]
-        held = [r for r in recs if r["case"]["role"] == "holdout"]
-        if not train:
-            continue
-        tol = validate(derive(pair, dtype, train, typical_weight=1.0 / train[0]["case"]["K"]), held)
-        tolerances[dtype][pair] = tol.as_dict()
+    tolerances = derived_tolerances(correct)
+    envelopes = precision_envelopes(correct)
 
     policies: dict[str, dict] = {}
     for policy in POLICY_NAMES:
@@ -71,16 +159,9 @@ def summarize(records: list[dict], meta: dict) -> dict:
     by_dtype: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     mutant_margins: dict[str, dict] = defaultdict(dict)
     for (mutant, baseline, dtype), recs in sorted(_by(mutant_pairs, "candidate", "baseline", "dtype").items()):
-        for policy in POLICY_NAMES:
-            # the tolerance a candidate in fused's place would be held to
-            tol = policy_tolerance(policy, dtype, f"fused~{baseline}", tolerances)
-            if tol is None:
-                continue
-            results = [verdict(r, *tol) for r in recs]
-            caught = any(not p for p, _ in results)
-            by_dtype[baseline][dtype][mutant][policy] = "caught" if caught else "missed"
+        for policy, (v, worst) in _policy_verdicts(recs, tolerances, baseline, dtype).items():
+            by_dtype[baseline][dtype][mutant][policy] = v
             if baseline == PRIMARY_BASELINE:
-                worst = max((m for _, m in results), default=0.0)
                 mutant_margins[mutant][policy] = max(worst, mutant_margins[mutant].get(policy, 0.0))
     mutants_by_baseline: dict = {}
     for baseline, dtypes in by_dtype.items():
@@ -95,34 +176,56 @@ def summarize(records: list[dict], meta: dict) -> dict:
     mutants_by_dtype = {b: {d: {m: dict(v) for m, v in t.items()} for d, t in dtypes.items()}
                         for b, dtypes in by_dtype.items()}
 
+    candidates = candidate_verdicts(pairs, envelopes, rule)
+    mutant_verdicts = candidate_verdicts(mutant_pairs, envelopes, rule, kind="mutant")
     summary = {
         "meta": meta,
         "cases": list(cases.values()),
-        "tolerances": dict(tolerances),
+        "tolerances": tolerances,
+        "precision_envelopes": envelopes,
+        "observed_envelopes": derived_tolerances(untrusted),
+        "candidates": candidates,
+        "candidate_policies": _candidate_policies(untrusted, tolerances),
         "policies": policies,
         "mutants": mutants,
         "mutants_by_dtype": mutants_by_dtype,
         "mutants_by_baseline": mutants_by_baseline,
+        "mutants_by_precision": {p: {m: "missed" if v["by_precision"][p]["ok"] else "caught"
+                                     for m, v in mutant_verdicts.items()} for p in PRECISIONS},
         "mutant_margins": dict(mutant_margins),
         "tie_rules": tie_rules(records),
+        "special_semantics": special_semantics([r for r in pairs if r["candidate_kind"] in ("candidate", "mutant")]),
     }
     summary["best_policy"] = best_policy(summary)
-    summary["verdict"] = verdict_of(records, tolerances)
+    summary["verdict"] = verdict_of(records, tolerances, candidates, rule)
     return summary
 
 
+def _candidate_policies(untrusted: list[dict], tolerances: dict) -> dict:
+    """How each named policy would judge a user's candidate against the torch references, as
+    upstream tests do (the tolerance fused gets in that place): caught or missed, per baseline."""
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for (name, baseline, dtype), recs in sorted(_by([r for r in untrusted if r["baseline"] != "oracle"],
+                                                    "candidate", "baseline", "dtype").items()):
+        for policy, (v, _) in _policy_verdicts(recs, tolerances, baseline, dtype).items():
+            if out[name][baseline].get(policy) != "caught":
+                out[name][baseline][policy] = v
+    return {n: dict(b) for n, b in out.items()}
+
+
 def tie_rules(records: list[dict]) -> dict:
-    """Per implementation: the tie rule over all cases with ties straddling the K-th place."""
-    acc: dict[str, dict] = defaultdict(lambda: {"tied_rows": 0, "lower_id": 0, "higher_id": 0})
+    """Per implementation: the tie rule over all cases with ties straddling the K-th place, finite
+    rows and rows holding special values apart."""
+    keys = ("tied_rows", "lower_id", "higher_id", "special_tied_rows", "special_lower_id", "special_higher_id")
+    acc: dict[str, dict] = defaultdict(lambda: dict.fromkeys(keys, 0))
     for r in records:
         if r["kind"] == "implementation":
             a = acc[r["impl"]]
-            for k in ("tied_rows", "lower_id", "higher_id"):
-                a[k] += r["tie_rule"][k]
+            for k in keys:
+                a[k] += r["tie_rule"].get(k, 0)
     for a in acc.values():
-        n = a["tied_rows"]
-        a["rule"] = ("untested" if n == 0 else "lower id" if a["lower_id"] == n
-                     else "higher id" if a["higher_id"] == n else "no consistent rule")
+        a["rule"] = rule_of(a["lower_id"], a["higher_id"], a["tied_rows"])
+        a["detail"] = describe_rule(a)
     return dict(acc)
 
 
@@ -141,22 +244,22 @@ def best_policy(summary: dict) -> dict:
     return {"policy": best["policy"], "table": rows}
 
 
-def verdict_of(records: list[dict], tolerances: dict) -> dict:
-    """Fail when a candidate (a correct implementation under test) picks a genuinely different
-    expert anywhere, breaks its derived tolerance on a held-out case, or breaks the contract."""
+def verdict_of(records: list[dict], tolerances: dict, candidates: dict, rule: Rule) -> dict:
+    """Fail when a candidate breaks the contract or raises, fails its judgement against the oracle
+    (parity.verdict: ids, NaN/inf, its precision class's envelope), or, for parity's own kernels,
+    breaks a derived tolerance against a torch reference on a held-out case."""
     reasons = []
     for r in records:
         if r["kind"] == "error" and r["impl_kind"] in ("candidate", "case"):
             reasons.append(f"{r['case_id']}: {r['impl']} failed: {r['error']}")
-        if r["kind"] != "pair" or r["candidate_kind"] != "candidate":
+    for c in candidates.values():
+        reasons += c["reasons"]
+    for r in records:
+        if (r["kind"] != "pair" or r["candidate_kind"] != "candidate" or not trusted(r)
+                or r["baseline"] == "oracle" or r["case"]["role"] != "holdout"):
             continue
-        if r["rows_genuine"]:
-            reasons.append(f"{r['case_id']}: {r['pair']}: {r['rows_genuine']} rows pick genuinely "
-                           f"different experts (first rows {r['genuine_rows'][:5]})")
-        if not r["nan_rows_agree"]:
-            reasons.append(f"{r['case_id']}: {r['pair']}: NaN rows differ from the baseline's")
         tol = tolerances.get(r["case"]["dtype"], {}).get(r["pair"])
-        if tol and r["case"]["role"] == "holdout":
+        if tol:
             passed, m = verdict(r, tol["atol"], tol["rtol"])
             if not passed:
                 w = r.get("worst") or {}
@@ -165,4 +268,5 @@ def verdict_of(records: list[dict], tolerances: dict) -> dict:
                     f"rtol={tol['rtol']:.3g}): margin {m:.3g}; worst at row {w.get('row')}, expert "
                     f"{w.get('expert')}: got {w.get('candidate')!r}, expected {w.get('baseline')!r}, "
                     f"abs err {w.get('abs', math.nan):.3g}")
-    return {"ok": not reasons, "reasons": reasons}
+    return {"ok": not reasons, "reasons": reasons, "precision": rule.precision,
+            "fail_on_special_values": rule.fail_on_special_values}

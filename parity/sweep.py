@@ -144,6 +144,10 @@ def run_case(
     kinds.update({name: "candidate" for name in candidates})
     kinds.update({name: "mutant" for name in mutants})
     fns = {**{n: routing.get(n) for n in baselines if n != "oracle"}, **candidates, **mutants}
+    # trusted: parity's own implementations, under their own names (a candidate judges nothing)
+    arithmetic = {n: routing.ARITHMETIC[n] for n, fn in fns.items()
+                  if n in routing.ARITHMETIC and kinds[n] != "mutant" and fn is routing.get(n)}
+    arithmetic["oracle"] = routing.ARITHMETIC["oracle"]
     for name, fn in fns.items():
         try:
             outs[name] = _route(name, fn, g, K, s)
@@ -159,8 +163,7 @@ def run_case(
 
     def pair(cb):
         c, b = cb
-        base_dtype = torch.float64 if b == "oracle" else dtype
-        return compare(g_cpu, outs[c], outs[b], s_cpu, pair=f"{c}~{b}", base_dtype=base_dtype)
+        return compare(g_cpu, outs[c], outs[b], s_cpu, pair=f"{c}~{b}")
 
     # torch releases the GIL in its kernels: comparisons of one case run side by side on the cores
     with ThreadPoolExecutor(max_workers=COMPARE_THREADS) as pool:
@@ -168,10 +171,12 @@ def run_case(
         results = dict(zip(jobs, pool.map(pair, jobs)))
         for name, rule in zip(list(outs), rules):
             records.append({**head, "kind": "implementation", "impl": name,
-                            "impl_kind": kinds.get(name, "oracle"), "tie_rule": rule})
+                            "impl_kind": kinds.get(name, "oracle"), "trusted": name in arithmetic,
+                            "arithmetic": arithmetic.get(name), "tie_rule": rule})
     for (c, b), res in results.items():
         rec = {**head, "kind": "pair", "candidate": c, "baseline": b,
-               "candidate_kind": kinds.get(c, "oracle"), **res.as_dict()}
+               "candidate_kind": kinds.get(c, "oracle"), "candidate_trusted": c in arithmetic,
+               "candidate_arithmetic": arithmetic.get(c), **res.as_dict()}
         if b != "oracle" and (c, "oracle") in results and (b, "oracle") in results:
             rec["attribution"] = attribute(results[(c, "oracle")], results[(b, "oracle")])
         records.append(rec)

@@ -46,14 +46,22 @@ FUSED_ULP = 8.0
 FP32_ULP_REL = 2.0**-23  # one fp32 ulp, relative, at worst
 
 
-def margin(hull: list, atol: float, rtol: float) -> float:
-    """The worst error / allowed error over the hull points (> 1 means the check fails)."""
-    worst = 0.0
-    for b, e in hull:
+def worst_point(hull: list, atol: float, rtol: float) -> tuple[float, int | None]:
+    """(margin, index): the worst error / allowed error over the hull points (> 1 means the check
+    fails) and the point that reaches it (None when no point has an error)."""
+    worst, at = 0.0, None
+    for i, (b, e) in enumerate(hull):
         allowed = atol + rtol * b
         if e > 0:
-            worst = max(worst, math.inf if allowed <= 0 else e / allowed)
-    return worst
+            m = math.inf if allowed <= 0 else e / allowed
+            if at is None or m > worst:
+                worst, at = m, i
+    return worst, at
+
+
+def margin(hull: list, atol: float, rtol: float) -> float:
+    """The worst error / allowed error over the hull points (> 1 means the check fails)."""
+    return worst_point(hull, atol, rtol)[0]
 
 
 def verdict(record: dict, atol: float, rtol: float) -> tuple[bool, float]:
@@ -162,6 +170,51 @@ def validate(tol: Tolerance, records: list[dict]) -> Tolerance:
             worst, worst_case = m, r["case_id"]
     tol.holdout_pass, tol.margin, tol.holdout_worst_case = ok, worst, worst_case
     return tol
+
+
+# Precision classes: what a candidate's arithmetic is declared to be, and so which trusted
+# implementations' errors against the oracle make the envelope it is judged by (parity.verdict).
+PRECISIONS: dict[str, str] = {
+    "fp32": "fp32 arithmetic: the envelope of parity's own fp32 kernels against the oracle (and, on "
+            "fp32 logits, of the torch references, which compute in fp32 there), at least the "
+            f"a-priori bound of {FUSED_ULP:g} fp32 ulps; near-tie flips at the K-th place fail",
+    "input-dtype": "arithmetic in the logits' dtype: the envelope of the torch references (and every "
+                   "more precise trusted implementation) against the oracle, at least their a-priori "
+                   "bound; near-tie flips within two roundings of that dtype are forgiven",
+}
+DEFAULT_PRECISION = "fp32"
+_A_PRIORI_AS = {"fp32": "fused", "input-dtype": "softmax_all"}
+"""Whose a-priori bound floors each class's envelope: the fp32 kernel's ulp bound, the model
+formulation's roundings in the input dtype."""
+
+
+def in_precision_class(arithmetic: str | None, precision: str, dtype: str) -> bool:
+    """Whether a trusted implementation of ``arithmetic`` (routing.ARITHMETIC) shows what a
+    ``precision`` kernel may do on ``dtype`` logits. input-dtype arithmetic on fp32 logits is fp32
+    arithmetic; the oracle judges and is never a member."""
+    if arithmetic not in ("fp32", "input-dtype"):
+        return False
+    return precision == "input-dtype" or arithmetic == "fp32" or dtype == "float32"
+
+
+def precision_envelope(precision: str, dtype: str, train: list[dict], held: list[dict],
+                       typical_weight: float) -> dict:
+    """The (atol, rtol) that judges a ``precision`` candidate against the oracle on ``dtype``
+    logits: derived like any tolerance from the members' derivation records (the frontier of all
+    their hulls together, its point at the typical weight, times SAFETY), then raised to the
+    class's a-priori bound where that allows more, and validated on the members' held-out records.
+    No candidate's own errors enter it."""
+    tol = derive(precision, dtype, train, typical_weight)
+    bound = a_priori(f"{_A_PRIORI_AS[precision]}~oracle", dtype)
+    atol, rtol = max(tol.atol, bound["atol"]), max(tol.rtol, bound["rtol"])
+    tol.atol, tol.rtol = atol, rtol
+    validate(tol, held)
+    members = sorted({r["candidate"] for r in train})
+    return {"precision": precision, "dtype": dtype, "atol": atol, "rtol": rtol, "members": members,
+            "derived": {"atol": tol.safety * tol.chosen[0], "rtol": tol.safety * tol.chosen[1]},
+            "chosen": tol.chosen, "safety": tol.safety, "a_priori": bound, "derived_from": tol.derived_from,
+            "holdout_cases": tol.holdout_cases, "holdout_pass": tol.holdout_pass, "margin": tol.margin,
+            "holdout_worst_case": tol.holdout_worst_case}
 
 
 def policy_tolerance(policy: str, dtype: str, pair: str, derived: dict) -> tuple[float, float] | None:

@@ -22,7 +22,7 @@ def main(T: int = 250000) -> None:
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
-        result = compare(g, candidate, baseline, s, pair="softmax_all~oracle", base_dtype=torch.float64)
+        result = compare(g, candidate, baseline, s, pair="softmax_all~oracle", dtype=torch.float64)
         times.append(time.perf_counter() - t0)
     print(f"compare, T={T}, E=128, K=8, bf16 (CPU torch threads: {torch.get_num_threads()}): "
           f"median {statistics.median(times):.3f} s, min {min(times):.3f} s over {len(times)} runs; "

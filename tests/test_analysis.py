@@ -20,7 +20,7 @@ def test_ties_where_the_rules_disagree_are_tie_explained_not_genuine():
     v = classify_ids(g, high.ids, truth.ids)
     assert int(v.tie_explained.sum()) > 100 and int(v.genuine.sum()) == 0
     cpu_torch = Routing.of(softmax_all(g, 8, s))                        # torch.topk's own rule
-    v = classify_ids(g, cpu_torch.ids, truth.ids, base_dtype=torch.float64)
+    v = classify_ids(g, cpu_torch.ids, truth.ids, dtype=torch.float64)
     assert int(v.genuine.sum()) == 0 and int(v.near_tie.sum()) == 0
 
 
@@ -109,3 +109,61 @@ def test_reference_allowance_grows_with_the_logit_gap():
     assert torch.equal(ids.long().gather(1, by_id), ids64.gather(1, by_id64))
     err = (w.double().gather(1, by_id) - w64.gather(1, by_id64)).abs()
     assert (err <= allowed.gather(1, by_id64)).all()
+
+
+def test_tie_rule_names_its_proportion_and_counts_special_rows_apart():
+    g = tied_logits(512, 64, "cpu", seed=9)
+    g[:40, 5] = float("nan")                 # rows with a special value: counted apart
+    s = scale(64, "cpu")
+    high = mutants.MUTANTS["mutant-ties-high"](g, 8, s)[1]
+    t = tie_rule(g, high)
+    n = t["tied_rows"]
+    assert n > 20 and t["higher_id"] == n and t["special_tied_rows"] > 0
+    assert t["detail"].startswith(f"higher id ({n} of {n} tied finite rows); ties at special values apart: "
+                                  f"{t['special_tied_rows']} rows")
+    mixed = high.clone()
+    lower = oracle(g, 8, s)[1]
+    mixed[::2] = lower[::2]                  # half the rows by each rule
+    t = tie_rule(g, mixed)
+    assert t["rule"] == "no consistent rule"
+    assert t["detail"].startswith(f"no consistent rule (lower id in {t['lower_id']}, higher id in {t['higher_id']}, "
+                                  f"neither in {n - t['lower_id'] - t['higher_id']} of {n} tied finite rows)")
+    assert 0 < t["lower_id"] < n and 0 < t["higher_id"] < n
+
+
+def test_repeated_ids_are_genuine_even_at_a_tie():
+    g = tied_logits(256, 64, "cpu", seed=10)
+    s = scale(64, "cpu")
+    w, ids = route64(g, 8, s)
+    dup = ids.clone()
+    dup[:, -1] = dup[:, 0]                   # the K-th expert dropped, the top one repeated
+    v = classify_ids(g, dup, ids)
+    assert int(v.genuine.sum()) == len(g) and int(v.tie_explained.sum()) == 0
+
+
+def test_hull_points_name_the_element_that_decides():
+    g, s = logits(512, 128, torch.bfloat16, "cpu", seed=4), scale(128, "cpu").abs() + 0.5
+    w, ids = route64(g, 8, s)
+    bad = w.clone()
+    bad[321, 5] *= 1 + 1e-3
+    r = compare(g, Routing(bad.float(), ids), Routing(w, ids), s, pair="planted~oracle")
+    assert len(r.hull_where) == len(r.hull)
+    m, i = tolerance.worst_point(r.hull, 1e-9, 1e-6)
+    row, expert, cand, base = r.hull_where[i]
+    assert (row, expert) == (321, int(ids[321, 5])) and m > 100
+    assert cand == float(bad.float()[321, 5]) and base == float(w[321, 5])
+
+
+def test_another_nan_convention_is_reported_as_special_values_not_as_a_genuine_mismatch():
+    g, s = logits(64, 32, torch.float32, "cpu", seed=6), scale(32, "cpu")
+    g[3, 7] = float("nan")
+    g[9, 2] = float("inf")
+    x = torch.where(torch.isnan(g), torch.full_like(g, float("-inf")), g)   # NaN ranked lowest
+    values, ids = torch.topk(x, 4)
+    cand = Routing((torch.softmax(values, -1) * s[ids]).float(), ids)
+    r = compare(g, cand, Routing.of(route64(g, 4, s)), s, pair="nan-lowest~oracle")
+    assert (r.rows_genuine, r.rows_near_tie, r.nonfinite, r.nan_rows_agree) == (0, 0, 0, True)
+    assert (r.rows_special, r.rows_special_differ, r.special_rows) == (2, 1, [3])
+    assert r.special_values["nan"] == {"rows": 1, "differ": 1, "candidate_chose": 0, "baseline_chose": 1,
+                                       "candidate_nan_weights": 0, "baseline_nan_weights": 1}
+    assert r.special_values["+inf"]["differ"] == 0

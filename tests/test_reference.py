@@ -36,7 +36,7 @@ def check(impl, g, K, s):
     w, ids = impl(g, K, s)
     w64, ids64 = route64(g, K, s)
     verdict = classify_ids(g, ids, ids64)
-    assert int(verdict.genuine.sum()) == 0 and int(verdict.near_tie.sum()) == 0, verdict.counts()
+    assert int((verdict.genuine | verdict.near_tie | verdict.special).sum()) == 0, verdict.counts()
     same = ~verdict.mismatched
     w, _ = sorted_by_id(w.cpu(), ids.cpu())
     w64, _ = sorted_by_id(w64.cpu(), ids64.cpu())

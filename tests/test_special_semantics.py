@@ -89,7 +89,7 @@ def describe(logits: torch.Tensor, w: torch.Tensor, ids: torch.Tensor, oracle_id
     elif torch.equal(ids.sort().values, oracle_ids.sort().values):
         id_text = "= oracle's set, other order"
     else:
-        verdict = classify_ids(logits[None], ids[None], oracle_ids[None], base_dtype=torch.float64)
+        verdict = classify_ids(logits[None], ids[None], oracle_ids[None], dtype=torch.float64)
         id_text = "tie-explained" if bool(verdict.tie_explained[0]) else "genuine"
     if bool(torch.isnan(w).all()):
         return Cell(id_text, "NaN")
