@@ -25,7 +25,9 @@ import torch
 from parity import device, routing
 from parity.analysis import Routing, classify_ids
 from parity.check import assert_weights_close
+from parity.formatting import jsonable
 from parity.progress import Progress
+from parity.provenance import Run
 from parity.routing.oracle import route64
 from parity.tolerance import FUSED_ULP
 
@@ -171,6 +173,7 @@ def _check(name: str, out, g, K, s) -> tuple[bool, bool]:
 
 def run(out_dir: Path, *, Ts=None, dtypes=GPU_DTYPES, E: int = 128, K: int = 8, progress: bool = True,
         only: tuple[str, ...] = IMPLS) -> dict:
+    clock = Run()
     on_gpu = device.KIND == "cuda"
     Ts = Ts or (GPU_TS if on_gpu else CPU_TS)
     bw = copy_bandwidth() if on_gpu else float("nan")
@@ -202,19 +205,14 @@ def run(out_dir: Path, *, Ts=None, dtypes=GPU_DTYPES, E: int = 128, K: int = 8, 
             bar.advance(f"{name} T={T} E={E_} {dt}")
         del gs
     bar.close()
-    result = {"meta": {**device.describe(), "copy_bandwidth_TBps": bw / 1e12, "graph_calls": GRAPH_CALLS,
-                       "reps": REPS},
+    result = {"meta": clock.meta(copy_bandwidth_TBps=bw / 1e12, graph_calls=GRAPH_CALLS, reps=REPS),
               "rows": [asdict(r) for r in rows]}
     write(result, out_dir)
     return result
 
 
 def write(result: dict, out_dir: Path) -> None:
-    from parity.cli import git_sha
-    from parity.report import jsonable
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    result["meta"].setdefault("git_sha", git_sha())
     (out_dir / "bench.json").write_text(json.dumps(jsonable(result), indent=1))
     (out_dir / "bench.md").write_text(markdown(result))
     plot(result, out_dir / "bench.png")

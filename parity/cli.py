@@ -6,11 +6,8 @@ Only the standard library is imported at the top: ``--device`` must reach ``PARI
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -20,22 +17,12 @@ class UsageError(Exception):
     """A bad argument: printed as one line, exit code 2."""
 
 
-def git_sha() -> str:
-    """HEAD of the checkout; PARITY_GIT_SHA where the tree travelled without its .git (the GPU)."""
-    if os.environ.get("PARITY_GIT_SHA"):
-        return os.environ["PARITY_GIT_SHA"]
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except Exception:  # noqa: BLE001 - not a checkout
-        return "unknown"
-
-
 def cmd_sweep(args) -> int:
-    from parity import device, routing, sweep
+    from parity import device, grids, routing, sweep
+    from parity.provenance import Run
     from parity.render import render_all
 
-    grid = sweep.grid(args.grid)
+    grid = grids.grid(args.grid)
     dev = device.resolve(args.device)
     candidates = {n: routing.get(n) for n in sweep.default_candidates()}
     for spec in args.candidate or []:
@@ -46,16 +33,13 @@ def cmd_sweep(args) -> int:
             raise UsageError(f"--baseline: expected one of {', '.join(sweep.BASELINES)}, got {b!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    t0 = time.monotonic()
+    run = Run()
     print(f"parity sweep: grid {grid.name} ({len(grid.cases)} cases) on {device.describe()['device']}; "
           f"candidates {', '.join(candidates)}; baselines {', '.join(baselines)}", file=sys.stderr)
     records = sweep.run(grid.cases, dev, out / "records.jsonl", candidates=candidates,
                         baselines=baselines, progress=not args.no_progress)
-    meta = {**device.describe(), "git_sha": git_sha(), "started": started,
-            "seconds": round(time.monotonic() - t0, 1), "grid": grid.name,
-            "grid_description": grid.description, "candidates": list(candidates),
-            "baselines": baselines, "argv": sys.argv[1:], **rule_meta(args)}
+    meta = run.meta(grid=grid.name, grid_description=grid.description, candidates=list(candidates),
+                    baselines=baselines, argv=sys.argv[1:], **rule_meta(args))
     summary = render_all(records, meta, out)
     return finish(summary, out)
 
@@ -112,7 +96,7 @@ def cmd_report(args) -> int:
 def cmd_tolerances(args) -> int:
     import json
 
-    from parity.report import fmt
+    from parity.formatting import fmt
 
     path = Path(args.dir) / "summary.json"
     if not path.exists():
@@ -127,7 +111,7 @@ def cmd_tolerances(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from parity import inputs, routing, sweep
+    from parity import grids, inputs, routing
     from parity.routing.mutants import DESCRIPTIONS
     from parity.tolerance import POLICIES, POLICY_NAMES
 
@@ -139,8 +123,8 @@ def cmd_list(args) -> int:
     for n, d in DESCRIPTIONS.items():
         print(f"  {n}: {d}")
     print("grids:")
-    for name in sweep.GRIDS:
-        g = sweep.grid(name)
+    for name in grids.GRIDS:
+        g = grids.grid(name)
         print(f"  {name} ({len(g.cases)} cases): {g.description}")
     print("distributions:")
     for d in inputs.DISTRIBUTIONS.values():

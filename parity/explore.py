@@ -8,11 +8,9 @@ worst row, one small case is routed again, on parity.device's device, from input
 """
 from __future__ import annotations
 
-import datetime as _dt
 import io
 import json
 import tempfile
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +19,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from parity import device, inputs, plots, routing, sweep as sweeps, tolerance
+from parity import device, grids, inputs, plots, routing, sweep as sweeps, tables, tolerance
 from parity.analysis import Routing, hull
 from parity.numerics import fp32_ulp
 from parity.plots import PAIRS
-from parity.report import MAIN_PAIRS, case_groups, fmt, ids_cell, num, special_cell, worst_over
+from parity.formatting import fmt, markdown_table, num
+from parity.tables import MAIN_PAIRS
 from parity.routing.oracle import order, route64
 from parity.summary import PRIMARY_BASELINE, tie_rules
 
@@ -68,47 +67,28 @@ def load(path: str | Path) -> Sweep:
 def run_small(grid: str = "smoke", out: str | Path | None = None) -> Sweep:
     """Run a grid on the available device the way ``parity sweep`` does (records, summary, report,
     plots under ``out``, a fresh temporary directory by default) and load the result."""
-    from parity.cli import git_sha
+    from parity.provenance import Run
     from parity.render import render_all
 
-    g, dev = sweeps.grid(grid), device.default()
+    g, dev = grids.grid(grid), device.default()
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"parity-{grid}-"))
     candidates = {n: routing.get(n) for n in sweeps.default_candidates()}
-    started, t0 = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), time.monotonic()
+    run = Run()
     records = sweeps.run(g.cases, dev, out / "records.jsonl", candidates=candidates, progress=False)
-    meta = {**device.describe(), "git_sha": git_sha(), "started": started,
-            "seconds": round(time.monotonic() - t0, 1), "grid": g.name, "grid_description": g.description,
-            "candidates": list(candidates), "baselines": list(sweeps.BASELINES), "argv": ["explore.run_small", grid]}
+    meta = run.meta(grid=g.name, grid_description=g.description, candidates=list(candidates),
+                    baselines=list(sweeps.BASELINES), argv=["explore.run_small", grid])
     render_all(records, meta, out)
     return load(out)
 
 
-def markdown(rows: list[dict], digits: int = 3) -> str:
-    """A list of dicts as a markdown table (numbers through parity.report.fmt)."""
-    if not rows:
-        return "(no rows)"
-    cols = list(rows[0])
-    cell = lambda v: (fmt(v, digits) if isinstance(v, float) else str(v)).replace("|", "\\|")  # noqa: E731
-    return "\n".join(["| " + " | ".join(map(cell, cols)) + " |", "|" + "---|" * len(cols)]
-                     + ["| " + " | ".join(cell(r.get(c, "-")) for c in cols) + " |" for r in rows])
+markdown = markdown_table
+"""A list of dicts as a markdown table (parity.formatting.markdown_table)."""
 
 
 def upstream_table(sw: Sweep) -> list[dict]:
     """The upstream-style table (fused vs the model's torch code, worst over seeds) beside the oracle
-    columns: each side's largest absolute error against the fp64 truth, and fused's in fp32 ulps."""
-    rows = []
-    for (T, E, K, dtype, dist), cases in sorted(case_groups(sw.summary).items(),
-                                                key=lambda kv: (kv[0][4] != "upstream", kv[0][4], kv[0][3], kv[0][0])):
-        w = {p: worst_over(cases, p, "max_abs") for p in PAIRS}
-        f_o, s_o = w["fused~oracle"], w["softmax_all~oracle"]
-        rows.append({"T": T, "E": E, "K": K, "dtype": dtype, "dist": dist,
-                     "ids fused~softmax_all": ids_cell(cases, "fused~softmax_all"),
-                     "max Δw fused~softmax_all": w["fused~softmax_all"], "fused~oracle": f_o,
-                     "fused~oracle ulp": worst_over(cases, "fused~oracle", "max_ulp"),
-                     "softmax_all~oracle": s_o, "topk_softmax~oracle": w["topk_softmax~oracle"],
-                     "closer to the truth": "-" if None in (f_o, s_o) else "equal" if f_o == s_o
-                     else "fused" if f_o < s_o else "softmax_all"})
-    return rows
+    columns: each side's largest absolute error against the fp64 truth (the report's table)."""
+    return tables.upstream_rows(sw.summary)
 
 
 def error_quantiles(sw: Sweep, dtype: str, pair: str) -> list[dict]:
@@ -131,13 +111,7 @@ class TieStats:
 def tie_stats(sw: Sweep, include_mutants: bool = False) -> TieStats:
     """How often the K-th place is tied, how each implementation broke ties, and what a tie-blind id
     check (a row fails when its sorted id set differs from the baseline's) would have reported."""
-    tied, total = defaultdict(int), defaultdict(int)
-    for c in sw.summary["cases"]:
-        if "oracle" in c["tie_rules"]:
-            tied[c["dtype"], c["dist"]] += c["tie_rules"]["oracle"]["tied_rows"]
-            total[c["dtype"], c["dist"]] += c["T"]
-    by_dist = [{"dtype": d, "dist": s, "rows": total[d, s], "tied rows": tied[d, s],
-                "tied %": 100.0 * tied[d, s] / max(total[d, s], 1)} for d, s in sorted(total)]
+    by_dist = tables.tie_frequency_rows(sw.summary)
     impls = [r for r in sw.records if r["kind"] == "implementation" and (include_mutants or r["impl_kind"] != "mutant")]
     by_impl = [{"impl": impl, "dtype": d, **t} for d in sw.dtypes
                for impl, t in sorted(tie_rules([r for r in impls if r["case"]["dtype"] == d]).items())]
@@ -152,7 +126,7 @@ def tie_stats(sw: Sweep, include_mutants: bool = False) -> TieStats:
     return TieStats(by_dist, by_impl, blind)
 
 
-def route_case(case: sweeps.Case, names: list[str], rows: slice = slice(None)) -> tuple[inputs.Inputs, dict[str, Routing]]:
+def route_case(case: grids.Case, names: list[str], rows: slice = slice(None)) -> tuple[inputs.Inputs, dict[str, Routing]]:
     """Regenerate a case's inputs and route ``rows`` of them through ``names`` (oracle: fp64)."""
     inp = inputs.make(case.dist, case.T, case.E, getattr(torch, case.dtype), case.seed, device.default())
     g, s = inp.gating_output[rows], inp.per_expert_scale
@@ -164,7 +138,7 @@ def route_case(case: sweeps.Case, names: list[str], rows: slice = slice(None)) -
 class CaseErrors:
     """Raw weight errors of one pair on one case: rows whose id sets match and weights are finite."""
 
-    case: sweeps.Case
+    case: grids.Case
     pair: str
     base: np.ndarray     # |baseline weight|
     abs: np.ndarray
@@ -173,7 +147,7 @@ class CaseErrors:
     rows_left_out: int   # rows with differing id sets (ties) or non-finite weights
 
 
-def case_errors(case: sweeps.Case, pairs: tuple[str, ...] = PAIRS) -> dict[str, CaseErrors]:
+def case_errors(case: grids.Case, pairs: tuple[str, ...] = PAIRS) -> dict[str, CaseErrors]:
     """Route one (small) case again and return every pair's raw errors, as parity.analysis.compare
     defines them (relative to |baseline|, ulps of the baseline), on rows whose id sets match."""
     _, outs = route_case(case, sorted({n for p in pairs for n in p.split("~")}))
@@ -189,9 +163,9 @@ def case_errors(case: sweeps.Case, pairs: tuple[str, ...] = PAIRS) -> dict[str, 
     return result
 
 
-def pick_case(sw: Sweep, dtype: str, max_rows: int = 4096) -> sweeps.Case:
+def pick_case(sw: Sweep, dtype: str, max_rows: int = 4096) -> grids.Case:
     """The largest case of ``dtype`` with at most ``max_rows`` rows (plain inputs and derive preferred)."""
-    cases = {r["case_id"]: sweeps.Case(**r["case"]) for r in sw.records if r["case"]["dtype"] == dtype}
+    cases = {r["case_id"]: grids.Case(**r["case"]) for r in sw.records if r["case"]["dtype"] == dtype}
     return max((c for c in cases.values() if c.T <= max_rows),
                key=lambda c: (c.T, c.dist != "special", c.role == "derive"))
 
@@ -212,7 +186,7 @@ def hull_check(sw: Sweep, errors: CaseErrors) -> list[dict]:
 class WorstRow:
     """One row drilled down (see ``worst_row``)."""
 
-    case: sweeps.Case
+    case: grids.Case
     row: int
     pair: str
     recorded: dict          # the record's worst element: expert, candidate, baseline, abs, rel, ulp
@@ -234,7 +208,7 @@ def worst_row(sw: Sweep, pair: str = "fused~softmax_all", dtype: str | None = No
     """The pair's worst element over the sweep: its case's inputs regenerated, that one row routed
     again (rows are independent by contract) through every correct implementation and the oracle."""
     rec = max((r for r in sw.pairs(pair, dtype) if r["worst"]), key=lambda r: r["worst"]["abs"])
-    case, w = sweeps.Case(**rec["case"]), rec["worst"]
+    case, w = grids.Case(**rec["case"]), rec["worst"]
     names = ["oracle"] + sorted({r["impl"] for r in sw.records if r["case_id"] == rec["case_id"]
                                  and r["kind"] == "implementation" and r["impl_kind"] in CORRECT
                                  and r["impl"] in routing.names()})
@@ -287,18 +261,8 @@ def derive(sw: Sweep, dtype: str, pair: str) -> Derivation:
 
 def candidate_table(sw: Sweep) -> list[dict]:
     """Every candidate's verdict against the oracle (parity.verdict): under each precision class
-    (the sweep's decides), its worst weight margin, ids, tie rule and special-value convention."""
-    rows = []
-    for name, c in sw.summary.get("candidates", {}).items():
-        row = {"candidate": name, "trusted": c["trusted"]}
-        row.update({p: ("pass" if j["ok"] else f"FAIL ({j['failed_cases']}/{j['cases']} cases)")
-                    for p, j in c["by_precision"].items()})
-        row.update({"decides": c["precision"], "worst margin": num(c["margin"]), "worst case": c["worst_case"],
-                    "genuine rows": c["rows_genuine"], "near-tie rows": c["rows_near_tie"],
-                    "tie rule": sw.summary["tie_rules"].get(name, {}).get("detail", "-"),
-                    "special values": special_cell(sw.summary.get("special_semantics", {}).get(name, {}))})
-        rows.append(row)
-    return rows
+    (◀: the sweep's, which decides), its worst weight margin, ids, tie rule and special values."""
+    return tables.candidate_rows(sw.summary)
 
 
 def candidate_reasons(sw: Sweep, candidate: str, precision: str | None = None) -> list[str]:
@@ -309,11 +273,7 @@ def candidate_reasons(sw: Sweep, candidate: str, precision: str | None = None) -
 
 def envelope_table(sw: Sweep) -> list[dict]:
     """The precision envelopes: members, derived point, a-priori bound, the envelope, held-out margin."""
-    return [{"dtype": d, "precision": p, "members": ", ".join(e["members"]),
-             "derived atol": num(e["derived"]["atol"]), "derived rtol": num(e["derived"]["rtol"]),
-             "a-priori rtol": num(e["a_priori"]["rtol"]), "envelope atol": num(e["atol"]),
-             "envelope rtol": num(e["rtol"]), "held-out margin": num(e["margin"])}
-            for d, by_p in sorted(sw.summary.get("precision_envelopes", {}).items()) for p, e in by_p.items()]
+    return tables.envelope_rows(sw.summary)
 
 
 def recompute_envelope(sw: Sweep, dtype: str, precision: str) -> tuple[dict, bool]:
@@ -338,18 +298,12 @@ def policy_scores(sw: Sweep, pair: str) -> list[dict]:
 
 def policy_summary(sw: Sweep) -> list[dict]:
     """Per policy, over every pair and dtype: failures on correct implementations, mutants caught."""
-    return [{"policy": r["policy"], "failures on correct implementations": r["correct_failures"],
-             "mutants caught": f"{r['mutants_caught']}/{r['mutants']}"} for r in sw.summary["best_policy"]["table"]]
+    return tables.best_policy_rows(sw.summary)
 
 
 def reviewer_table(sw: Sweep, pairs: tuple[str, ...] = MAIN_PAIRS) -> str:
     """The markdown a reviewer pastes: derived tolerances with their evidence, then the policies."""
-    tol = [{"dtype": d, "pair": p, "atol": t["atol"], "rtol": t["rtol"],
-            "frontier point (atol, rtol)": f"({fmt(t['chosen'][0])}, {fmt(t['chosen'][1])})",
-            "safety": f"{t['safety']}x", "derived from": f"{t['derived_from']} cases",
-            "held-out margin": f"{fmt(t['margin'])} ({t['holdout_cases']} cases, {'pass' if t['holdout_pass'] else 'FAIL'})",
-            "a-priori (atol, rtol)": f"({fmt(t['a_priori']['atol'])}, {fmt(t['a_priori']['rtol'])})"}
-           for d, ps in sorted(sw.summary["tolerances"].items()) for p, t in sorted(ps.items()) if p in pairs]
+    tol = tables.tolerance_rows(sw.summary, pairs)
     return (markdown(tol) + "\n\n" + markdown(policy_summary(sw))
             + f"\n\nBest policy: **{sw.summary['best_policy']['policy']}** (grid `{sw.summary['meta'].get('grid')}`, "
             f"{sw.summary['meta'].get('device')}).")

@@ -21,7 +21,9 @@ from typing import Callable
 
 import torch
 
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+from parity.numerics import LOGIT_DTYPES
+
+DTYPES = LOGIT_DTYPES
 
 # The numbers behind each distribution, here so that reports and tests read them from one place.
 PEAKED_SPREAD = 8.0

@@ -1,7 +1,13 @@
-"""Floating-point facts every other module reads from here: unit roundoff and fp32 ULPs."""
+"""Floating-point facts every other module reads from here: the logit dtypes parity works in, unit
+roundoff and fp32 ULPs."""
 from __future__ import annotations
 
 import torch
+
+LOGIT_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.float16)
+"""The router-logit dtypes every implementation takes and every grid covers."""
+DTYPES: tuple[str, ...] = tuple(str(d).removeprefix("torch.") for d in LOGIT_DTYPES)
+"""The same, by name, as records and reports write them."""
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:

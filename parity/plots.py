@@ -10,11 +10,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from parity.report import MAIN_PAIRS, num  # noqa: E402
+from parity.formatting import num  # noqa: E402
+from parity.tables import MAIN_PAIRS, REFERENCE_PAIRS  # noqa: E402
 from parity.tolerance import POLICY_NAMES, policy_tolerance  # noqa: E402
 
 QUANTS = ("p50_rel", "p99_rel", "p999_rel", "max_rel")
-PAIRS = MAIN_PAIRS + ("softmax_all~oracle", "topk_softmax~oracle")
+PAIRS = MAIN_PAIRS + REFERENCE_PAIRS
 
 
 def _save(fig, out: Path, name: str) -> str:

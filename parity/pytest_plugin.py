@@ -8,6 +8,11 @@ pytest-xdist. Loaded from tests/conftest.py, so the controller sees it too.
   and plots, exactly as ``parity sweep`` would; a failed verdict fails the run.
 - With several GPUs, worker gwN pins itself to GPU N % device_count.
 
+It also writes the run's reliability tally: tests hand their per-example counts to
+``record_reliability`` and their tables to ``record_table``; the controller merges what every worker
+sent and writes reliability.json and reliability.md to PARITY_RELIABILITY_OUT (default
+reports/pytest-sweep) once, with the run's provenance (parity.reliability).
+
 Options: PARITY_GRID (default smoke), PARITY_SWEEP_OUT (default reports/pytest-sweep),
 PARITY_CANDIDATES (comma-separated module:function, judged beside fused, as ``--candidate``),
 PARITY_PRECISION (fp32 | input-dtype, as ``--precision``) and PARITY_FAIL_ON_SPECIAL_VALUES=1 (as
@@ -15,16 +20,15 @@ PARITY_PRECISION (fp32 | input-dtype, as ``--precision``) and PARITY_FAIL_ON_SPE
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from parity import device
+from parity.provenance import Run
 from parity.tolerance import DEFAULT_PRECISION
 from parity.verdict import Rule
 
@@ -33,11 +37,12 @@ OUT = Path(os.environ.get("PARITY_SWEEP_OUT", "reports/pytest-sweep"))
 RULE = Rule(os.environ.get("PARITY_PRECISION", DEFAULT_PRECISION),
             os.environ.get("PARITY_FAIL_ON_SPECIAL_VALUES", "") not in ("", "0"))
 CANDIDATE_SPECS = [c.strip() for c in os.environ.get("PARITY_CANDIDATES", "").split(",") if c.strip()]
+RELIABILITY_OUT = Path(os.environ.get("PARITY_RELIABILITY_OUT", "reports/pytest-sweep"))
 _records: list[dict] = []
 _merged: list[dict] = []
 _workers: list[dict] = []
-_t0 = time.monotonic()
-_started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+_reliability: dict = {"records": [], "meta": {}, "tables": {}}
+_run = Run()
 
 
 def _worker_id(config) -> str | None:
@@ -65,32 +70,58 @@ def candidates() -> dict:
     return found
 
 
+def record_reliability(records: list[dict], **meta) -> None:
+    """A test module's tally: records of (property, implementation, regime, examples, failures);
+    ``meta`` (the hypothesis profile, say) goes into the run's reliability.json."""
+    _reliability["records"].extend(records)
+    _reliability["meta"].update(meta)
+
+
+def record_table(name: str, markdown: str) -> None:
+    """A table the tests built (the special-value semantics, say), written beside the tally."""
+    _reliability["tables"][name] = markdown
+
+
+def _write_reliability(config) -> None:
+    if not (_reliability["records"] or _reliability["tables"]):
+        return
+    from parity import reliability
+
+    path = reliability.write(RELIABILITY_OUT, _reliability["records"],
+                             _run.meta(**_reliability["meta"], workers=max(1, len(_workers))), _reliability["tables"])
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr:
+        n = sum(r["examples"] for r in _reliability["records"])
+        f = sum(r["failures"] for r in _reliability["records"])
+        tr.write_line(f"parity reliability: {n} examples, {f} found a difference: {path}")
+
+
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     wid = _worker_id(config)
     if wid is not None:                                   # a worker: write its file, send records up
-        OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / f"records-{wid}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records))
+        if _records:
+            OUT.mkdir(parents=True, exist_ok=True)
+            (OUT / f"records-{wid}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records))
         config.workeroutput["parity_records"] = json.dumps(_records)
         config.workeroutput["parity_worker"] = json.dumps(_worker_info(wid))
+        config.workeroutput["parity_reliability"] = json.dumps(_reliability)
         return
-    records = _merged + _records                          # controller (or a run without -n)
+    _write_reliability(config)                            # controller (or a run without -n)
+    records = _merged + _records
     if not records:
         return
-    from parity import sweep
-    from parity.cli import git_sha
+    from parity import grids
     from parity.render import render_all
 
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "records.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    grid = sweep.grid(GRID)
-    meta = {**device.describe(), "git_sha": git_sha(), "started": _started,
-            "seconds": round(time.monotonic() - _t0, 1), "grid": grid.name,
-            "grid_description": grid.description, "runner": "pytest-xdist",
-            "workers": _workers or [_worker_info("main")], "candidates": list(candidates()),
-            "precision": RULE.precision, "fail_on_special_values": RULE.fail_on_special_values}
+    grid = grids.grid(GRID)
+    meta = _run.meta(grid=grid.name, grid_description=grid.description, runner="pytest-xdist",
+                     workers=_workers or [_worker_info("main")], candidates=list(candidates()),
+                     precision=RULE.precision, fail_on_special_values=RULE.fail_on_special_values)
     summary = render_all(records, meta, OUT)
     tr = config.pluginmanager.get_plugin("terminalreporter")
     if tr:
@@ -108,6 +139,10 @@ def pytest_testnodedown(node, error):
         _merged.extend(json.loads(output["parity_records"]))
     if output.get("parity_worker"):
         _workers.append(json.loads(output["parity_worker"]))
+    if output.get("parity_reliability"):
+        sent = json.loads(output["parity_reliability"])
+        record_reliability(sent["records"], **sent["meta"])
+        _reliability["tables"].update(sent["tables"])
 
 
 def _worker_info(wid: str) -> dict:

@@ -1,8 +1,6 @@
-"""Sweeps: named grids of cases, the runner, and the JSONL records they stream.
+"""The sweep runner: cases of a grid (parity.grids) in, JSONL records out.
 
-A case is (T, E, K, dtype, distribution, seed) plus its role: ``derive`` cases feed the tolerance
-derivation, ``holdout`` cases validate it (other seeds, larger T). Running a case routes its inputs
-through every implementation and compares candidate~baseline pairs (``parity.analysis``); each
+Running a case routes its inputs through every implementation and compares candidate~baseline pairs (``parity.analysis``); each
 pair becomes one record. ``parity.summary`` turns records into the summary; nothing here decides
 a verdict.
 """
@@ -12,7 +10,7 @@ import json
 import os
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -20,89 +18,16 @@ import torch
 
 from parity import inputs, routing
 from parity.analysis import Routing, attribute, compare, kth_logit, tie_rule
+from parity.grids import Case
 from parity.progress import Progress
 from parity.routing.contract import Problem, check_output
 from parity.routing.mutants import MUTANTS
 from parity.routing.oracle import route64
 
-DTYPES = ("float32", "bfloat16", "float16")
-DERIVE_SEEDS = (0, 1, 2)
-HOLDOUT_SEEDS = (3, 4)
 CANDIDATES = ("fused",)
 BASELINES = ("softmax_all", "topk_softmax", "oracle")
 REFERENCES = ("softmax_all", "topk_softmax")
-UPSTREAM_T = (1, 2, 2048, 250000)
 COMPARE_THREADS = max(1, min(8, os.cpu_count() or 1))
-
-
-@dataclass(frozen=True)
-class Case:
-    T: int
-    E: int
-    K: int
-    dtype: str
-    dist: str
-    seed: int
-    role: str            # "derive" | "holdout"
-    mutants: bool = False
-
-    @property
-    def id(self) -> str:
-        return f"T{self.T}-E{self.E}-K{self.K}-{self.dtype}-{self.dist}-s{self.seed}"
-
-
-@dataclass(frozen=True)
-class Grid:
-    name: str
-    description: str
-    cases: tuple[Case, ...]
-
-
-def _upstream(seeds_small=(*DERIVE_SEEDS, *HOLDOUT_SEEDS), big_T=UPSTREAM_T[-1]) -> list[Case]:
-    cases = []
-    for dtype in DTYPES:
-        for T in UPSTREAM_T[:-1]:
-            for seed in seeds_small:
-                role = "derive" if seed in DERIVE_SEEDS else "holdout"
-                cases.append(Case(T, 128, 8, dtype, "upstream", seed, role, mutants=T >= 2048))
-        cases.append(Case(big_T, 128, 8, dtype, "upstream", 0, "holdout"))  # held out: larger T
-    return cases
-
-
-def _distributions(T: int, seeds: Iterable[int]) -> list[Case]:
-    return [
-        Case(T, 128, 8, dtype, dist, seed, "derive" if seed in DERIVE_SEEDS else "holdout", mutants=True)
-        for dist in inputs.DISTRIBUTIONS if dist != "upstream"
-        for dtype in DTYPES for seed in seeds
-    ]
-
-
-def _smoke() -> list[Case]:
-    cases = []
-    for dtype in DTYPES:
-        cases += [Case(64, 128, 8, dtype, "upstream", s, "derive") for s in (0, 1)]
-        cases += [Case(1, 128, 8, dtype, "upstream", 3, "holdout")]
-        cases += [Case(4096, 128, 8, dtype, "randn", 0, "derive", mutants=True)]
-        cases += [Case(4096, 128, 8, dtype, "randn", 3, "holdout", mutants=True)]
-        cases += [Case(64, 128, 8, dtype, "special", 3, "holdout", mutants=True)]
-    return cases
-
-
-GRIDS: dict[str, Callable[[], Grid]] = {
-    "upstream": lambda: Grid(
-        "upstream", "the upstream test's grid: T in {1, 2, 2048, 250000}, E=128, K=8, three dtypes, "
-        "upstream inputs; seeds 0-2 derive, seeds 3-4 and T=250000 are held out",
-        tuple(_upstream())),
-    "default": lambda: Grid(
-        "default", "upstream, plus every other distribution at T=4096 (seeds 0-2 derive, seeds 3-4 "
-        "held out) and T=65536 randn held out",
-        tuple(_upstream() + _distributions(4096, (*DERIVE_SEEDS, *HOLDOUT_SEEDS))
-              + [Case(65536, 128, 8, d, "randn", 4, "holdout") for d in DTYPES])),
-    "smoke": lambda: Grid(
-        "smoke", "a small grid for CI and a first look: upstream T=1 and 64, randn T=4096 (bf16 ties "
-        "at the K-th place), special values; every stage of the pipeline runs",
-        tuple(_smoke())),
-}
 
 
 def default_candidates() -> tuple[str, ...]:
@@ -111,12 +36,6 @@ def default_candidates() -> tuple[str, ...]:
     from parity import device
 
     return CANDIDATES + (("sort_baseline",) if not device.INTERPRETER else ())
-
-
-def grid(name: str) -> Grid:
-    if name not in GRIDS:
-        raise ValueError(f"grid: unknown grid {name!r}; known: {', '.join(GRIDS)}")
-    return GRIDS[name]()
 
 
 def _route(name: str, fn, g: torch.Tensor, K: int, s: torch.Tensor) -> Routing:

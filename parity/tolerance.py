@@ -13,9 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from parity.numerics import fp32_ulp, smallest_step, unit_roundoff
-
-DTYPES = ("float32", "bfloat16", "float16")
+from parity.numerics import DTYPES, fp32_ulp, smallest_step, unit_roundoff
 
 # The policies people use today, as (atol, rtol) per logit dtype. torch-default: the defaults
 # torch.testing.assert_close applies to tensors of that dtype.

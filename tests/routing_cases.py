@@ -4,8 +4,9 @@ from __future__ import annotations
 import torch
 
 from parity import tolerance
+from parity.numerics import LOGIT_DTYPES
 
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+DTYPES = LOGIT_DTYPES
 
 # The fused kernel's weights must be within this many fp32 ULPs of the fp64 oracle's. A-priori
 # budget: exp ~1 ulp (libdevice on the GPU, numpy in the interpreter), the max-subtraction is made

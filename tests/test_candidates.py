@@ -19,7 +19,7 @@ from parity.cli import main
 from parity.numerics import unit_roundoff
 from parity.routing.oracle import order, route64
 from parity.summary import summarize
-from parity.sweep import Case
+from parity.grids import Case
 
 pytestmark = pytest.mark.xdist_group("external-candidates-sweep")  # one sweep per worker at most
 

@@ -16,10 +16,11 @@ Known limits, each pinned by a strict xfail at the end of this file: a float64 s
 range (the kernels read the scale as float32), and probabilities below float32's normal range times
 a large scale (the 8-ulp bound then needs an absolute floor proportional to the scale).
 
-Each example's outcome is tallied per (property, implementation, input regime) and written to
-``$PARITY_RELIABILITY_OUT/reliability-<worker>.json`` (default reports/pytest-sweep/) for the report:
-``examples`` counts distinct inputs tried, ``failures`` those on which the property did not hold
-(hypothesis's shrinking tries more failing inputs after the first: each counts once).
+Each example's outcome is tallied per (property, implementation, input regime) and handed to the
+pytest plugin, which writes the run's merged tally once (parity.reliability: reliability.json and
+reliability.md under $PARITY_RELIABILITY_OUT, default reports/pytest-sweep/): ``examples`` counts
+distinct inputs tried, ``failures`` those on which the property did not hold (hypothesis's
+shrinking tries more failing inputs after the first: each counts once).
 
 Budget: PARITY_HYPOTHESIS_PROFILE=ci (default, derandomized) or long (tests/strategies.py).
 ``sort_baseline`` runs tl.sort element by element in the interpreter (tenths of a second per row):
@@ -27,15 +28,11 @@ its properties draw at most 3 rows of at most 128 experts unless a GPU runs the 
 """
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import os
 import re
 import sys
-import uuid
 from collections import defaultdict
 from contextlib import contextmanager
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -43,10 +40,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parity import device, inputs, routing, sweep
+from parity import device, grids, inputs, routing
 from parity.analysis import Routing, classify_ids, compare
 from parity.check import assert_same_ids, assert_weights_close
 from parity.numerics import fp32_ulp
+from parity.pytest_plugin import record_reliability
 from parity.routing.oracle import route64
 from parity.tolerance import reference_allowance
 from routing_cases import FUSED_MAX_ULP
@@ -88,27 +86,14 @@ class Tally:
                  "failures": len(self.failed.get((p, i, r), ()))}
                 for (p, i, r), specs in sorted(self.tried.items())]
 
-    def write(self, out: Path) -> None:
-        if not self.tried:
-            return
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"reliability-{worker}.json").write_text(json.dumps({
-            "run": RUN_ID, "worker": worker, "profile": PROFILE, "device": str(DEVICE),
-            "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "records": self.records(),
-        }, indent=1) + "\n")
-
 
 TALLY = Tally()
-RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex  # shared by a run's workers
-OUT = Path(os.environ.get("PARITY_RELIABILITY_OUT", "reports/pytest-sweep"))
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _write_tally():
+def _hand_over_the_tally():
     yield
-    TALLY.write(OUT)
+    record_reliability(TALLY.records(), profile=PROFILE)
 
 
 def settle(failures: dict[str, BaseException | None]) -> None:
@@ -567,10 +552,10 @@ def test_every_routing_rejects_bad_arguments_before_any_launch(name, call):
 
 
 @examples(40)
-@given(name=st.text(min_size=0, max_size=12).filter(lambda n: n not in sweep.GRIDS))
+@given(name=st.text(min_size=0, max_size=12).filter(lambda n: n not in grids.GRIDS))
 def test_unknown_grid_names_the_known_ones(name):
-    with pytest.raises(ValueError, match=re.escape(f"grid: unknown grid {name!r}; known: {', '.join(sweep.GRIDS)}")):
-        sweep.grid(name)
+    with pytest.raises(ValueError, match=re.escape(f"grid: unknown grid {name!r}; known: {', '.join(grids.GRIDS)}")):
+        grids.grid(name)
 
 
 @st.composite

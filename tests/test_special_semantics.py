@@ -10,14 +10,12 @@ today, and the tests assert that the record still matches: this is documentation
 we compare against, not a contract. Where torch.topk breaks ties (among -inf or NaN logits) its
 choice depends on the backend, so those cells accept any tie-explained choice.
 
-The table is written as markdown to ``$PARITY_RELIABILITY_OUT/special_semantics.md`` (default
-reports/pytest-sweep/) for the report.
+The table, as markdown, is handed to the pytest plugin, which writes it beside the run's
+reliability tally (special_semantics.md and reliability.md under $PARITY_RELIABILITY_OUT).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,14 +23,15 @@ import torch
 from parity import device, routing
 from parity.analysis import classify_ids
 from parity.check import assert_weights_close
+from parity.numerics import LOGIT_DTYPES
+from parity.pytest_plugin import record_table
 from parity.routing.oracle import route64
 
 nan, inf = float("nan"), float("inf")
 E, K = 16, 4
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+DTYPES = LOGIT_DTYPES
 OURS = ("fused", "sort_baseline", "oracle")
 TORCH = ("softmax_all", "topk_softmax")
-OUT = Path(os.environ.get("PARITY_RELIABILITY_OUT", "reports/pytest-sweep"))
 DEVICE = device.default()
 
 ROW_KINDS = {
@@ -180,7 +179,7 @@ weights inf, and 0 * inf = NaN at a chosen -inf (documented, not a contract)."""
 @pytest.fixture(scope="module")
 def table():
     t = semantics_table()
-    write_markdown(t, scale_table(), OUT / "special_semantics.md")
+    record_table("special_semantics.md", markdown(t, scale_table()))
     return t
 
 
@@ -217,8 +216,10 @@ def test_ours_follow_the_oracle_beyond_a_dtype_range(name):
             f"{name}, {case}: got {ours}, the oracle {oracle}")
 
 
-def test_the_table_is_written(table):
-    text = (OUT / "special_semantics.md").read_text()
+def test_the_table_is_handed_to_the_run(table):
+    from parity.pytest_plugin import _reliability
+
+    text = _reliability["tables"]["special_semantics.md"]
     assert all(desc in text for desc in ROW_KINDS.values())
     assert all(f"`{name}`" in text for name in OURS + TORCH)
 
@@ -233,8 +234,8 @@ def _merged(by_dtype: dict[str, Cell]) -> str:
     return "<br>".join(f"{d}: {t}" for d, t in texts.items())
 
 
-def write_markdown(table: dict, scales: dict, path: Path) -> None:
-    """The table as markdown, written atomically (xdist workers may both write it)."""
+def markdown(table: dict, scales: dict) -> str:
+    """The table as markdown."""
     role = {**{n: "contract" for n in OURS}, **{n: "torch: documented, not a contract" for n in TORCH}}
     lines = [
         f"Rows of E={E} logits, K={K}, per_expert_scale in [0.5, 2]; every cell holds for float32, "
@@ -260,7 +261,4 @@ def write_markdown(table: dict, scales: dict, path: Path) -> None:
     ]
     for name, cases in scales.items():
         lines.append(f"| `{name}` | " + " | ".join(str(cases[c]) for c in SCALE_CASES) + " |")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    return "\n".join(lines) + "\n"

@@ -11,9 +11,11 @@ from typing import Callable
 
 import torch
 
+from parity.numerics import LOGIT_DTYPES
+
 RoutingFn = Callable[[torch.Tensor, int, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
-GATING_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+GATING_DTYPES = LOGIT_DTYPES
 SCALE_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 
 

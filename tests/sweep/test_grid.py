@@ -3,11 +3,11 @@ by parity.verdict's rule (ids, NaN/inf weights against the oracle); the cross-ca
 precision envelopes, derived tolerances on held-out cases) fail the run at the end (the plugin)."""
 import pytest
 
-from parity import device, sweep
+from parity import device, grids, sweep
 from parity.pytest_plugin import GRID, RULE, candidates
 from parity.verdict import id_problems
 
-CASES = sweep.grid(GRID).cases
+CASES = grids.grid(GRID).cases
 CANDIDATES = candidates()
 
 
