@@ -1,4 +1,4 @@
-"""Compare two routings of the same logits (shared/DESIGN.md, "Analysis").
+"""Compare two routings of the same logits (docs/DESIGN.md, "Analysis").
 
 Both routings are sorted by expert id, then:
 - ids: rows whose id sets differ are split into tie-explained (every expert in the difference
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from parity.numerics import fp32_ulp, unit_roundoff
+from parity.routing.contract import by_id
 from parity.routing.oracle import order
 
 QUANTILES = {"p50": 0.5, "p99": 0.99, "p999": 0.999}
@@ -49,8 +50,7 @@ class Routing:
         return cls(w.detach().cpu(), ids.detach().cpu().long())
 
     def by_id(self) -> tuple[torch.Tensor, torch.Tensor]:
-        order_ = torch.argsort(self.ids, dim=-1, stable=True)
-        return self.weights.gather(1, order_), self.ids.gather(1, order_)
+        return by_id(self.weights, self.ids)
 
 
 @dataclass

@@ -6,12 +6,7 @@ from __future__ import annotations
 import torch
 
 from parity.numerics import fp32_ulp
-
-
-def _sorted_by_id(weights: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    ids64 = ids.long()
-    order = torch.argsort(ids64, dim=-1, stable=True)
-    return weights.gather(1, order), ids64.gather(1, order)
+from parity.routing.contract import by_id
 
 
 def assert_same_ids(ids: torch.Tensor, truth_ids: torch.Tensor, *, ordered: bool = True, name: str = "ids") -> None:
@@ -72,6 +67,6 @@ def assert_routing_close(
     t_weights, t_ids = truth
     assert_same_ids(ids, t_ids, ordered=ordered)
     if not ordered:
-        weights, ids = _sorted_by_id(weights, ids)
-        t_weights, t_ids = _sorted_by_id(t_weights, t_ids)
+        weights, ids = by_id(weights, ids)
+        t_weights, t_ids = by_id(t_weights, t_ids)
     assert_weights_close(weights, t_weights, max_ulp=max_ulp, rtol=rtol, atol=atol)

@@ -1,6 +1,6 @@
 """From records to the summary: derived tolerances and their validation, the precision-class
 envelopes, every candidate's verdict (parity.verdict), policy scores, the mutation matrix, tie rules
-and the overall verdict (field names: shared/DESIGN.md)."""
+and the overall verdict (field names: docs/DESIGN.md)."""
 from __future__ import annotations
 
 import math

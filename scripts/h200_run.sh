@@ -25,8 +25,8 @@ for step in $steps; do
     properties) PARITY_HYPOTHESIS_PROFILE=long PARITY_HYPOTHESIS_LONG_FACTOR=${LONG_FACTOR:-5} \
         PARITY_RELIABILITY_OUT=reports/h200-reliability timeout -s INT ${PROPS_LIMIT:-260} \
         python3 -m pytest -n 14 -q -rA -p no:cacheprovider tests/test_properties.py tests/test_special_semantics.py > "$OUT/properties.log" 2>&1 ;;
-    split) timeout 150 python3 scripts/probe_split.py --out "$OUT/split.json" > "$OUT/split.log" 2>&1 ;;
-    smallvec) timeout 150 python3 scripts/probe_fused.py --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
+    split) timeout 150 python3 -m benchmarks.probe_split --out "$OUT/split.json" > "$OUT/split.log" 2>&1 ;;
+    smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$OUT/small-vec.json" 1 8 64 512 > "$OUT/small-vec.log" 2>&1 ;;
   esac
   echo "$step: exit ${PIPESTATUS[0]:-?} in $(( $(date +%s) - start )) s" | tee -a "$OUT/steps.txt"

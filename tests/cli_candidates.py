@@ -1,6 +1,6 @@
 """User-style candidates for the CLI tests: one correct, two that break the output contract."""
 
-from parity.routing import oracle
+from parity.routing.oracle import oracle
 
 
 def correct(gating_output, topk, per_expert_scale):

@@ -20,8 +20,8 @@ Value regimes (``REGIMES``), each aimed at something a routing kernel can get wr
   fewer than K finite logits, more NaNs than K, or a mix (``SPECIAL_KINDS``), in random columns.
 
 Scale regimes (``SCALE_REGIMES``): uniform in [-0.5, 1.5), all zeros, all negative, huge (a quarter
-of the largest value both the scale's dtype and float32 hold: the kernels read the scale as
-float32, see test_properties.py for what a float64 scale beyond that does), subnormals of the
+of the largest value both the scale's dtype and float32 hold: the torch references cast the scale
+to the logit dtype; test_properties.py covers a float64 scale beyond float32's range), subnormals of the
 scale's dtype; in float64, float32, bfloat16 or float16, contiguous, every other element of a wider
 tensor, or one value broadcast (stride 0).
 
@@ -38,13 +38,15 @@ import torch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from parity import device
+from parity import device, numerics
+from parity.routing.contract import SCALE_DTYPES as SCALE_DTYPE_LIST
 
 DEVICE = device.default()
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = dict(zip(numerics.DTYPES, numerics.LOGIT_DTYPES))
 SCALE_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
-                "float16": torch.float16}
+                "float16": torch.float16}  # the contract's SCALE_DTYPES, in the order the draws were made
+assert set(SCALE_DTYPES.values()) == set(SCALE_DTYPE_LIST)
 REGIMES = ("normal", "tiny_spread", "huge", "subnormal", "ties", "underflow", "special")
 SCALE_REGIMES = ("uniform", "zeros", "negative", "huge", "subnormal")
 LAYOUTS = ("contiguous", "transposed", "strided", "broadcast")

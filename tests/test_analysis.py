@@ -7,8 +7,9 @@ import torch
 from parity import tolerance
 from parity.analysis import Routing, attribute, classify_ids, compare, hull, tie_rule
 from parity.check import assert_weights_close
-from parity.routing import mutants, oracle, softmax_all
-from parity.routing.oracle import route64
+from parity.routing import mutants
+from parity.routing.oracle import oracle, route64
+from parity.routing.reference import softmax_all
 from routing_cases import logits, scale, tied_logits
 
 
@@ -91,8 +92,6 @@ def test_derived_tolerance_covers_its_own_data_and_is_validated():
 def test_reference_allowance_grows_with_the_logit_gap():
     """torch's fp32 softmax rounds x - max by |x - max| * 2**-24: far-apart chosen logits need more
     than the gap-free a-priori bound, and the allowance gives it (the references stay within it)."""
-    from parity.routing import softmax_all
-    from parity.routing.oracle import route64
     from parity.tolerance import a_priori, reference_allowance
 
     gen = torch.Generator().manual_seed(3)

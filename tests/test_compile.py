@@ -1,7 +1,7 @@
 """`fused` is a torch custom op: torch.compile(fullgraph=True) captures a caller with no graph break."""
 import torch
 
-from parity.routing import fused
+from parity.routing.fused import fused
 from routing_cases import logits, scale
 
 

@@ -43,13 +43,13 @@ def test_bad_argument(impl, case, dev):
 def test_fused_refuses_too_many_experts(dev):
     E = MAX_EXPERTS + 1
     with pytest.raises(ValueError, match=rf"gating_output: expected at most {MAX_EXPERTS} experts .*got E={E}"):
-        routing.fused(torch.randn(2, E, device=dev), 2, torch.ones(E, device=dev))
+        routing.get("fused")(torch.randn(2, E, device=dev), 2, torch.ones(E, device=dev))
 
 
 @pytest.mark.gpu
 def test_fused_refuses_cpu_tensors_on_a_gpu_machine():
     with pytest.raises(ValueError, match=r"gating_output: expected a tensor on cuda .*got cpu"):
-        routing.fused(torch.randn(2, 16), 2, torch.ones(16))
+        routing.get("fused")(torch.randn(2, 16), 2, torch.ones(16))
 
 
 def test_registry():

@@ -1,5 +1,5 @@
 """The fused Triton kernel against the fp64 oracle: ids exactly, weights within FUSED_MAX_ULP."""
-import sys
+import dataclasses
 
 import pytest
 import torch
@@ -7,13 +7,11 @@ import triton
 
 from parity.analysis import kth_logit
 from parity.check import assert_routing_close
-from parity.routing import fused
-from parity.routing.fused import MAX_EXPERTS, launch_config, reads_pairs
+from parity.routing import fused as fused_module
+from parity.routing import kernel_parts
+from parity.routing.fused import MAX_EXPERTS, fused, reads_pairs, tile
 from parity.routing.oracle import route64
 from routing_cases import DTYPES, FUSED_MAX_ULP, logits, scale, tied_logits
-
-FUSED_MODULE = sys.modules["parity.routing.fused"]  # parity.routing.fused is the function
-
 
 def check_against_oracle(g, K, s):
     assert_routing_close(fused(g, K, s), route64(g, K, s), ordered=True, max_ulp=FUSED_MAX_ULP)
@@ -105,8 +103,9 @@ def test_scale_in_any_float_dtype(scale_dtype, dev):
     g = logits(100, 128, torch.float32, dev, seed=6)
     s = scale(128, dev).to(scale_dtype)
     w, _ = fused(g, 8, s)
-    w64, _ = route64(g, 8, s.float())  # the kernel multiplies by the scale read as fp32
-    assert_routing_close((w, fused(g, 8, s)[1]), (w64, route64(g, 8, s)[1]), max_ulp=FUSED_MAX_ULP)
+    # the kernel multiplies in float32 (a float64 scale in float64) and rounds once: within the
+    # bound of the oracle with the scale as given
+    assert_routing_close((w, fused(g, 8, s)[1]), route64(g, 8, s), max_ulp=FUSED_MAX_ULP)
 
 
 def test_empty_batch(dev):
@@ -117,37 +116,45 @@ def test_empty_batch(dev):
 
 def test_every_output_element_is_written(dev, monkeypatch):
     """Poison the launcher's allocations: a slot left unwritten would show as NaN / -1."""
-    real = FUSED_MODULE.empty_outputs
+    real = kernel_parts.empty_outputs
     calls = []
 
-    def poisoned(g, k, s=None):
-        w, ids = real(g, k, s)
+    def poisoned(g, k):
+        w, ids = real(g, k)
         calls.append(1)
         return w.fill_(float("nan")), ids.fill_(-1)
 
-    monkeypatch.setattr(FUSED_MODULE, "empty_outputs", poisoned)
+    monkeypatch.setattr(kernel_parts, "empty_outputs", poisoned)
     w, ids = fused(logits(1000, 96, torch.float16, dev), 6, scale(96, dev))
     assert calls, "the poisoned allocator was not used"
     assert not torch.isnan(w).any() and (ids >= 0).all()
 
 
 def test_launch_config_is_a_table_not_constants():
-    cfg = launch_config(65536, 128, 8, torch.bfloat16)
-    assert cfg["BLOCK_E"] == 128 and cfg["BLOCK_T"] >= 1
-    assert launch_config(1, 1000, 8, torch.float32)["BLOCK_E"] == 1024
+    for interpreter in (True, False):
+        cfg = tile(65536, 128, torch.bfloat16, interpreter=interpreter)
+        assert cfg.block_e == 128 and cfg.block_t >= 1
+        assert tile(1, 1000, torch.float32, interpreter=interpreter).block_e == 1024
+
+
+def test_the_launch_is_decided_once_from_the_problem(dev):
+    g, s = logits(300, 96, torch.bfloat16, dev), scale(96, dev)
+    launch = fused_module.plan(g, 6, s)
+    assert launch.tile == tile(300, 96, torch.bfloat16, interpreter=fused_module.device.INTERPRETER)
+    assert launch.grid == ((300 + launch.tile.block_t - 1) // launch.tile.block_t,)
+    assert launch.constexprs["K"] == 6 and launch.constexprs["BLOCK_K"] == 8 and not launch.constexprs["EVEN_E"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_gpu_launch_table_stays_within_the_largest_tile(dtype, monkeypatch):
     """The GPU table (read here without a GPU) never builds a tile larger than largest_block_t
     allows, and gives it the warps warps_for does: the test that forces BLOCK_T relies on both."""
-    monkeypatch.setattr(FUSED_MODULE.device, "INTERPRETER", False)
     for T in (0, 1, 7, 264, 529, 4096, 250000):
         for E in (1, 2, 6, 100, 128, 257, 1000, 1024):
-            cfg = launch_config(T, E, 8, dtype)
-            assert 1 <= cfg["BLOCK_T"] <= FUSED_MODULE.largest_block_t(cfg["BLOCK_E"], dtype), (T, E, cfg)
-            assert cfg["num_warps"] == FUSED_MODULE.warps_for(cfg["BLOCK_T"], cfg["BLOCK_E"], dtype), (T, E, cfg)
-            assert 1 <= cfg["num_warps"] <= FUSED_MODULE.MAX_WARPS
+            cfg = tile(T, E, dtype, interpreter=False)
+            assert 1 <= cfg.block_t <= fused_module.largest_block_t(cfg.block_e, dtype), (T, E, cfg)
+            assert cfg.num_warps == fused_module.warps_for(cfg.block_t, cfg.block_e, dtype), (T, E, cfg)
+            assert 1 <= cfg.num_warps <= fused_module.MAX_WARPS
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "odd_stride"])
@@ -159,19 +166,19 @@ def test_whole_row_vectors_route_like_16_byte_vectors(dtype, E, layout, dev, mon
     wide = logits(13, E + 1, dtype, dev, seed=31)
     g = wide[:, :E] if layout == "odd_stride" else wide[:, :E].contiguous()
     s = scale(E, dev)
-    real = FUSED_MODULE.launch_config
+    real = fused_module.tile
 
     def route(vec):
-        forced = lambda *a: {**real(*a), "BLOCK_T": 1, "VEC": vec, "num_warps": 1}
-        monkeypatch.setattr(FUSED_MODULE, "launch_config", forced)
+        forced = lambda *a, **k: dataclasses.replace(real(*a, **k), block_t=1, vec=vec, num_warps=1)  # noqa: E731
+        monkeypatch.setattr(fused_module, "tile", forced)
         return fused(g, 8, s)
 
     block_e = triton.next_power_of_2(E)
-    assert FUSED_MODULE.vec_for(1, block_e, dtype) == block_e
-    by_16_bytes, whole = route(FUSED_MODULE.sixteen_byte_vec(block_e, dtype)), route(block_e)
+    assert fused_module.vec_for(1, block_e, dtype) == block_e
+    by_16_bytes, whole = route(fused_module.sixteen_byte_vec(block_e, dtype)), route(block_e)
     assert torch.equal(whole[1], by_16_bytes[1])
     assert torch.equal(whole[0].view(torch.int32), by_16_bytes[0].view(torch.int32))
-    check_against_oracle(g, 8, s)  # launch_config still forces whole-row vectors here
+    check_against_oracle(g, 8, s)  # the table is still forced to whole-row vectors here
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Properties of every routing against the fp64 oracle, over the input space of tests/strategies.py.
 
-What must hold for all inputs (shared/DESIGN.md, "Contracts"):
+What must hold for all inputs (docs/DESIGN.md, "Contracts"):
 - ids: ``fused`` and ``sort_baseline`` equal the oracle's, slot order included; the torch
   references equal them up to ties (every differing expert carries exactly the K-th logit);
 - weights: ``fused`` and ``sort_baseline`` within FUSED_MAX_ULP fp32 ulps of the oracle, NaN exactly
@@ -12,9 +12,9 @@ What must hold for all inputs (shared/DESIGN.md, "Contracts"):
 - every output element written; outputs deterministic across calls, launch blocks and batch splits;
 - bad arguments to every public entry point raise a clear error before any launch.
 
-Known limits, each pinned by a strict xfail at the end of this file: a float64 scale beyond float32's
-range (the kernels read the scale as float32), and probabilities below float32's normal range times
-a large scale (the 8-ulp bound then needs an absolute floor proportional to the scale).
+Known limit, pinned by a strict xfail at the end of this file: probabilities below float32's normal
+range times a large scale (the 8-ulp bound then needs an absolute floor proportional to the scale).
+A float64 scale beyond float32's range is multiplied in float64 and has a regression test there.
 
 Each example's outcome is tallied per (property, implementation, input regime) and handed to the
 pytest plugin, which writes the run's merged tally once (parity.reliability: reliability.json and
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections import defaultdict
 from contextlib import contextmanager
 from unittest import mock
@@ -43,18 +42,19 @@ from hypothesis import strategies as st
 from parity import device, grids, inputs, routing
 from parity.analysis import Routing, classify_ids, compare
 from parity.check import assert_same_ids, assert_weights_close
+from parity.routing.contract import by_id
 from parity.numerics import fp32_ulp
 from parity.pytest_plugin import record_reliability
+from parity.routing import fused as fused_module
+from parity.routing import kernel_parts
 from parity.routing.oracle import route64
 from parity.tolerance import reference_allowance
 from routing_cases import FUSED_MAX_ULP
 from strategies import DEVICE, PROFILE, REGIMES, Spec, examples, routing_inputs
 
-FUSED_MODULE = sys.modules["parity.routing.fused"]      # parity.routing.fused is the function
-SORT_MODULE = sys.modules["parity.routing.sort_baseline"]
-KERNELS = {"fused": routing.fused, "sort_baseline": routing.sort_baseline}
-REFERENCES = {"softmax_all": routing.softmax_all, "topk_softmax": routing.topk_softmax}
-ALL = {**KERNELS, **REFERENCES, "oracle": routing.oracle}
+KERNELS = {name: routing.get(name) for name in ("fused", "sort_baseline")}
+REFERENCES = {name: routing.get(name) for name in ("softmax_all", "topk_softmax")}
+ALL = {**KERNELS, **REFERENCES, "oracle": routing.get("oracle")}
 
 # sort_baseline's tl.sort runs in Python in the interpreter: tiny problems there.
 SORT_LIMITS = {"max_T": 3, "max_E": 128} if device.INTERPRETER else {}
@@ -144,11 +144,6 @@ def assert_ids_valid(ids: torch.Tensor, E: int) -> None:
             raise AssertionError(f"ids: {dup.numel()} rows repeat an expert; first row {r}: {ids[r].tolist()}")
 
 
-def by_id(w: torch.Tensor, ids: torch.Tensor):
-    o = ids.long().cpu().argsort(dim=-1, stable=True)
-    return w.cpu().gather(1, o), ids.long().cpu().gather(1, o)
-
-
 def nan_rows(w: torch.Tensor) -> torch.Tensor:
     return torch.isnan(w.cpu()).any(-1)
 
@@ -208,8 +203,8 @@ def check_reference_weights(impl, g, s, w, ids, w64, ids64):
         raise AssertionError(f"NaN rows differ from the oracle's, first at row {r}: got {w[r].tolist()}, "
                              f"oracle {w64[r].tolist()}")
     keep = same & ~nan_rows(w64)
-    w, _ = by_id(w, ids)
-    w64, ids64 = by_id(w64, ids64)
+    w, _ = by_id(w.cpu(), ids.cpu())
+    w64, ids64 = by_id(w64.cpu(), ids64.cpu())
     allowed = reference_allowance(impl, g, s, w64, ids64)
     assert_within(w[keep], w64[keep], allowed[keep], f"{impl} weights ({g.dtype})")
 
@@ -321,15 +316,15 @@ def poisoned_outputs(gating_output, topk, per_expert_scale=None):
     return w.view(torch.float32), torch.full((T, topk), -1, dtype=torch.int32, device=gating_output.device)
 
 
-@pytest.mark.parametrize("name, module", [("fused", FUSED_MODULE), ("sort_baseline", SORT_MODULE)])
+@pytest.mark.parametrize("name", ["fused", "sort_baseline"])
 @examples(50)
 @given(data=st.data())
-def test_every_output_element_is_written(name, module, data):
+def test_every_output_element_is_written(name, data):
     inp = data.draw(routing_inputs(**(SORT_LIMITS if name == "sort_baseline" else {})))
     g, K, s = inp.args
 
     def check():
-        with mock.patch.object(module, "empty_outputs", poisoned_outputs):
+        with mock.patch.object(kernel_parts, "empty_outputs", poisoned_outputs):
             w, ids = ALL[name](g, K, s)
         unwritten = (bits(w) == POISON_WEIGHT_BITS) | (ids.cpu() == -1)
         if unwritten.any():
@@ -346,9 +341,9 @@ def test_the_poison_reaches_the_kernels(dev):
         def __getitem__(self, grid):
             return lambda *args, **kwargs: None
 
-    with mock.patch.object(FUSED_MODULE, "empty_outputs", poisoned_outputs), \
-            mock.patch.object(FUSED_MODULE, "_route_kernel", NoLaunch()):
-        w, ids = routing.fused(g, 2, torch.ones(8, device=dev))
+    with mock.patch.object(kernel_parts, "empty_outputs", poisoned_outputs), \
+            mock.patch.object(fused_module, "route_kernel", NoLaunch()):
+        w, ids = routing.get("fused")(g, 2, torch.ones(8, device=dev))
     assert (bits(w) == POISON_WEIGHT_BITS).all() and (ids == -1).all()
 
 
@@ -358,15 +353,15 @@ def block_rows(block_t: int):
     built for (largest_block_t) where block_t rows would be more, with the warps that tile gets
     (warps_for). Forcing 64 rows of 1024 logits onto the table's one warp made the H200 spend
     minutes in ptxas per example (reports/h200-reliability/c2cb7bf)."""
-    real = FUSED_MODULE.launch_config
+    real = fused_module.tile
 
-    def forced(T, E, K, dtype):
-        cfg = real(T, E, K, dtype)
-        rows = min(block_t, FUSED_MODULE.largest_block_t(cfg["BLOCK_E"], dtype))
-        return {**cfg, "BLOCK_T": rows, "VEC": FUSED_MODULE.vec_for(rows, cfg["BLOCK_E"], dtype),
-                "num_warps": FUSED_MODULE.warps_for(rows, cfg["BLOCK_E"], dtype)}
+    def forced(T, E, dtype, *, interpreter):
+        block_e = real(T, E, dtype, interpreter=interpreter).block_e
+        rows = min(block_t, fused_module.largest_block_t(block_e, dtype))
+        return fused_module.Tile(rows, block_e, fused_module.vec_for(rows, block_e, dtype),
+                                 fused_module.warps_for(rows, block_e, dtype))
 
-    with mock.patch.object(FUSED_MODULE, "launch_config", forced):
+    with mock.patch.object(fused_module, "tile", forced):
         yield
 
 
@@ -390,7 +385,7 @@ def deterministic(name: str, inp, cut: int, block_t: int | None) -> None:
         what = f"{name}: rows [0, {m}) and [{m}, {g.shape[0]}) routed apart vs together"
         if relaxed_split:
             # On the H200, softmax_all changed its output bits when the batch was cut in 14 of 100
-            # examples (reports/h200-reliability-eb49c70): the renormalising row sum, whose CUDA
+            # examples (H200 at eb49c70; README, Known limits): the renormalising row sum, whose CUDA
             # reduction orders its additions by the number of rows (pinned by
             # tests/test_reference.py::test_softmax_all_batch_split_on_cuda_is_the_row_sum).
             # Documented, not a contract: ids must still be identical, weights within a few
@@ -544,8 +539,8 @@ def test_every_routing_rejects_bad_arguments_before_any_launch(name, call):
     args, exc, pattern = call
     launched = []
     launch = lambda *a, **k: launched.append(1)  # noqa: E731
-    with mock.patch.object(FUSED_MODULE, "_fused_route", launch), \
-            mock.patch.object(SORT_MODULE, "_sort_baseline_route", launch):
+    with mock.patch.object(routing.get("fused"), "launch", launch), \
+            mock.patch.object(routing.get("sort_baseline"), "launch", launch):
         with pytest.raises(exc, match=pattern):
             routing.get(name)(*args)
     assert not launched, f"{name}: launched a kernel before rejecting its arguments"

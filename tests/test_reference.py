@@ -17,19 +17,15 @@ import torch
 
 from parity import tolerance
 from parity.analysis import classify_ids
+from parity.routing.contract import by_id
 from parity.check import assert_weights_close
 from parity.numerics import smallest_step, unit_roundoff
-from parity.routing import softmax_all, topk_softmax
+from parity.routing.reference import softmax_all, topk_softmax
 from parity.routing.oracle import route64
 from routing_cases import DTYPES, logits, scale, tied_logits
 
 ROUNDINGS = {softmax_all: tolerance.ROUNDINGS["softmax_all"], topk_softmax: tolerance.ROUNDINGS["topk_softmax"]}
 SOFTMAX_FP32_ULP = tolerance.SOFTMAX_FP32_ULP
-
-
-def sorted_by_id(w, ids):
-    order = ids.long().argsort(dim=-1)
-    return w.gather(1, order), ids.long().gather(1, order)
 
 
 def check(impl, g, K, s):
@@ -38,8 +34,8 @@ def check(impl, g, K, s):
     verdict = classify_ids(g, ids, ids64)
     assert int((verdict.genuine | verdict.near_tie | verdict.special).sum()) == 0, verdict.counts()
     same = ~verdict.mismatched
-    w, _ = sorted_by_id(w.cpu(), ids.cpu())
-    w64, _ = sorted_by_id(w64.cpu(), ids64.cpu())
+    w, _ = by_id(w.cpu(), ids.cpu())
+    w64, _ = by_id(w64.cpu(), ids64.cpu())
     u = unit_roundoff(g.dtype)
     assert_weights_close(
         w[same], w64[same], rtol=(ROUNDINGS[impl] + 1) * u, atol=smallest_step(g.dtype),
@@ -80,7 +76,7 @@ def test_softmax_all_batch_split_on_cuda_is_the_row_sum(dev):
     """Pins the cause of softmax_all's batch-split finding on CUDA (reports/h200-reliability).
 
     On the H200 (torch 2.11) routing rows [0, 1) and [1, 4096) in two calls changed the weight bits
-    of about a third of the rows, for fp32 logits with E=999 (scripts/probe_split.py). torch.softmax
+    of about a third of the rows, for fp32 logits with E=999 (benchmarks/probe_split.py). torch.softmax
     gives the same bits either way; the renormalising sum of the kept probabilities does not: CUDA's
     reduction chooses its thread layout, and with it the order of the additions, from the number of
     rows. This asserts today's torch behaviour (documented, not a contract): ids identical, every row

@@ -1,7 +1,7 @@
 """The special-value semantics table: what each implementation returns for NaN, +inf and -inf rows.
 
 For parity's own implementations (fused, sort_baseline, oracle) the table is the contract of
-shared/DESIGN.md, asserted cell by cell: ids always valid and the oracle's (NaN ranks above +inf,
+docs/DESIGN.md, asserted cell by cell: ids always valid and the oracle's (NaN ranks above +inf,
 ties to the lower id), NaN weights in a row whose chosen logits hold NaN or +inf or are all -inf,
 weight 0 for a chosen -inf beside finite logits, finite weights elsewhere.
 
@@ -153,7 +153,7 @@ CONTRACT = {
     "all_neginf": Cell("= oracle", "NaN"),
     "nan_heavy": Cell("= oracle", "NaN"),
 }
-"""The contract (shared/DESIGN.md) for fused, sort_baseline and the oracle, in every dtype."""
+"""The contract (docs/DESIGN.md) for fused, sort_baseline and the oracle, in every dtype."""
 
 TIES = {"= oracle", "= oracle's set, other order", "tie-explained"}
 TORCH_BEHAVIOUR = {

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from parity.routing import fused, oracle
+from parity.routing.fused import fused
+from parity.routing.oracle import oracle
 from routing_cases import DTYPES, logits, scale
 
 inf, nan = float("inf"), float("nan")

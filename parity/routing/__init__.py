@@ -1,5 +1,5 @@
 """The routing library: every implementation takes ``(gating_output, topk, per_expert_scale)`` and
-returns ``(weights float32 [T, K], ids int32 [T, K])`` on the input's device (shared/DESIGN.md).
+returns ``(weights float32 [T, K], ids int32 [T, K])`` on the input's device (docs/DESIGN.md).
 
 The registry is the one piece of global mutable state: ``get(name)``, ``names()``, ``register``.
 """
@@ -10,22 +10,19 @@ import os
 import sys
 
 from parity import device as _device  # noqa: F401  (decides TRITON_INTERPRET before triton loads)
+from parity.routing import fused, mutants, oracle, reference, sort_baseline
 from parity.routing.contract import RoutingFn
-from parity.routing.fused import fused
-from parity.routing.mutants import MUTANTS
-from parity.routing.oracle import oracle
-from parity.routing.reference import softmax_all, topk_softmax
-from parity.routing.sort_baseline import sort_baseline
 
+# The modules keep their names (parity.routing.fused is the module); the implementations are
+# reached through the registry, or as parity.routing.fused.fused and so on.
 _REGISTRY: dict[str, RoutingFn] = {
-    "fused": fused,
-    "softmax_all": softmax_all,
-    "topk_softmax": topk_softmax,
-    "oracle": oracle,
-    "sort_baseline": sort_baseline,
-    **MUTANTS,
+    "fused": fused.fused,
+    "softmax_all": reference.softmax_all,
+    "topk_softmax": reference.topk_softmax,
+    "oracle": oracle.oracle,
+    "sort_baseline": sort_baseline.sort_baseline,
+    **mutants.MUTANTS,
 }
-
 
 ARITHMETIC: dict[str, str] = {
     "oracle": "fp64",

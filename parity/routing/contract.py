@@ -1,4 +1,4 @@
-"""The contract every routing implementation shares (shared/DESIGN.md, "Contracts").
+"""The contract every routing implementation shares (docs/DESIGN.md, "Contracts").
 
 ``validate`` checks arguments before any launch; ``check_output`` checks what an implementation
 returned. Both raise with messages that name the argument, what was expected and what came.
@@ -97,6 +97,13 @@ def check_output(name: str, out, problem: Problem, device: torch.device) -> tupl
         if lo < 0 or hi >= problem.E:
             raise ContractError(f"{name}: ids: expected expert ids in [0, {problem.E}), got values in [{lo}, {hi}]")
     return weights, ids
+
+
+def by_id(weights: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A routing's slots sorted by expert id (stable), ids as int64: how two routings are compared
+    expert by expert, whatever their slot order."""
+    order = torch.argsort(ids.long(), dim=-1, stable=True)
+    return weights.gather(1, order), ids.long().gather(1, order)
 
 
 class ContractError(RuntimeError):

@@ -25,140 +25,46 @@ Layout: the tile is [BLOCK_T, BLOCK_E // VEC, VEC] (VEC logits per 16-byte load)
 lays out rows across lanes first: with BLOCK_T = 16 rows per warp, each row sits in 2 lanes. A
 round's reduction is then mostly in-thread, with one or two shuffles, where the plain [BLOCK_T,
 BLOCK_E] tile spread each row over 16 lanes and paid four shuffle steps per row group per round
-(1560 -> 848 SASS instructions per warp of 8 bf16 rows; 62 -> 36 µs at T=250000 on the H200).
+(the SASS counts and timings are in reports/bench/NOTES.md, "rows across lanes").
 
 Why not ``tl.sort``: the Triton interpreter runs it element by element in Python; ``tl.max``/
-``tl.min`` run vectorised, so this source serves the GPU and the CPU (shared/FINDINGS.md). Launch
-parameters come from ``launch_config``. A bitonic top-K network with rows held in single threads
-issues 2.3x fewer instructions per logit but measured slower on the H200; it is kept as a variant
-(reports/bench/variants/v3_bitonic_network.py, reports/bench/NOTES.md).
+``tl.min`` run vectorised, so this source serves the GPU and the CPU (docs/FINDINGS.md). Every
+launch parameter comes from ``plan``: the table's tile and the compile-time arguments, decided once
+per call. A bitonic top-K network with rows held in single threads issues 2.3x fewer instructions
+per logit but measured slower on the H200; it is kept as a variant
+(benchmarks/variants/v3_bitonic_network.py, reports/bench/NOTES.md).
+
+The selection pieces (packed keys, the exact fallback, the softmax-and-scale epilogue) live in
+kernel_parts, where the variants reuse them.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
 from parity import device
-from parity.routing.contract import validate
 from parity.routing.kernel_parts import (
+    TritonRouting,
     dtype_flags,
-    empty_outputs,
-    exp_shifted,
+    exact_topk,
     load_fp32,
-    require_kernel_device,
-    scaled_weights,
-    sign_magnitude_key,
+    packed_keys,
+    packed_pair_keys,
+    write_routing,
 )
 
 MAX_EXPERTS = 4096
 """The largest E this kernel takes: one row's keys must fit in one program's registers."""
 
 
-@triton.jit
-def _exact_topk(key, cols, slots, K: tl.constexpr, BLOCK_E: tl.constexpr, top_id):
-    """Iterative max on full keys [BLOCK_T, C, V] (column ids cols [1, C, V]), ties to the lower
-    id: the slow, always-exact path."""
-    for k in tl.range(K, loop_unroll_factor=1):  # rare path: keep it small (unrolled it doubles the kernel)
-        best = tl.max(tl.max(key, axis=2), axis=1)
-        pick = tl.min(tl.min(tl.where(key == best[:, None, None], cols, BLOCK_E), axis=2), axis=1)
-        key = tl.where(cols == pick[:, None, None], -2147483647 - 1, key)
-        top_id = tl.where(slots[None, :] == k, pick[:, None], top_id)
-    return top_id
-
-
-@triton.jit
-def _pairwise_sum(e, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr):
-    """Row sums of e [BLOCK_T, BLOCK_K] by a fixed pairwise tree of neighbours. tl.sum's tree
-    follows the layout (rows per program, warps), so its last bit would change with the launch
-    configuration; a sum of two numbers is the same either way round, so summing neighbour pairs
-    level by level gives the same bits under any layout, with tl.sum's log2(K) error growth."""
-    for level in tl.static_range(LOG2_BLOCK_K):
-        e = tl.sum(tl.reshape(e, [BLOCK_T, BLOCK_K >> (level + 1), 2]), axis=2)
-    return tl.reshape(e, [BLOCK_T])
-
-
-@triton.jit
-def _write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
-                   K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
-                   LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, SCALE_IS_BF16: tl.constexpr):
-    """Weights from the chosen logits v [BLOCK_T, BLOCK_K] (largest first) and their ids: softmax
-    over the first K, times the expert's scale; store both. The v3 variant
-    (reports/bench/variants) ends here too, so the two kernels' weights agree bit for bit whenever
-    their ids do."""
-    slot_ok = slots < K
-    # The first slot holds the largest logit; a sum of one value and zeros extracts it with NaN and
-    # inf intact, and a NaN or +inf there makes every weight of that row (only) NaN.
-    first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)
-    e = tl.where(slot_ok[None, :], exp_shifted(v, first[:, None], ACCURATE_EXP), 0.0)
-    probs = e / _pairwise_sum(e, BLOCK_T, BLOCK_K, LOG2_BLOCK_K)[:, None]
-    weights = scaled_weights(probs, scale_ptr + top_id * stride_s, out_ok, SCALE_IS_BF16)
-    out = rows64[:, None] * K + slots[None, :]
-    tl.store(weights_ptr + out, weights, mask=out_ok)
-    tl.store(ids_ptr + out, top_id, mask=out_ok)
-
-
-@triton.jit
-def _top_half_key(bits, NAN_MAG: tl.constexpr):
-    """Order key of the bf16/fp16 pattern in the top half of an int32 (the low half is ignored),
-    keyed where it lies: a packed key keeps all of it, and the expert id takes the low 16 bits."""
-    return sign_magnitude_key(bits, 0x7FFF0000, NAN_MAG << 16)
-
-
-@triton.jit
-def _packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.constexpr,
-                 EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr):
-    """Load logits and pack each into one int32: order key, then BLOCK_E - 1 - id in the low
-    COL_BITS bits (unique in its row; larger packed = larger logit, then lower id). Returns
-    (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16)."""
-    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
-    if not EVEN_E:
-        mask = mask & col_ok
-    if KEY16:
-        # bf16/fp16: the 16-bit pattern moved to the top half is keyed there, so the packed key
-        # keeps all of it and the expert id takes the low 16 bits. (Keying the pattern in the top
-        # half, not shifting a 16-bit key up, saves the sign extensions: 968 -> 896 SASS
-        # instructions per warp of 8 bf16 rows of 128.)
-        raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0)
-        key = _top_half_key(raw.to(tl.int32) << 16, NAN_MAG)
-        if not EVEN_E:
-            key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
-        packed = key | (COL_MASK - cols)
-    else:
-        raw = tl.load(ptrs.to(tl.pointer_type(tl.int32)), mask=mask, other=0)
-        key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
-        if not EVEN_E:
-            key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
-        packed = (key & ~COL_MASK) | (COL_MASK - cols)
-    return packed, key
-
-
-@triton.jit
-def _packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, COL_BITS: tl.constexpr,
-                      EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr):
-    """_packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
-    BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
-    its even column's is the word shifted up by 16."""
-    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
-    words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
-    in_row = words * 2 < E  # E is even: a word is in the row or wholly beyond it
-    mask = row_ok[:, None, None]
-    if not EVEN_E:
-        mask = mask & in_row
-    w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None, None] + words, mask=mask, other=0)
-    even = _top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
-    odd = _top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
-    if not EVEN_E:
-        even = tl.where(in_row, even, -2147483647 - 1)  # padding below -inf
-        odd = tl.where(in_row, odd, -2147483647 - 1)
-    return tl.reshape(tl.join(even, odd), [even.shape[0], BLOCK_E // VEC, VEC])
-
-
 # T only bounds the row mask, so specialising on it (T == 1, T % 16 == 0) cannot help vectorised
 # loads or stores; not specialising saves a recompile per such class as batch sizes vary (the GPU
 # property tests draw many T). Not timed separately: the kernel's code does not depend on T.
 @triton.jit(do_not_specialize=["T"])
-def _route_kernel(
+def route_kernel(
     gating_ptr, scale_ptr, weights_ptr, ids_ptr,
     T, E, stride_gt, stride_ge, stride_s,
     K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -175,11 +81,11 @@ def _route_kernel(
     cols = ((tl.arange(0, BLOCK_E // VEC) * VEC)[:, None] + tl.arange(0, VEC)[None, :])[None, :, :]
 
     if PAIRS:
-        packed = _packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG)
+        packed = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
-        packed, key = _packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
-                                   cols < E, COL_BITS, KEY16, EVEN_E, NAN_MAG)
+        packed, key = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
+                                  cols < E, COL_BITS, KEY16, EVEN_E, NAN_MAG)
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
 
     best = tl.max(tl.max(packed, axis=2), axis=1)
@@ -199,26 +105,26 @@ def _route_kernel(
     if CHECK_LOSS:
         lossy = tl.max(tl.max(key & COL_MASK, axis=2), axis=1) != 0
         if tl.max((ambiguous & lossy & row_ok).to(tl.int32), axis=0) > 0:
-            top_id = _exact_topk(key, cols, slots, K, BLOCK_E, top_id)
+            top_id = exact_topk(key, cols, slots, K, BLOCK_E, top_id)
 
     out_ok = row_ok[:, None] & (slots < K)[None, :]
     top_id = tl.where(out_ok, top_id, 0)
     # Gathering the chosen logits again (cache hits) also moves the K picks from the reduction's
     # layout, where each row's picks sit in every lane of the row, to a compact one: decoding them
-    # from the packed keys instead left the softmax below replicated 16 times (2240 instructions
-    # per warp against 1536).
+    # from the packed keys instead left the softmax below replicated 16 times (reports/bench/NOTES.md,
+    # "v2, trimmed").
     v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
-    _write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
-                   K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCALE_IS_BF16)
+    write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
+                  K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCALE_IS_BF16)
 
 
-# Launch table, measured on one H200 (reports/bench/NOTES.md, "rows across lanes"). Large T: keys
-# per warp, by logit dtype, one warp per program. The tile puts rows across lanes first, so keys
-# per warp also set the lanes per row: bf16/fp16 at 2048 keys run 16 rows of 128 per warp, 2 lanes
-# a row (35.9 µs at T=250000, against 37.7 for 8 rows and 42-54 for 4, 32 or two warps) and 8 rows
-# of 256 (66.1 µs, against 68-83); fp32 at 512 keys, 4 rows of 128, 8 lanes a row (57.1 µs; 8 rows
-# 57.0, but slower at T=2048). Small T is latency-bound: rows are spread so that at least
-# FILL_PROGRAMS programs run (about two per SM), down to one row per program.
+# The launch table, chosen by measurement on one H200 (reports/bench/NOTES.md, "v5: rows across
+# lanes", has the timings of every alternative). Large T: keys per warp, by logit dtype, one warp
+# per program. The tile puts rows across lanes first, so keys per warp also set the lanes per row:
+# bf16/fp16 at 2048 keys run 16 rows of 128 per warp, 2 lanes a row, and 8 rows of 256; fp32 at 512
+# keys, 4 rows of 128, 8 lanes a row (8 rows were as fast at T=250000 and slower at T=2048).
+# Small T is latency-bound: rows are spread so that at least FILL_PROGRAMS programs run (about two
+# per SM), down to one row per program.
 KEYS_PER_WARP = {torch.bfloat16: 2048, torch.float16: 2048, torch.float32: 512}
 FILL_PROGRAMS = 264
 INTERPRETER_KEYS_PER_PROGRAM = 2**17  # the interpreter pays per program in Python: make them large
@@ -226,8 +132,8 @@ MAX_WARPS = 8
 WHOLE_ROW_VEC_MAX_E = 128
 """Up to this BLOCK_E, a bf16/fp16 row that a program routes alone (BLOCK_T = 1) is one vector of
 BLOCK_E logits instead of 16-byte vectors: each round's reduction then lowers to one REDUX instead of
-SHFL trees. On the H200 (reports/bench/NOTES.md, "whole-row vectors"): 1.56-1.67 µs against
-1.96-2.13 at T = 1 for E = 32..128, the same bits; at E = 256 it was 0.08 µs slower, for fp32 even."""
+SHFL trees, the same bits and faster on the H200 up to E = 128; at E = 256, and for fp32, it was
+not (reports/bench/NOTES.md, "Whole-row vectors")."""
 
 
 def warps_for(block_t: int, block_e: int, dtype: torch.dtype) -> int:
@@ -255,38 +161,31 @@ def vec_for(block_t: int, block_e: int, dtype: torch.dtype) -> int:
     return sixteen_byte_vec(block_e, dtype)
 
 
-def launch_config(T: int, E: int, K: int, dtype: torch.dtype) -> dict:
-    """Rows per program and warps for one call: the one table of launch parameters."""
+@dataclass(frozen=True)
+class Tile:
+    """How rows are spread over programs: rows per program, the padded row, logits per vector, warps."""
+
+    block_t: int
+    block_e: int
+    vec: int
+    num_warps: int
+
+
+def tile(T: int, E: int, dtype: torch.dtype, *, interpreter: bool) -> Tile:
+    """The launch table: one tile for a batch of T rows of E logits of ``dtype``."""
     block_e = triton.next_power_of_2(E)
     rows_needed = triton.next_power_of_2(max(T, 1))
-    if device.INTERPRETER:
+    if interpreter:
         block_t = max(1, min(INTERPRETER_KEYS_PER_PROGRAM // block_e, rows_needed))
-        return {"BLOCK_T": block_t, "BLOCK_E": block_e, "VEC": vec_for(block_t, block_e, dtype), "num_warps": 1}
+        return Tile(block_t, block_e, vec_for(block_t, block_e, dtype), 1)
     per_warp = KEYS_PER_WARP[dtype]
     fill = 1 << max(0, (max(T, 1) // FILL_PROGRAMS).bit_length() - 1)  # rows that still fill the GPU
     block_t = max(1, min(per_warp // block_e, rows_needed, fill))
-    return {"BLOCK_T": block_t, "BLOCK_E": block_e, "VEC": vec_for(block_t, block_e, dtype),
-            "num_warps": warps_for(block_t, block_e, dtype)}
+    return Tile(block_t, block_e, vec_for(block_t, block_e, dtype), warps_for(block_t, block_e, dtype))
 
 
 NAN_MAGNITUDE = {torch.bfloat16: 0x7F80, torch.float16: 0x7C00, torch.float32: 0x7F800000}
 """Largest non-NaN magnitude (the bits of +inf) per logit dtype, for sign_magnitude_key."""
-
-
-def kernel_args(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor) -> dict:
-    """Compile-time arguments that follow from the problem, not from tuning."""
-    E = gating_output.shape[1]
-    col_bits = max(1, (triton.next_power_of_2(E) - 1).bit_length())
-    # The packed key keeps 32 - COL_BITS bits of the fp32 key: enough for every bf16 (16 bits) and
-    # fp16 (19 bits) value while COL_BITS <= 13; fp32 logits are checked at run time.
-    assert col_bits <= 13, "MAX_EXPERTS must keep COL_BITS <= 13"
-    return {
-        "K": topk, "BLOCK_K": triton.next_power_of_2(topk),
-        "LOG2_BLOCK_K": triton.next_power_of_2(topk).bit_length() - 1, "COL_BITS": col_bits,
-        "CHECK_LOSS": gating_output.dtype == torch.float32, **dtype_flags(gating_output, per_expert_scale),
-        "EVEN_E": E == triton.next_power_of_2(E), "KEY16": gating_output.dtype.itemsize == 2,
-        "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype], "PAIRS": reads_pairs(gating_output),
-    }
 
 
 def reads_pairs(gating_output: torch.Tensor) -> bool:
@@ -298,27 +197,52 @@ def reads_pairs(gating_output: torch.Tensor) -> bool:
             and (gating_output.stride(0) % 2 == 0 or T == 1) and gating_output.data_ptr() % 4 == 0)
 
 
-@torch.library.custom_op("parity::fused_route", mutates_args=())
-def _fused_route(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class Launch:
+    """One call's launch, decided once from the validated problem: its tile (so its grid and
+    warps) and every compile-time argument of route_kernel."""
+
+    T: int
+    E: int
+    tile: Tile
+    constexprs: dict
+
+    @property
+    def grid(self) -> tuple[int]:
+        return (triton.cdiv(self.T, self.tile.block_t),)
+
+    def run(self, gating_output, per_expert_scale, weights, ids) -> None:
+        route_kernel[self.grid](
+            gating_output, per_expert_scale, weights, ids,
+            self.T, self.E, gating_output.stride(0), gating_output.stride(1), per_expert_scale.stride(0),
+            BLOCK_T=self.tile.block_t, BLOCK_E=self.tile.block_e, VEC=self.tile.vec,
+            num_warps=self.tile.num_warps, **self.constexprs,
+        )
+
+
+def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor, *,
+         interpreter: bool = device.INTERPRETER) -> Launch:
+    """The launch for these (validated) arguments: the table's tile, and the compile-time
+    arguments that follow from the problem, not from tuning."""
     T, E = gating_output.shape
-    weights, ids = empty_outputs(gating_output, topk)
-    if T == 0:
-        return weights, ids
-    cfg = launch_config(T, E, topk, gating_output.dtype)
-    _route_kernel[(triton.cdiv(T, cfg["BLOCK_T"]),)](
-        gating_output, per_expert_scale, weights, ids,
-        T, E, gating_output.stride(0), gating_output.stride(1), per_expert_scale.stride(0),
-        BLOCK_T=cfg["BLOCK_T"], BLOCK_E=cfg["BLOCK_E"], VEC=cfg["VEC"], num_warps=cfg["num_warps"],
-        **kernel_args(gating_output, topk, per_expert_scale),
-    )
-    return weights, ids
+    t = tile(T, E, gating_output.dtype, interpreter=interpreter)
+    col_bits = max(1, (t.block_e - 1).bit_length())
+    # The packed key keeps 32 - COL_BITS bits of the fp32 key: enough for every bf16 (16 bits) and
+    # fp16 (19 bits) value while COL_BITS <= 13; fp32 logits are checked at run time.
+    assert col_bits <= 13, "MAX_EXPERTS must keep COL_BITS <= 13"
+    block_k = triton.next_power_of_2(topk)
+    return Launch(T, E, t, {
+        "K": topk, "BLOCK_K": block_k, "LOG2_BLOCK_K": block_k.bit_length() - 1, "COL_BITS": col_bits,
+        "CHECK_LOSS": gating_output.dtype == torch.float32,
+        **dtype_flags(gating_output, per_expert_scale, interpreter=interpreter),
+        "EVEN_E": E == t.block_e, "KEY16": gating_output.dtype.itemsize == 2,
+        "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype], "PAIRS": reads_pairs(gating_output),
+    })
 
 
-_fused_route.register_fake(empty_outputs)
+def _launch(gating_output, topk, per_expert_scale, weights, ids) -> None:
+    plan(gating_output, topk, per_expert_scale).run(gating_output, per_expert_scale, weights, ids)
 
 
-def fused(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor):
-    """Fused routing: (weights fp32 [T, K], ids int32 [T, K]); ids exactly the oracle's."""
-    validate(gating_output, topk, per_expert_scale, max_experts=MAX_EXPERTS)
-    require_kernel_device(gating_output)
-    return _fused_route(gating_output, int(topk), per_expert_scale)
+fused = TritonRouting("fused_route", _launch, MAX_EXPERTS,
+                      """Fused routing: (weights fp32 [T, K], ids int32 [T, K]); ids exactly the oracle's.""")

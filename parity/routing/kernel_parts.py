@@ -1,5 +1,10 @@
-"""Pieces shared by parity's Triton routing kernels (fused, sort_baseline) and their launchers."""
+"""Pieces shared by parity's Triton routing kernels (fused, sort_baseline), the measured variants
+under benchmarks/variants, and their launchers: loads, order keys, the packed-key selection, the
+exact fallback, the softmax-and-scale epilogue, and the wrapper that makes a launcher a routing
+implementation and a torch custom op (``TritonRouting``)."""
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import triton
@@ -7,6 +12,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from parity import device
+from parity.routing.contract import validate
 
 
 @triton.jit
@@ -74,9 +80,108 @@ def exp_shifted(v, first, ACCURATE_EXP: tl.constexpr):
     return e + e * d_err
 
 
-def dtype_flags(gating_output: torch.Tensor, per_expert_scale: torch.Tensor) -> dict:
-    """Compile-time flags every routing kernel takes."""
-    return {"ACCURATE_EXP": not device.INTERPRETER, "IS_BF16": gating_output.dtype == torch.bfloat16,
+@triton.jit
+def exact_topk(key, cols, slots, K: tl.constexpr, BLOCK_E: tl.constexpr, top_id):
+    """Iterative max on full keys [BLOCK_T, C, V] (column ids cols [1, C, V]), ties to the lower
+    id: the slow, always-exact path."""
+    for k in tl.range(K, loop_unroll_factor=1):  # rare path: keep it small (unrolled it doubles the kernel)
+        best = tl.max(tl.max(key, axis=2), axis=1)
+        pick = tl.min(tl.min(tl.where(key == best[:, None, None], cols, BLOCK_E), axis=2), axis=1)
+        key = tl.where(cols == pick[:, None, None], -2147483647 - 1, key)
+        top_id = tl.where(slots[None, :] == k, pick[:, None], top_id)
+    return top_id
+
+
+@triton.jit
+def pairwise_sum(e, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr):
+    """Row sums of e [BLOCK_T, BLOCK_K] by a fixed pairwise tree of neighbours. tl.sum's tree
+    follows the layout (rows per program, warps), so its last bit would change with the launch
+    configuration; a sum of two numbers is the same either way round, so summing neighbour pairs
+    level by level gives the same bits under any layout, with tl.sum's log2(K) error growth."""
+    for level in tl.static_range(LOG2_BLOCK_K):
+        e = tl.sum(tl.reshape(e, [BLOCK_T, BLOCK_K >> (level + 1), 2]), axis=2)
+    return tl.reshape(e, [BLOCK_T])
+
+
+@triton.jit
+def write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
+                   K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                   LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, SCALE_IS_BF16: tl.constexpr):
+    """Weights from the chosen logits v [BLOCK_T, BLOCK_K] (largest first) and their ids: softmax
+    over the first K, times the expert's scale; store both. Every kernel that ends here (fused, the
+    variants under benchmarks/variants) gives the same weights bit for bit whenever its ids agree."""
+    slot_ok = slots < K
+    # The first slot holds the largest logit; a sum of one value and zeros extracts it with NaN and
+    # inf intact, and a NaN or +inf there makes every weight of that row (only) NaN.
+    first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)
+    e = tl.where(slot_ok[None, :], exp_shifted(v, first[:, None], ACCURATE_EXP), 0.0)
+    probs = e / pairwise_sum(e, BLOCK_T, BLOCK_K, LOG2_BLOCK_K)[:, None]
+    weights = scaled_weights(probs, scale_ptr + top_id * stride_s, out_ok, SCALE_IS_BF16)
+    out = rows64[:, None] * K + slots[None, :]
+    tl.store(weights_ptr + out, weights, mask=out_ok)
+    tl.store(ids_ptr + out, top_id, mask=out_ok)
+
+
+@triton.jit
+def top_half_key(bits, NAN_MAG: tl.constexpr):
+    """Order key of the bf16/fp16 pattern in the top half of an int32 (the low half is ignored),
+    keyed where it lies: a packed key keeps all of it, and the expert id takes the low 16 bits."""
+    return sign_magnitude_key(bits, 0x7FFF0000, NAN_MAG << 16)
+
+
+@triton.jit
+def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.constexpr,
+                 EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr):
+    """Load logits and pack each into one int32: order key, then BLOCK_E - 1 - id in the low
+    COL_BITS bits (unique in its row; larger packed = larger logit, then lower id). Returns
+    (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16)."""
+    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+    if not EVEN_E:
+        mask = mask & col_ok
+    if KEY16:
+        # bf16/fp16: the 16-bit pattern moved to the top half is keyed there, so the packed key
+        # keeps all of it and the expert id takes the low 16 bits. (Keying the pattern in the top
+        # half, not shifting a 16-bit key up, saves the sign extensions; reports/bench/NOTES.md, "v5".)
+        raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0)
+        key = top_half_key(raw.to(tl.int32) << 16, NAN_MAG)
+        if not EVEN_E:
+            key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
+        packed = key | (COL_MASK - cols)
+    else:
+        raw = tl.load(ptrs.to(tl.pointer_type(tl.int32)), mask=mask, other=0)
+        key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
+        if not EVEN_E:
+            key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
+        packed = (key & ~COL_MASK) | (COL_MASK - cols)
+    return packed, key
+
+
+@triton.jit
+def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, COL_BITS: tl.constexpr,
+                      EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr):
+    """packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
+    BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
+    its even column's is the word shifted up by 16."""
+    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+    words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
+    in_row = words * 2 < E  # E is even: a word is in the row or wholly beyond it
+    mask = row_ok[:, None, None]
+    if not EVEN_E:
+        mask = mask & in_row
+    w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None, None] + words, mask=mask, other=0)
+    even = top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
+    odd = top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
+    if not EVEN_E:
+        even = tl.where(in_row, even, -2147483647 - 1)  # padding below -inf
+        odd = tl.where(in_row, odd, -2147483647 - 1)
+    return tl.reshape(tl.join(even, odd), [even.shape[0], BLOCK_E // VEC, VEC])
+
+
+
+def dtype_flags(gating_output: torch.Tensor, per_expert_scale: torch.Tensor, *, interpreter: bool) -> dict:
+    """Compile-time flags every routing kernel takes (libdevice's exp only where it exists: not in
+    the interpreter)."""
+    return {"ACCURATE_EXP": not interpreter, "IS_BF16": gating_output.dtype == torch.bfloat16,
             "SCALE_IS_BF16": per_expert_scale.dtype == torch.bfloat16}
 
 
@@ -90,9 +195,46 @@ def require_kernel_device(gating_output: torch.Tensor) -> None:
         )
 
 
-def empty_outputs(gating_output: torch.Tensor, topk: int, per_expert_scale=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weights float32 [T, K], ids int32 [T, K]) on the input's device, unwritten. Also the fake
-    (meta) implementation of every routing custom op: it only needs shapes."""
+def empty_outputs(gating_output: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights float32 [T, K], ids int32 [T, K]) on the input's device, unwritten."""
     T = gating_output.shape[0]
     return (gating_output.new_empty((T, topk), dtype=torch.float32),
             gating_output.new_empty((T, topk), dtype=torch.int32))
+
+
+def _fake_outputs(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fake (meta) implementation of every routing custom op: outputs need only shapes."""
+    return empty_outputs(gating_output, topk)
+
+
+Launcher = Callable[[torch.Tensor, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+"""(gating_output, topk, per_expert_scale, weights, ids): fill the outputs of a non-empty batch."""
+
+
+class TritonRouting:
+    """A Triton kernel's launcher as a routing implementation: arguments checked before any launch
+    (contract.validate, the kernel's device), then one torch custom op (``parity::<op_name>``, with
+    ``empty_outputs`` as its fake), so ``torch.compile(fullgraph=True)`` captures the call. The
+    launcher is read at call time (``self.launch``), so tests can stand in for it."""
+
+    def __init__(self, op_name: str, launch: Launcher, max_experts: int, doc: str) -> None:
+        self.launch, self.max_experts, self.op_name, self.__doc__ = launch, max_experts, op_name, doc
+        self.__name__ = self.__qualname__ = op_name.removesuffix("_route")
+
+        @torch.library.custom_op(f"parity::{op_name}", mutates_args=())
+        def op(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            weights, ids = empty_outputs(gating_output, topk)
+            if gating_output.shape[0]:
+                self.launch(gating_output, topk, per_expert_scale, weights, ids)
+            return weights, ids
+
+        op.register_fake(_fake_outputs)
+        self.op = op
+
+    def __repr__(self) -> str:
+        return f"<routing {self.__name__}: torch.ops.parity.{self.op_name}>"
+
+    def __call__(self, gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor):
+        validate(gating_output, topk, per_expert_scale, max_experts=self.max_experts)
+        require_kernel_device(gating_output)
+        return self.op(gating_output, int(topk), per_expert_scale)

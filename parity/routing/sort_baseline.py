@@ -20,27 +20,27 @@ Algorithm (one program per token):
 
 Why it is the baseline: it is the published algorithm class for fused top-k routing — a full sort
 of each token's logits, packed with their ids — simple, obviously correct, and fast enough that the
-fused kernel has to beat it rather than the torch code (shared/FINDINGS.md: 333 us against 125 us at
+fused kernel has to beat it rather than the torch code (docs/FINDINGS.md: 333 us against 125 us at
 T=250000, E=128 on an H200).
 
 Cost: a bitonic sort of BLOCK_E elements per token, O(E log^2 E) compare-exchanges on 64-bit values
 ((E/4) * log2(E) * (log2(E) + 1) exactly: 1792 for E = 128), against K rounds of one E-wide 32-bit
 reduction for ``fused``. It needs the whole row in one program, hence MAX_EXPERTS. In the Triton
-interpreter ``tl.sort`` runs in Python (tenths of a second per 128-wide row, shared/FINDINGS.md):
+interpreter ``tl.sort`` runs in Python (tenths of a second per 128-wide row, docs/FINDINGS.md):
 on the CPU use it on a handful of rows only.
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
-from parity.routing.contract import validate
-from parity.routing.kernel_parts import (dtype_flags, empty_outputs, exp_shifted, load_fp32, order_key,
-                                          require_kernel_device, scaled_weights)
+
+from parity import device
+from parity.routing.kernel_parts import (TritonRouting, dtype_flags, exp_shifted, load_fp32, order_key,
+                                          scaled_weights)
 
 MAX_EXPERTS = 1024
-MIN_BLOCK_E = 16
 """The largest E this kernel takes: one program sorts a whole row of int64 keys in registers."""
+MIN_BLOCK_E = 16
 
 
 @triton.jit
@@ -87,28 +87,19 @@ def num_warps(block_e: int) -> int:
     return 1 if block_e <= 128 else 4
 
 
-@torch.library.custom_op("parity::sort_baseline_route", mutates_args=())
-def _sort_baseline_route(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _launch(gating_output, topk, per_expert_scale, weights, ids) -> None:
     T, E = gating_output.shape
-    weights, ids = empty_outputs(gating_output, topk)
-    if T == 0:
-        return weights, ids
     # at least MIN_BLOCK_E columns: tl.sort's bitonic network on 1- or 2-wide rows is an edge case
     # we do not want to depend on (padding columns sort below every logit)
     block_e = max(MIN_BLOCK_E, triton.next_power_of_2(E))
     _sort_route_kernel[(T,)](
         gating_output, per_expert_scale, weights, ids,
         E, gating_output.stride(0), gating_output.stride(1), per_expert_scale.stride(0),
-        K=topk, BLOCK_E=block_e, num_warps=num_warps(block_e), **dtype_flags(gating_output, per_expert_scale),
+        K=topk, BLOCK_E=block_e, num_warps=num_warps(block_e),
+        **dtype_flags(gating_output, per_expert_scale, interpreter=device.INTERPRETER),
     )
-    return weights, ids
 
 
-_sort_baseline_route.register_fake(empty_outputs)
-
-
-def sort_baseline(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor):
-    """Per-token full-sort routing: (weights fp32 [T, K], ids int32 [T, K]); ids exactly the oracle's."""
-    validate(gating_output, topk, per_expert_scale, max_experts=MAX_EXPERTS)
-    require_kernel_device(gating_output)
-    return _sort_baseline_route(gating_output, int(topk), per_expert_scale)
+sort_baseline = TritonRouting(
+    "sort_baseline_route", _launch, MAX_EXPERTS,
+    """Per-token full-sort routing: (weights fp32 [T, K], ids int32 [T, K]); ids exactly the oracle's.""")

@@ -1,0 +1,117 @@
+"""Probe: time the fused kernel (v2, rounds) and the v3 network variant over launch configurations
+on the GPU, for reports/bench/NOTES.md. Kernels are launched directly (no Python-side validation)
+and timed under CUDA-graph replay (triton.testing.do_bench_cudagraph, median) with input copies
+rotated beyond L2: a Triton launch with many compile-time arguments costs the host tens of µs,
+which plain event timing would report instead of any shorter kernel. Every configuration's ids are
+checked against the oracle and its weights against the first configuration's, bit for bit.
+
+python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small] [--out FILE.json] [T ...]
+The first configuration of each (shape, T) is the launch table's at that T.
+"""
+import argparse
+import importlib.util
+import itertools
+import json
+
+import torch
+import triton
+import triton.testing
+
+from parity.provenance import Run
+from parity.routing.fused import plan, route_kernel, sixteen_byte_vec, tile, vec_for
+from parity.routing.oracle import route64
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def load_variant(name):
+    """A kernel variant of benchmarks/variants, imported on first use (some need newer Triton)."""
+    return importlib.import_module(f"benchmarks.variants.{name}")
+
+
+def write_rows(path, rows) -> None:
+    """Probe rows as JSON, with the device and versions they were measured on."""
+    with open(path, "w") as f:
+        json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)
+
+
+def launcher(cfg, g, s, w, i, K):
+    """A no-argument launch of one configuration: {kernel, BLOCK_T, warps[, lanes]}."""
+    T, E = g.shape
+    block_e = triton.next_power_of_2(E)
+    args = (g, s, w, i, T, E, g.stride(0), g.stride(1), s.stride(0))
+    grid = (triton.cdiv(T, cfg["BLOCK_T"]),)
+    const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"], **plan(g, K, s).constexprs}
+    const["PAIRS"] = const["PAIRS"] and cfg.get("PAIRS", True)
+    if cfg["kernel"] == "rounds":
+        return lambda: route_kernel[grid](*args, VEC=cfg["VEC"], **const)
+    v3 = load_variant("v3_bitonic_network")
+    const.update(v3.network_args(g, block_e, cfg["BLOCK_T"], cfg["lanes"]))
+    return lambda: v3._network_kernel[grid](*args, **const)
+
+
+def configs_for(T, E, dtype, kinds):
+    table = tile(T, E, dtype, interpreter=False)  # first: what fused launches at this T
+    out = [{"kernel": "rounds", "BLOCK_T": table.block_t, "warps": table.num_warps, "VEC": table.vec}]
+    if "small" in kinds and table.block_t == 1:
+        # One row per program (T <= 512): the other of the two vectors, 16 bytes or the whole row
+        # (VEC = BLOCK_E: the row's reductions compile to REDUX instead of SHFL trees;
+        # reports/bench/NOTES.md, "whole-row vectors"), whichever the table did not choose.
+        sixteen_bytes = sixteen_byte_vec(table.block_e, dtype)
+        other = sixteen_bytes if table.vec == table.block_e else table.block_e
+        if other != table.vec:
+            out.append({**out[0], "VEC": other})
+    if "rounds" in kinds:
+        # The tile is [BLOCK_T, BLOCK_E // VEC, VEC]: rows go across lanes first (32 // BLOCK_T
+        # lanes per row). VEC = BLOCK_E gave the old layout (a row across 16-32 lanes): slower at
+        # every T >= 2048 on the H200 (reports/bench/NOTES.md).
+        # PAIRS=False reads 16-bit logits one by one instead of as 32-bit words.
+        out += [{"kernel": "rounds", "BLOCK_T": bt, "warps": w, "VEC": vec_for(bt, table.block_e, dtype),
+                 "PAIRS": pairs}
+                for bt in (4, 8, 16, 32) for w in (1, 2) for pairs in ((True, False) if dtype.itemsize == 2 else (True,))
+                if E * bt <= 4096 and bt >= 4 * w]
+    if "network" in kinds:
+        for lanes, rows_per_thread, warps in [(1, 1, 1), (1, 2, 1), (4, 2, 2), (4, 4, 1), (4, 4, 2), (2, 2, 2)]:
+            out.append({"kernel": "network", "BLOCK_T": 32 // lanes * rows_per_thread * warps, "warps": warps,
+                        "lanes": lanes})
+    return list({json.dumps(c, sort_keys=True): c for c in out}.values())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    ap.add_argument("--shapes", default="128:bf16,128:fp32")
+    ap.add_argument("--configs", default="rounds,network")
+    ap.add_argument("T", nargs="*", type=int, default=[2048, 65536, 250000])
+    a = ap.parse_args()
+    K = 8
+    rows = []
+    for shape, T in itertools.product(a.shapes.split(","), a.T):
+        E, dtype = int(shape.split(":")[0]), DTYPES[shape.split(":")[1]]
+        torch.manual_seed(0)
+        s = torch.rand(E, device="cuda")
+        copies = max(1, min(16, (512 << 20) // (T * E * dtype.itemsize)))
+        gs = [torch.randn(T, E, device="cuda").to(dtype) for _ in range(copies)]
+        _, i64 = route64(gs[0], K, s)
+        w = torch.empty(T, K, device="cuda")
+        i = torch.empty(T, K, device="cuda", dtype=torch.int32)
+        ref_w = None
+        for cfg in configs_for(T, E, dtype, a.configs.split(",")):
+            w.fill_(float("nan"))
+            i.fill_(-1)
+            launcher(cfg, gs[0], s, w, i, K)()
+            ids_ok = torch.equal(i.long(), i64)
+            ref_w = w.clone() if ref_w is None else ref_w
+            weights_same = torch.equal(w, ref_w)
+            runs = itertools.cycle([launcher(cfg, g, s, w, i, K) for g in gs])
+            ms = triton.testing.do_bench_cudagraph(lambda runs=runs: next(runs)(), rep=50, return_mode="median")
+            row = {"T": T, "E": E, "dtype": shape.split(":")[1], **cfg, "us": round(ms * 1e3, 2),
+                   "ids_ok": ids_ok, "weights_same": weights_same}
+            rows.append(row)
+            print(row, flush=True)
+    if a.out:
+        write_rows(a.out, rows)
+
+
+if __name__ == "__main__":
+    main()
