@@ -28,7 +28,9 @@ import torch
 
 from parity.numerics import fp32_ulp, unit_roundoff
 from parity.routing.contract import by_id
-from parity.routing.oracle import order
+from parity.routing.oracle import order, top2_sums
+from parity.routing.oracle import selection_keys as oracle_keys
+from parity.routing.router import Router
 
 QUANTILES = {"p50": 0.5, "p99": 0.99, "p999": 0.999}
 WORST_ROWS = 3
@@ -124,12 +126,80 @@ def _repeats(ids_sorted: torch.Tensor) -> torch.Tensor:
     return (ids_sorted[:, 1:] == ids_sorted[:, :-1]).any(-1)
 
 
+def selection_keys(logits: torch.Tensor, router: Router | None = None) -> torch.Tensor:
+    """What experts are chosen by (float64, on the CPU): the logits, or sigmoid + correction bias
+    (parity.routing.oracle.selection_keys)."""
+    x = logits.cpu()
+    return x.double() if router is None or router.correction_bias is None else oracle_keys(x, router.to("cpu"))
+
+
+def group_masked_keys(keys: torch.Tensor, router: Router, ids: torch.Tensor | None = None,
+                      window: float = 0.0) -> torch.Tensor:
+    """``keys`` with the experts outside the chosen groups at -inf. Without ``ids``: the oracle's
+    groups. With ``ids``: the group choice that best explains them within the exact rule: every
+    group scoring above the last chosen one by more than ``window`` (mandatory), every group the ids
+    use (if each scores within ``window`` of the last chosen one or above), then as many of the
+    remaining groups within ``window`` as the count needs, least competitive first (smallest top
+    key). Ids that need a group no such choice holds keep the oracle's groups. With ``window`` 0 this
+    explains exact group ties, with a rounding-sized one near-ties: a group stage tie is judged like
+    an expert stage one."""
+    T, E = keys.shape
+    G, per = router.n_group, E // router.n_group
+    scores = top2_sums(keys, G)
+    ranked = order(scores)
+    oracle = torch.zeros(T, G, dtype=torch.bool).scatter_(1, ranked[:, : router.topk_group], True)
+    allowed = oracle
+    if ids is not None and T:
+        boundary = scores.gather(1, ranked[:, router.topk_group - 1 : router.topk_group])
+        tied = _same(scores, boundary) | ((scores - boundary).abs() <= window)
+        mandatory = oracle & ~tied
+        used = torch.zeros_like(oracle).scatter_(1, ids.long() // per, True)
+        base = mandatory | used
+        need = router.topk_group - base.sum(-1, keepdim=True)
+        fits = (used & ~(mandatory | tied)).sum(-1, keepdim=True).eq(0) & (need >= 0)
+        # fill with the least competitive tied groups: rank the candidates by their top key
+        top = keys.reshape(T, G, per).nan_to_num(nan=float("inf")).amax(-1)
+        pool = tied & ~base
+        rank = torch.argsort(torch.where(pool, top, float("inf")), dim=-1, stable=True).argsort(-1)
+        fill = pool & (rank < need)
+        allowed = torch.where(fits, base | fill, oracle)
+    return torch.where(allowed.repeat_interleave(per, dim=1), keys, float("-inf"))
+
+
+def _flat_classes(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, K: int, window,
+                  scores: torch.Tensor | None = None, score_window=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tie-explained, near-tie) for rows whose sorted id sets a and b differ, on keys x (rows
+    alike); ``window(kth)``: how far from the K-th key a near-tie may lie. With ``scores`` (the
+    softmax probabilities, float64), an expert whose probability lies within ``score_window(p_kth)``
+    of the K-th expert's is a near-tie too: an implementation that chooses by rounded probabilities
+    sees them tie (both underflowed to zero, say) however far apart their logits are."""
+    in_b = (a[:, :, None] == b[:, None, :]).any(-1)   # a's experts that b also chose
+    in_a = (b[:, :, None] == a[:, None, :]).any(-1)
+    kth = kth_logit(x, K)[:, None]
+    la, lb = x.gather(1, a), x.gather(1, b)
+    distinct = ~_repeats(a) & ~_repeats(b)
+    tie = distinct & (in_b | _same(la, kth)).all(-1) & (in_a | _same(lb, kth)).all(-1)
+    if scores is None:
+        near = lambda v, ids: _same(v, kth) | ((v - kth).abs() <= window(kth))  # noqa: E731
+    else:
+        p_kth = scores.gather(1, order(x)[:, K - 1 : K])
+        near = lambda v, ids: (_same(v, kth) | ((v - kth).abs() <= window(kth))  # noqa: E731
+                               | ((scores.gather(1, ids) - p_kth).abs() <= score_window(p_kth)))
+    near_tie = distinct & ~tie & (in_b | near(la, a)).all(-1) & (in_a | near(lb, b)).all(-1)
+    return tie, near_tie
+
+
 def classify_ids(
     logits: torch.Tensor, ids: torch.Tensor, base_ids: torch.Tensor,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None, router: Router | None = None,
 ) -> IdVerdict:
     """Classify each row's id-set difference between ``ids`` and ``base_ids`` ([T, K] each).
-    Near-ties are judged with ``dtype``'s unit roundoff (default: the logits' own dtype)."""
+    Near-ties are judged with ``dtype``'s unit roundoff (default: the logits' own dtype): within
+    two roundings of the K-th key, relative for logits, absolute for sigmoid + bias keys (a sigmoid
+    below one, rounded); for softmax routers also probabilities within two roundings of the K-th
+    expert's, or both below the dtype's smallest normal number (where rounded probabilities tie). With a ``router``, keys are its selection keys; with groups, each side is
+    judged against the exact top K of the groups it took (group ties allowed), and the row is
+    tie-explained when both sides are such a top K up to ties."""
     _check_shapes(logits, ids=ids, base_ids=base_ids)
     a, b = ids.long().cpu(), base_ids.long().cpu()
     T, K = a.shape
@@ -140,17 +210,41 @@ def classify_ids(
     rows = mismatched.nonzero().flatten()
     if rows.numel() == 0:
         return verdict
-    x = logits.cpu()[rows].double()
+    x = logits.cpu()[rows]
     a, b = a[rows], b[rows]
-    in_b = (a[:, :, None] == b[:, None, :]).any(-1)   # a's experts that b also chose
-    in_a = (b[:, :, None] == a[:, None, :]).any(-1)
-    kth = kth_logit(x, K)[:, None]
-    la, lb = x.gather(1, a), x.gather(1, b)
-    distinct = ~_repeats(a) & ~_repeats(b)
-    tie = distinct & (in_b | _same(la, kth)).all(-1) & (in_a | _same(lb, kth)).all(-1)
     u = unit_roundoff(dtype or logits.dtype)
-    near = lambda v: _same(v, kth) | ((v - kth).abs() <= 2 * u * kth.abs())  # noqa: E731
-    near_tie = distinct & ~tie & (in_b | near(la)).all(-1) & (in_a | near(lb)).all(-1)
+    biased = router is not None and router.correction_bias is not None
+    # biased keys: a sigmoid below one rounded in the dtype (u absolute), plus the fp32 sum with the
+    # bias (u32 relative to the key): two such keys by twice that
+    u32 = unit_roundoff(torch.float32)
+    window = (lambda kth: 2 * (u + u32 * kth.abs())) if biased else (lambda kth: 2 * u * kth.abs())  # noqa: E731
+    keys = selection_keys(x, router)
+    scores = score_window = None
+    if router is None or router.score == "softmax":
+        scores = torch.softmax(x.double(), dim=-1)
+        tiny = torch.finfo(dtype or logits.dtype).tiny
+        score_window = lambda p: 2 * u * p.abs() + tiny  # noqa: E731
+    if router is not None and router.n_group > 1:
+        status = []   # per side: (a top K of its groups up to ties, up to near-ties)
+        for side in (a, b):
+            exact, nearish = None, None
+            # a group score is the sum of two keys: a near-tie there is within twice a key's window
+            kth_scale = keys.nan_to_num(0.0, 0.0, 0.0).abs().amax()
+            for group_window in (0.0, 2 * float(window(kth_scale))):
+                masked = group_masked_keys(keys, router, side, group_window)
+                ref = order(masked)[:, :K].sort(dim=-1).values
+                off = (side != ref).any(-1)
+                t_, n_ = _flat_classes(masked, side, ref, K, window)
+                if exact is None:
+                    exact, nearish = ~off | t_, ~off | t_ | n_
+                else:
+                    nearish = nearish | ~off | t_ | n_
+            status.append((exact, nearish))
+        distinct = ~_repeats(a) & ~_repeats(b)
+        tie = distinct & status[0][0] & status[1][0]
+        near_tie = distinct & ~tie & status[0][1] & status[1][1]
+    else:
+        tie, near_tie = _flat_classes(keys, a, b, K, window, scores, score_window)
     special = special_rows(x) & ~tie
     verdict.tie_explained[rows] = tie
     verdict.near_tie[rows] = near_tie & ~special
@@ -183,13 +277,23 @@ def describe_rule(t: dict) -> str:
     return text
 
 
-def tie_rule(logits: torch.Tensor, ids: torch.Tensor, kth: torch.Tensor | None = None) -> dict:
-    """Which tie rule an implementation followed, from the rows where equal logits straddle the
-    K-th place. Rows holding a NaN or an infinite logit are counted apart (``special_*``): their
-    order is a convention about special values, not a tie rule. Returns the counts, ``rule`` (one
-    of "lower id", "higher id", "no consistent rule" or "untested", over the finite rows) and
-    ``detail`` (``describe_rule``). ``kth``: the rows' K-th logits when the caller has them."""
-    x = logits.cpu().double()
+def tie_keys(logits: torch.Tensor, router: Router | None = None) -> torch.Tensor:
+    """The keys ties are judged on (float64, CPU): the selection keys, with the experts outside the
+    oracle's chosen groups at -inf."""
+    keys = selection_keys(logits, router)
+    return group_masked_keys(keys, router) if router is not None and router.n_group > 1 else keys
+
+
+def tie_rule(logits: torch.Tensor, ids: torch.Tensor, kth: torch.Tensor | None = None,
+             router: Router | None = None) -> dict:
+    """Which tie rule an implementation followed, from the rows where equal keys (``tie_keys``)
+    straddle the K-th place. Rows holding a NaN or an infinite logit are counted apart
+    (``special_*``): their order is a convention about special values, not a tie rule. Returns the
+    counts, ``rule`` (one of "lower id", "higher id", "no consistent rule" or "untested", over the
+    finite rows) and ``detail`` (``describe_rule``). ``kth``: the rows' K-th keys when the caller
+    has them."""
+    special = special_rows(logits)
+    x = tie_keys(logits, router)
     ids = ids.long().cpu()
     T, K = ids.shape
     out = {"tied_rows": 0, "lower_id": 0, "higher_id": 0,
@@ -200,7 +304,6 @@ def tie_rule(logits: torch.Tensor, ids: torch.Tensor, kth: torch.Tensor | None =
         above = (x > kth) | (torch.isnan(x) & ~torch.isnan(kth))
         free = K - above.sum(-1)                      # slots left for the tied experts
         straddle = equal.sum(-1) > free
-        special = special_rows(x)
         for prefix, rows in (("", straddle & ~special), ("special_", straddle & special)):
             rows = rows.nonzero().flatten()
             if rows.numel() == 0:
@@ -312,31 +415,34 @@ def _special_values(logits: torch.Tensor, special_differ: torch.Tensor, cid: tor
 
 
 def compare(
-    logits: torch.Tensor, candidate: Routing, baseline: Routing, per_expert_scale: torch.Tensor,
-    *, pair: str = "candidate~baseline", dtype: torch.dtype | None = None,
+    logits: torch.Tensor, candidate: Routing, baseline: Routing, per_expert_scale: torch.Tensor | None = None,
+    *, pair: str = "candidate~baseline", dtype: torch.dtype | None = None, router: Router | None = None,
 ) -> PairResult:
     """Compare ``candidate`` with ``baseline`` on the same logits (see the module docstring).
-    ``dtype``: whose rounding makes a near-tie (default: the logits' dtype)."""
+    ``dtype``: whose rounding makes a near-tie (default: the logits' dtype); ``router``: a family's
+    parameters, whose selection keys and groups decide ties (default: the logits, no groups);
+    ``per_expert_scale``: the factor a tie-explained swap changes (None: no such factor)."""
     for name, r in (("candidate", candidate), ("baseline", baseline)):
         if r.weights.shape != r.ids.shape:
             raise ValueError(f"{name}: expected weights and ids of one shape, got "
                              f"{tuple(r.weights.shape)} and {tuple(r.ids.shape)}")
-    if per_expert_scale.shape != (logits.shape[-1],):
+    if per_expert_scale is not None and per_expert_scale.shape != (logits.shape[-1],):
         raise ValueError(f"per_expert_scale: expected shape ({logits.shape[-1]},), got "
                          f"{tuple(per_expert_scale.shape)}")
     logits = logits.cpu()
-    scale = per_expert_scale.detach().cpu().double()
+    scale = (torch.ones(logits.shape[-1], dtype=torch.float64) if per_expert_scale is None
+             else per_expert_scale.detach().cpu().double())
     T = logits.shape[0]
-    verdict = classify_ids(logits, candidate.ids, baseline.ids, dtype)
+    verdict = classify_ids(logits, candidate.ids, baseline.ids, dtype, router)
     cw, cid = candidate.by_id()
     bw, bid = baseline.by_id()
     cw, bw = cw.double(), bw.double()
 
     tie_rows = verdict.tie_explained.nonzero().flatten()
     if tie_rows.numel():
-        # align tie-explained rows by logit (their multisets of chosen logits are equal) and carry
+        # align tie-explained rows by key (their multisets of chosen keys are equal) and carry
         # the candidate's softmax part over to the baseline's expert at the same place
-        x = logits.double()
+        x = selection_keys(logits, router)
         def by_logit(w, ids):
             lg = x[tie_rows].gather(1, ids[tie_rows])
             o = torch.argsort(-lg.nan_to_num(float("inf")), dim=-1, stable=True)

@@ -22,24 +22,39 @@ def cmd_sweep(args) -> int:
     from parity.provenance import Run
     from parity.render import render_all
 
-    grid = grids.grid(args.grid)
+    families = args.family or list(routing.FAMILIES)
+    if args.candidate and not args.family:
+        families = [routing.DEFAULT_FAMILY]
+        print(f"parity sweep: --candidate without --family: judging the candidates as {routing.DEFAULT_FAMILY} "
+              "routers (pass --family NAME for another family)", file=sys.stderr)
+    if args.candidate and len(families) > 1:
+        raise UsageError("--candidate: a routing kernel implements one family; pass one --family with it")
+    fams = [routing.family(f) for f in families]
+    grid = grids.grid(args.grid, families)
     dev = device.resolve(args.device)
-    candidates = {n: routing.get(n) for n in sweep.default_candidates()}
+    candidates = {f.name: sweep.kernels(f) for f in fams}
     for spec in args.candidate or []:
-        candidates[spec] = routing.load(spec)
-    baselines = args.baseline or list(sweep.BASELINES)
-    for b in baselines:
-        if b not in sweep.BASELINES:
-            raise UsageError(f"--baseline: expected one of {', '.join(sweep.BASELINES)}, got {b!r}")
+        candidates[families[0]][spec] = routing.load(spec)
+    baselines = {}
+    if args.baseline:
+        for f in fams:
+            known = [*sweep.references(f), "oracle"]
+            for b in args.baseline:
+                if b not in known:
+                    raise UsageError(f"--baseline: expected one of {', '.join(known)} for {f.name}, got {b!r}")
+            baselines[f.name] = list(args.baseline)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     run = Run()
     print(f"parity sweep: grid {grid.name} ({len(grid.cases)} cases) on {device.describe()['device']}; "
-          f"candidates {', '.join(candidates)}; baselines {', '.join(baselines)}", file=sys.stderr)
+          + "; ".join(f"{f.name}: candidates {', '.join(candidates[f.name]) or 'none'}, baselines "
+                      f"{', '.join(baselines.get(f.name, [*sweep.references(f), 'oracle']))}" for f in fams),
+          file=sys.stderr)
     records = sweep.run(grid.cases, dev, out / "records.jsonl", candidates=candidates,
-                        baselines=baselines, progress=not args.no_progress)
-    meta = run.meta(grid=grid.name, grid_description=grid.description, candidates=list(candidates),
-                    baselines=baselines, argv=sys.argv[1:], **rule_meta(args))
+                        baselines=baselines or None, progress=not args.no_progress)
+    meta = run.meta(grid=grid.name, grid_description=grid.description,
+                    candidates={f: list(c) for f, c in candidates.items()}, argv=sys.argv[1:],
+                    families={f.name: f.describe() for f in fams}, **rule_meta(args))
     summary = render_all(records, meta, out)
     return finish(summary, out)
 
@@ -58,7 +73,7 @@ def finish(summary: dict, out: Path) -> int:
     print(f"wall time: {summary['meta'].get('seconds')} s")
     rule = f"--precision {v.get('precision')}" + (", --fail-on-special-values" if v.get("fail_on_special_values") else "")
     told = set()
-    for name, c in summary.get("candidates", {}).items():
+    for name, c in [(n, c) for fs in summary["families"].values() for n, c in fs["candidates"].items()]:
         print(f"  {name}: {'pass' if c['ok'] else 'FAIL'} (worst weight margin {c['margin']:.3g}"
               + (f"; {c['failed_cases']} of {c['cases']} cases fail" if not c["ok"] else "") + ")")
         for r in c["reasons"][:2]:
@@ -101,37 +116,45 @@ def cmd_tolerances(args) -> int:
     path = Path(args.dir) / "summary.json"
     if not path.exists():
         raise UsageError(f"tolerances: no summary.json in {args.dir} (run `parity sweep --out {args.dir}` first)")
-    tol = json.loads(path.read_text())["tolerances"]
-    print(f"{'dtype':9} {'pair':24} {'atol':>10} {'rtol':>10} {'held-out margin':>16}  pass")
-    for dtype, pairs in sorted(tol.items()):
-        for pair, t in sorted(pairs.items()):
-            print(f"{dtype:9} {pair:24} {fmt(t['atol']):>10} {fmt(t['rtol']):>10} {fmt(t['margin']):>16}  "
-                  f"{'yes' if t['holdout_pass'] else 'NO'}")
+    families = json.loads(path.read_text())["families"]
+    print(f"{'family':12} {'dtype':9} {'pair':34} {'atol':>10} {'rtol':>10} {'held-out margin':>16}  pass")
+    for name, fs in families.items():
+        for dtype, pairs in sorted(fs["tolerances"].items()):
+            for pair, t in sorted(pairs.items()):
+                print(f"{name:12} {dtype:9} {pair:34} {fmt(t['atol']):>10} {fmt(t['rtol']):>10} "
+                      f"{fmt(t['margin']):>16}  {'yes' if t['holdout_pass'] else 'NO'}")
     return EXIT_OK
 
 
 def cmd_list(args) -> int:
     from parity import grids, inputs, routing
-    from parity.routing.mutants import DESCRIPTIONS
-    from parity.tolerance import POLICIES, POLICY_NAMES
+    from parity.tolerance import POLICIES, POLICY_NAMES, PRECISIONS
 
-    print("implementations:")
-    for n in routing.names():
-        if n not in DESCRIPTIONS:
-            print(f"  {n}")
-    print("mutants:")
-    for n, d in DESCRIPTIONS.items():
-        print(f"  {n}: {d}")
+    print("families (--family):")
+    for f in routing.FAMILIES.values():
+        print(f"  {f.name}: {f.math}")
+        print(f"    models: " + "; ".join(f"{m.name} (E={m.E}, K={m.K}"
+                                         + "".join(f", {k}={v}" for k, v in m.settings.items()) + ")" for m in f.models))
+        print(f"    implementations: " + ", ".join(
+            f"{n} ({'kernel' if n in f.kernels else 'reference'}{', ' + f.arithmetic[n] if n in f.arithmetic else ''})"
+            for n in f.implementations) + ", oracle (fp64)")
+        print(f"    upstream-style view: {f.stand_in} against {f.reference}")
+        print(f"    distributions: {', '.join(f.distributions)}")
+        for n, m in f.mutants.items():
+            print(f"    {n}: {m.description}")
     print("grids:")
     for name in grids.GRIDS:
         g = grids.grid(name)
-        print(f"  {name} ({len(g.cases)} cases): {g.description}")
+        print(f"  {name} ({len(g.cases)} cases over every family): {g.description}")
     print("distributions:")
     for d in inputs.DISTRIBUTIONS.values():
         print(f"  {d.name}: {d.description}")
     print("policies (atol, rtol by logit dtype):")
     for p in POLICY_NAMES:
         print(f"  {p}: {POLICIES.get(p, 'derived from data per dtype and pair')}")
+    print("precision classes (--precision):")
+    for p, d in PRECISIONS.items():
+        print(f"  {p}: {d}")
     return EXIT_OK
 
 
@@ -170,11 +193,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sweep", help="run a grid, write records, summary, report and plots")
     s.add_argument("--grid", default="default", help="upstream | default | smoke")
+    s.add_argument("--family", action="append", metavar="NAME",
+                   help="a routing family to sweep (repeatable; default: every family, or gemma4 with --candidate): "
+                        "gemma4 | mixtral | gpt_oss | deepseek_v3 | llama4")
     s.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     s.add_argument("--out", default="reports/latest")
     s.add_argument("--candidate", action="append", metavar="MODULE:FUNCTION",
                    help="add your own routing function (same contract as parity.routing) as a candidate")
-    s.add_argument("--baseline", action="append", metavar="NAME", help="softmax_all | topk_softmax | oracle (default: all)")
+    s.add_argument("--baseline", action="append", metavar="NAME",
+                   help="a reference of the family, or oracle (default: every reference and the oracle; `parity list`)")
     s.add_argument("--no-progress", action="store_true")
     add_rule_arguments(s, default=True)
     s.set_defaults(fn=cmd_sweep)

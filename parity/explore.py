@@ -22,11 +22,9 @@ import torch
 from parity import device, grids, inputs, plots, routing, sweep as sweeps, tables, tolerance
 from parity.analysis import Routing, hull
 from parity.numerics import fp32_ulp
-from parity.plots import PAIRS
 from parity.formatting import fmt, markdown_table, num
-from parity.tables import MAIN_PAIRS
 from parity.routing.oracle import order, route64
-from parity.summary import PRIMARY_BASELINE, tie_rules
+from parity.summary import tie_rules
 
 import matplotlib.pyplot as plt  # noqa: E402,I001  (after parity.plots chose the Agg backend)
 
@@ -39,11 +37,13 @@ CORRECT = ("candidate", "baseline")
 
 @dataclass
 class Sweep:
-    """One sweep's directory: its records and its summary (numbers as written: read with ``num``)."""
+    """One family's view of a sweep's directory: its records and its part of the summary
+    (``summary``, numbers as written: read with ``num``); ``full`` is the whole summary."""
 
     dir: Path
     records: list[dict]
     summary: dict
+    full: dict
 
     def pairs(self, pair: str | None = None, dtype: str | None = None, role: str | None = None,
               kinds: tuple[str, ...] = CORRECT) -> list[dict]:
@@ -57,28 +57,31 @@ class Sweep:
         return sorted({c["dtype"] for c in self.summary["cases"]})
 
 
-def load(path: str | Path) -> Sweep:
-    """Read DIR/records.jsonl and DIR/summary.json, as written by ``parity sweep --out DIR``."""
+def load(path: str | Path, family: str | None = None) -> Sweep:
+    """Read DIR/records.jsonl and DIR/summary.json, as written by ``parity sweep --out DIR``, as
+    ``family`` sees them (default: gemma4 where the sweep has it, else its first family)."""
     path = Path(path)
-    return Sweep(path, sweeps.read_records(path / "records.jsonl"),
-                 json.loads((path / "summary.json").read_text()))
+    full = json.loads((path / "summary.json").read_text())
+    family = family or ("gemma4" if "gemma4" in full["families"] else next(iter(full["families"])))
+    records = [r for r in sweeps.read_records(path / "records.jsonl") if r["case"].get("family", "gemma4") == family]
+    return Sweep(path, records, full["families"][family], full)
 
 
-def run_small(grid: str = "smoke", out: str | Path | None = None) -> Sweep:
-    """Run a grid on the available device the way ``parity sweep`` does (records, summary, report,
-    plots under ``out``, a fresh temporary directory by default) and load the result."""
+def run_small(grid: str = "smoke", out: str | Path | None = None, family: str = "gemma4") -> Sweep:
+    """Run a grid for one family on the available device the way ``parity sweep`` does (records,
+    summary, report, plots under ``out``, a fresh temporary directory by default) and load it."""
     from parity.provenance import Run
     from parity.render import render_all
 
-    g, dev = grids.grid(grid), device.default()
+    fam = routing.family(family)
+    g, dev = grids.grid(grid, [family]), device.default()
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"parity-{grid}-"))
-    candidates = {n: routing.get(n) for n in sweeps.default_candidates()}
     run = Run()
-    records = sweeps.run(g.cases, dev, out / "records.jsonl", candidates=candidates, progress=False)
-    meta = run.meta(grid=g.name, grid_description=g.description, candidates=list(candidates),
-                    baselines=list(sweeps.BASELINES), argv=["explore.run_small", grid])
+    records = sweeps.run(g.cases, dev, out / "records.jsonl", progress=False)
+    meta = run.meta(grid=g.name, grid_description=g.description, candidates={family: list(sweeps.kernels(fam))},
+                    families={family: fam.describe()}, argv=["explore.run_small", grid, family])
     render_all(records, meta, out)
-    return load(out)
+    return load(out, family)
 
 
 markdown = markdown_table
@@ -127,10 +130,13 @@ def tie_stats(sw: Sweep, include_mutants: bool = False) -> TieStats:
 
 
 def route_case(case: grids.Case, names: list[str], rows: slice = slice(None)) -> tuple[inputs.Inputs, dict[str, Routing]]:
-    """Regenerate a case's inputs and route ``rows`` of them through ``names`` (oracle: fp64)."""
+    """Regenerate a case's inputs and route ``rows`` of them through ``names`` of its family
+    (oracle: fp64)."""
+    fam = routing.family(case.family)
     inp = inputs.make(case.dist, case.T, case.E, getattr(torch, case.dtype), case.seed, device.default())
-    g, s = inp.gating_output[rows], inp.per_expert_scale
-    return inp, {n: Routing.of(route64(g, case.K, s) if n == "oracle" else routing.get(n)(g, case.K, s))
+    router = fam.make_router(fam.model(case.model), case.dist, case.seed, inp.per_expert_scale, device.default())
+    g, arg = inp.gating_output[rows], fam.argument(router)
+    return inp, {n: Routing.of(route64(g, case.K, arg) if n == "oracle" else routing.get(n, case.family)(g, case.K, arg))
                  for n in names}
 
 
@@ -147,9 +153,11 @@ class CaseErrors:
     rows_left_out: int   # rows with differing id sets (ties) or non-finite weights
 
 
-def case_errors(case: grids.Case, pairs: tuple[str, ...] = PAIRS) -> dict[str, CaseErrors]:
-    """Route one (small) case again and return every pair's raw errors, as parity.analysis.compare
-    defines them (relative to |baseline|, ulps of the baseline), on rows whose id sets match."""
+def case_errors(sw: Sweep, case: grids.Case, pairs: list[str] | None = None) -> dict[str, CaseErrors]:
+    """Route one (small) case again and return every pair's raw errors (default: the family's main
+    and reference pairs), as parity.analysis.compare defines them (relative to |baseline|, ulps of
+    the baseline), on rows whose id sets match."""
+    pairs = pairs if pairs is not None else tables.main_pairs(sw.summary) + tables.reference_pairs(sw.summary)
     _, outs = route_case(case, sorted({n for p in pairs for n in p.split("~")}))
     result = {}
     for p in pairs:
@@ -204,14 +212,16 @@ class WorstRow:
                    None: "a tie-explained row (the candidate chose another expert of equal logit)."}[self.reproduced])
 
 
-def worst_row(sw: Sweep, pair: str = "fused~softmax_all", dtype: str | None = None, around: int = 3) -> WorstRow:
+def worst_row(sw: Sweep, pair: str | None = None, dtype: str | None = None, around: int = 3) -> WorstRow:
     """The pair's worst element over the sweep: its case's inputs regenerated, that one row routed
-    again (rows are independent by contract) through every correct implementation and the oracle."""
+    again (rows are independent by contract) through every correct implementation and the oracle.
+    Default pair: the family's upstream-style one (Gemma4: fused~softmax_all)."""
+    pair = pair or upstream_pair(sw)
     rec = max((r for r in sw.pairs(pair, dtype) if r["worst"]), key=lambda r: r["worst"]["abs"])
     case, w = grids.Case(**rec["case"]), rec["worst"]
     names = ["oracle"] + sorted({r["impl"] for r in sw.records if r["case_id"] == rec["case_id"]
                                  and r["kind"] == "implementation" and r["impl_kind"] in CORRECT
-                                 and r["impl"] in routing.names()})
+                                 and r["impl"] in routing.names(case.family)})
     inp, outs = route_case(case, names, slice(w["row"], w["row"] + 1))
     x = inp.gating_output[w["row"]].cpu()
     ranked = order(x[None])[0].tolist()
@@ -251,7 +261,8 @@ class Derivation:
 def derive(sw: Sweep, dtype: str, pair: str) -> Derivation:
     """Records -> hulls -> frontier -> chosen point -> safety factor -> held-out validation."""
     train, held = sw.pairs(pair, dtype, "derive"), sw.pairs(pair, dtype, "holdout")
-    tol = tolerance.validate(tolerance.derive(pair, dtype, train, 1.0 / train[0]["case"]["K"]), held)
+    tol = tolerance.validate(tolerance.derive(pair, dtype, train, 1.0 / train[0]["case"]["K"],
+                                              sw.summary["info"].get("roundings", {})), held)
     holdout = [{"case": r["case_id"], "margin": m, "pass": p}
                for r in held for p, m in [tolerance.verdict(r, tol.atol, tol.rtol)]]
     s = sw.summary["tolerances"][dtype][pair]
@@ -282,7 +293,7 @@ def recompute_envelope(sw: Sweep, dtype: str, precision: str) -> tuple[dict, boo
     from parity.summary import precision_envelopes, trusted
 
     correct = [r for r in sw.pairs() if trusted(r)]
-    env = precision_envelopes(correct)[dtype][precision]
+    env = precision_envelopes(correct, sw.summary["info"].get("roundings", {}))[dtype][precision]
     s = sw.summary["precision_envelopes"][dtype][precision]
     same = all(num(s[k]) == env[k] for k in ("atol", "rtol", "margin")) and s["members"] == env["members"]
     return env, same
@@ -301,12 +312,17 @@ def policy_summary(sw: Sweep) -> list[dict]:
     return tables.best_policy_rows(sw.summary)
 
 
-def reviewer_table(sw: Sweep, pairs: tuple[str, ...] = MAIN_PAIRS) -> str:
+def upstream_pair(sw: Sweep) -> str:
+    """The family's upstream-style pair: its stand-in against its reference (Gemma4: fused~softmax_all)."""
+    return f"{sw.summary['info']['stand_in']}~{sw.summary['info']['reference']}"
+
+
+def reviewer_table(sw: Sweep, pairs: list[str] | None = None) -> str:
     """The markdown a reviewer pastes: derived tolerances with their evidence, then the policies."""
-    tol = tables.tolerance_rows(sw.summary, pairs)
+    tol = tables.tolerance_rows(sw.summary, pairs if pairs is not None else tables.main_pairs(sw.summary))
     return (markdown(tol) + "\n\n" + markdown(policy_summary(sw))
-            + f"\n\nBest policy: **{sw.summary['best_policy']['policy']}** (grid `{sw.summary['meta'].get('grid')}`, "
-            f"{sw.summary['meta'].get('device')}).")
+            + f"\n\nBest policy: **{sw.summary['best_policy']['policy']}** (grid `{sw.full['meta'].get('grid')}`, "
+            f"{sw.full['meta'].get('device')}).")
 
 
 # ---- figures: each returns a matplotlib Figure (or a PNG path); ``show`` displays either ----
@@ -323,7 +339,7 @@ def show(fig: plt.Figure | Path) -> Image:
     return Image(data=buf.getvalue())
 
 
-def plot_frontier(sw: Sweep, pair: str = "fused~softmax_all") -> Path:
+def plot_frontier(sw: Sweep, pair: str | None = None) -> Path:
     """parity.plots.frontier: per dtype, the least atol at each rtol, with every policy marked."""
     out = Path(tempfile.mkdtemp(prefix="parity-frontier-"))
     return out / plots.frontier(sw.summary, out, pair)
@@ -347,13 +363,14 @@ def plot_derivation(d: Derivation) -> plt.Figure:
     return fig
 
 
-def plot_mutation_matrix(sw: Sweep, baselines: tuple[str, ...] = (PRIMARY_BASELINE, "oracle")) -> plt.Figure:
+def plot_mutation_matrix(sw: Sweep, baselines: tuple[str, ...] | None = None) -> plt.Figure:
     """Heat map per baseline: mutants (rows) x policy and dtype (columns, grouped by policy),
     green where the policy's check caught the mutant in that dtype, red where it missed it."""
-    tables = {b: sw.summary.get("mutants_by_dtype", {}).get(b, {}) for b in baselines}
-    tables = {b: t for b, t in tables.items() if t}
-    fig, axes = plt.subplots(1, len(tables), figsize=(7 * len(tables), 5), squeeze=False)
-    for ax, (b, by_dtype) in zip(axes[0], tables.items()):
+    baselines = baselines or (sw.summary["info"]["reference"], "oracle")
+    by_baseline = {b: sw.summary.get("mutants_by_dtype", {}).get(b, {}) for b in baselines}
+    by_baseline = {b: t for b, t in by_baseline.items() if t}
+    fig, axes = plt.subplots(1, len(by_baseline), figsize=(7 * len(by_baseline), 5), squeeze=False)
+    for ax, (b, by_dtype) in zip(axes[0], by_baseline.items()):
         dtypes, mutants = sorted(by_dtype), sorted({m for t in by_dtype.values() for m in t})
         cols = [(p, d) for p in tolerance.POLICY_NAMES for d in dtypes]
         v = np.array([[{"caught": 1.0, "missed": 0.0}.get(by_dtype[d].get(m, {}).get(p), np.nan)

@@ -33,6 +33,8 @@ HEAVY_TAIL_DF = 2
 HEAVY_TAIL_CLAMP = 1e4  # finite in every dtype (fp16's max is 65504): infinities belong to `special`
 IMBALANCE_SIGMA = 1.0
 SPECIAL_KINDS = ("nan", "posinf", "neginf", "all_neginf", "huge", "subnormal")
+SATURATING_SPREAD = 20.0
+TIED_GROUPS = 8
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: tensors have no single truth value to compare by
@@ -176,6 +178,27 @@ def _special(gen, T, E, dtype):
             x[rows] = u * info.tiny * (1 - info.eps)
         special_rows[kind] = sorted(rows.tolist())
     return x, special_rows
+
+
+@_distribution(
+    "sigmoid-saturating",
+    f"randn * {SATURATING_SPREAD:g}",
+    "many logits beyond +-17, where an fp32 sigmoid rounds to 0 or 1 and ties what fp64 keeps apart: "
+    "a sigmoid router's choice then rests on the correction bias",
+)
+def _sigmoid_saturating(gen, T, E, dtype):
+    return torch.randn(T, E, generator=gen) * SATURATING_SPREAD
+
+
+@_distribution(
+    "group-ties",
+    f"randn rows in which every block of E/{TIED_GROUPS} consecutive experts repeats the first block",
+    f"DeepSeek-V3's {TIED_GROUPS} groups hold the same logits (with one correction bias for all, every group "
+    f"scores the same); without groups, each logit appears {TIED_GROUPS} times",
+)
+def _group_ties(gen, T, E, dtype):
+    blocks = TIED_GROUPS if E % TIED_GROUPS == 0 else 1
+    return torch.randn(T, E // blocks, generator=gen).repeat(1, blocks)
 
 
 assert set(DISTRIBUTIONS) == set(_RECIPES) | {"upstream"}

@@ -1,5 +1,5 @@
-"""PNG plots of a summary: error quantiles per dtype, the atol/rtol frontier with the policies, and
-policy margins. Matplotlib's Agg backend: no display needed."""
+"""PNG plots of each family's part of a summary: error quantiles per dtype, the atol/rtol frontier
+with the policies, and policy margins. Matplotlib's Agg backend: no display needed."""
 from __future__ import annotations
 
 import math
@@ -11,11 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from parity.formatting import num  # noqa: E402
-from parity.tables import MAIN_PAIRS, REFERENCE_PAIRS  # noqa: E402
+from parity.tables import main_pairs, reference_pairs  # noqa: E402
 from parity.tolerance import POLICY_NAMES, policy_tolerance  # noqa: E402
 
 QUANTS = ("p50_rel", "p99_rel", "p999_rel", "max_rel")
-PAIRS = MAIN_PAIRS + REFERENCE_PAIRS
 
 
 def _save(fig, out: Path, name: str) -> str:
@@ -29,7 +28,7 @@ def error_quantiles(summary: dict, out: Path) -> str:
     dtypes = sorted({c["dtype"] for c in summary["cases"]})
     fig, axes = plt.subplots(1, len(dtypes), figsize=(5 * len(dtypes), 4), sharey=True, squeeze=False)
     for ax, dtype in zip(axes[0], dtypes):
-        for i, pair in enumerate(PAIRS):
+        for i, pair in enumerate(main_pairs(summary) + reference_pairs(summary)):
             vals = [[num(c["pairs"][pair][q]) for q in QUANTS] for c in summary["cases"]
                     if c["dtype"] == dtype and pair in c["pairs"] and c["pairs"][pair]["weights_compared"]]
             if not vals:
@@ -42,10 +41,15 @@ def error_quantiles(summary: dict, out: Path) -> str:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("relative error")
     axes[0][-1].legend(fontsize=7)
-    return _save(fig, out, "errors.png")
+    return _save(fig, out, f"{summary['family']}-errors.png")
 
 
-def frontier(summary: dict, out: Path, pair: str = "fused~softmax_all") -> str:
+def upstream_pair(summary: dict) -> str:
+    return f"{summary['info']['stand_in']}~{summary['info']['reference']}"
+
+
+def frontier(summary: dict, out: Path, pair: str | None = None) -> str:
+    pair = pair or upstream_pair(summary)
     dtypes = sorted(summary["tolerances"])
     fig, axes = plt.subplots(1, len(dtypes), figsize=(5 * len(dtypes), 4), squeeze=False)
     for ax, dtype in zip(axes[0], dtypes):
@@ -66,10 +70,11 @@ def frontier(summary: dict, out: Path, pair: str = "fused~softmax_all") -> str:
         ax.set_title(f"{dtype}: {pair}")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
-    return _save(fig, out, "frontier.png")
+    return _save(fig, out, f"{summary['family']}-frontier.png")
 
 
-def margins(summary: dict, out: Path, pair: str = "fused~softmax_all") -> str:
+def margins(summary: dict, out: Path, pair: str | None = None) -> str:
+    pair = pair or upstream_pair(summary)
     dtypes = sorted({d for p in summary["policies"].values() for d in p})
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(POLICY_NAMES)
@@ -86,8 +91,10 @@ def margins(summary: dict, out: Path, pair: str = "fused~softmax_all") -> str:
     ax.set_ylabel("worst error / allowed (< 1 passes)")
     ax.set_title(f"policy margins, {pair}")
     ax.legend(fontsize=7)
-    return _save(fig, out, "margins.png")
+    return _save(fig, out, f"{summary['family']}-margins.png")
 
 
-def all_plots(summary: dict, out: Path) -> list[str]:
-    return [error_quantiles(summary, out), frontier(summary, out), margins(summary, out)]
+def all_plots(summary: dict, out: Path) -> dict[str, list[str]]:
+    """Every family's plots, by family: the PNG file names written into ``out``."""
+    return {name: [error_quantiles(fs, out), frontier(fs, out), margins(fs, out)]
+            for name, fs in summary["families"].items()}

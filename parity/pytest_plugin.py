@@ -14,7 +14,9 @@ sent and writes reliability.json and reliability.md to PARITY_RELIABILITY_OUT (d
 reports/pytest-sweep) once, with the run's provenance (parity.reliability).
 
 Options: PARITY_GRID (default smoke), PARITY_SWEEP_OUT (default reports/pytest-sweep),
-PARITY_CANDIDATES (comma-separated module:function, judged beside fused, as ``--candidate``),
+PARITY_FAMILY (comma-separated families; default every family, or gemma4 with candidates, as
+``--family``), PARITY_CANDIDATES (comma-separated module:function, judged beside the family's
+kernels, as ``--candidate``),
 PARITY_PRECISION (fp32 | input-dtype, as ``--precision``) and PARITY_FAIL_ON_SPECIAL_VALUES=1 (as
 ``--fail-on-special-values``): the verdict is parity.verdict's, the same as the CLI's.
 """
@@ -37,6 +39,7 @@ OUT = Path(os.environ.get("PARITY_SWEEP_OUT", "reports/pytest-sweep"))
 RULE = Rule(os.environ.get("PARITY_PRECISION", DEFAULT_PRECISION),
             os.environ.get("PARITY_FAIL_ON_SPECIAL_VALUES", "") not in ("", "0"))
 CANDIDATE_SPECS = [c.strip() for c in os.environ.get("PARITY_CANDIDATES", "").split(",") if c.strip()]
+FAMILY_NAMES = [f.strip() for f in os.environ.get("PARITY_FAMILY", "").split(",") if f.strip()] or None
 RELIABILITY_OUT = Path(os.environ.get("PARITY_RELIABILITY_OUT", "reports/pytest-sweep"))
 _records: list[dict] = []
 _merged: list[dict] = []
@@ -60,13 +63,24 @@ def sweep_sink(request):
     return _records
 
 
-def candidates() -> dict:
-    """The sweep's candidates: parity's own, then PARITY_CANDIDATES."""
+def families() -> list[str]:
+    """The families swept: PARITY_FAMILY; by default all, or gemma4 when candidates are given (a
+    routing kernel implements one family)."""
+    from parity import routing
+
+    names = FAMILY_NAMES or ([routing.DEFAULT_FAMILY] if CANDIDATE_SPECS else list(routing.FAMILIES))
+    if CANDIDATE_SPECS and len(names) > 1:
+        raise pytest.UsageError("PARITY_CANDIDATES: a routing kernel implements one family; set one PARITY_FAMILY")
+    return names
+
+
+def candidates() -> dict[str, dict]:
+    """The sweep's candidates by family: the family's kernels, then PARITY_CANDIDATES."""
     from parity import routing, sweep
 
-    found = {n: routing.get(n) for n in sweep.default_candidates()}
+    found = {name: sweep.kernels(routing.family(name)) for name in families()}
     for spec in CANDIDATE_SPECS:
-        found[spec] = routing.load(spec, "PARITY_CANDIDATES")
+        found[families()[0]][spec] = routing.load(spec, "PARITY_CANDIDATES")
     return found
 
 
@@ -111,16 +125,18 @@ def pytest_sessionfinish(session, exitstatus):
     records = _merged + _records
     if not records:
         return
-    from parity import grids
+    from parity import grids, routing
     from parity.render import render_all
 
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "records.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    grid = grids.grid(GRID)
+    grid = grids.grid(GRID, families())
     meta = _run.meta(grid=grid.name, grid_description=grid.description, runner="pytest-xdist",
-                     workers=_workers or [_worker_info("main")], candidates=list(candidates()),
+                     workers=_workers or [_worker_info("main")],
+                     candidates={f: list(c) for f, c in candidates().items()},
+                     families={f: routing.family(f).describe() for f in families()},
                      precision=RULE.precision, fail_on_special_values=RULE.fail_on_special_values)
     summary = render_all(records, meta, OUT)
     tr = config.pluginmanager.get_plugin("terminalreporter")

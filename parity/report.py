@@ -1,5 +1,6 @@
-"""report.md: the markdown writer. Each section is a heading, a few lines on how to read it, and
-tables from parity.tables (the notebooks show the same tables)."""
+"""report.md: the markdown writer. The verdict and the run first, then one part per routing family;
+each section is a heading, a few lines on how to read it, and tables from parity.tables (the
+notebooks show the same tables)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,6 @@ from pathlib import Path
 from parity import tables
 from parity.formatting import fmt, markdown_table
 from parity.inputs import DISTRIBUTIONS
-from parity.summary import PRIMARY_BASELINE
 
 
 def header(summary: dict) -> list[str]:
@@ -22,20 +22,34 @@ def header(summary: dict) -> list[str]:
     if len(verdict["reasons"]) > 20:
         L.append(f"- … and {len(verdict['reasons']) - 20} more (summary.json)")
     L.append("")
+    n_cases = sum(len(fs["cases"]) for fs in summary["families"].values())
     L.append(f"Grid `{meta.get('grid')}`: {meta.get('grid_description', '')}. "
-             f"{len(summary['cases'])} cases in {fmt(meta.get('seconds', 0), 4)} s on {meta.get('device')} "
+             f"{n_cases} cases in {fmt(meta.get('seconds', 0), 4)} s on {meta.get('device')} "
              f"(torch {meta.get('torch')}, triton {meta.get('triton')}, interpreter={meta.get('interpreter')}), "
              f"git {meta.get('git_sha', '?')[:12]}, started {meta.get('started')}.\n")
     if isinstance(meta.get("workers"), list) and len(meta["workers"]) > 1:
         L.append("Run as a parallel pytest sweep: " + "; ".join(
             f"{w['worker']} on {w['host']}" + (f" GPU {w['cuda_device']} ({w['gpu']})" if "gpu" in w else "")
             + f": {w['cases']} cases" for w in sorted(meta["workers"], key=lambda w: w["worker"])) + ".\n")
-    bp = summary["best_policy"]
-    bt = {r["policy"]: r for r in bp["table"]}[bp["policy"]]
-    L.append(f"Best policy: **{bp['policy']}** — passes every correct implementation "
-             f"({bt['correct_failures']} failures) and catches {bt['mutants_caught']} of "
-             f"{bt['mutants']} mutants.\n")
+    L.append("| family | computation | models (E, K) | cases | candidates | verdict |")
+    L.append("|---|---|---|---|---|---|")
+    for name, fs in summary["families"].items():
+        info = fs["info"]
+        models = ", ".join(f"{m} ({v['E']}, {v['K']})" for m, v in info["models"].items())
+        cands = ", ".join(fs["candidates"]) or "none (references only)"
+        L.append(f"| [{name}](#{name}) | {info['math']} | {models} | {len(fs['cases'])} | {cands} | "
+                 f"{'PASS' if fs['verdict']['ok'] else '**FAIL**'} |")
+    L.append("")
     return L
+
+
+def family_header(fs: dict) -> list[str]:
+    info = fs["info"]
+    bp = fs["best_policy"]
+    bt = {r["policy"]: r for r in bp["table"]}[bp["policy"]]
+    return [f"# {fs['family']}\n", f"{info['math']}. References follow {info['sources']}.\n",
+            f"Best policy: **{bp['policy']}** — passes every correct implementation "
+            f"({bt['correct_failures']} failures) and catches {bt['mutants_caught']} of {bt['mutants']} mutants.\n"]
 
 
 def candidates(summary: dict) -> list[str]:
@@ -66,9 +80,11 @@ def candidates(summary: dict) -> list[str]:
 
 
 def upstream(summary: dict) -> list[str]:
-    return ["## Fused kernel vs the model's torch code (upstream-style), with the oracle\n",
-            "Worst over seeds. Δweight: largest absolute weight difference on matched experts. "
-            "The oracle columns say how far each side is from the fp64 truth.\n",
+    info = summary["info"]
+    return [f"## {info['stand_in']} vs {info['reference']} (upstream-style), with the oracle\n",
+            f"{info['stand_in']} stands where a fused kernel would, {info['reference']} is the model's torch code as "
+            "an upstream test compares against it. Worst over seeds. Δweight: largest absolute weight difference "
+            "on matched experts. The oracle columns say how far each side is from the fp64 truth.\n",
             markdown_table(tables.upstream_rows(summary)), ""]
 
 
@@ -121,9 +137,10 @@ def tolerances(summary: dict) -> list[str]:
          markdown_table(tables.tolerance_rows(summary))]
     observed = tables.observed_rows(summary)
     if observed:
-        L += ["\n### Observed error envelopes of user candidates (a description, never a pass mark)\n",
-              "Derived from each candidate's own errors the same way as above: what the kernel does, "
-              "bugs included. Its verdict comes from the precision envelope instead.\n",
+        L += ["\n### Observed error envelopes (a description, never a pass mark)\n",
+              "Derived the same way as above, from the errors of user candidates and of references that are "
+              "shown but do not judge (they have no declared arithmetic): what the code does, bugs included. "
+              "A candidate's verdict comes from the precision envelope instead.\n",
               markdown_table(observed)]
     L.append("\nReading the gap: the a-priori rtol assumes every rounding goes the same way at once, in "
              "the worst row; the frontier point is what the data shows (roundings partly cancel, and the "
@@ -142,13 +159,16 @@ def policies(summary: dict) -> list[str]:
 
 
 def mutation_matrix(summary: dict) -> list[str]:
-    dtypes = sorted(summary.get("mutants_by_dtype", {}).get(PRIMARY_BASELINE, {}))
+    s, ref = summary["info"]["stand_in"], summary["info"]["reference"]
+    if not summary.get("mutants_by_dtype"):
+        return []
+    dtypes = sorted(summary.get("mutants_by_dtype", {}).get(ref, {}))
     legend = f"Each cell: caught (✓) or missed (·) per logit dtype, in the order {', '.join(dtypes)}.\n"
     L = ["## Mutation matrix\n",
-         "Deliberately wrong routings in fused's place, checked against softmax_all (the model's "
-         "code, as upstream tests do) with each policy's tolerance for fused~softmax_all. "
+         f"Deliberately wrong routings in {s}'s place, checked against {ref} (the model's "
+         f"code, as upstream tests do) with each policy's tolerance for {s}~{ref}. "
          "caught: some case fails the check.\n", legend,
-         markdown_table(tables.mutant_rows(summary, PRIMARY_BASELINE)), "",
+         markdown_table(tables.mutant_rows(summary, ref)), "",
          markdown_table(tables.best_policy_rows(summary)),
          "\nA mutant no tolerance can catch (a tie rule, say) is caught by the tie-rule table above "
          "or by demanding exact ids against the oracle.\n"]
@@ -157,7 +177,7 @@ def mutation_matrix(summary: dict) -> list[str]:
         L += ["The same mutants judged as a candidate is (against the oracle, by each precision class's "
               "envelope; parity.verdict):\n", markdown_table(precision_rows), ""]
     if "oracle" in summary.get("mutants_by_dtype", {}):
-        L += ["The same mutants against the fp64 oracle, with each policy's tolerance for fused~oracle: "
+        L += [f"The same mutants against the fp64 oracle, with each policy's tolerance for {s}~oracle: "
               "without the reference's own rounding in the way, a tight tolerance sees much more.\n",
               legend, markdown_table(tables.mutant_rows(summary, "oracle")), ""]
     return L
@@ -168,15 +188,19 @@ def distributions(summary: dict) -> list[str]:
             + [f"- `{d.name}`: {d.description}. Claim: {d.claim}." for d in DISTRIBUTIONS.values()] + [""])
 
 
-SECTIONS = (header, candidates, upstream, ties, special_values, envelopes, tolerances, policies,
-            mutation_matrix, distributions)
+FAMILY_SECTIONS = (family_header, candidates, upstream, ties, special_values, envelopes, tolerances, policies,
+                   mutation_matrix)
 
 
-def render(summary: dict, out: Path, plots: list[str]) -> Path:
-    L = [line for section in SECTIONS for line in section(summary)]
-    if plots:
-        L.append("## Plots\n")
-        L += [f"![{p}]({p})\n" for p in plots]
+def render(summary: dict, out: Path, plots: dict[str, list[str]]) -> Path:
+    """report.md: the header, then every family's sections and plots (``plots``: file names by family)."""
+    L = header(summary)
+    for name, fs in summary["families"].items():
+        L += [line for section in FAMILY_SECTIONS for line in section(fs)]
+        if plots.get(name):
+            L.append("## Plots\n")
+            L += [f"![{p}]({p})\n" for p in plots[name]]
+    L += distributions(summary)
     path = out / "report.md"
     path.write_text("\n".join(L) + "\n")
     return path

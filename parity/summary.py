@@ -1,6 +1,11 @@
-"""From records to the summary: derived tolerances and their validation, the precision-class
-envelopes, every candidate's verdict (parity.verdict), policy scores, the mutation matrix, tie rules
-and the overall verdict (field names: docs/DESIGN.md)."""
+"""From records to the summary, family by family: derived tolerances and their validation, the
+precision-class envelopes, every candidate's verdict (parity.verdict), policy scores, the mutation
+matrix, tie rules; then the overall verdict (field names: docs/DESIGN.md).
+
+``summary["families"][name]`` holds one family's part; what a family is (its stand-in and
+reference for the upstream-style view, its mutants) comes from the run's metadata
+(``meta["families"]``, parity.routing.family.Family.describe), or from the registry for records
+written before families existed."""
 from __future__ import annotations
 
 import math
@@ -18,8 +23,7 @@ PAIR_FIELDS = (
     "p50_abs", "p99_abs", "p999_abs", "p50_rel", "p99_rel", "p999_rel", "p50_ulp", "p99_ulp",
     "p999_ulp", "worst", "worst_rows", "genuine_rows", "attribution",
 )
-PRIMARY_BASELINE = "softmax_all"
-"""The mutation matrix's baseline: the model's torch code, as upstream tests compare against."""
+
 
 
 def _by(records, *keys):
@@ -39,18 +43,18 @@ def _typical_weight(recs: list[dict]) -> float:
     return 1.0 / recs[0]["case"]["K"]
 
 
-def derived_tolerances(pairs: list[dict]) -> dict:
+def derived_tolerances(pairs: list[dict], roundings: dict[str, int]) -> dict:
     """Per dtype and pair: derived from the derivation cases, validated on the held-out ones."""
     out: dict[str, dict] = defaultdict(dict)
     for (dtype, pair), recs in sorted(_by(pairs, "dtype", "pair").items()):
         train = [r for r in recs if r["case"]["role"] == "derive"]
         held = [r for r in recs if r["case"]["role"] == "holdout"]
         if train:
-            out[dtype][pair] = validate(derive(pair, dtype, train, _typical_weight(train)), held).as_dict()
+            out[dtype][pair] = validate(derive(pair, dtype, train, _typical_weight(train), roundings), held).as_dict()
     return dict(out)
 
 
-def precision_envelopes(trusted_pairs: list[dict]) -> dict:
+def precision_envelopes(trusted_pairs: list[dict], roundings: dict[str, int]) -> dict:
     """{dtype: {precision: envelope}} from the trusted implementations' errors against the oracle."""
     vs_oracle = [r for r in trusted_pairs if r["baseline"] == "oracle"]
     out: dict[str, dict] = defaultdict(dict)
@@ -61,7 +65,7 @@ def precision_envelopes(trusted_pairs: list[dict]) -> dict:
             train = [r for r in members if r["case"]["role"] == "derive"]
             if train:
                 held = [r for r in members if r["case"]["role"] == "holdout"]
-                out[dtype][precision] = precision_envelope(precision, dtype, train, held, _typical_weight(train))
+                out[dtype][precision] = precision_envelope(precision, dtype, train, held, _typical_weight(train), roundings)
     return dict(out)
 
 
@@ -104,12 +108,12 @@ def special_semantics(pairs: list[dict]) -> dict:
     return {c: {k: dict(v) for k, v in kinds.items()} for c, kinds in sorted(out.items())}
 
 
-def _policy_verdicts(recs: list[dict], tolerances: dict, baseline: str, dtype: str) -> dict:
-    """Per policy, caught (some case fails) or missed, for an implementation in fused's place:
-    the tolerance a candidate there would be held to."""
+def _policy_verdicts(recs: list[dict], tolerances: dict, stand_in: str, baseline: str, dtype: str) -> dict:
+    """Per policy, caught (some case fails) or missed, for an implementation in the stand-in's
+    place (Gemma4: fused): the tolerance a candidate there would be held to."""
     out = {}
     for policy in POLICY_NAMES:
-        tol = policy_tolerance(policy, dtype, f"fused~{baseline}", tolerances)
+        tol = policy_tolerance(policy, dtype, f"{stand_in}~{baseline}", tolerances)
         if tol is not None:
             results = [verdict(r, *tol) for r in recs]
             out[policy] = ("caught" if any(not p for p, _ in results) else "missed",
@@ -117,11 +121,46 @@ def _policy_verdicts(recs: list[dict], tolerances: dict, baseline: str, dtype: s
     return out
 
 
+def family_of(r: dict) -> str:
+    return r["case"].get("family", "gemma4")
+
+
+def family_info(meta: dict, name: str) -> dict:
+    """What a family is (Family.describe): from the run's metadata, else from the registry."""
+    info = meta.get("families", {}).get(name)
+    if info is None:
+        from parity.routing import family
+
+        info = family(name).describe()
+    return info
+
+
 def summarize(records: list[dict], meta: dict) -> dict:
+    """The summary of a sweep: one part per family, and the overall verdict."""
     rule = Rule(meta.get("precision", Rule.precision), bool(meta.get("fail_on_special_values", False)))
+    by_family: dict[str, list] = defaultdict(list)
+    for r in records:
+        by_family[family_of(r)].append(r)
+    families = {name: summarize_family(recs, rule, name, family_info(meta, name)) for name, recs in by_family.items()}
+    reasons = [reason for fs in families.values() for reason in fs["verdict"]["reasons"]]
+    return {"meta": meta, "families": families,
+            "verdict": {"ok": not reasons, "reasons": reasons, "precision": rule.precision,
+                        "fail_on_special_values": rule.fail_on_special_values}}
+
+
+def summarize_family(records: list[dict], rule: Rule, name: str, info: dict) -> dict:
+    """One family's part of the summary (its records only)."""
+    stand_in, reference = info["stand_in"], info["reference"]
     pairs = [r for r in records if r["kind"] == "pair"]
-    correct = [r for r in pairs if r["candidate_kind"] in ("candidate", "baseline") and trusted(r)]
+    # judges: the oracle and the implementations with an arithmetic (the envelopes' members). Pairs
+    # of judges are the correct ones (derived tolerances, policies); a reference that is only shown
+    # (no arithmetic, like transformers' Gemma4 router) is described like a user's candidate.
+    judges = {"oracle", *info["arithmetic"]}
+    correct = [r for r in pairs if r["candidate_kind"] in ("candidate", "baseline") and trusted(r)
+               and r["candidate"] in judges and r["baseline"] in judges]
     untrusted = [r for r in pairs if r["candidate_kind"] == "candidate" and not trusted(r)]
+    shown = [r for r in pairs if r["candidate_kind"] in ("candidate", "baseline") and trusted(r)
+             and not (r["candidate"] in judges and r["baseline"] in judges)]
     mutant_pairs = [r for r in pairs if r["candidate_kind"] == "mutant"]
 
     cases: dict[str, dict] = {}
@@ -135,8 +174,9 @@ def summarize(records: list[dict], meta: dict) -> dict:
         elif r["kind"] == "error":
             c["errors"][r["impl"]] = r["error"]
 
-    tolerances = derived_tolerances(correct)
-    envelopes = precision_envelopes(correct)
+    roundings = info.get("roundings", {})
+    tolerances = derived_tolerances(correct, roundings)
+    envelopes = precision_envelopes(correct, roundings)
 
     policies: dict[str, dict] = {}
     for policy in POLICY_NAMES:
@@ -159,9 +199,9 @@ def summarize(records: list[dict], meta: dict) -> dict:
     by_dtype: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
     mutant_margins: dict[str, dict] = defaultdict(dict)
     for (mutant, baseline, dtype), recs in sorted(_by(mutant_pairs, "candidate", "baseline", "dtype").items()):
-        for policy, (v, worst) in _policy_verdicts(recs, tolerances, baseline, dtype).items():
+        for policy, (v, worst) in _policy_verdicts(recs, tolerances, stand_in, baseline, dtype).items():
             by_dtype[baseline][dtype][mutant][policy] = v
-            if baseline == PRIMARY_BASELINE:
+            if baseline == reference:
                 mutant_margins[mutant][policy] = max(worst, mutant_margins[mutant].get(policy, 0.0))
     mutants_by_baseline: dict = {}
     for baseline, dtypes in by_dtype.items():
@@ -172,20 +212,21 @@ def summarize(records: list[dict], meta: dict) -> dict:
                     if merged[mutant].get(policy) != "caught":
                         merged[mutant][policy] = v
         mutants_by_baseline[baseline] = {m: dict(v) for m, v in merged.items()}
-    mutants = mutants_by_baseline.get(PRIMARY_BASELINE, {})
+    mutants = mutants_by_baseline.get(reference, {})
     mutants_by_dtype = {b: {d: {m: dict(v) for m, v in t.items()} for d, t in dtypes.items()}
                         for b, dtypes in by_dtype.items()}
 
     candidates = candidate_verdicts(pairs, envelopes, rule)
     mutant_verdicts = candidate_verdicts(mutant_pairs, envelopes, rule, kind="mutant")
     summary = {
-        "meta": meta,
+        "family": name,
+        "info": info,
         "cases": list(cases.values()),
         "tolerances": tolerances,
         "precision_envelopes": envelopes,
-        "observed_envelopes": derived_tolerances(untrusted),
+        "observed_envelopes": derived_tolerances(untrusted + shown, roundings),
         "candidates": candidates,
-        "candidate_policies": _candidate_policies(untrusted, tolerances),
+        "candidate_policies": _candidate_policies(untrusted, tolerances, stand_in),
         "policies": policies,
         "mutants": mutants,
         "mutants_by_dtype": mutants_by_dtype,
@@ -197,17 +238,17 @@ def summarize(records: list[dict], meta: dict) -> dict:
         "special_semantics": special_semantics([r for r in pairs if r["candidate_kind"] in ("candidate", "mutant")]),
     }
     summary["best_policy"] = best_policy(summary)
-    summary["verdict"] = verdict_of(records, tolerances, candidates, rule)
+    summary["verdict"] = verdict_of(records, tolerances, candidates, rule, info["arithmetic"])
     return summary
 
 
-def _candidate_policies(untrusted: list[dict], tolerances: dict) -> dict:
+def _candidate_policies(untrusted: list[dict], tolerances: dict, stand_in: str) -> dict:
     """How each named policy would judge a user's candidate against the torch references, as
-    upstream tests do (the tolerance fused gets in that place): caught or missed, per baseline."""
+    upstream tests do (the tolerance the stand-in gets in that place): caught or missed, per baseline."""
     out: dict = defaultdict(lambda: defaultdict(dict))
     for (name, baseline, dtype), recs in sorted(_by([r for r in untrusted if r["baseline"] != "oracle"],
                                                     "candidate", "baseline", "dtype").items()):
-        for policy, (v, _) in _policy_verdicts(recs, tolerances, baseline, dtype).items():
+        for policy, (v, _) in _policy_verdicts(recs, tolerances, stand_in, baseline, dtype).items():
             if out[name][baseline].get(policy) != "caught":
                 out[name][baseline][policy] = v
     return {n: dict(b) for n, b in out.items()}
@@ -244,10 +285,14 @@ def best_policy(summary: dict) -> dict:
     return {"policy": best["policy"], "table": rows}
 
 
-def verdict_of(records: list[dict], tolerances: dict, candidates: dict, rule: Rule) -> dict:
+def verdict_of(records: list[dict], tolerances: dict, candidates: dict, rule: Rule,
+               arithmetic: dict | None = None) -> dict:
     """Fail when a candidate breaks the contract or raises, fails its judgement against the oracle
     (parity.verdict: ids, NaN/inf, its precision class's envelope), or, for parity's own kernels,
-    breaks a derived tolerance against a torch reference on a held-out case."""
+    breaks a derived tolerance against a trusted torch reference (one with an ``arithmetic``: a
+    reference that is only shown, like transformers' Gemma4 router, judges nothing) on a held-out
+    case."""
+    judges = set(arithmetic) if arithmetic is not None else None
     reasons = []
     for r in records:
         if r["kind"] == "error" and r["impl_kind"] in ("candidate", "case"):
@@ -256,7 +301,8 @@ def verdict_of(records: list[dict], tolerances: dict, candidates: dict, rule: Ru
         reasons += c["reasons"]
     for r in records:
         if (r["kind"] != "pair" or r["candidate_kind"] != "candidate" or not trusted(r)
-                or r["baseline"] == "oracle" or r["case"]["role"] != "holdout"):
+                or r["baseline"] == "oracle" or r["case"]["role"] != "holdout"
+                or (judges is not None and r["baseline"] not in judges)):
             continue
         tol = tolerances.get(r["case"]["dtype"], {}).get(r["pair"])
         if tol:

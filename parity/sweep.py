@@ -17,84 +17,93 @@ from typing import Callable, Iterable
 import torch
 
 from parity import inputs, routing
-from parity.analysis import Routing, attribute, compare, kth_logit, tie_rule
+from parity.analysis import Routing, attribute, compare, kth_logit, tie_keys, tie_rule
 from parity.grids import Case
 from parity.progress import Progress
 from parity.routing.contract import Problem, check_output
-from parity.routing.mutants import MUTANTS
 from parity.routing.oracle import route64
 
-CANDIDATES = ("fused",)
-BASELINES = ("softmax_all", "topk_softmax", "oracle")
-REFERENCES = ("softmax_all", "topk_softmax")
 COMPARE_THREADS = max(1, min(8, os.cpu_count() or 1))
 
 
-def default_candidates() -> tuple[str, ...]:
-    """fused always; sort_baseline on the GPU only (its tl.sort runs element by element in the
-    interpreter: about a second per row)."""
+def kernels(fam) -> dict[str, Callable]:
+    """A family's kernels that run here: its candidates by default. sort_baseline on the GPU only
+    (its tl.sort runs element by element in the interpreter: about a second per row)."""
     from parity import device
 
-    return CANDIDATES + (("sort_baseline",) if not device.INTERPRETER else ())
+    return {n: fam.implementations[n] for n in fam.kernels if not (n == "sort_baseline" and device.INTERPRETER)}
 
 
-def _route(name: str, fn, g: torch.Tensor, K: int, s: torch.Tensor) -> Routing:
-    out = fn(g, K, s)
+def references(fam) -> list[str]:
+    """A family's torch references: its baselines by default, with the oracle."""
+    return [n for n in fam.implementations if n not in fam.kernels]
+
+
+def _route(name: str, fn, g: torch.Tensor, K: int, arg) -> Routing:
+    out = fn(g, K, arg)
     return Routing.of(check_output(name, out, Problem(g.shape[0], g.shape[1], K), g.device))
 
 
 def run_case(
     case: Case, device: torch.device, candidates: dict[str, Callable] | None = None,
-    baselines: Iterable[str] = BASELINES, mutants: dict[str, Callable] | None = None,
+    baselines: Iterable[str] | None = None, mutants: dict[str, Callable] | None = None,
 ) -> list[dict]:
-    """Route one case through every implementation; one record per pair, per implementation's tie
-    rule, and per failure (an implementation that raises or breaks the contract is recorded, the
-    rest of the case goes on)."""
-    candidates = candidates if candidates is not None else {n: routing.get(n) for n in CANDIDATES}
-    mutants = (mutants if mutants is not None else MUTANTS) if case.mutants else {}
-    baselines = list(baselines)
+    """Route one case through every implementation of its family; one record per pair, per
+    implementation's tie rule, and per failure (an implementation that raises or breaks the
+    contract is recorded, the rest of the case goes on). Defaults: the family's kernels as
+    candidates, its references and the oracle as baselines, its mutants on cases that run them."""
+    fam = routing.family(case.family)
+    model = fam.model(case.model)
+    candidates = kernels(fam) if candidates is None else candidates
+    baselines = [*references(fam), "oracle"] if baselines is None else list(baselines)
+    mutants = ({n: m.fn for n, m in fam.mutants.items()} if mutants is None else mutants) if case.mutants else {}
     dtype = getattr(torch, case.dtype)
     inp = inputs.make(case.dist, case.T, case.E, dtype, case.seed, device)
-    g, s, K = inp.gating_output, inp.per_expert_scale, case.K
-    head = {"case_id": case.id, "case": asdict(case)}
+    router = fam.make_router(model, case.dist, case.seed, inp.per_expert_scale, device)
+    g, arg, K = inp.gating_output, fam.argument(router), case.K
+    head = {"case_id": case.id, "case": asdict(case), "router": router.describe()}
     records: list[dict] = []
-    outs: dict[str, Routing] = {"oracle": Routing.of(route64(g, K, s))}
+    outs: dict[str, Routing] = {"oracle": Routing.of(route64(g, K, arg))}
     kinds = {name: "baseline" for name in baselines if name != "oracle"}
     kinds.update({name: "candidate" for name in candidates})
     kinds.update({name: "mutant" for name in mutants})
-    fns = {**{n: routing.get(n) for n in baselines if n != "oracle"}, **candidates, **mutants}
-    # trusted: parity's own implementations, under their own names (a candidate judges nothing)
-    arithmetic = {n: routing.ARITHMETIC[n] for n, fn in fns.items()
-                  if n in routing.ARITHMETIC and kinds[n] != "mutant" and fn is routing.get(n)}
-    arithmetic["oracle"] = routing.ARITHMETIC["oracle"]
+    fns = {**{n: fam.implementations[n] for n in baselines if n != "oracle"}, **candidates, **mutants}
+    # trusted: parity's own implementations, under their own names (a candidate judges nothing);
+    # the ones with an arithmetic make the precision envelopes
+    trusted = {n for n, fn in fns.items() if kinds[n] != "mutant" and fam.implementations.get(n) is fn} | {"oracle"}
+    arithmetic = {n: fam.arithmetic.get(n, "fp64" if n == "oracle" else None) for n in trusted}
     for name, fn in fns.items():
         try:
-            outs[name] = _route(name, fn, g, K, s)
+            outs[name] = _route(name, fn, g, K, arg)
         except Exception as exc:  # noqa: BLE001 - a broken implementation is a finding, not a crash
             records.append({**head, "kind": "error", "impl": name, "impl_kind": kinds[name],
                             "error": f"{type(exc).__name__}: {exc}",
                             "traceback": traceback.format_exc(limit=3)})
-    g_cpu, s_cpu = g.cpu(), s.cpu()
-    kth = kth_logit(g_cpu, K) if case.T else None
-    jobs = [(c, "oracle") for c in [*(b for b in baselines if b != "oracle"), *candidates, *mutants]]
-    jobs += [(c, b) for c in [*candidates, *mutants] for b in baselines if b != "oracle"]
-    jobs = [(c, b) for c, b in jobs if c in outs and b in outs]
+    g_cpu, r_cpu = g.cpu(), router.to("cpu")
+    kth = kth_logit(tie_keys(g_cpu, r_cpu), K) if case.T else None
+    refs = [b for b in baselines if b != "oracle"]
+    jobs = [(c, "oracle") for c in [*refs, *candidates, *mutants]]
+    jobs += [(c, b) for c in candidates for b in refs]
+    if fam.stand_in in refs and fam.reference in refs and fam.stand_in != fam.reference:
+        jobs.append((fam.stand_in, fam.reference))       # the upstream-style pair without a kernel
+    jobs += [(m, fam.reference) for m in mutants]
+    jobs = list(dict.fromkeys((c, b) for c, b in jobs if c in outs and b in outs))
 
     def pair(cb):
         c, b = cb
-        return compare(g_cpu, outs[c], outs[b], s_cpu, pair=f"{c}~{b}")
+        return compare(g_cpu, outs[c], outs[b], r_cpu.per_expert_scale, pair=f"{c}~{b}", router=r_cpu)
 
     # torch releases the GIL in its kernels: comparisons of one case run side by side on the cores
     with ThreadPoolExecutor(max_workers=COMPARE_THREADS) as pool:
-        rules = pool.map(lambda name: tie_rule(g_cpu, outs[name].ids, kth), list(outs))
+        rules = pool.map(lambda name: tie_rule(g_cpu, outs[name].ids, kth, r_cpu), list(outs))
         results = dict(zip(jobs, pool.map(pair, jobs)))
         for name, rule in zip(list(outs), rules):
             records.append({**head, "kind": "implementation", "impl": name,
-                            "impl_kind": kinds.get(name, "oracle"), "trusted": name in arithmetic,
+                            "impl_kind": kinds.get(name, "oracle"), "trusted": name in trusted,
                             "arithmetic": arithmetic.get(name), "tie_rule": rule})
     for (c, b), res in results.items():
         rec = {**head, "kind": "pair", "candidate": c, "baseline": b,
-               "candidate_kind": kinds.get(c, "oracle"), "candidate_trusted": c in arithmetic,
+               "candidate_kind": kinds.get(c, "oracle"), "candidate_trusted": c in trusted,
                "candidate_arithmetic": arithmetic.get(c), **res.as_dict()}
         if b != "oracle" and (c, "oracle") in results and (b, "oracle") in results:
             rec["attribution"] = attribute(results[(c, "oracle")], results[(b, "oracle")])
@@ -104,10 +113,11 @@ def run_case(
 
 def run(
     cases: Iterable[Case], device: torch.device, records_path: Path, *,
-    candidates: dict[str, Callable] | None = None, baselines: Iterable[str] = BASELINES,
-    mutants: dict[str, Callable] | None = None, progress: bool = True,
+    candidates: dict[str, dict[str, Callable]] | None = None, baselines: dict[str, list[str]] | None = None,
+    progress: bool = True,
 ) -> list[dict]:
-    """Run cases in order, appending each case's records to ``records_path`` as it finishes."""
+    """Run cases in order, appending each case's records to ``records_path`` as it finishes.
+    ``candidates`` and ``baselines`` by family name (a family not there takes run_case's defaults)."""
     cases = list(cases)
     records: list[dict] = []
     bar = Progress(len(cases), enabled=progress)
@@ -116,7 +126,7 @@ def run(
         for case in cases:
             bar.show(case.id)
             try:
-                recs = run_case(case, device, candidates, baselines, mutants)
+                recs = run_case(case, device, (candidates or {}).get(case.family), (baselines or {}).get(case.family))
             except Exception as exc:  # noqa: BLE001 - keep what the other cases found
                 recs = [{"case_id": case.id, "case": asdict(case), "kind": "error", "impl": "(case)",
                          "impl_kind": "case", "error": f"{type(exc).__name__}: {exc}",

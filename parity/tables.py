@@ -1,16 +1,31 @@
-"""Every table parity shows, built once from a summary: rows of dicts (column -> value). The report
-writes them as markdown (parity.formatting.markdown_table) and the notebooks' API returns them."""
+"""Every table parity shows, built once from one family's part of a summary (``fs``:
+``summary["families"][name]``): rows of dicts (column -> value). The report writes them as markdown
+(parity.formatting.markdown_table) and the notebooks' API returns them."""
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 
 from parity.formatting import fmt, num
-from parity.routing.mutants import DESCRIPTIONS
 from parity.tolerance import POLICY_NAMES
 
-MAIN_PAIRS = ("fused~softmax_all", "fused~topk_softmax", "fused~oracle")
-REFERENCE_PAIRS = ("softmax_all~oracle", "topk_softmax~oracle")
+
+
+def present_pairs(fs: dict) -> list[str]:
+    """Every pair recorded for the family, in the order first seen."""
+    return list(dict.fromkeys(p for c in fs["cases"] for p in c["pairs"]))
+
+
+def main_pairs(fs: dict) -> list[str]:
+    """The stand-in (Gemma4: fused) against each reference and the oracle."""
+    s = fs["info"]["stand_in"]
+    return [p for p in present_pairs(fs) if p.startswith(s + "~")]
+
+
+def reference_pairs(fs: dict) -> list[str]:
+    """Each of the family's references against the oracle (the stand-in's is in main_pairs)."""
+    s = fs["info"]["stand_in"]
+    return [f"{r}~oracle" for r in fs["info"]["references"] if r != s and f"{r}~oracle" in present_pairs(fs)]
 
 
 def case_groups(summary: dict) -> dict:
@@ -50,13 +65,15 @@ def _closer(c_err, b_err, c: str, b: str) -> str:
     return f"{b} ({fmt(c_err / b_err if b_err else math.inf, 2)}x)"
 
 
-def upstream_rows(summary: dict, candidate: str = "fused", reference: str = "softmax_all",
-                  others: tuple[str, ...] = ("topk_softmax",)) -> list[dict]:
-    """The upstream-style comparison (candidate against the model's torch code, worst over seeds)
-    beside the oracle's view: each side's largest absolute error against the fp64 truth."""
+def upstream_rows(fs: dict) -> list[dict]:
+    """The upstream-style comparison (the stand-in against the model's reference, worst over seeds)
+    beside the oracle's view: each implementation's largest absolute error against the fp64 truth."""
+    info = fs["info"]
+    candidate, reference = info["stand_in"], info["reference"]
+    others = [r for r in info["references"] if r not in (candidate, reference)]
     rows = []
-    order = lambda kv: (kv[0][4] != "upstream", kv[0][4], kv[0][3], kv[0][0])  # noqa: E731
-    for (T, E, K, dtype, dist), cases in sorted(case_groups(summary).items(), key=order):
+    order = lambda kv: (kv[0][4] != "upstream", kv[0][4], kv[0][3], kv[0][0], kv[0][1])  # noqa: E731
+    for (T, E, K, dtype, dist), cases in sorted(case_groups(fs).items(), key=order):
         c_o = worst_over(cases, f"{candidate}~oracle", "max_abs")
         r_o = worst_over(cases, f"{reference}~oracle", "max_abs")
         row = {"T": T, "E": E, "K": K, "dtype": dtype, "dist": dist,
@@ -192,8 +209,10 @@ def observed_rows(summary: dict) -> list[dict]:
             for d, ps in sorted(summary.get("observed_envelopes", {}).items()) for p, t in sorted(ps.items())]
 
 
-def policy_rows(summary: dict, pairs: tuple[str, ...] = MAIN_PAIRS + REFERENCE_PAIRS) -> list[dict]:
-    """Each policy on every case of each pair (derived: held-out cases): passed / cases, margin."""
+def policy_rows(summary: dict, pairs: list[str] | None = None) -> list[dict]:
+    """Each policy on every case of each pair (derived: held-out cases): passed / cases, margin.
+    Default pairs: the stand-in's and the references' against the oracle."""
+    pairs = pairs if pairs is not None else main_pairs(summary) + reference_pairs(summary)
     dtypes = sorted({d for p in summary["policies"].values() for d in p})
     rows = []
     for policy in POLICY_NAMES:
@@ -215,8 +234,9 @@ def mutant_rows(summary: dict, baseline: str) -> list[dict]:
     table = summary["mutants_by_baseline"].get(baseline, {})
     dtypes = sorted(by_dtype)
     mark = {"caught": "✓", "missed": "·"}
+    described = summary.get("info", {}).get("mutants", {})
     rows = [{"mutant": m, **{p: " ".join(mark.get(by_dtype[d].get(m, {}).get(p), "-") for d in dtypes)
-                             for p in POLICY_NAMES}, "the bug": DESCRIPTIONS.get(m, "")}
+                             for p in POLICY_NAMES}, "the bug": described.get(m, "")}
             for m in sorted(table)]
     caught = {p: sum(r.get(p) == "caught" for r in table.values()) for p in POLICY_NAMES}
     rows.append({"mutant": "**caught in some dtype**", **{p: f"**{caught[p]}/{len(table)}**" for p in POLICY_NAMES},

@@ -32,13 +32,13 @@ RTOL_GRID = np.concatenate([[0.0], np.logspace(-9, -1, 161)])
 """The rtol values at which the frontier is traced."""
 
 # The error budget of each implementation against the fp64 oracle; tests/test_reference.py and
-# tests/test_fused.py test exactly these bounds. softmax_all rounds to its dtype 5 times (softmax,
-# renormalising sum, division, scale cast, product), topk_softmax 3 times (softmax, scale cast,
-# product); each adds <= u relative, and one more u covers the fp32 internals. torch's softmax also
-# has its own fp32 error (max-subtraction and exp: ~|x - max| * 2**-24, up to ~5 ulp measured),
-# which only shows when the dtype is fp32 itself: SOFTMAX_FP32_ULP. The fused kernel: FUSED_ULP
-# fp32 ulps (exp ~1, sum of K ~log2(K)/2, division and scale product 0.5 each; measured <= 6.4).
-ROUNDINGS = {"softmax_all": 5, "topk_softmax": 3}
+# tests/test_fused.py test exactly these bounds. A torch reference in the input dtype rounds to it a
+# number of times (its family's ``roundings``: Gemma4's softmax_all 5 times, for softmax, renormalising
+# sum, division, scale cast and product; topk_softmax 3), each adding <= u relative, and one more u
+# covers the fp32 internals. torch's softmax also has its own fp32 error (max-subtraction and exp:
+# ~|x - max| * 2**-24, up to ~5 ulp measured), which only shows when the dtype is fp32 itself:
+# SOFTMAX_FP32_ULP. The fused kernel, and any fp32 implementation: FUSED_ULP fp32 ulps (exp ~1, sum
+# of K ~log2(K)/2, division and scale product 0.5 each; measured <= 6.4).
 SOFTMAX_FP32_ULP = 8.0
 FUSED_ULP = 8.0
 FP32_ULP_REL = 2.0**-23  # one fp32 ulp, relative, at worst
@@ -79,15 +79,16 @@ def frontier(hulls: list[list]) -> list[tuple[float, float]]:
     return [(float(r), float(max(a, 0.0))) for r, a in zip(RTOL_GRID, need)]
 
 
-def a_priori(pair: str, dtype: str) -> dict:
-    """The bound from unit roundoff: each side's error against the oracle, added. A single
-    (atol, rtol) for the report; the per-element form, with the terms that depend on the data,
-    is ``reference_allowance``."""
+def a_priori(pair: str, dtype: str, roundings: dict[str, int]) -> dict:
+    """The bound from unit roundoff: each side's error against the oracle, added. ``roundings``:
+    how often each of the family's input-dtype references rounds to the dtype (Family.roundings);
+    any other side but the oracle computes in fp32. A single (atol, rtol) for the report; the
+    per-element form, with the terms that depend on the data, is ``reference_allowance``."""
     u, tiny = unit_roundoff(getattr(torch, dtype)), smallest_step(getattr(torch, dtype))
     rtol, atol = 0.0, 0.0
     for side in pair.split("~"):
-        if side in ROUNDINGS:
-            rtol += (ROUNDINGS[side] + 1) * u + SOFTMAX_FP32_ULP * FP32_ULP_REL
+        if side in roundings:
+            rtol += (roundings[side] + 1) * u + SOFTMAX_FP32_ULP * FP32_ULP_REL
             atol += tiny
         elif side != "oracle":  # fused and other fp32 kernels: the fused kernel's ulp bound
             rtol += FUSED_ULP * FP32_ULP_REL
@@ -95,7 +96,7 @@ def a_priori(pair: str, dtype: str) -> dict:
 
 
 def reference_allowance(impl: str, g: torch.Tensor, s: torch.Tensor, w64: torch.Tensor,
-                        ids64: torch.Tensor) -> torch.Tensor:
+                        ids64: torch.Tensor, roundings: dict[str, int]) -> torch.Tensor:
     """|w - w_oracle| a torch reference (``softmax_all``, ``topk_softmax``) may show, per element of
     the oracle's routing (w64, ids64 for logits g and scale s):
 
@@ -116,7 +117,7 @@ def reference_allowance(impl: str, g: torch.Tensor, s: torch.Tensor, w64: torch.
     d = (x - top).abs()
     d = torch.where(torch.isfinite(d), d, 0.0)
     d_k = d.amax(-1, keepdim=True)
-    bound = a_priori(f"{impl}~oracle", str(g.dtype).removeprefix("torch."))
+    bound = a_priori(f"{impl}~oracle", str(g.dtype).removeprefix("torch."), roundings)
     scale = s.double()[ids64].abs()
     return ((bound["rtol"] + (d + d_k) * 2.0**-24) * w64.abs() + bound["atol"] * scale.clamp_min(1.0)
             + SOFTMAX_FP32_ULP * fp32_ulp(w64))
@@ -144,16 +145,18 @@ class Tolerance:
         return asdict(self)
 
 
-def derive(pair: str, dtype: str, records: list[dict], typical_weight: float) -> Tolerance:
+def derive(pair: str, dtype: str, records: list[dict], typical_weight: float, roundings: dict[str, int]) -> Tolerance:
     """Pick (atol, rtol) from the frontier over ``records`` (derivation cases of one pair and
     dtype): the point that allows least at ``typical_weight`` (1/K: the weight of an even split),
-    times SAFETY. That balances atol against rtol where most weights live."""
+    times SAFETY. That balances atol against rtol where most weights live. The atol is at least the
+    a-priori one: the dtype's spacing next to zero, which an implementation that rounds to the dtype
+    may miss by whether or not the derivation cases held a weight that small."""
     front = frontier([r["hull"] for r in records])
     r_best, a_best = min(front, key=lambda ra: ra[1] + ra[0] * typical_weight)
+    bound = a_priori(pair, dtype, roundings)
     return Tolerance(
-        pair=pair, dtype=dtype, atol=SAFETY * a_best, rtol=SAFETY * r_best, safety=SAFETY,
-        derived_from=len(records), chosen=(a_best, r_best), a_priori=a_priori(pair, dtype),
-        frontier=front,
+        pair=pair, dtype=dtype, atol=max(SAFETY * a_best, bound["atol"]), rtol=SAFETY * r_best, safety=SAFETY,
+        derived_from=len(records), chosen=(a_best, r_best), a_priori=bound, frontier=front,
     )
 
 
@@ -181,9 +184,7 @@ PRECISIONS: dict[str, str] = {
                    "bound; near-tie flips within two roundings of that dtype are forgiven",
 }
 DEFAULT_PRECISION = "fp32"
-_A_PRIORI_AS = {"fp32": "fused", "input-dtype": "softmax_all"}
-"""Whose a-priori bound floors each class's envelope: the fp32 kernel's ulp bound, the model
-formulation's roundings in the input dtype."""
+
 
 
 def in_precision_class(arithmetic: str | None, precision: str, dtype: str) -> bool:
@@ -196,14 +197,18 @@ def in_precision_class(arithmetic: str | None, precision: str, dtype: str) -> bo
 
 
 def precision_envelope(precision: str, dtype: str, train: list[dict], held: list[dict],
-                       typical_weight: float) -> dict:
+                       typical_weight: float, roundings: dict[str, int]) -> dict:
     """The (atol, rtol) that judges a ``precision`` candidate against the oracle on ``dtype``
     logits: derived like any tolerance from the members' derivation records (the frontier of all
     their hulls together, its point at the typical weight, times SAFETY), then raised to the
     class's a-priori bound where that allows more, and validated on the members' held-out records.
     No candidate's own errors enter it."""
-    tol = derive(precision, dtype, train, typical_weight)
-    bound = a_priori(f"{_A_PRIORI_AS[precision]}~oracle", dtype)
+    tol = derive(precision, dtype, train, typical_weight, {})
+    # the class's a-priori bound: fp32 arithmetic's ulp bound, or the most roundings any of the
+    # family's input-dtype references makes
+    most = max(roundings.values(), default=0)
+    bound = a_priori("fp32~oracle" if precision == "fp32" else "reference~oracle", dtype,
+                     {} if precision == "fp32" else {"reference": most})
     atol, rtol = max(tol.atol, bound["atol"]), max(tol.rtol, bound["rtol"])
     tol.atol, tol.rtol = atol, rtol
     validate(tol, held)

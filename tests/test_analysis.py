@@ -8,6 +8,7 @@ from parity import tolerance
 from parity.analysis import Routing, attribute, classify_ids, compare, hull, tie_rule
 from parity.check import assert_weights_close
 from parity.routing import mutants
+from parity.routing.gemma4 import FAMILY as GEMMA4
 from parity.routing.oracle import oracle, route64
 from parity.routing.reference import softmax_all
 from routing_cases import logits, scale, tied_logits
@@ -83,7 +84,7 @@ def test_derived_tolerance_covers_its_own_data_and_is_validated():
     for i, g in enumerate(g_cases):
         r = compare(g, Routing.of(softmax_all(g, 8, s)), Routing.of(route64(g, 8, s)), s).as_dict()
         recs.append({**r, "case_id": f"case{i}"})
-    tol = tolerance.derive("softmax_all~oracle", "bfloat16", recs[:2], typical_weight=1 / 8)
+    tol = tolerance.derive("softmax_all~oracle", "bfloat16", recs[:2], 1 / 8, GEMMA4.roundings)
     assert all(tolerance.verdict(r, tol.atol, tol.rtol)[0] for r in recs[:2])
     tol = tolerance.validate(tol, recs[2:])
     assert tol.holdout_cases == 1 and tol.margin > 0
@@ -100,8 +101,8 @@ def test_reference_allowance_grows_with_the_logit_gap():
     s = torch.rand(64, generator=gen) + 0.5
     w64, ids64 = route64(g, 4, s)
     w, ids = softmax_all(g, 4, s)
-    allowed = reference_allowance("softmax_all", g, s, w64, ids64)
-    flat = a_priori("softmax_all~oracle", "float32")
+    allowed = reference_allowance("softmax_all", g, s, w64, ids64, GEMMA4.roundings)
+    flat = a_priori("softmax_all~oracle", "float32", GEMMA4.roundings)
     gap_free = flat["rtol"] * w64.abs() + flat["atol"]
     assert (allowed[:, -1] > 5 * gap_free[:, -1]).all()  # the gap term dominates for the farthest pick
     by_id, by_id64 = ids.long().argsort(-1), ids64.argsort(-1)  # compare expert by expert

@@ -31,7 +31,7 @@ def test_bad_candidate_path(spec, message, tmp_path, capsys):
 
 def test_bad_baseline(tmp_path, capsys):
     assert main(["sweep", "--grid", "smoke", "--out", str(tmp_path), "--baseline", "numpy"]) == 2
-    assert "--baseline: expected one of softmax_all, topk_softmax, oracle, got 'numpy'" in capsys.readouterr().err
+    assert "--baseline: expected one of softmax_all, topk_softmax, hf_gemma4, oracle for gemma4, got 'numpy'" in capsys.readouterr().err
 
 
 def test_contract_breaking_candidates_fail_the_sweep_and_keep_records(tmp_path, capsys):
@@ -49,7 +49,8 @@ def test_contract_breaking_candidates_fail_the_sweep_and_keep_records(tmp_path, 
     pairs = {r["pair"] for r in records if r["kind"] == "pair"}
     assert {"fused~softmax_all", "cli_candidates:correct~oracle"} <= pairs   # the rest went on
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert {"meta", "cases", "tolerances", "policies", "mutants"} <= set(summary)
+    assert {"meta", "families", "verdict"} <= set(summary)
+    assert {"cases", "tolerances", "policies", "mutants", "candidates"} <= set(summary["families"]["gemma4"])
     assert (tmp_path / "report.md").read_text().startswith("# parity report")
 
     # re-render and the tolerance table from the same directory

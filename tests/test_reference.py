@@ -20,11 +20,12 @@ from parity.analysis import classify_ids
 from parity.routing.contract import by_id
 from parity.check import assert_weights_close
 from parity.numerics import smallest_step, unit_roundoff
+from parity.routing.gemma4 import FAMILY as GEMMA4
 from parity.routing.reference import softmax_all, topk_softmax
 from parity.routing.oracle import route64
 from routing_cases import DTYPES, logits, scale, tied_logits
 
-ROUNDINGS = {softmax_all: tolerance.ROUNDINGS["softmax_all"], topk_softmax: tolerance.ROUNDINGS["topk_softmax"]}
+ROUNDINGS = {softmax_all: GEMMA4.roundings["softmax_all"], topk_softmax: GEMMA4.roundings["topk_softmax"]}
 SOFTMAX_FP32_ULP = tolerance.SOFTMAX_FP32_ULP
 
 

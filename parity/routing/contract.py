@@ -28,8 +28,7 @@ class Problem:
     K: int
 
 
-def validate(gating_output, topk, per_expert_scale, *, max_experts: int | None = None) -> Problem:
-    """Check a routing call's arguments; return its (T, E, K). Raises TypeError/ValueError."""
+def _check_logits(gating_output, topk, max_experts: int | None) -> Problem:
     if not isinstance(gating_output, torch.Tensor):
         raise TypeError(f"gating_output: expected a torch.Tensor, got {type(gating_output).__name__}")
     if gating_output.dtype not in GATING_DTYPES:
@@ -52,25 +51,56 @@ def validate(gating_output, topk, per_expert_scale, *, max_experts: int | None =
         raise TypeError(f"topk: expected an int, got {type(topk).__name__} ({topk!r})")
     if not 1 <= topk <= E:
         raise ValueError(f"topk: expected 1 <= topk <= E={E}, got topk={topk}")
-    if not isinstance(per_expert_scale, torch.Tensor):
-        raise TypeError(
-            f"per_expert_scale: expected a torch.Tensor, got {type(per_expert_scale).__name__}"
-        )
-    if per_expert_scale.dtype not in SCALE_DTYPES:
-        raise TypeError(
-            f"per_expert_scale: expected a floating dtype, got {per_expert_scale.dtype}"
-        )
-    if per_expert_scale.dim() != 1 or per_expert_scale.shape[0] != E:
-        raise ValueError(
-            f"per_expert_scale: expected shape ({E},) to match gating_output's E={E}, got "
-            f"{tuple(per_expert_scale.shape)}"
-        )
-    if per_expert_scale.device != gating_output.device:
-        raise ValueError(
-            f"per_expert_scale: expected device {gating_output.device} (gating_output's), got "
-            f"{per_expert_scale.device}"
-        )
     return Problem(T=T, E=E, K=int(topk))
+
+
+def _check_vector(name: str, v, gating_output: torch.Tensor) -> None:
+    """A per-expert tensor [E] of a floating dtype, on the logits' device."""
+    E = gating_output.shape[1]
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(v).__name__}")
+    if v.dtype not in SCALE_DTYPES:
+        raise TypeError(f"{name}: expected a floating dtype, got {v.dtype}")
+    if v.dim() != 1 or v.shape[0] != E:
+        raise ValueError(f"{name}: expected shape ({E},) to match gating_output's E={E}, got {tuple(v.shape)}")
+    if v.device != gating_output.device:
+        raise ValueError(f"{name}: expected device {gating_output.device} (gating_output's), got {v.device}")
+
+
+def validate(gating_output, topk, per_expert_scale, *, max_experts: int | None = None) -> Problem:
+    """Check a Gemma4 routing call's arguments (the upstream signature); return its (T, E, K).
+    Raises TypeError/ValueError."""
+    p = _check_logits(gating_output, topk, max_experts)
+    _check_vector("per_expert_scale", per_expert_scale, gating_output)
+    return p
+
+
+def validate_router(gating_output, topk, router, *, max_experts: int | None = None) -> Problem:
+    """Check a routing call under a Router's parameters (parity.routing.router): the logits and
+    topk as ``validate`` does, then every parameter against them. Raises TypeError/ValueError
+    naming the parameter, what was expected and what came."""
+    from parity.routing.router import Router
+
+    p = _check_logits(gating_output, topk, max_experts)
+    if not isinstance(router, Router):
+        raise TypeError(f"router: expected a parity.routing.router.Router, got {type(router).__name__}")
+    for name in ("per_expert_scale", "correction_bias"):
+        v = getattr(router, name)
+        if v is not None:
+            _check_vector(name, v, gating_output)
+    if router.correction_bias is not None and not bool(torch.isfinite(router.correction_bias).all()):
+        raise ValueError("correction_bias: expected finite values, got NaN or inf")
+    if router.n_group > 1:
+        if p.E % router.n_group:
+            raise ValueError(f"n_group: expected a divisor of E={p.E}, got n_group={router.n_group}")
+        per_group = p.E // router.n_group
+        if per_group < 2:
+            raise ValueError(f"n_group: expected at least 2 experts per group (a group's score is the sum of its "
+                             f"top 2), got n_group={router.n_group} for E={p.E}")
+        if p.K > router.topk_group * per_group:
+            raise ValueError(f"topk: expected at most topk_group * E / n_group = {router.topk_group * per_group} "
+                             f"experts in the chosen groups, got topk={p.K}")
+    return p
 
 
 def check_output(name: str, out, problem: Problem, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

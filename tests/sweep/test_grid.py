@@ -4,16 +4,16 @@ precision envelopes, derived tolerances on held-out cases) fail the run at the e
 import pytest
 
 from parity import device, grids, sweep
-from parity.pytest_plugin import GRID, RULE, candidates
+from parity.pytest_plugin import GRID, RULE, candidates, families
 from parity.verdict import id_problems
 
-CASES = grids.grid(GRID).cases
+CASES = grids.grid(GRID, families()).cases
 CANDIDATES = candidates()
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_case(case, sweep_sink):
-    records = sweep.run_case(case, device.default(), CANDIDATES)
+    records = sweep.run_case(case, device.default(), CANDIDATES[case.family])
     sweep_sink.extend(records)
     errors = [r for r in records if r["kind"] == "error" and r["impl_kind"] != "mutant"]
     problems = [f"{r['impl']}: {r['error']}" for r in errors]
