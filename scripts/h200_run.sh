@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One batch on the H200 (device tool): the test suite on CUDA, the default and upstream sweeps,
 # and the benchmark. Results go to $OUT/results.tar.gz (reports/ paths inside) and logs to $OUT.
-# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [bench] [properties] [multigpu] [split] [smallvec]
+# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [candidates] [bench] [properties] [multigpu] [split] [smallvec]
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5).
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
 # at c2cb7bf the whole suite did not fit one 600 s device call (8 of 630 tests unfinished); at
@@ -19,6 +19,9 @@ for step in $steps; do
         python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=25 tests > "$OUT/pytest_cuda.log" 2>&1 ;;
     default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$OUT/sweep_default.log" 2>&1 ;;
     upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$OUT/sweep_upstream.log" 2>&1 ;;
+    candidates) PYTHONPATH=$PWD:$PWD/tests python3 -m parity.cli sweep --grid smoke --out reports/h200-candidates --no-progress \
+        $(for c in fp32_topk_softmax higher_id_ties nan_ranked_lowest one_expert_off scale_ignored_for_expert_0 near_tie_flip softmax_in_input_dtype; \
+          do echo --candidate external_candidates:$c; done) > "$OUT/sweep_candidates.log" 2>&1 ;;
     bench) timeout 220 python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$OUT/bench.log" 2>&1 ;;
     multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/h200x2-pytest \
         python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$OUT/multigpu.log" ;;

@@ -244,3 +244,21 @@ def test_bad_dtype_is_a_type_error(dtype):
 def test_bad_sizes(T, E, error, message):
     with pytest.raises(error, match=message):
         make("randn", T, E, torch.float32, 0, DEVICE)
+
+
+def test_sigmoid_saturating_puts_many_logits_where_an_fp32_sigmoid_saturates():
+    x = make("sigmoid-saturating", 512, 64, torch.float32, 0, DEVICE).gating_output.cpu()
+    beyond = (x.abs() > 17).double().mean().item()
+    assert beyond > 0.3, beyond
+    s = torch.sigmoid(x)
+    assert bool((s == 1.0).any())                                    # ties in fp32 ...
+    assert torch.sigmoid(x.double()).unique().numel() > s.unique().numel()   # ... that fp64 keeps apart
+
+
+@pytest.mark.parametrize("E, blocks", [(256, 8), (160, 8), (60, 1)])
+def test_group_ties_repeat_the_first_block(E, blocks):
+    x = make("group-ties", 64, E, torch.bfloat16, 0, DEVICE).gating_output.cpu()
+    per = E // blocks
+    for b in range(blocks):
+        assert torch.equal(x[:, b * per:(b + 1) * per], x[:, :per])
+    assert x[:, :per].unique().numel() > per // 2
