@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One batch on the H200 (device tool): the test suite on CUDA, the default and upstream sweeps,
-# and the benchmark. Results go to $OUT/results.tar.gz (reports/ paths inside) and logs to $OUT.
+# and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
+# device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [candidates] [bench] [properties] [multigpu] [split] [smallvec]
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5).
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
@@ -9,6 +10,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+LOGS=logs; mkdir -p "$LOGS"
 steps=${*:-tests default upstream bench}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
@@ -16,26 +18,26 @@ for step in $steps; do
   start=$(date +%s)
   case $step in
     tests) PARITY_SHARD=${TESTS_SHARD:-} timeout -s INT ${TESTS_LIMIT:-540} \
-        python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=25 tests > "$OUT/pytest_cuda.log" 2>&1 ;;
-    default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$OUT/sweep_default.log" 2>&1 ;;
-    upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$OUT/sweep_upstream.log" 2>&1 ;;
+        python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=25 tests > "$LOGS/pytest_cuda.log" 2>&1 ;;
+    default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$LOGS/sweep_default.log" 2>&1 ;;
+    upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$LOGS/sweep_upstream.log" 2>&1 ;;
     candidates) PYTHONPATH=$PWD:$PWD/tests python3 -m parity.cli sweep --grid smoke --out reports/h200-candidates --no-progress \
         $(for c in fp32_topk_softmax higher_id_ties nan_ranked_lowest one_expert_off scale_ignored_for_expert_0 near_tie_flip softmax_in_input_dtype; \
-          do echo --candidate external_candidates:$c; done) > "$OUT/sweep_candidates.log" 2>&1 ;;
-    bench) timeout 220 python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$OUT/bench.log" 2>&1 ;;
+          do echo --candidate external_candidates:$c; done) > "$LOGS/sweep_candidates.log" 2>&1 ;;
+    bench) timeout 220 python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$LOGS/bench.log" 2>&1 ;;
     multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/h200x2-pytest \
-        python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$OUT/multigpu.log" ;;
+        python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$LOGS/multigpu.log" ;;
     properties) PARITY_HYPOTHESIS_PROFILE=long PARITY_HYPOTHESIS_LONG_FACTOR=${LONG_FACTOR:-5} \
         PARITY_RELIABILITY_OUT=reports/h200-reliability timeout -s INT ${PROPS_LIMIT:-260} \
-        python3 -m pytest -n 14 -q -rA -p no:cacheprovider tests/test_properties.py tests/test_special_semantics.py > "$OUT/properties.log" 2>&1 ;;
-    split) timeout 150 python3 -m benchmarks.probe_split --out "$OUT/split.json" > "$OUT/split.log" 2>&1 ;;
+        python3 -m pytest -n 14 -q -rA -p no:cacheprovider tests/test_properties.py tests/test_special_semantics.py > "$LOGS/properties.log" 2>&1 ;;
+    split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
-        --out "$OUT/small-vec.json" 1 8 64 512 > "$OUT/small-vec.log" 2>&1 ;;
+        --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;
   esac
   echo "$step: exit ${PIPESTATUS[0]:-?} in $(( $(date +%s) - start )) s" | tee -a "$OUT/steps.txt"
 done
 rm -f reports/*/records-gw*.jsonl
-# hypothesis's database holds every failing example it found: bring it back to replay them here.
-[ -d .hypothesis ] && tar czf "$OUT/hypothesis-db.tar.gz" .hypothesis
-tar czf "$OUT/results.tar.gz" reports/h200* reports/bench/h200 reports/notebooks 2>/dev/null
-cat "$OUT/steps.txt"; tail -3 "$OUT/pytest_cuda.log" "$OUT/properties.log" 2>/dev/null; tail -3 "$OUT"/sweep_*.log 2>/dev/null
+# hypothesis's database holds every failing example it found: it comes back to replay them here.
+tar czf "$OUT/results.tar.gz" reports/h200* reports/bench/h200 reports/notebooks "$LOGS" \
+    $([ -d .hypothesis ] && echo .hypothesis) 2>/dev/null
+cat "$OUT/steps.txt"; tail -3 "$LOGS/pytest_cuda.log" "$LOGS/properties.log" 2>/dev/null; tail -6 "$LOGS"/sweep_*.log 2>/dev/null
