@@ -95,8 +95,9 @@ def cmd_report(args) -> int:
     from parity.render import render_all
 
     out = Path(args.dir)
-    if not (out / "records.jsonl").exists():
-        raise UsageError(f"report: no records.jsonl in {out}")
+    records = sweep.records_file(out)
+    if records is None:
+        raise UsageError(f"report: no records.jsonl (or records.jsonl.gz) in {out}")
     meta = {}
     if (out / "summary.json").exists():
         meta = json.loads((out / "summary.json").read_text()).get("meta", {})
@@ -104,7 +105,7 @@ def cmd_report(args) -> int:
         meta["precision"] = args.precision
     if args.fail_on_special_values is not None:
         meta["fail_on_special_values"] = args.fail_on_special_values
-    summary = render_all(sweep.read_records(out / "records.jsonl"), meta, out)
+    summary = render_all(sweep.read_records(records), meta, out)
     return finish(summary, out)
 
 

@@ -63,7 +63,7 @@ def load(path: str | Path, family: str | None = None) -> Sweep:
     path = Path(path)
     full = json.loads((path / "summary.json").read_text())
     family = family or ("gemma4" if "gemma4" in full["families"] else next(iter(full["families"])))
-    records = [r for r in sweeps.read_records(path / "records.jsonl") if r["case"].get("family", "gemma4") == family]
+    records = [r for r in sweeps.read_records(sweeps.records_file(path)) if r["case"].get("family", "gemma4") == family]
     return Sweep(path, records, full["families"][family], full)
 
 

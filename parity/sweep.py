@@ -6,6 +6,7 @@ a verdict.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import traceback
@@ -140,6 +141,16 @@ def run(
     return records
 
 
+def records_file(directory: Path) -> Path | None:
+    """A sweep directory's records: records.jsonl, or records.jsonl.gz as committed reports keep them."""
+    for name in ("records.jsonl", "records.jsonl.gz"):
+        if (directory / name).exists():
+            return directory / name
+    return None
+
+
 def read_records(path: Path) -> list[dict]:
-    with open(path) as f:
+    """Records from a .jsonl file (gzip-compressed when its name ends in .gz)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as f:
         return [json.loads(line) for line in f if line.strip()]

@@ -18,6 +18,8 @@ from parity.analysis import Routing, compare
 from parity.routing.oracle import route64
 from parity.routing.router import Router
 
+pytestmark = pytest.mark.xdist_group("family-smoke-sweep")  # the smoke sweep fixture runs once
+
 FAMILIES = list(routing.FAMILIES)
 OTHERS = [f for f in FAMILIES if f != "gemma4"]
 
