@@ -285,13 +285,14 @@ def tie_keys(logits: torch.Tensor, router: Router | None = None) -> torch.Tensor
 
 
 def tie_rule(logits: torch.Tensor, ids: torch.Tensor, kth: torch.Tensor | None = None,
-             router: Router | None = None) -> dict:
+             router: Router | None = None, *, where: bool = False) -> dict:
     """Which tie rule an implementation followed, from the rows where equal keys (``tie_keys``)
     straddle the K-th place. Rows holding a NaN or an infinite logit are counted apart
     (``special_*``): their order is a convention about special values, not a tie rule. Returns the
     counts, ``rule`` (one of "lower id", "higher id", "no consistent rule" or "untested", over the
     finite rows) and ``detail`` (``describe_rule``). ``kth``: the rows' K-th keys when the caller
-    has them."""
+    has them. ``where``: also the first finite tied rows that do not follow each rule
+    (``not_lower_rows``, ``not_higher_rows``)."""
     special = special_rows(logits)
     x = tie_keys(logits, router)
     ids = ids.long().cpu()
@@ -315,6 +316,9 @@ def tie_rule(logits: torch.Tensor, ids: torch.Tensor, kth: torch.Tensor | None =
             out[f"{prefix}tied_rows"] = rows.numel()
             out[f"{prefix}lower_id"] = int((chosen == lower).all(-1).sum())
             out[f"{prefix}higher_id"] = int((chosen == higher).all(-1).sum())
+            if where and not prefix:
+                out["not_lower_rows"] = rows[~(chosen == lower).all(-1)][:10].tolist()
+                out["not_higher_rows"] = rows[~(chosen == higher).all(-1)][:10].tolist()
     out["rule"] = rule_of(out["lower_id"], out["higher_id"], out["tied_rows"])
     out["detail"] = describe_rule(out)
     return out
@@ -390,6 +394,8 @@ class PairResult:
     special_rows: list = field(default_factory=list)   # first rows where the candidate's convention differs
     hull: list = field(default_factory=list)
     hull_where: list = field(default_factory=list)     # per hull point: [row, expert, candidate, baseline]
+    outside: int | None = None    # with a tolerance: compared weights outside it (None: no tolerance asked)
+    outside_rows: list = field(default_factory=list)   # their first rows
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -417,11 +423,13 @@ def _special_values(logits: torch.Tensor, special_differ: torch.Tensor, cid: tor
 def compare(
     logits: torch.Tensor, candidate: Routing, baseline: Routing, per_expert_scale: torch.Tensor | None = None,
     *, pair: str = "candidate~baseline", dtype: torch.dtype | None = None, router: Router | None = None,
+    tolerance: tuple[float, float] | None = None,
 ) -> PairResult:
     """Compare ``candidate`` with ``baseline`` on the same logits (see the module docstring).
     ``dtype``: whose rounding makes a near-tie (default: the logits' dtype); ``router``: a family's
     parameters, whose selection keys and groups decide ties (default: the logits, no groups);
-    ``per_expert_scale``: the factor a tie-explained swap changes (None: no such factor)."""
+    ``per_expert_scale``: the factor a tie-explained swap changes (None: no such factor);
+    ``tolerance``: (atol, rtol) to count the weights outside (``outside``, ``outside_rows``)."""
     for name, r in (("candidate", candidate), ("baseline", baseline)):
         if r.weights.shape != r.ids.shape:
             raise ValueError(f"{name}: expected weights and ids of one shape, got "
@@ -475,6 +483,8 @@ def compare(
         near_tie_rows=verdict.near_tie.nonzero().flatten()[:10].tolist(),
         special_rows=special_differ.nonzero().flatten()[:10].tolist(),
     )
+    if tolerance is not None:
+        result.outside = 0
     if not bool(finite.any()):
         return result
     e, bb, cc = err[finite], b[finite], c[finite]
@@ -497,6 +507,10 @@ def compare(
     }
     row_err = torch.where(finite, err, 0.0).amax(-1)
     result.worst_rows = rows_compared[torch.topk(row_err, min(WORST_ROWS, row_err.numel())).indices].tolist()
+    if tolerance is not None:
+        bad = e > tolerance[0] + tolerance[1] * bb.abs()
+        result.outside = int(bad.sum())
+        result.outside_rows = torch.unique(row_of[bad])[:10].tolist()
     result.hull, at = hull_points(bb.abs(), e)
     result.hull_where = [[int(row_of[j]), int(bid[row_of[j], slot_of[j]]), float(cc[j]), float(bb[j])] for j in at]
     return result

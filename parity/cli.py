@@ -1,4 +1,4 @@
-"""The ``parity`` command: sweep, report, tolerances, list (and bench).
+"""The ``parity`` command: sweep, report, tolerances, diff, list (and bench).
 
 Only the standard library is imported at the top: ``--device`` must reach ``PARITY_DEVICE`` before
 ``parity.device`` decides where kernels run (and before triton is imported).
@@ -17,8 +17,72 @@ class UsageError(Exception):
     """A bad argument: printed as one line, exit code 2."""
 
 
+SHAPE_OPTIONS = ("T", "E", "K", "dtype", "dist", "seeds", "model")
+
+
+def _list(option: str, text: str | None, kind=str):
+    """A comma-separated option's values; UsageError naming the option."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if not all(parts):
+            raise ValueError
+        return [kind(p) for p in parts]
+    except ValueError:
+        what = "integers" if kind is int else "names"
+        raise UsageError(f"--{option}: expected {what} separated by commas, got {text!r}") from None
+
+
+def sweep_grid(args, families: list[str]):
+    """The grid a sweep runs: a named one, a TOML file's, or the shapes given on the command line."""
+    from parity import grids
+
+    shape = {k: getattr(args, k) for k in SHAPE_OPTIONS}
+    given = [f"--{k}" for k, v in shape.items() if v is not None]
+    if args.grid_file and (given or args.grid):
+        raise UsageError(f"--grid-file: give the grid file alone, not with {', '.join(given) or '--grid'}")
+    if given and args.grid:
+        raise UsageError(f"--grid: give a named grid or shapes ({', '.join(given)}), not both")
+    if args.grid_file:
+        return grids.from_toml(args.grid_file, families)
+    if given:
+        if shape["T"] is None:
+            raise UsageError(f"--T: needed with {', '.join(given)} (the numbers of tokens, e.g. --T 1,2048)")
+        ints = {k: _list(k, shape[k], int) for k in ("T", "seeds")}
+        single = {}
+        for k in ("E", "K"):
+            v = _list(k, shape[k], int)
+            if v is not None and len(v) != 1:
+                raise UsageError(f"--{k}: expected one integer (one shape per sweep; a grid file holds several), "
+                                 f"got {shape[k]!r}")
+            single[k] = v[0] if v else None
+        return grids.custom(families, **ints, **single, dtype=_list("dtype", shape["dtype"]),
+                            dist=_list("dist", shape["dist"]), model=shape["model"])
+    return grids.grid(args.grid or "default", families)
+
+
+def load_candidates(specs: list[str], signatures: list[str] | None) -> dict:
+    """--candidate module:function, each through its --signature (one for all, or one each)."""
+    from parity import routing, signatures as sigs
+
+    signatures = signatures or ["parity"]
+    if len(signatures) not in (1, len(specs)):
+        raise UsageError(f"--signature: expected one (for every candidate) or one per --candidate ({len(specs)}), "
+                         f"got {len(signatures)}")
+    if not specs and signatures != ["parity"]:
+        raise UsageError("--signature: applies to --candidate; none given")
+    out = {}
+    for spec, sig in zip(specs, signatures * len(specs) if len(signatures) == 1 else signatures):
+        try:
+            out[spec] = sigs.wrap(routing.load(spec), sig, spec)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return out
+
+
 def cmd_sweep(args) -> int:
-    from parity import device, grids, routing, sweep
+    from parity import device, routing, sweep
     from parity.provenance import Run
     from parity.render import render_all
 
@@ -30,11 +94,10 @@ def cmd_sweep(args) -> int:
     if args.candidate and len(families) > 1:
         raise UsageError("--candidate: a routing kernel implements one family; pass one --family with it")
     fams = [routing.family(f) for f in families]
-    grid = grids.grid(args.grid, families)
+    grid = sweep_grid(args, families)
     dev = device.resolve(args.device)
     candidates = {f.name: sweep.kernels(f) for f in fams}
-    for spec in args.candidate or []:
-        candidates[families[0]][spec] = routing.load(spec)
+    candidates[families[0]].update(load_candidates(args.candidate or [], args.signature))
     baselines = {}
     if args.baseline:
         for f in fams:
@@ -117,14 +180,39 @@ def cmd_tolerances(args) -> int:
     path = Path(args.dir) / "summary.json"
     if not path.exists():
         raise UsageError(f"tolerances: no summary.json in {args.dir} (run `parity sweep --out {args.dir}` first)")
-    families = json.loads(path.read_text())["families"]
+    summary = json.loads(path.read_text())
+    if args.emit == "package":
+        from parity import shipped
+
+        target = shipped.write(summary, Path(args.out) if args.out else shipped.PATH)
+        print(f"tolerances: {target} (from {path}: {shipped.provenance(shipped.from_summary(summary))})")
+        return EXIT_OK
+    if args.emit == "pytest":
+        from parity.emit import pytest_module
+
+        text = pytest_module(summary, args.family, args.precision, args.candidate, args.signature)
+        if args.out:
+            Path(args.out).write_text(text)
+            print(f"tolerances: {args.out} (run it with pytest)", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return EXIT_OK
     print(f"{'family':12} {'dtype':9} {'pair':34} {'atol':>10} {'rtol':>10} {'held-out margin':>16}  pass")
-    for name, fs in families.items():
+    for name, fs in summary["families"].items():
         for dtype, pairs in sorted(fs["tolerances"].items()):
             for pair, t in sorted(pairs.items()):
                 print(f"{name:12} {dtype:9} {pair:34} {fmt(t['atol']):>10} {fmt(t['rtol']):>10} "
                       f"{fmt(t['margin']):>16}  {'yes' if t['holdout_pass'] else 'NO'}")
     return EXIT_OK
+
+
+def cmd_diff(args) -> int:
+    from parity import diff
+
+    old, new = diff.Sweep.read(args.old), diff.Sweep.read(args.new)
+    result = diff.diff(old, new)
+    print(diff.render(result, old.path, new.path))
+    return EXIT_FAIL if result["worse"] else EXIT_OK
 
 
 def cmd_list(args) -> int:
@@ -134,9 +222,9 @@ def cmd_list(args) -> int:
     print("families (--family):")
     for f in routing.FAMILIES.values():
         print(f"  {f.name}: {f.math}")
-        print(f"    models: " + "; ".join(f"{m.name} (E={m.E}, K={m.K}"
+        print("    models: " + "; ".join(f"{m.name} (E={m.E}, K={m.K}"
                                          + "".join(f", {k}={v}" for k, v in m.settings.items()) + ")" for m in f.models))
-        print(f"    implementations: " + ", ".join(
+        print("    implementations: " + ", ".join(
             f"{n} ({'kernel' if n in f.kernels else 'reference'}{', ' + f.arithmetic[n] if n in f.arithmetic else ''})"
             for n in f.implementations) + ", oracle (fp64)")
         print(f"    upstream-style view: {f.stand_in} against {f.reference}")
@@ -156,6 +244,12 @@ def cmd_list(args) -> int:
     print("precision classes (--precision):")
     for p, d in PRECISIONS.items():
         print(f"  {p}: {d}")
+    from parity.signatures import SIGNATURES
+
+    print("signatures (--signature; parity.testing's signature=):")
+    for name, (d, _) in SIGNATURES.items():
+        print(f"  {name}: {d}")
+    print("  module:function: an adapter of yours (takes the kernel, returns fn(gating_output, topk, argument))")
     return EXIT_OK
 
 
@@ -190,17 +284,33 @@ def add_rule_arguments(p: argparse.ArgumentParser, *, default: bool) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from parity import signatures
+
     p = argparse.ArgumentParser(prog="parity", description="Numerical parity and tolerances for fused MoE routing kernels.")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sweep", help="run a grid, write records, summary, report and plots")
-    s.add_argument("--grid", default="default", help="upstream | default | smoke")
+    s.add_argument("--grid", default=None, help="upstream | default | smoke (default: default)")
+    s.add_argument("--grid-file", metavar="FILE.toml",
+                   help="your own grid: [[shapes]] tables with T, E, K, dtype, dist, seeds, model, family, mutants "
+                        "(README, 'Your shapes')")
+    s.add_argument("--T", metavar="T1,T2,...", help="your shapes: numbers of tokens (with --E, --K, --dtype, --dist, "
+                                                     "--seeds, --model: a grid of every combination)")
+    s.add_argument("--E", metavar="N", help="experts (default: the family's model's)")
+    s.add_argument("--K", metavar="N", help="top K (default: the family's model's)")
+    s.add_argument("--dtype", metavar="D1,D2", help="logit dtypes: bfloat16, float16, float32 (default: all three)")
+    s.add_argument("--dist", metavar="D1,D2", help="input distributions (`parity list`; default: upstream)")
+    s.add_argument("--seeds", metavar="S1,S2", help="seeds: 0-2 derive tolerances, others are held out (default: 0,3)")
+    s.add_argument("--model", metavar="NAME", help="the family's model whose settings apply (default: the one "
+                                                     "with E experts, or the first)")
     s.add_argument("--family", action="append", metavar="NAME",
                    help="a routing family to sweep (repeatable; default: every family, or gemma4 with --candidate): "
                         "gemma4 | mixtral | gpt_oss | deepseek_v3 | llama4")
     s.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     s.add_argument("--out", default="reports/latest")
     s.add_argument("--candidate", action="append", metavar="MODULE:FUNCTION",
-                   help="add your own routing function (same contract as parity.routing) as a candidate")
+                   help="add your own routing function as a candidate (its arguments: --signature)")
+    s.add_argument("--signature", action="append", metavar="NAME",
+                   help="how to call the candidates (one for all, or one per --candidate): " + signatures.describe() + " (default: parity)")
     s.add_argument("--baseline", action="append", metavar="NAME",
                    help="a reference of the family, or oracle (default: every reference and the oracle; `parity list`)")
     s.add_argument("--no-progress", action="store_true")
@@ -210,9 +320,23 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("dir")
     add_rule_arguments(r, default=False)
     r.set_defaults(fn=cmd_report)
-    t = sub.add_parser("tolerances", help="print the derived tolerance table of DIR/summary.json")
+    t = sub.add_parser("tolerances", help="the derived tolerances of DIR/summary.json: a table, the package's "
+                                          "data, or a pytest module")
     t.add_argument("dir")
+    t.add_argument("--emit", choices=["table", "package", "pytest"], default="table",
+                   help="table (default); package: the tolerances parity.testing ships (parity/data/tolerances.json "
+                        "or --out); pytest: a test module for your kernel through parity.testing (stdout or --out)")
+    t.add_argument("--out", metavar="FILE")
+    t.add_argument("--family", default="gemma4", help="--emit pytest: the family (default gemma4)")
+    t.add_argument("--precision", default="fp32", choices=["fp32", "input-dtype"],
+                   help="--emit pytest: the precision class whose envelope judges (default fp32)")
+    t.add_argument("--candidate", metavar="MODULE:FUNCTION", help="--emit pytest: your kernel (default: parity's own)")
+    t.add_argument("--signature", default="parity", help="--emit pytest: its signature (as for sweep)")
     t.set_defaults(fn=cmd_tolerances)
+    d = sub.add_parser("diff", help="what got worse from the sweep in OLD to the one in NEW, case by case (exit 1 if anything)")
+    d.add_argument("old")
+    d.add_argument("new")
+    d.set_defaults(fn=cmd_diff)
     b = sub.add_parser("bench", help="time every implementation over T (on the CPU: a small interpreter run)")
     b.add_argument("--out", default=None, help="default: reports/bench/latest (GPU) or reports/bench/cpu")
     b.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])

@@ -134,7 +134,7 @@ def route_case(case: grids.Case, names: list[str], rows: slice = slice(None)) ->
     (oracle: fp64)."""
     fam = routing.family(case.family)
     inp = inputs.make(case.dist, case.T, case.E, getattr(torch, case.dtype), case.seed, device.default())
-    router = fam.make_router(fam.model(case.model), case.dist, case.seed, inp.per_expert_scale, device.default())
+    router = fam.make_router(fam.model_at(case.model, case.E, case.K), case.dist, case.seed, inp.per_expert_scale, device.default())
     g, arg = inp.gating_output[rows], fam.argument(router)
     return inp, {n: Routing.of(route64(g, case.K, arg) if n == "oracle" else routing.get(n, case.family)(g, case.K, arg))
                  for n in names}

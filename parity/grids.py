@@ -117,3 +117,128 @@ def grid(name: str, families: Iterable[str] | None = None) -> Grid:
     chosen = [family(f) for f in families] if families is not None else list(FAMILIES.values())
     description, build = GRIDS[name]
     return Grid(name, description, tuple(c for fam in chosen for c in build(fam)))
+
+
+# Grids of the user's own shapes: from the command line (``custom``) or a TOML file (``from_toml``).
+
+CUSTOM_SEEDS = (0, 3)
+CUSTOM_MUTANTS_MAX_T = 65536
+SHAPE_FIELDS = ("family", "model", "T", "E", "K", "dtype", "dist", "seeds", "mutants")
+TOML_FIELDS = ("name", "description", "shapes")
+
+
+class GridError(ValueError):
+    """A bad grid value: the message names the field."""
+
+
+def _ints(field: str, value, *, low: int) -> list[int]:
+    values = value if isinstance(value, list) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in values):
+        raise GridError(f"{field}: expected integers >= {low} (one or a list), got {value!r}")
+    return list(dict.fromkeys(values))
+
+
+def _names(field: str, value, known) -> list[str]:
+    values = value if isinstance(value, list) else [value]
+    bad = [v for v in values if not isinstance(v, str) or v not in known]
+    if not values or bad:
+        raise GridError(f"{field}: expected names from {', '.join(known)}, got {bad[0] if bad else value!r}")
+    return list(dict.fromkeys(values))
+
+
+def shape_cases(where: str, family: str, *, T, E=None, K=None, dtype=None, dist=None, seeds=None,
+                model=None, mutants=None) -> list[Case]:
+    """The cases of one shape: every combination of T, dtype, dist and seed for ``family`` at E
+    experts and top K (default: ``model``'s, or the family's real model with E experts, or its
+    first). Seeds 0-2 derive, the others are held out. ``where`` prefixes every error message."""
+    from parity.inputs import DISTRIBUTIONS
+    from parity.routing import FAMILIES
+    from parity.routing.contract import validate_router
+
+    def err(msg: str) -> GridError:
+        return GridError(f"{where}{msg}")
+
+    try:
+        if family not in FAMILIES:
+            raise GridError(f"family: expected one of {', '.join(FAMILIES)}, got {family!r}")
+        fam = FAMILIES[family]
+        if model is not None and model not in [m.name for m in fam.models]:
+            raise GridError(f"model: expected one of {family}'s models ({', '.join(m.name for m in fam.models)}), "
+                            f"got {model!r}")
+        Ts = _ints("T", T, low=0)
+        (E,) = _ints("E", E, low=1) if E is not None else (None,)
+        (K,) = _ints("K", K, low=1) if K is not None else (None,)
+        m = fam.model(model) if model is not None else next((x for x in fam.models if x.E == E), fam.models[0])
+        E = E or m.E
+        K = K or (m.K if E == m.E else None)
+        if K is None:
+            raise GridError(f"K: {family} has no real model with E={E}; give K")
+        if K > E:
+            raise GridError(f"K: expected K <= E={E}, got {K}")
+        dtypes = _names("dtype", dtype, DTYPES) if dtype is not None else list(DTYPES)
+        dists = _names("dist", dist, list(DISTRIBUTIONS)) if dist is not None else ["upstream"]
+        seed_list = _ints("seeds", seeds, low=0) if seeds is not None else list(CUSTOM_SEEDS)
+        if mutants is not None and not isinstance(mutants, bool):
+            raise GridError(f"mutants: expected true or false, got {mutants!r}")
+        import torch
+
+        probe = torch.zeros(1, E)
+        router = fam.make_router(fam.model_at(m.name, E, K), dists[0], 0, torch.ones(E))
+        try:
+            validate_router(probe, K, router)
+        except (TypeError, ValueError) as exc:
+            raise GridError(f"E: {family}'s model {m.name} does not fit E={E}, K={K}: {exc}") from None
+    except GridError as exc:
+        raise err(str(exc)) from None
+    return [Case(t, E, K, dt, d, s, _role(s), (t <= CUSTOM_MUTANTS_MAX_T) if mutants is None else mutants,
+                 family, m.name)
+            for d in dists for dt in dtypes for t in Ts for s in seed_list]
+
+
+def custom(families: Iterable[str], **shape) -> Grid:
+    """A grid from the command line's shape options, for each family."""
+    cases = [c for f in families for c in shape_cases("--", f, **shape)]
+    desc = ", ".join(f"{k}={v}" for k, v in shape.items() if v is not None)
+    return Grid("custom", f"shapes from the command line: {desc}", tuple(cases))
+
+
+def from_toml(path, default_families: Iterable[str]) -> Grid:
+    """A grid from a TOML file: optional ``name`` and ``description``, and ``[[shapes]]`` tables
+    with T (required), E, K, dtype, dist, seeds, model, mutants and family (default: the command
+    line's families). Every error names the file and the field."""
+    import tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise GridError(f"--grid-file: no such file {str(path)!r}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GridError(f"{path}: not valid TOML: {exc}") from None
+    unknown = [k for k in data if k not in TOML_FIELDS]
+    if unknown:
+        raise GridError(f"{path}: {unknown[0]}: unknown field; expected {', '.join(TOML_FIELDS)}")
+    shapes = data.get("shapes")
+    if not isinstance(shapes, list) or not shapes or not all(isinstance(s, dict) for s in shapes):
+        raise GridError(f"{path}: shapes: expected one or more [[shapes]] tables")
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise GridError(f"{path}: {key}: expected a string, got {data[key]!r}")
+    cases = []
+    for i, shape in enumerate(shapes):
+        where = f"{path}: shapes[{i}]."
+        unknown = [k for k in shape if k not in SHAPE_FIELDS]
+        if unknown:
+            raise GridError(f"{where}{unknown[0]}: unknown field; expected {', '.join(SHAPE_FIELDS)}")
+        if "T" not in shape:
+            raise GridError(f"{where}T: missing (the numbers of tokens, e.g. T = [1, 2048])")
+        fams = [shape["family"]] if "family" in shape else list(default_families)
+        args = {k: v for k, v in shape.items() if k != "family"}
+        for f in fams:
+            cases += shape_cases(where, f, **args)
+    ids = [c.id for c in cases]
+    dup = next((i for i in ids if ids.count(i) > 1), None)
+    if dup:
+        raise GridError(f"{path}: the case {dup} comes twice; shapes must not overlap")
+    return Grid(data.get("name", path.stem), data.get("description", f"shapes from {path.name}"), tuple(cases))

@@ -54,7 +54,7 @@ def run_case(
     contract is recorded, the rest of the case goes on). Defaults: the family's kernels as
     candidates, its references and the oracle as baselines, its mutants on cases that run them."""
     fam = routing.family(case.family)
-    model = fam.model(case.model)
+    model = fam.model_at(case.model, case.E, case.K)
     candidates = kernels(fam) if candidates is None else candidates
     baselines = [*references(fam), "oracle"] if baselines is None else list(baselines)
     mutants = ({n: m.fn for n, m in fam.mutants.items()} if mutants is None else mutants) if case.mutants else {}

@@ -2,7 +2,7 @@
 # One batch on the H200 (device tool): the test suite on CUDA, the default and upstream sweeps,
 # and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
-# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [candidates] [bench] [properties] [multigpu] [split] [smallvec]
+# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [candidates] [testing] [bench] [properties] [multigpu] [split] [smallvec]
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5).
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
 # at c2cb7bf the whole suite did not fit one 600 s device call (8 of 630 tests unfinished); at
@@ -24,6 +24,11 @@ for step in $steps; do
     candidates) PYTHONPATH=$PWD:$PWD/tests python3 -m parity.cli sweep --grid smoke --out reports/h200-candidates --no-progress \
         $(for c in fp32_topk_softmax higher_id_ties nan_ranked_lowest one_expert_off scale_ignored_for_expert_0 near_tie_flip softmax_in_input_dtype; \
           do echo --candidate external_candidates:$c; done) > "$LOGS/sweep_candidates.log" 2>&1 ;;
+    testing) { timeout 200 python3 -m pytest -n 8 -q -rA -p no:cacheprovider tests/test_testing.py tests/test_outside.py
+        python3 -m parity.cli tolerances reports/h200 --emit pytest --out "$LOGS/test_emitted_fused.py"
+        timeout 150 python3 -m pytest -n 8 -q -p no:cacheprovider "$LOGS/test_emitted_fused.py"
+        python3 -m parity.cli sweep --grid-file examples/my_grid.toml --candidate examples.sglang_order:gemma4_routing \
+          --signature sglang --out reports/h200-user --no-progress; } > "$LOGS/testing.log" 2>&1 ;;
     bench) timeout 220 python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$LOGS/bench.log" 2>&1 ;;
     multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/h200x2-pytest \
         python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$LOGS/multigpu.log" ;;

@@ -74,6 +74,12 @@ class Family:
                 return m
         raise ValueError(f"model: {self.name} has no model {name!r}; known: {', '.join(m.name for m in self.models)}")
 
+    def model_at(self, name: str | None, E: int, K: int) -> Model:
+        """The model called ``name`` with E experts and top K (a grid may sweep a real model's
+        settings at other shapes)."""
+        m = self.model(name)
+        return m if (m.E, m.K) == (E, K) else replace(m, E=E, K=K)
+
     def make_router(self, model: Model, dist: str, seed: int, per_expert_scale: torch.Tensor | None = None,
                     device: torch.device | str = "cpu") -> Router:
         """The Router of one case: the family's parameters, the model's settings, the inputs'
