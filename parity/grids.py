@@ -206,8 +206,15 @@ def from_toml(path, default_families: Iterable[str]) -> Grid:
     """A grid from a TOML file: optional ``name`` and ``description``, and ``[[shapes]]`` tables
     with T (required), E, K, dtype, dist, seeds, model, mutants and family (default: the command
     line's families). Every error names the file and the field."""
-    import tomllib
     from pathlib import Path
+
+    try:
+        import tomllib
+    except ImportError:   # Python 3.10: the same parser under its older name, if installed
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise GridError("--grid-file: needs Python >= 3.11 (tomllib) or the tomli package on 3.10") from None
 
     path = Path(path)
     try:
