@@ -126,18 +126,21 @@ def rule_meta(args) -> dict:
     """The verdict's rule (parity.verdict.Rule) as run metadata: the summary reads it from there."""
     from parity.verdict import Rule
 
-    rule = Rule(args.precision, args.fail_on_special_values)
-    return {"precision": rule.precision, "fail_on_special_values": rule.fail_on_special_values}
+    rule = Rule(args.precision, args.fail_on_special_values, args.require_batch_invariance)
+    return {"precision": rule.precision, "fail_on_special_values": rule.fail_on_special_values,
+            "require_batch_invariance": rule.require_batch_invariance}
 
 
 def finish(summary: dict, out: Path) -> int:
     v = summary["verdict"]
     print(f"report: {out / 'report.md'}  (summary.json, records.jsonl, plots beside it)")
     print(f"wall time: {summary['meta'].get('seconds')} s")
-    rule = f"--precision {v.get('precision')}" + (", --fail-on-special-values" if v.get("fail_on_special_values") else "")
+    rule = (f"--precision {v.get('precision')}" + (", --fail-on-special-values" if v.get("fail_on_special_values") else "")
+            + (", --require-batch-invariance" if v.get("require_batch_invariance") else ""))
     told = set()
     for name, c in [(n, c) for fs in summary["families"].values() for n, c in fs["candidates"].items()]:
-        print(f"  {name}: {'pass' if c['ok'] else 'FAIL'} (worst weight margin {c['margin']:.3g}"
+        print(f"  {name}: {'pass' if c['ok'] else 'FAIL'} (worst weight margin {c['margin']:.3g}; "
+              f"batch-invariant: {c.get('batch_invariant', 'untested')}"
               + (f"; {c['failed_cases']} of {c['cases']} cases fail" if not c["ok"] else "") + ")")
         for r in c["reasons"][:2]:
             print(f"      {r}")
@@ -168,6 +171,8 @@ def cmd_report(args) -> int:
         meta["precision"] = args.precision
     if args.fail_on_special_values is not None:
         meta["fail_on_special_values"] = args.fail_on_special_values
+    if args.require_batch_invariance is not None:
+        meta["require_batch_invariance"] = args.require_batch_invariance
     summary = render_all(sweep.read_records(records), meta, out)
     return finish(summary, out)
 
@@ -280,6 +285,10 @@ def add_rule_arguments(p: argparse.ArgumentParser, *, default: bool) -> None:
                         + "; ".join(f"{k}: {v}" for k, v in PRECISIONS.items()))
     p.add_argument("--fail-on-special-values", action=argparse.BooleanOptionalAction, default=False if default else None,
                    help="fail a candidate whose convention for NaN/inf logits differs from the oracle's "
+                        "(default: reported, not failed)")
+    p.add_argument("--require-batch-invariance", action=argparse.BooleanOptionalAction,
+                   default=False if default else None,
+                   help="fail a candidate whose output for a row depends on the batch it is routed in "
                         "(default: reported, not failed)")
 
 

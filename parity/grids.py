@@ -37,6 +37,7 @@ class Case:
     mutants: bool = False
     family: str = "gemma4"
     model: str = "gemma4"
+    invariance: bool = False   # also route its rows in other batches (parity.invariance)
 
     @property
     def id(self) -> str:
@@ -108,6 +109,27 @@ GRIDS: dict[str, tuple[str, Callable]] = {
 }
 
 
+INVARIANCE_MAX_T = 4096
+"""Batch invariance runs on one case per family, model and dtype: the largest T up to this (or the
+smallest, on its first INVARIANCE_MAX_T rows)."""
+
+
+def with_invariance(cases: list[Case]) -> tuple[Case, ...]:
+    """The cases, one per (family, model, dtype) marked to check batch invariance."""
+    from dataclasses import replace
+
+    chosen: dict = {}
+    for i, c in enumerate(cases):
+        key = (c.family, c.model, c.dtype)
+        best = chosen.get(key)
+        fits = lambda x: x.T <= INVARIANCE_MAX_T  # noqa: E731
+        if best is None or (fits(c) and (not fits(cases[best]) or c.T > cases[best].T)) or (
+                not fits(c) and not fits(cases[best]) and c.T < cases[best].T):
+            chosen[key] = i
+    marked = set(chosen.values())
+    return tuple(replace(c, invariance=True) if i in marked and c.T > 1 else c for i, c in enumerate(cases))
+
+
 def grid(name: str, families: Iterable[str] | None = None) -> Grid:
     """The grid called ``name`` over ``families`` (default: all, in parity.routing.FAMILIES order)."""
     from parity.routing import FAMILIES, family
@@ -116,7 +138,7 @@ def grid(name: str, families: Iterable[str] | None = None) -> Grid:
         raise ValueError(f"grid: unknown grid {name!r}; known: {', '.join(GRIDS)}")
     chosen = [family(f) for f in families] if families is not None else list(FAMILIES.values())
     description, build = GRIDS[name]
-    return Grid(name, description, tuple(c for fam in chosen for c in build(fam)))
+    return Grid(name, description, with_invariance([c for fam in chosen for c in build(fam)]))
 
 
 # Grids of the user's own shapes: from the command line (``custom``) or a TOML file (``from_toml``).
@@ -199,7 +221,7 @@ def custom(families: Iterable[str], **shape) -> Grid:
     """A grid from the command line's shape options, for each family."""
     cases = [c for f in families for c in shape_cases("--", f, **shape)]
     desc = ", ".join(f"{k}={v}" for k, v in shape.items() if v is not None)
-    return Grid("custom", f"shapes from the command line: {desc}", tuple(cases))
+    return Grid("custom", f"shapes from the command line: {desc}", with_invariance(cases))
 
 
 def from_toml(path, default_families: Iterable[str]) -> Grid:
@@ -248,4 +270,5 @@ def from_toml(path, default_families: Iterable[str]) -> Grid:
     dup = next((i for i in ids if ids.count(i) > 1), None)
     if dup:
         raise GridError(f"{path}: the case {dup} comes twice; shapes must not overlap")
-    return Grid(data.get("name", path.stem), data.get("description", f"shapes from {path.name}"), tuple(cases))
+    return Grid(data.get("name", path.stem), data.get("description", f"shapes from {path.name}"),
+                with_invariance(cases))

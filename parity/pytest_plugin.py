@@ -17,8 +17,9 @@ Options: PARITY_GRID (default smoke), PARITY_SWEEP_OUT (default reports/pytest-s
 PARITY_FAMILY (comma-separated families; default every family, or gemma4 with candidates, as
 ``--family``), PARITY_CANDIDATES (comma-separated module:function, judged beside the family's
 kernels, as ``--candidate``),
-PARITY_PRECISION (fp32 | input-dtype, as ``--precision``) and PARITY_FAIL_ON_SPECIAL_VALUES=1 (as
-``--fail-on-special-values``): the verdict is parity.verdict's, the same as the CLI's.
+PARITY_PRECISION (fp32 | input-dtype, as ``--precision``), PARITY_FAIL_ON_SPECIAL_VALUES=1 (as
+``--fail-on-special-values``) and PARITY_REQUIRE_BATCH_INVARIANCE=1 (as
+``--require-batch-invariance``): the verdict is parity.verdict's, the same as the CLI's.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ from parity.verdict import Rule
 GRID = os.environ.get("PARITY_GRID", "smoke")
 OUT = Path(os.environ.get("PARITY_SWEEP_OUT", "reports/pytest-sweep"))
 RULE = Rule(os.environ.get("PARITY_PRECISION", DEFAULT_PRECISION),
-            os.environ.get("PARITY_FAIL_ON_SPECIAL_VALUES", "") not in ("", "0"))
+            os.environ.get("PARITY_FAIL_ON_SPECIAL_VALUES", "") not in ("", "0"),
+            os.environ.get("PARITY_REQUIRE_BATCH_INVARIANCE", "") not in ("", "0"))
 CANDIDATE_SPECS = [c.strip() for c in os.environ.get("PARITY_CANDIDATES", "").split(",") if c.strip()]
 FAMILY_NAMES = [f.strip() for f in os.environ.get("PARITY_FAMILY", "").split(",") if f.strip()] or None
 RELIABILITY_OUT = Path(os.environ.get("PARITY_RELIABILITY_OUT", "reports/pytest-sweep"))
@@ -137,7 +139,8 @@ def pytest_sessionfinish(session, exitstatus):
                      workers=_workers or [_worker_info("main")],
                      candidates={f: list(c) for f, c in candidates().items()},
                      families={f: routing.family(f).describe() for f in families()},
-                     precision=RULE.precision, fail_on_special_values=RULE.fail_on_special_values)
+                     precision=RULE.precision, fail_on_special_values=RULE.fail_on_special_values,
+                     require_batch_invariance=RULE.require_batch_invariance)
     summary = render_all(records, meta, OUT)
     tr = config.pluginmanager.get_plugin("terminalreporter")
     if tr:

@@ -99,6 +99,21 @@ def ties(summary: dict) -> list[str]:
             markdown_table(tables.tie_frequency_rows(summary)), ""]
 
 
+def batch_invariance(summary: dict) -> list[str]:
+    rows = tables.invariance_rows(summary)
+    if not rows:
+        return []
+    required = summary["verdict"].get("require_batch_invariance")
+    return ["## Batch invariance\n",
+            "The rows of one case per dtype (at most 4096) routed whole, then again in batches of 1, 7 and 64 rows "
+            "from two offsets, interleaved with as many other rows, reversed, and as a strided view; each row's "
+            "output compared bit for bit with the whole batch's. yes: the same bits everywhere; ids only: the "
+            "same experts, some weight bits differ; no: some row chose other experts. For a candidate this is "
+            + ("**failed** (`--require-batch-invariance`)." if required else
+               "reported, not failed (`--require-batch-invariance` fails it).") + "\n",
+            markdown_table(rows), ""]
+
+
 def special_values(summary: dict) -> list[str]:
     rows = tables.special_value_rows(summary)
     if not rows:
@@ -188,7 +203,7 @@ def distributions(summary: dict) -> list[str]:
             + [f"- `{d.name}`: {d.description}. Claim: {d.claim}." for d in DISTRIBUTIONS.values()] + [""])
 
 
-FAMILY_SECTIONS = (family_header, candidates, upstream, ties, special_values, envelopes, tolerances, policies,
+FAMILY_SECTIONS = (family_header, candidates, upstream, ties, special_values, batch_invariance, envelopes, tolerances, policies,
                    mutation_matrix)
 
 

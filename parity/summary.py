@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from parity import invariance
 from parity.analysis import describe_rule, rule_of
 from parity.tolerance import (DERIVED, POLICY_NAMES, PRECISIONS, derive, in_precision_class,
                               policy_tolerance, precision_envelope, validate, verdict)
@@ -79,14 +80,23 @@ def _arithmetic(r: dict) -> str | None:
     return ARITHMETIC.get(r["candidate"])
 
 
-def candidate_verdicts(pairs: list[dict], envelopes: dict, rule: Rule, kind: str = "candidate") -> dict:
+def batch_invariance(records: list[dict]) -> dict:
+    """Per implementation: its batch invariance over the cases that checked it."""
+    return {name: invariance.summarize(recs)
+            for (name,), recs in sorted(_by([r for r in records if r["kind"] == "invariance"], "impl").items())}
+
+
+def candidate_verdicts(pairs: list[dict], envelopes: dict, rule: Rule, kind: str = "candidate",
+                       invariances: dict | None = None) -> dict:
     """Per implementation of ``kind``: its judgement under every precision class (the rule's
-    decides), from its ~oracle records."""
+    decides), from its ~oracle records, with its batch invariance (``invariances``)."""
     out = {}
     for (name,), recs in sorted(_by([r for r in pairs if r["candidate_kind"] == kind and r["baseline"] == "oracle"],
                                     "candidate").items()):
         is_trusted = all(trusted(r) for r in recs) and kind != "mutant"
-        by_precision = {p: judge(name, recs, envelopes, Rule(p, rule.fail_on_special_values), trusted=is_trusted).as_dict()
+        inv = (invariances or {}).get(name, invariance.summarize([])) if invariances is not None else None
+        by_precision = {p: judge(name, recs, envelopes, Rule(p, rule.fail_on_special_values, rule.require_batch_invariance),
+                                 trusted=is_trusted, invariance=inv).as_dict()
                         for p in PRECISIONS}
         out[name] = {"trusted": is_trusted, "precision": rule.precision, **by_precision[rule.precision],
                      "by_precision": by_precision}
@@ -137,7 +147,8 @@ def family_info(meta: dict, name: str) -> dict:
 
 def summarize(records: list[dict], meta: dict) -> dict:
     """The summary of a sweep: one part per family, and the overall verdict."""
-    rule = Rule(meta.get("precision", Rule.precision), bool(meta.get("fail_on_special_values", False)))
+    rule = Rule(meta.get("precision", Rule.precision), bool(meta.get("fail_on_special_values", False)),
+                bool(meta.get("require_batch_invariance", False)))
     by_family: dict[str, list] = defaultdict(list)
     for r in records:
         by_family[family_of(r)].append(r)
@@ -145,7 +156,8 @@ def summarize(records: list[dict], meta: dict) -> dict:
     reasons = [reason for fs in families.values() for reason in fs["verdict"]["reasons"]]
     return {"meta": meta, "families": families,
             "verdict": {"ok": not reasons, "reasons": reasons, "precision": rule.precision,
-                        "fail_on_special_values": rule.fail_on_special_values}}
+                        "fail_on_special_values": rule.fail_on_special_values,
+                        "require_batch_invariance": rule.require_batch_invariance}}
 
 
 def summarize_family(records: list[dict], rule: Rule, name: str, info: dict) -> dict:
@@ -216,7 +228,8 @@ def summarize_family(records: list[dict], rule: Rule, name: str, info: dict) -> 
     mutants_by_dtype = {b: {d: {m: dict(v) for m, v in t.items()} for d, t in dtypes.items()}
                         for b, dtypes in by_dtype.items()}
 
-    candidates = candidate_verdicts(pairs, envelopes, rule)
+    invariances = batch_invariance(records)
+    candidates = candidate_verdicts(pairs, envelopes, rule, invariances=invariances)
     mutant_verdicts = candidate_verdicts(mutant_pairs, envelopes, rule, kind="mutant")
     summary = {
         "family": name,
@@ -235,6 +248,7 @@ def summarize_family(records: list[dict], rule: Rule, name: str, info: dict) -> 
                                      for m, v in mutant_verdicts.items()} for p in PRECISIONS},
         "mutant_margins": dict(mutant_margins),
         "tie_rules": tie_rules(records),
+        "batch_invariance": invariances,
         "special_semantics": special_semantics([r for r in pairs if r["candidate_kind"] in ("candidate", "mutant")]),
     }
     summary["best_policy"] = best_policy(summary)

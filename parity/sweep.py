@@ -18,8 +18,9 @@ from typing import Callable, Iterable
 import torch
 
 from parity import inputs, routing
+from parity import invariance
 from parity.analysis import Routing, attribute, compare, kth_logit, tie_keys, tie_rule
-from parity.grids import Case
+from parity.grids import INVARIANCE_MAX_T, Case
 from parity.progress import Progress
 from parity.routing.contract import Problem, check_output
 from parity.routing.oracle import route64
@@ -80,6 +81,16 @@ def run_case(
             records.append({**head, "kind": "error", "impl": name, "impl_kind": kinds[name],
                             "error": f"{type(exc).__name__}: {exc}",
                             "traceback": traceback.format_exc(limit=3)})
+    if case.invariance:
+        rows = g[:INVARIANCE_MAX_T]
+        for name, fn in fns.items():
+            if kinds[name] == "mutant" or name not in outs:
+                continue
+            try:
+                inv = invariance.check(name, fn, rows, K, arg).as_dict()
+            except Exception as exc:  # noqa: BLE001 - recorded as what it is
+                inv = {"impl": name, "rows": rows.shape[0], "status": "error", "error": f"{type(exc).__name__}: {exc}"}
+            records.append({**head, "kind": "invariance", "impl": name, "impl_kind": kinds[name], **inv})
     g_cpu, r_cpu = g.cpu(), router.to("cpu")
     kth = kth_logit(tie_keys(g_cpu, r_cpu), K) if case.T else None
     refs = [b for b in baselines if b != "oracle"]

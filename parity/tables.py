@@ -132,6 +132,15 @@ def special_cell(kinds: dict) -> str:
     return "; ".join(parts)
 
 
+def invariance_rows(summary: dict) -> list[dict]:
+    """Per implementation: its batch invariance per logit dtype."""
+    rows = []
+    for name, inv in summary.get("batch_invariance", {}).items():
+        rows.append({"implementation": name, "batch-invariant": inv["status"],
+                     **{d: v for d, v in sorted(inv["by_dtype"].items())}})
+    return rows
+
+
 def candidate_rows(summary: dict) -> list[dict]:
     """One row per candidate: its verdict under every precision class (◀ marks the one that
     decides), the worst weight margin, ids against the oracle, tie rule and special values."""
@@ -144,6 +153,7 @@ def candidate_rows(summary: dict) -> list[dict]:
         row.update({"worst margin (decides)": f"{fmt(c['margin'])} ({c['worst_case'] or '-'})",
                     "ids vs the oracle": _ids_summary(c),
                     "tie rule": summary["tie_rules"].get(name, {}).get("detail", "-"),
+                    "batch-invariant": c.get("batch_invariant", "untested"),
                     "special values vs the oracle": special_cell(summary.get("special_semantics", {}).get(name, {}))})
         rows.append(row)
     return rows

@@ -15,7 +15,9 @@ It fails when, against the oracle:
   derivation cases helped make it);
 - it breaks the output contract, or raises;
 - and, only when asked (``fail_on_special_values``), where it follows another convention than the
-  oracle's for NaN and infinite logits. By default that is reported, not failed.
+  oracle's for NaN and infinite logits. By default that is reported, not failed;
+- and, only when asked (``require_batch_invariance``), where a row's bits depend on the batch it
+  is routed in (parity.invariance). By default that is reported, not failed.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class Rule:
 
     precision: str = DEFAULT_PRECISION
     fail_on_special_values: bool = False
+    require_batch_invariance: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -94,16 +97,18 @@ class Judgement:
     rows_tie_explained: int = 0
     rows_special_differ: int = 0
     nonfinite: int = 0
+    batch_invariant: str = "untested"   # parity.invariance: yes | ids only (...) | no (...) | untested
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def judge(candidate: str, records: list[dict], envelopes: dict, rule: Rule, *, trusted: bool = False,
-          max_reasons: int = 20) -> Judgement:
+          max_reasons: int = 20, invariance: dict | None = None) -> Judgement:
     """Judge ``candidate`` by its candidate~oracle ``records`` (one per case) and the class
     envelopes ({dtype: {precision: envelope}}). A trusted candidate's derivation cases are not
-    held against its envelope (they made it); everything else is."""
+    held against its envelope (they made it); everything else is. ``invariance``: the candidate's
+    batch invariance (parity.invariance.summarize), failed when the rule requires it."""
     j = Judgement(candidate, rule.precision, trusted)
     for r in sorted(records, key=lambda r: r["case_id"]):
         j.cases += 1
@@ -123,6 +128,12 @@ def judge(candidate: str, records: list[dict], envelopes: dict, rule: Rule, *, t
         if problems:
             j.failed_cases += 1
             j.reasons += [f"{r['case_id']}: {candidate}: {p}" for p in problems]
+    if invariance is not None:
+        j.batch_invariant = invariance["detail"]
+        if rule.require_batch_invariance and invariance["status"] != "yes":
+            j.reasons.append(f"{candidate}: not batch-invariant: {invariance['detail']}"
+                             if invariance["status"] != "untested" else
+                             f"{candidate}: batch invariance required, but no case of the grid checked it")
     j.ok = not j.reasons
     if len(j.reasons) > max_reasons:
         j.reasons = j.reasons[:max_reasons] + [f"... and {len(j.reasons) - max_reasons} more"]

@@ -25,7 +25,7 @@ for step in $steps; do
     default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$LOGS/sweep_default.log" 2>&1 ;;
     upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$LOGS/sweep_upstream.log" 2>&1 ;;
     candidates) PYTHONPATH=$PWD:$PWD/tests python3 -m parity.cli sweep --grid smoke --out reports/h200-candidates --no-progress \
-        $(for c in fp32_topk_softmax higher_id_ties nan_ranked_lowest one_expert_off scale_ignored_for_expert_0 near_tie_flip softmax_in_input_dtype; \
+        $(for c in fp32_topk_softmax higher_id_ties nan_ranked_lowest one_expert_off scale_ignored_for_expert_0 near_tie_flip softmax_in_input_dtype batch_size_dispatch; \
           do echo --candidate external_candidates:$c; done) > "$LOGS/sweep_candidates.log" 2>&1 ;;
     testing) { timeout 200 python3 -m pytest -n 8 -q -rA -p no:cacheprovider tests/test_testing.py tests/test_outside.py
         python3 -m parity.cli tolerances reports/h200 --emit pytest --out "$LOGS/test_emitted_fused.py"

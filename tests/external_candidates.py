@@ -2,7 +2,7 @@
 outside parity, with torch alone, under the routing contract ``(gating_output, topk,
 per_expert_scale) -> (weights float32 [T, K], ids int32 [T, K])``.
 
-Two are correct (one of them with another tie rule); one follows another convention for NaN
+Three are correct (one with another tie rule, one not batch-invariant); one follows another convention for NaN
 logits; the rest carry one bug each. tests/test_candidates.py says what parity must conclude of each.
 """
 import torch
@@ -84,3 +84,19 @@ def nan_ranked_lowest(gating_output, topk, per_expert_scale):
     values, ids = torch.topk(x, topk, dim=-1)
     weights = _softmax_fp32(values) * per_expert_scale.float()[ids]
     return weights, ids.to(torch.int32)
+
+
+SMALL_BATCH = 64
+"""batch_size_dispatch: batches of at most this many rows take the other path."""
+
+
+def batch_size_dispatch(gating_output, topk, per_expert_scale):
+    """Correct on every batch, but not batch-invariant: small batches (decode) take a float64 path,
+    larger ones the fp32 one, as kernels that dispatch on the batch size do. A token's weights
+    then depend, in their last bits, on the batch it came in."""
+    x = gating_output.float()
+    ids = torch.sort(x, dim=-1, descending=True, stable=True).indices[:, :topk]
+    if x.shape[0] <= SMALL_BATCH:
+        p = torch.softmax(x.gather(1, ids).double(), dim=-1)
+        return (p * per_expert_scale.double()[ids]).float(), ids.to(torch.int32)
+    return _softmax_fp32(x.gather(1, ids)) * per_expert_scale.float()[ids], ids.to(torch.int32)

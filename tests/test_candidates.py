@@ -31,6 +31,7 @@ EXPECTED = {   # candidate -> passes under (fp32, input-dtype)
     "scale_ignored_for_expert_0": (False, False),
     "near_tie_flip": (False, False),
     "softmax_in_input_dtype": (False, True),
+    "batch_size_dispatch": (True, True),
 }
 NAME = {c: f"external_candidates:{c}" for c in EXPECTED}
 
@@ -146,6 +147,22 @@ def test_nan_ranked_lowest_is_a_special_value_convention_not_a_genuine_mismatch(
     assert strict["candidates"][NAME["fp32_topk_softmax"]]["ok"]
     _, lenient = rejudge(tmp_path, tmp_path, "--no-fail-on-special-values")
     assert lenient["candidates"][name]["ok"]
+
+
+def test_batch_invariance_is_reported_and_fails_only_when_required(summary, sweep_dir, tmp_path):
+    name = NAME["batch_size_dispatch"]
+    inv = summary["batch_invariance"]
+    assert inv[name]["status"] == "ids only" and set(inv[name]["by_dtype"]) == {"bfloat16", "float16", "float32"}
+    assert summary["candidates"][name]["ok"] and summary["candidates"][name]["batch_invariant"].startswith("ids only")
+    # the bugs planted by row position (every 100th, every 50th row) move with the batch too
+    assert {n: v["status"] for n, v in inv.items() if v["status"] != "yes"} == {
+        name: "ids only", NAME["one_expert_off"]: "ids only", NAME["near_tie_flip"]: "no"}
+    assert "## Batch invariance" in (sweep_dir / "report.md").read_text()
+    code, strict = rejudge(sweep_dir, tmp_path, "--require-batch-invariance")
+    assert code == 1 and strict["verdict"]["require_batch_invariance"]
+    assert not strict["candidates"][name]["ok"]
+    assert any(r.startswith(f"{name}: not batch-invariant: ids only") for r in strict["candidates"][name]["reasons"])
+    assert all(strict["candidates"][NAME[c]]["ok"] for c in ("fp32_topk_softmax", "higher_id_ties", "nan_ranked_lowest"))
 
 
 def test_near_tie_flips_are_classified_by_their_gap():
