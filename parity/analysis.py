@@ -81,8 +81,8 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def special_rows(logits: torch.Tensor) -> torch.Tensor:
-    """Rows holding a NaN or an infinite logit (bool [T] on the CPU)."""
-    return ~torch.isfinite(logits.cpu()).all(-1)
+    """Rows holding a NaN or an infinite logit (bool [T], on the logits' device)."""
+    return ~torch.isfinite(logits).all(-1)
 
 
 def special_kind(logits: torch.Tensor) -> list[torch.Tensor]:
@@ -95,10 +95,11 @@ def special_kind(logits: torch.Tensor) -> list[torch.Tensor]:
 
 
 def kth_logit(logits: torch.Tensor, K: int) -> torch.Tensor:
-    """The K-th largest logit of every row under the oracle's order (float64 [T])."""
+    """The K-th largest logit of every row under the oracle's order (float64 [T], on the logits'
+    device)."""
     if logits.shape[0] == 0:
-        return torch.empty(0, dtype=torch.float64)
-    x = logits.cpu()
+        return torch.empty(0, dtype=torch.float64, device=logits.device)
+    x = logits
     if not bool(torch.isnan(x).any()):
         # topk finds the K-th value without a full sort; any tie choice gives the same value
         return torch.topk(x.double(), K, dim=-1).values[:, K - 1]
@@ -127,10 +128,10 @@ def _repeats(ids_sorted: torch.Tensor) -> torch.Tensor:
 
 
 def selection_keys(logits: torch.Tensor, router: Router | None = None) -> torch.Tensor:
-    """What experts are chosen by (float64, on the CPU): the logits, or sigmoid + correction bias
-    (parity.routing.oracle.selection_keys)."""
-    x = logits.cpu()
-    return x.double() if router is None or router.correction_bias is None else oracle_keys(x, router.to("cpu"))
+    """What experts are chosen by (float64, on the logits' device): the logits, or sigmoid +
+    correction bias (parity.routing.oracle.selection_keys)."""
+    x = logits
+    return x.double() if router is None or router.correction_bias is None else oracle_keys(x, router.to(x.device))
 
 
 def group_masked_keys(keys: torch.Tensor, router: Router, ids: torch.Tensor | None = None,
@@ -147,7 +148,7 @@ def group_masked_keys(keys: torch.Tensor, router: Router, ids: torch.Tensor | No
     G, per = router.n_group, E // router.n_group
     scores = top2_sums(keys, G)
     ranked = order(scores)
-    oracle = torch.zeros(T, G, dtype=torch.bool).scatter_(1, ranked[:, : router.topk_group], True)
+    oracle = torch.zeros(T, G, dtype=torch.bool, device=keys.device).scatter_(1, ranked[:, : router.topk_group], True)
     allowed = oracle
     if ids is not None and T:
         boundary = scores.gather(1, ranked[:, router.topk_group - 1 : router.topk_group])
@@ -193,7 +194,8 @@ def classify_ids(
     logits: torch.Tensor, ids: torch.Tensor, base_ids: torch.Tensor,
     dtype: torch.dtype | None = None, router: Router | None = None,
 ) -> IdVerdict:
-    """Classify each row's id-set difference between ``ids`` and ``base_ids`` ([T, K] each).
+    """Classify each row's id-set difference between ``ids`` and ``base_ids`` ([T, K] each), on
+    the logits' device (the verdict's masks are there too).
     Near-ties are judged with ``dtype``'s unit roundoff (default: the logits' own dtype): within
     two roundings of the K-th key, relative for logits, absolute for sigmoid + bias keys (a sigmoid
     below one, rounded); for softmax routers also probabilities within two roundings of the K-th
@@ -201,16 +203,17 @@ def classify_ids(
     judged against the exact top K of the groups it took (group ties allowed), and the row is
     tie-explained when both sides are such a top K up to ties."""
     _check_shapes(logits, ids=ids, base_ids=base_ids)
-    a, b = ids.long().cpu(), base_ids.long().cpu()
+    dev = logits.device
+    a, b = ids.long().to(dev), base_ids.long().to(dev)
     T, K = a.shape
     a, b = a.sort(dim=-1).values, b.sort(dim=-1).values
     mismatched = (a != b).any(-1)
-    none = lambda: torch.zeros(T, dtype=torch.bool)  # noqa: E731
+    none = lambda: torch.zeros(T, dtype=torch.bool, device=dev)  # noqa: E731
     verdict = IdVerdict(mismatched, none(), none(), none(), none())
     rows = mismatched.nonzero().flatten()
     if rows.numel() == 0:
         return verdict
-    x = logits.cpu()[rows]
+    x = logits[rows]
     a, b = a[rows], b[rows]
     u = unit_roundoff(dtype or logits.dtype)
     biased = router is not None and router.correction_bias is not None
@@ -292,7 +295,8 @@ def tie_rule(logits: torch.Tensor, ids: torch.Tensor, kth: torch.Tensor | None =
     counts, ``rule`` (one of "lower id", "higher id", "no consistent rule" or "untested", over the
     finite rows) and ``detail`` (``describe_rule``). ``kth``: the rows' K-th keys when the caller
     has them. ``where``: also the first finite tied rows that do not follow each rule
-    (``not_lower_rows``, ``not_higher_rows``)."""
+    (``not_lower_rows``, ``not_higher_rows``). Counted on the CPU."""
+    logits, router = logits.cpu(), (router.to("cpu") if router is not None else None)
     special = special_rows(logits)
     x = tie_keys(logits, router)
     ids = ids.long().cpu()

@@ -1,4 +1,4 @@
-"""The ``parity`` command: sweep, report, tolerances, diff, list (and bench).
+"""The ``parity`` command: sweep, report, tolerances, diff, fuzz, list (and bench).
 
 Only the standard library is imported at the top: ``--device`` must reach ``PARITY_DEVICE`` before
 ``parity.device`` decides where kernels run (and before triton is imported).
@@ -86,7 +86,7 @@ def cmd_sweep(args) -> int:
     from parity.provenance import Run
     from parity.render import render_all
 
-    families = args.family or list(routing.FAMILIES)
+    families = [f for item in args.family or [] for f in _list("family", item)] or list(routing.FAMILIES)
     if args.candidate and not args.family:
         families = [routing.DEFAULT_FAMILY]
         print(f"parity sweep: --candidate without --family: judging the candidates as {routing.DEFAULT_FAMILY} "
@@ -209,6 +209,66 @@ def cmd_tolerances(args) -> int:
                 print(f"{name:12} {dtype:9} {pair:34} {fmt(t['atol']):>10} {fmt(t['rtol']):>10} "
                       f"{fmt(t['margin']):>16}  {'yes' if t['holdout_pass'] else 'NO'}")
     return EXIT_OK
+
+
+def cmd_fuzz(args) -> int:
+    from parity import device, fuzz, routing
+    from parity.numerics import DTYPES
+    from parity.progress import Progress
+    from parity.provenance import Run
+
+    families = [f for item in args.family or [] for f in _list("family", item)] or list(routing.FAMILIES)
+    for f in families:
+        routing.family(f)
+    dtypes = _list("dtype", args.dtype) or ["bfloat16"]
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad:
+        raise UsageError(f"--dtype: expected names from {', '.join(DTYPES)}, got {bad[0]!r}")
+    if args.rows < 1:
+        raise UsageError(f"--rows: expected at least 1, got {args.rows}")
+    if args.chunk is not None and args.chunk < 1:
+        raise UsageError(f"--chunk: expected at least 1, got {args.chunk}")
+    dev = device.resolve(args.device)
+    run = Run()
+    results = []
+    wanted = _list("model", args.model)
+    runs = []
+    for f in families:
+        fam = routing.family(f)
+        if args.impl and args.impl not in routing.names(f):
+            raise UsageError(f"--impl: expected one of {', '.join(routing.names(f))} for {f}, got {args.impl!r}")
+        if wanted == ["all"]:
+            models = [m.name for m in fam.models]
+        elif wanted:
+            models = [m.name for m in fam.models if m.name in wanted]
+        else:
+            models = [fam.model(None).name]
+        runs += [(d, f, m) for m in models for d in dtypes]
+    known = {m.name for f in families for m in routing.family(f).models}
+    unknown = [m for m in wanted or [] if m != "all" and m not in known]
+    if unknown:
+        raise UsageError(f"--model: expected 'all' or models of {', '.join(families)} ({', '.join(sorted(known))}), "
+                         f"got {unknown[0]!r}")
+    chunk = args.chunk or fuzz.DEFAULT_CHUNK[dev.type]
+    runs.sort(key=lambda r: dtypes.index(r[0]))      # every family in the first dtype first
+    for d, f, m in runs:
+        bar = Progress(max(1, -(-args.rows // chunk)), enabled=not args.no_progress)
+        label = f"{f} {m} {d}"
+        bar.show(label)
+        r = fuzz.fuzz(f, args.rows, dtype=d, seed=args.seed, impl=args.impl, model=m, chunk=chunk, device=dev,
+                      exact=args.exact, progress=lambda res: bar.advance(f"{label}: {res.rows:,} rows, "
+                                                                         f"{res.counted()} differences"))
+        bar.close()
+        print(r.line(), flush=True)
+        results.append(r)
+        if args.out:     # after every run: a run cut short by a time limit keeps what it measured
+            fuzz.write(results, Path(args.out), run.meta(argv=sys.argv[1:], rows_per_run=args.rows, seed=args.seed))
+    if args.out:
+        print(f"fuzz: {Path(args.out) / 'fuzz.md'} (fuzz.json, cases/ beside it)")
+    total = sum(r.rows for r in results)
+    diffs = sum(r.differences for r in results)
+    print(f"fuzz: {total:,} rows over {len(results)} runs, {diffs} differences against the oracle")
+    return EXIT_FAIL if diffs else EXIT_OK
 
 
 def cmd_diff(args) -> int:
@@ -342,6 +402,24 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--candidate", metavar="MODULE:FUNCTION", help="--emit pytest: your kernel (default: parity's own)")
     t.add_argument("--signature", default="parity", help="--emit pytest: its signature (as for sweep)")
     t.set_defaults(fn=cmd_tolerances)
+    z = sub.add_parser("fuzz", help="many input regimes in large launches, every row against the oracle "
+                                    "(exit 1 on a difference; kept cases under --out)")
+    z.add_argument("--rows", type=int, default=1 << 17, help="rows per run, one run per family, model and dtype "
+                                                            "(default 131072, rounded up to whole chunks)")
+    z.add_argument("--model", default=None, metavar="M1,M2|all", help="models of the families (default: each "
+                                                                       "family's first; 'all': every one)")
+    z.add_argument("--family", action="append", metavar="F1,F2", help="families (repeatable; default: every family)")
+    z.add_argument("--dtype", default=None, metavar="D1,D2", help="logit dtypes (default: bfloat16)")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--impl", default=None, help="an implementation of the family (default: its kernel, or its fp32 "
+                                                "stand-in where it has none)")
+    z.add_argument("--exact", action=argparse.BooleanOptionalAction, default=None,
+                   help="count near-tie flips and other tie rules as differences (default: for parity's kernels only)")
+    z.add_argument("--chunk", type=int, default=None, help="rows per launch (default: 2**20 on a GPU, 2**14 on the CPU)")
+    z.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    z.add_argument("--out", default=None, metavar="DIR", help="write fuzz.md, fuzz.json and the kept cases here")
+    z.add_argument("--no-progress", action="store_true")
+    z.set_defaults(fn=cmd_fuzz)
     d = sub.add_parser("diff", help="what got worse from the sweep in OLD to the one in NEW, case by case (exit 1 if anything)")
     d.add_argument("old")
     d.add_argument("new")

@@ -2,8 +2,9 @@
 # One batch on the H200 (device tool): the test suite on CUDA, the default and upstream sweeps,
 # and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
-# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [candidates] [testing] [bench] [properties] [multigpu] [split] [smallvec]
-# Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5).
+# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [bench] [properties] [multigpu] [split] [smallvec]
+# Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5), FUZZ_LIMIT,
+# FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
 # at c2cb7bf the whole suite did not fit one 600 s device call (8 of 630 tests unfinished); at
 # eb30433, on a fresh machine, its halves took 79 s and 97 s (reports/h200-reliability).
@@ -32,6 +33,11 @@ for step in $steps; do
         timeout 150 python3 -m pytest -n 8 -q -p no:cacheprovider "$LOGS/test_emitted_fused.py"
         python3 -m parity.cli sweep --grid-file examples/my_grid.toml --candidate examples.sglang_order:gemma4_routing \
           --signature sglang --out reports/h200-user --no-progress; } > "$LOGS/testing.log" 2>&1 ;;
+    fuzz) { timeout 150 python3 -m pytest -n 8 -q -rA -p no:cacheprovider tests/test_fuzz.py tests/test_invariance.py
+        timeout ${FUZZ_LIMIT:-330} python3 -m parity.cli fuzz --rows ${FUZZ_ROWS:-100000000} --dtype bfloat16,float32,float16 \
+          --out reports/h200-reliability/fuzz --no-progress; } > "$LOGS/fuzz.log" 2>&1 ;;
+    fuzzmodels) timeout ${FUZZ_LIMIT:-200} python3 -m parity.cli fuzz --rows ${FUZZ_MODEL_ROWS:-10000000} --model all \
+          --dtype bfloat16,float32,float16 --out reports/h200-reliability/fuzz-models --no-progress > "$LOGS/fuzz-models.log" 2>&1 ;;
     bench) timeout 220 python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$LOGS/bench.log" 2>&1 ;;
     multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/h200x2-pytest \
         python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$LOGS/multigpu.log" ;;
@@ -48,4 +54,4 @@ rm -f reports/*/records-gw*.jsonl
 # hypothesis's database holds every failing example it found: it comes back to replay them here.
 tar czf "$OUT/results.tar.gz" reports/h200* reports/bench/h200 reports/notebooks "$LOGS" \
     $([ -d .hypothesis ] && echo .hypothesis) 2>/dev/null
-cat "$OUT/steps.txt"; tail -3 "$LOGS/pytest_cuda.log" "$LOGS/properties.log" 2>/dev/null; tail -6 "$LOGS"/sweep_*.log 2>/dev/null
+cat "$OUT/steps.txt"; tail -3 "$LOGS/pytest_cuda.log" "$LOGS/properties.log" 2>/dev/null; tail -6 "$LOGS"/sweep_*.log 2>/dev/null; tail -22 "$LOGS"/fuzz*.log 2>/dev/null

@@ -1,0 +1,104 @@
+"""The fuzzer (parity.fuzz, `parity fuzz`): its regimes, every family against the oracle at CI scale
+(at least 10**5 rows), planted bugs found and kept as cases, kept cases replayed."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from external_candidates import higher_id_ties
+from parity import fuzz, routing
+from parity.cli import main
+
+CASES = sorted((Path(__file__).parent / "fuzz_cases").glob("*.json"))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_regimes_hold_what_they_promise(dtype):
+    n, E, K = 64, 32, 4
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    r = lambda name: fuzz.regime_rows(name, n, E, K, dtype, gen())  # noqa: E731
+    ties = r("ties").float()
+    assert ((ties.sort(dim=-1, descending=True).values[:, K - 1:K] == ties).sum(-1) > 1).float().mean() > 0.5
+    near = r("near-ties")
+    ranked = near.sort(dim=-1, descending=True, stable=True).values
+    assert torch.equal(ranked[:, K], fuzz._one_ulp_below(ranked[:, K - 1]))     # one ulp apart, in the dtype
+    assert torch.isnan(r("nan")).any(-1).all()
+    inf = r("inf")
+    assert torch.isposinf(inf).any(-1).all() and torch.isneginf(inf).any(-1).all()
+    neginf = r("all-neginf")
+    assert torch.isneginf(neginf).all(-1)[0::2].all() and (torch.isfinite(neginf).sum(-1)[1::2] == K - 1).all()
+    huge = r("huge")
+    assert torch.isfinite(huge).all() and huge.abs().max() > torch.finfo(dtype).max / 16
+    sub = r("subnormal")
+    assert (sub.abs() < torch.finfo(dtype).tiny).all() and (sub != 0).any()
+    with pytest.raises(ValueError, match="regime: unknown 'nope'"):
+        r("nope")
+
+
+def test_chunks_interleave_every_regime_reproducibly():
+    a, reg = fuzz.chunk_logits(100, 16, 2, torch.bfloat16, 3, 1, "cpu")
+    b, _ = fuzz.chunk_logits(100, 16, 2, torch.bfloat16, 3, 1, "cpu")
+    assert torch.equal(a.view(torch.int16), b.view(torch.int16))
+    assert reg.tolist() == [i % len(fuzz.REGIMES) for i in range(100)]
+    c, _ = fuzz.chunk_logits(100, 16, 2, torch.bfloat16, 3, 2, "cpu")
+    assert not torch.equal(a[0::10].float(), c[0::10].float())
+
+
+def test_every_family_at_ci_scale_has_no_difference():
+    results = [fuzz.fuzz(name, 1 << 15, dtype="bfloat16", seed=11, chunk=1 << 14) for name in routing.FAMILIES]
+    assert sum(r.rows for r in results) >= 10**5
+    for r in results:
+        assert r.differences == 0 and not r.examples, r.line()
+    gemma4 = results[0]
+    assert gemma4.impl == "fused" and gemma4.exact and gemma4.special == 0 and gemma4.tie_explained == 0
+    assert all(not r.exact for r in results[1:])
+
+
+def test_ties_count_only_for_a_kernel_that_claims_the_oracles_choice():
+    lenient = fuzz.fuzz("gemma4", 2000, impl=higher_id_ties, chunk=2000)
+    assert lenient.differences == 0 and lenient.tie_explained > 0
+    strict = fuzz.fuzz("gemma4", 2000, impl=higher_id_ties, chunk=2000, exact=True)
+    assert strict.by_kind["tie_rule"] == lenient.tie_explained == strict.differences
+    assert {e["kind"] for e in strict.examples} == {"tie_rule"}
+
+
+@pytest.mark.parametrize("mutant,kind", [("mutant-no-max-sub", "nonfinite"), ("mutant-duplicate", "genuine"),
+                                         ("mutant-approx-exp", "weights")])
+def test_planted_bugs_are_found_kept_and_replayed(mutant, kind):
+    r = fuzz.fuzz("gemma4", 3000, impl=mutant, chunk=3000, max_examples=3)
+    assert r.by_kind[kind] > 0 and len(r.examples) == 3
+    for case in r.examples:
+        case = json.loads(json.dumps(case))            # as written to disk
+        assert fuzz.replay(case) == [case["kind"]]      # the bug, again, from the stored row
+        assert fuzz.replay(case, impl="fused") == []    # parity's kernel routes that row right
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_kept_cases_route_right_through_the_familys_own_implementation(path):
+    """Rows the fuzzer once flagged (tests/fuzz_cases: found by planted bugs, or by a real one),
+    replayed against the family's kernel: a regression test per row. And the bug still reproduces."""
+    case = json.loads(path.read_text())
+    assert fuzz.replay(case, impl=None if case["impl"] == "fused" else "fused" if case["family"] == "gemma4" else None) == []
+    assert fuzz.replay(case) == [case["kind"]]
+
+
+def test_cli(tmp_path, capsys):
+    assert main(["fuzz", "--rows", "4000", "--family", "llama4,gpt_oss", "--model", "all", "--dtype", "float32,bfloat16",
+                 "--chunk", "1024", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "fuzz llama4 (llama4-maverick, E=128, K=1) sigmoid_fp32 float32: 4,096 rows, 0 differences" in out
+    assert "fuzz gpt_oss (gpt-oss-20b, E=32, K=4) softmax_fp32 bfloat16: 4,096 rows, 0 differences" in out
+    assert out.index("llama4-scout, E=16, K=1) sigmoid_fp32 float32") < out.index("llama4-maverick, E=128, K=1) sigmoid_fp32 bfloat16")
+    assert "32,768 rows over 8 runs, 0 differences" in out
+    assert "| llama4 | llama4-maverick | sigmoid_fp32" in (tmp_path / "fuzz.md").read_text()
+    assert main(["fuzz", "--rows", "2000", "--family", "gemma4", "--impl", "mutant-no-renorm", "--chunk", "2000",
+                 "--out", str(tmp_path / "bad"), "--no-progress"]) == 1
+    assert len(list((tmp_path / "bad" / "cases").glob("*.json"))) == fuzz.MAX_EXAMPLES
+    for argv, message in ((["--impl", "nope", "--family", "gemma4"], "--impl: expected one of"),
+                          (["--dtype", "half"], "--dtype: expected names from"),
+                          (["--rows", "0"], "--rows: expected at least 1"),
+                          (["--model", "qwen"], "--model: expected 'all' or models of"),
+                          (["--family", "qwen"], "family: unknown family 'qwen'")):
+        assert main(["fuzz", *argv, "--no-progress"]) == 2
+        assert message in capsys.readouterr().err
