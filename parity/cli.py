@@ -1,4 +1,4 @@
-"""The ``parity`` command: sweep, report, tolerances, diff, fuzz, list (and bench).
+"""The ``parity`` command: sweep, report, tolerances, diff, fuzz, impact, list (and bench).
 
 Only the standard library is imported at the top: ``--device`` must reach ``PARITY_DEVICE`` before
 ``parity.device`` decides where kernels run (and before triton is imported).
@@ -271,6 +271,68 @@ def cmd_fuzz(args) -> int:
     return EXIT_FAIL if diffs else EXIT_OK
 
 
+def cmd_impact(args) -> int:
+    from parity import device, impact, impact_report, routing
+    from parity.numerics import DTYPES
+    from parity.progress import Progress
+    from parity.provenance import Run
+
+    families = [f for item in args.family or [] for f in _list("family", item)] or ["gemma4"]
+    for f in families:
+        routing.family(f)
+    if args.dtype not in DTYPES:
+        raise UsageError(f"--dtype: expected one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    for name in ("T", "hidden", "intermediate", "chunk"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise UsageError(f"--{name}: expected at least 1, got {v}")
+    pairs_of = {}
+    for f in families:
+        if args.pairs:
+            pairs = []
+            for item in _list("pairs", args.pairs):
+                cand, _, base = item.partition(":")
+                base = base or "oracle"
+                for n in (cand, base):
+                    if n != "oracle" and n not in routing.names(f):
+                        raise UsageError(f"--pairs: {n!r} is not an implementation of {f} "
+                                         f"(known: oracle, {', '.join(routing.names(f))})")
+                pairs.append((cand, base))
+        else:
+            pairs = impact.default_pairs(f)
+        pairs_of[f] = pairs
+    if args.model:
+        routing.family(families[0]).model(args.model)
+    dev = device.resolve(args.device)
+    run = Run()
+    results = []
+    for f in families:
+        m = routing.family(f).model(args.model if len(families) == 1 else None)
+        bar = Progress(1, enabled=not args.no_progress)
+        label = f"impact {f} ({m.name}) T={args.T:,}"
+        bar.show(label)
+
+        def step(done, total, bar=bar, label=label):
+            bar.total = total
+            bar.advance(f"{label}: chunk {done}/{total}")
+        r = impact.measure(f, pairs_of[f], model=m.name, T=args.T, dtype=args.dtype, dist=args.dist, seed=args.seed,
+                           layer=args.layer, hidden=args.hidden, intermediate=args.intermediate, device=dev,
+                           chunk=args.chunk, progress=step)
+        bar.close()
+        results.append(r)
+        for p in r.pairs:
+            worst = max(p.effect, key=lambda k: p.effect[k].get("q50", 0.0)) if p.effect else None
+            head = (f"{worst} rows {p.effect[worst]['q50']:.3g}x the noise (median)" if worst else "no rows")
+            print(f"impact {f} {p.candidate} vs {p.baseline}: expert set changes in {p.expert_set_changed:.3%} of rows; "
+                  f"largest effect: {head}")
+        if r.crossover_dweight is not None:
+            print(f"impact {f}: weights-only divergence reaches the layer's own {args.dtype} noise at |Δw| ≈ "
+                  f"{r.crossover_dweight:.3g} ({r.seconds} s)")
+    path = impact_report.write(results, Path(args.out), run.meta(argv=sys.argv[1:]), with_plots=not args.no_plots)
+    print(f"impact: {path}")
+    return EXIT_OK
+
+
 def cmd_diff(args) -> int:
     from parity import diff
 
@@ -420,6 +482,26 @@ def parser() -> argparse.ArgumentParser:
     z.add_argument("--out", default=None, metavar="DIR", help="write fuzz.md, fuzz.json and the kept cases here")
     z.add_argument("--no-progress", action="store_true")
     z.set_defaults(fn=cmd_fuzz)
+    i = sub.add_parser("impact", help="how much of a routing divergence reaches the MoE layer's output, in units of "
+                                      "the layer's own rounding noise")
+    i.add_argument("--family", action="append", metavar="F1,F2", help="families (default: gemma4)")
+    i.add_argument("--model", default=None, help="a model of the (one) family (default: its first)")
+    i.add_argument("--T", type=int, default=4096, help="rows (default 4096)")
+    i.add_argument("--dtype", default="bfloat16", help="logits and layer dtype (default bfloat16)")
+    i.add_argument("--dist", default="randn", help="input distribution of the logits (default randn)")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--layer", default="synthetic", choices=["synthetic", "hf"],
+                   help="random experts of the model's sizes, or the transformers experts module (models extra)")
+    i.add_argument("--hidden", type=int, default=None, help="override the model's hidden size")
+    i.add_argument("--intermediate", type=int, default=None, help="override the model's expert FFN size")
+    i.add_argument("--pairs", default=None, metavar="CAND[:BASE],...",
+                   help="routing pairs (default: every implementation vs the oracle, and Gemma4's missed mutants)")
+    i.add_argument("--chunk", type=int, default=None, help="rows per layer evaluation (default: as many as 48 GB (GPU) or 1 GB (CPU) of outputs hold)")
+    i.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    i.add_argument("--out", default="reports/impact", metavar="DIR", help="impact.md, impact.json, plots")
+    i.add_argument("--no-plots", action="store_true")
+    i.add_argument("--no-progress", action="store_true")
+    i.set_defaults(fn=cmd_impact)
     d = sub.add_parser("diff", help="what got worse from the sweep in OLD to the one in NEW, case by case (exit 1 if anything)")
     d.add_argument("old")
     d.add_argument("new")

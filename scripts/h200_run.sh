@@ -2,7 +2,7 @@
 # One batch on the H200 (device tool): the test suite on CUDA, the default and upstream sweeps,
 # and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
-# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [bench] [properties] [multigpu] [split] [smallvec]
+# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact] [bench] [properties] [multigpu] [split] [smallvec]
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5), FUZZ_LIMIT,
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
@@ -38,6 +38,8 @@ for step in $steps; do
           --out reports/h200-reliability/fuzz --no-progress; } > "$LOGS/fuzz.log" 2>&1 ;;
     fuzzmodels) timeout ${FUZZ_LIMIT:-200} python3 -m parity.cli fuzz --rows ${FUZZ_MODEL_ROWS:-10000000} --model all \
           --dtype bfloat16,float32,float16 --out reports/h200-reliability/fuzz-models --no-progress > "$LOGS/fuzz-models.log" 2>&1 ;;
+    impact) timeout ${IMPACT_LIMIT:-240} python3 -m parity.cli impact --T ${IMPACT_T:-250000} \
+          --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --out reports/h200-impact --no-progress > "$LOGS/impact.log" 2>&1 ;;
     bench) timeout 220 python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$LOGS/bench.log" 2>&1 ;;
     multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/h200x2-pytest \
         python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$LOGS/multigpu.log" ;;
@@ -54,4 +56,4 @@ rm -f reports/*/records-gw*.jsonl
 # hypothesis's database holds every failing example it found: it comes back to replay them here.
 tar czf "$OUT/results.tar.gz" reports/h200* reports/bench/h200 reports/notebooks "$LOGS" \
     $([ -d .hypothesis ] && echo .hypothesis) 2>/dev/null
-cat "$OUT/steps.txt"; tail -3 "$LOGS/pytest_cuda.log" "$LOGS/properties.log" 2>/dev/null; tail -6 "$LOGS"/sweep_*.log 2>/dev/null; tail -22 "$LOGS"/fuzz*.log 2>/dev/null
+cat "$OUT/steps.txt"; tail -3 "$LOGS/pytest_cuda.log" "$LOGS/properties.log" 2>/dev/null; tail -6 "$LOGS"/sweep_*.log 2>/dev/null; tail -22 "$LOGS"/fuzz*.log "$LOGS"/impact.log 2>/dev/null

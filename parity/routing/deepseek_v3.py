@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from parity.routing.contract import validate_router
-from parity.routing.family import Family, Model, Mutant
+from parity.routing.family import Family, Layer, Model, Mutant
 from parity.routing.generic import route_fp32
 from parity.routing.router import Router
 
@@ -103,9 +103,12 @@ FAMILY = Family(
     router=Router("sigmoid", renormalize=True),
     models=(
         Model("deepseek-v3", 256, 8, {"n_group": 8, "topk_group": 4, "scaling_factor": 2.5},
-              "DeepSeek-V3 / R1: 256 experts, top 8, 8 groups, the best 4, routed_scaling_factor 2.5"),
-        Model("kimi-k2", 384, 8, {"scaling_factor": 2.827}, "Kimi K2: 384 experts, top 8, one group, 2.827"),
-        Model("glm-4.5", 160, 8, {"scaling_factor": 2.5}, "GLM-4.5: 160 experts, top 8, one group, 2.5"),
+              "DeepSeek-V3 / R1: 256 experts, top 8, 8 groups, the best 4, routed_scaling_factor 2.5",
+              Layer(7168, 2048, source="DeepSeek-V3: hidden 7168, moe_intermediate_size 2048 (transformers' defaults)")),
+        Model("kimi-k2", 384, 8, {"scaling_factor": 2.827}, "Kimi K2: 384 experts, top 8, one group, 2.827",
+              Layer(7168, 2048, source="Kimi K2: DeepSeek-V3's layer sizes")),
+        Model("glm-4.5", 160, 8, {"scaling_factor": 2.5}, "GLM-4.5: 160 experts, top 8, one group, 2.5",
+              Layer(5120, 1536, source="GLM-4.5: hidden 5120, moe_intermediate_size 1536")),
     ),
     implementations={"hf_deepseek_v3": hf_deepseek_v3, "deepseek_official": deepseek_official},
     stand_in="hf_deepseek_v3",

@@ -25,6 +25,19 @@ from parity.routing.router import Router
 
 
 @dataclass(frozen=True)
+class Layer:
+    """The routed experts of a model's MoE layer, as parity.impact builds a synthetic one: each
+    expert a gated MLP (hidden -> 2 x intermediate -> hidden) with this activation, its routing
+    weight applied to the expert's output (or, as Llama 4 does, to its input)."""
+
+    hidden: int
+    intermediate: int
+    activation: str = "silu"                      # silu | gelu_tanh
+    weighted: str = "output"                      # output | input
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class Model:
     """A real configuration: its experts, top K and router settings, and where they come from."""
 
@@ -33,6 +46,7 @@ class Model:
     K: int
     settings: dict = field(default_factory=dict)   # Router fields: renormalize, scaling_factor, n_group, topk_group
     source: str = ""
+    layer: Layer | None = None                     # its MoE layer's sizes (parity.impact)
 
 
 @dataclass(frozen=True)

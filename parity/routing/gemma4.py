@@ -8,14 +8,16 @@ by fp32 probabilities rather than logits.
 from __future__ import annotations
 
 from parity.routing import fused, mutants, reference, sort_baseline
-from parity.routing.family import Family, Model, Mutant
+from parity.routing.family import Family, Layer, Model, Mutant
 from parity.routing.router import Router
 
 FAMILY = Family(
     name="gemma4",
     math="the top K logits; softmax over all E; renormalised over the K; times per_expert_scale",
     router=Router("softmax", renormalize=True),
-    models=(Model("gemma4", 128, 8, {}, "Gemma 4 MoE: 128 experts, top 8, a learned per-expert scale"),),
+    models=(Model("gemma4", 128, 8, {}, "Gemma 4 MoE: 128 experts, top 8, a learned per-expert scale",
+                  Layer(2112, 704, "gelu_tanh", source="Gemma 4 26B-A4B: hidden 2112, expert FFN 704, GELU (as a "
+                                                        "public model page lists them)")),),
     implementations={"fused": fused.fused, "sort_baseline": sort_baseline.sort_baseline,
                      "softmax_all": reference.softmax_all, "topk_softmax": reference.topk_softmax,
                      "hf_gemma4": reference.hf_gemma4},

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from parity.routing.contract import validate_router
-from parity.routing.family import Family, Model, Mutant
+from parity.routing.family import Family, Layer, Model, Mutant
 from parity.routing.generic import route_fp32
 from parity.routing.router import Router
 
@@ -46,8 +46,11 @@ FAMILY = Family(
     math="the top K logits; softmax over the K",
     router=Router("softmax", renormalize=True),
     models=(
-        Model("gpt-oss-120b", 128, 4, {}, "gpt-oss-120b: 128 experts, top 4"),
-        Model("gpt-oss-20b", 32, 4, {}, "gpt-oss-20b: 32 experts, top 4"),
+        Model("gpt-oss-120b", 128, 4, {}, "gpt-oss-120b: 128 experts, top 4",
+              Layer(2880, 2880, source="gpt-oss: hidden 2880, intermediate 2880 (transformers' defaults; its clamped "
+                                       "SwiGLU with biases is in the transformers layer, not the synthetic one)")),
+        Model("gpt-oss-20b", 32, 4, {}, "gpt-oss-20b: 32 experts, top 4",
+              Layer(2880, 2880, source="gpt-oss: hidden 2880, intermediate 2880")),
     ),
     implementations={"hf_gpt_oss": hf_gpt_oss, "softmax_fp32": softmax_fp32},
     stand_in="softmax_fp32",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from parity.routing.contract import validate_router
-from parity.routing.family import Family, Model, Mutant
+from parity.routing.family import Family, Layer, Model, Mutant
 from parity.routing.generic import route_fp32
 from parity.routing.router import Router
 
@@ -44,8 +44,11 @@ FAMILY = Family(
     math="the top K logits; sigmoid of each; no renormalisation",
     router=Router("sigmoid", renormalize=False),
     models=(
-        Model("llama4-maverick", 128, 1, {}, "Llama 4 Maverick: 128 experts, top 1"),
-        Model("llama4-scout", 16, 1, {}, "Llama 4 Scout: 16 experts, top 1"),
+        Model("llama4-maverick", 128, 1, {}, "Llama 4 Maverick: 128 experts, top 1",
+              Layer(5120, 8192, weighted="input", source="Llama 4: hidden 5120, expert intermediate 8192; the "
+                                                          "routing weight scales the expert's input")),
+        Model("llama4-scout", 16, 1, {}, "Llama 4 Scout: 16 experts, top 1",
+              Layer(5120, 8192, weighted="input", source="Llama 4: hidden 5120, expert intermediate 8192")),
     ),
     implementations={"hf_llama4": hf_llama4, "sigmoid_fp32": sigmoid_fp32},
     stand_in="sigmoid_fp32",

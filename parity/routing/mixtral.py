@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from parity.routing.contract import validate_router
-from parity.routing.family import Family, Model, Mutant
+from parity.routing.family import Family, Layer, Model, Mutant
 from parity.routing.generic import route_fp32
 from parity.routing.router import Router
 
@@ -64,9 +64,13 @@ FAMILY = Family(
     math="softmax over all E; the top K; renormalised over the K when the model says so",
     router=Router("softmax", renormalize=True),
     models=(
-        Model("qwen3-moe", 128, 8, {"renormalize": True}, "Qwen3-235B-A22B / 30B-A3B: 128 experts, top 8, norm_topk_prob"),
-        Model("mixtral-8x7b", 8, 2, {"renormalize": True}, "Mixtral 8x7B / 8x22B: 8 experts, top 2"),
-        Model("qwen2-moe", 60, 4, {"renormalize": False}, "Qwen1.5/Qwen2-MoE: 60 experts, top 4, no renormalisation"),
+        Model("qwen3-moe", 128, 8, {"renormalize": True}, "Qwen3-235B-A22B / 30B-A3B: 128 experts, top 8, norm_topk_prob",
+              Layer(2048, 768, source="Qwen3-30B-A3B: hidden 2048, moe_intermediate_size 768 (transformers' defaults)")),
+        Model("mixtral-8x7b", 8, 2, {"renormalize": True}, "Mixtral 8x7B / 8x22B: 8 experts, top 2",
+              Layer(4096, 14336, source="Mixtral 8x7B: hidden 4096, intermediate 14336 (transformers' defaults)")),
+        Model("qwen2-moe", 60, 4, {"renormalize": False}, "Qwen1.5/Qwen2-MoE: 60 experts, top 4, no renormalisation",
+              Layer(2048, 1408, source="Qwen1.5-MoE-A2.7B: hidden 2048, moe_intermediate_size 1408 (transformers' "
+                                       "defaults; the shared expert is not routed)")),
     ),
     implementations={"hf_mixtral": hf_mixtral, "hf_qwen_moe": hf_qwen_moe, "softmax_topk": softmax_topk},
     stand_in="hf_mixtral",
