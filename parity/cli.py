@@ -328,7 +328,23 @@ def cmd_impact(args) -> int:
         if r.crossover_dweight is not None:
             print(f"impact {f}: weights-only divergence reaches the layer's own {args.dtype} noise at |Δw| ≈ "
                   f"{r.crossover_dweight:.3g} ({r.seconds} s)")
-    path = impact_report.write(results, Path(args.out), run.meta(argv=sys.argv[1:]), with_plots=not args.no_plots)
+    decoded, info = None, None
+    if args.tiny_model:
+        from parity import impact_model
+
+        info = {"layers": 2, "hidden": 64, "E": 16, "K": 4, "prompts": 8, "steps": args.tiny_model}
+        try:
+            decoded = impact_model.decode(impact_model.default_implementations(), steps=args.tiny_model, seed=args.seed,
+                                          device=dev, prompts=info["prompts"], E=info["E"], K=info["K"],
+                                          layers=info["layers"], hidden=info["hidden"])
+        except RuntimeError as e:
+            raise UsageError(f"--tiny-model: {e}") from None
+        for d in decoded:
+            changed = [s for s in d.first_token_change if s is not None]
+            print(f"impact tiny model ({d.implementation}): token agreement {d.token_agreement:.1%}, tokens change in "
+                  f"{len(changed)} of {d.prompts} prompts" + (f" (first at step {min(changed)})" if changed else ""))
+    path = impact_report.write(results, Path(args.out), run.meta(argv=sys.argv[1:]), with_plots=not args.no_plots,
+                               decoded=decoded, decode_info=info)
     print(f"impact: {path}")
     return EXIT_OK
 
@@ -499,6 +515,9 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--chunk", type=int, default=None, help="rows per layer evaluation (default: as many as 48 GB (GPU) or 1 GB (CPU) of outputs hold)")
     i.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     i.add_argument("--out", default="reports/impact", metavar="DIR", help="impact.md, impact.json, plots")
+    i.add_argument("--tiny-model", type=int, default=0, metavar="STEPS",
+                   help="also decode STEPS greedy tokens with a tiny Qwen3-MoE whose router is each implementation "
+                        "(models extra; default 0: off)")
     i.add_argument("--no-plots", action="store_true")
     i.add_argument("--no-progress", action="store_true")
     i.set_defaults(fn=cmd_impact)

@@ -108,9 +108,32 @@ def markdown(results: list[ImpactResult], meta: dict, plots: dict[str, str]) -> 
     return "\n".join(lines) + "\n"
 
 
-def write(results: list[ImpactResult], out: Path, meta: dict, *, with_plots: bool = True) -> Path:
+def decode_markdown(decoded: list, info: dict) -> str:
+    """The tiny model's section: token agreement, first token change, first logit change."""
+    def steps(v):
+        seen = [s for s in v if s is not None]
+        return f"{len(seen)} of {len(v)} prompts" + (f", earliest step {min(seen)}" if seen else "")
+    rows = [{"router": d.implementation, "token agreement": f"{d.token_agreement:.1%}",
+             "tokens change": steps(d.first_token_change), "logits change (any bit)": steps(d.first_logit_change),
+             "largest Δlogit before the first token change": d.max_logit_diff} for d in decoded]
+    return (f"## A tiny whole model: greedy decoding with the router replaced\n\n"
+            f"Qwen3-MoE from transformers, random weights, {info.get('layers')} layers, hidden {info.get('hidden')}, "
+            f"E={info.get('E')}, K={info.get('K')}, bf16; {info.get('prompts')} random prompts, {info.get('steps')} "
+            f"greedy steps, every router's logits routed by the implementation named, compared with the same model "
+            f"routed by the oracle (its float64 weights rounded to bf16, as the model's router rounds its own).\n\n"
+            + markdown_table(rows) + "\n")
+
+
+def write(results: list[ImpactResult], out: Path, meta: dict, *, with_plots: bool = True, decoded: list | None = None,
+          decode_info: dict | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "impact.json").write_text(json.dumps(jsonable({"meta": meta, "results": [r.as_dict() for r in results]}), indent=1))
+    data = {"meta": meta, "results": [r.as_dict() for r in results]}
+    if decoded:
+        data["tiny_model"] = {"info": decode_info, "results": [d.as_dict() for d in decoded]}
+    (out / "impact.json").write_text(json.dumps(jsonable(data), indent=1))
     plots = {r.family: plot(r, out) for r in results} if with_plots else {}
-    (out / "impact.md").write_text(markdown(results, meta, plots))
+    text = markdown(results, meta, plots)
+    if decoded:
+        text += "\n" + decode_markdown(decoded, decode_info or {})
+    (out / "impact.md").write_text(text)
     return out / "impact.md"
