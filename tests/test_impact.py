@@ -105,3 +105,13 @@ def test_cli(tmp_path, capsys):
                           (["--dtype", "half"], "--dtype: expected one of")):
         assert main(["impact", *argv, "--no-progress", "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_tiny_model_decodes_alike_under_the_oracle_and_apart_under_a_mutant():
+    pytest.importorskip("transformers", reason="the tiny model needs the models extra")
+    from parity import impact_model
+
+    same, mutant = impact_model.decode(["oracle", "mutant-renorm-flag-ignored"], steps=6, prompts=4)
+    assert same.token_agreement == 1.0 and same.first_logit_change == [None] * 4 and same.max_logit_diff == 0.0
+    assert all(s == 0 for s in mutant.first_logit_change)          # weights that do not sum to one: every logit moves
+    assert mutant.max_logit_diff > 0
