@@ -25,7 +25,7 @@ for step in $steps; do
         python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=25 tests > "$LOGS/pytest_cuda.log" 2>&1 ;;
     default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$LOGS/sweep_default.log" 2>&1 ;;
     upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$LOGS/sweep_upstream.log" 2>&1 ;;
-    candidates) PYTHONPATH=$PWD:$PWD/tests python3 -m parity.cli sweep --grid smoke --out reports/h200-candidates --no-progress \
+    candidates) PYTHONPATH=$PWD:$PWD/tests timeout ${CANDIDATES_LIMIT:-240} python3 -m parity.cli sweep --grid smoke --out reports/h200-candidates --no-progress \
         $(for c in fp32_topk_softmax higher_id_ties nan_ranked_lowest one_expert_off scale_ignored_for_expert_0 near_tie_flip softmax_in_input_dtype batch_size_dispatch; \
           do echo --candidate external_candidates:$c; done) > "$LOGS/sweep_candidates.log" 2>&1 ;;
     testing) { timeout 200 python3 -m pytest -n 8 -q -rA -p no:cacheprovider tests/test_testing.py tests/test_outside.py
@@ -33,7 +33,7 @@ for step in $steps; do
         timeout 150 python3 -m pytest -n 8 -q -p no:cacheprovider "$LOGS/test_emitted_fused.py"
         python3 -m parity.cli sweep --grid-file examples/my_grid.toml --candidate examples.sglang_order:gemma4_routing \
           --signature sglang --out reports/h200-user --no-progress; } > "$LOGS/testing.log" 2>&1 ;;
-    fuzz) { timeout 150 python3 -m pytest -n 8 -q -rA -p no:cacheprovider tests/test_fuzz.py tests/test_invariance.py
+    fuzz) { timeout 150 python3 -m pytest -n 8 -q -rA -p no:cacheprovider tests/test_fuzz.py tests/test_invariance.py tests/test_impact.py
         timeout ${FUZZ_LIMIT:-330} python3 -m parity.cli fuzz --rows ${FUZZ_ROWS:-100000000} --dtype bfloat16,float32,float16 \
           --out reports/h200-reliability/fuzz --no-progress; } > "$LOGS/fuzz.log" 2>&1 ;;
     fuzzmodels) timeout ${FUZZ_LIMIT:-200} python3 -m parity.cli fuzz --rows ${FUZZ_MODEL_ROWS:-10000000} --model all \
