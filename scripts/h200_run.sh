@@ -39,7 +39,9 @@ for step in $steps; do
     fuzzmodels) timeout ${FUZZ_LIMIT:-200} python3 -m parity.cli fuzz --rows ${FUZZ_MODEL_ROWS:-10000000} --model all \
           --dtype bfloat16,float32,float16 --out reports/h200-reliability/fuzz-models --no-progress > "$LOGS/fuzz-models.log" 2>&1 ;;
     impact) timeout ${IMPACT_LIMIT:-240} python3 -m parity.cli impact --T ${IMPACT_T:-250000} \
-          --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --out reports/h200-impact --no-progress > "$LOGS/impact.log" 2>&1 ;;
+          --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --tiny-model 32 --out reports/h200-impact --no-progress > "$LOGS/impact.log" 2>&1
+        timeout 120 python3 -m parity.cli impact --T 65536 --layer hf --hidden 512 --intermediate 256 \
+          --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --out reports/h200-impact/hf --no-progress >> "$LOGS/impact.log" 2>&1 ;;
     bench) timeout 220 python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$LOGS/bench.log" 2>&1 ;;
     multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/h200x2-pytest \
         python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$LOGS/multigpu.log" ;;
