@@ -12,7 +12,7 @@ from parity import impact, routing
 from parity.cli import main
 from parity.routing.family import Layer
 
-SMALL = dict(T=512, hidden=48, intermediate=24, device="cpu")
+SMALL = dict(T=512, hidden=48, intermediate=24)   # on the default device: parity's kernels run there
 
 
 def routing_of(T=64, E=16, K=4, seed=0):
@@ -62,13 +62,13 @@ def test_the_noise_floor_is_measured_and_follows_the_dtype():
 
 
 def test_rows_fall_into_the_analyzers_categories():
-    r = impact.measure("gemma4", [("softmax_all", "oracle"), ("mutant-duplicate", "oracle"), ("fused", "oracle")],
-                       dist="integer", **SMALL)
-    ref, dup, fused = r.pairs
-    assert ref.rows.get("tie swap", 0) > 0 and ref.effect["tie swap"]["q50"] > 1   # another expert: above the noise
+    r = impact.measure("gemma4", [("mutant-ties-high", "oracle"), ("mutant-duplicate", "oracle"), ("fused", "oracle"),
+                                  ("softmax_all", "oracle")], dist="integer", **SMALL)
+    high, dup, fused, ref = r.pairs
+    assert high.rows.get("tie swap", 0) > 0 and high.effect["tie swap"]["q50"] > 1   # another expert: above the noise
     assert dup.rows["genuine"] == SMALL["T"] and dup.expert_set_changed == 1.0
     assert set(fused.rows) <= {"identical", "weights only"} and fused.effect["weights only"]["max"] < 1e-2
-    assert sum(ref.rows.values()) == SMALL["T"]
+    assert sum(high.rows.values()) == sum(ref.rows.values()) == SMALL["T"]
     # the weights-only effect is linear in Δweight: the crossing is one property of the layer
     assert ref.crossover_dweight == pytest.approx(fused.crossover_dweight, rel=0.5)
 
@@ -91,15 +91,15 @@ def test_hf_experts_modules_route_like_the_synthetic_layer():
 
 def test_cli(tmp_path, capsys):
     out = tmp_path / "imp"
-    assert main(["impact", "--T", "256", "--hidden", "32", "--intermediate", "16", "--pairs", "softmax_all,fused:oracle",
-                 "--out", str(out), "--no-progress", "--dist", "integer"]) == 0
+    assert main(["impact", "--hidden", "32", "--intermediate", "16", "--pairs", "mutant-ties-high,fused:oracle",
+                 "--out", str(out), "--no-progress", "--T", "1024"]) == 0
     text = capsys.readouterr().out
-    assert "impact gemma4 softmax_all vs oracle: expert set changes in" in text
+    assert "impact gemma4 mutant-ties-high vs oracle: expert set changes in" in text
     assert "weights-only divergence reaches the layer's own bfloat16 noise at" in text
     data = json.loads((out / "impact.json").read_text())
-    assert [p["candidate"] for p in data["results"][0]["pairs"]] == ["softmax_all", "fused"]
+    assert [p["candidate"] for p in data["results"][0]["pairs"]] == ["mutant-ties-high", "fused"]
     assert (out / "impact-gemma4.png").stat().st_size > 10_000
-    assert "| softmax_all vs oracle | tie swap |" in (out / "impact.md").read_text()
+    assert "| mutant-ties-high vs oracle | tie swap |" in (out / "impact.md").read_text()
     for argv, message in ((["--pairs", "nope"], "--pairs: 'nope' is not an implementation of gemma4"),
                           (["--T", "0"], "--T: expected at least 1"),
                           (["--dtype", "half"], "--dtype: expected one of")):
