@@ -190,6 +190,13 @@ def _flat_classes(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, K: int, win
     return tie, near_tie
 
 
+PROBABILITY_ROUNDINGS = 3
+"""Roundings' worth of error in one softmax probability an implementation chooses by: its exp (up to
+one ulp, two roundings) and the division by the sum. Two probabilities closer than twice that may
+swap order. (Two roundings were too few: on the H200 the fuzzer found Mixtral's fp32 router choosing
+between fp32 logits 3 ulps apart in the wrong order, reports/h200-reliability/fuzz-models.)"""
+
+
 def classify_ids(
     logits: torch.Tensor, ids: torch.Tensor, base_ids: torch.Tensor,
     dtype: torch.dtype | None = None, router: Router | None = None,
@@ -198,8 +205,8 @@ def classify_ids(
     the logits' device (the verdict's masks are there too).
     Near-ties are judged with ``dtype``'s unit roundoff (default: the logits' own dtype): within
     two roundings of the K-th key, relative for logits, absolute for sigmoid + bias keys (a sigmoid
-    below one, rounded); for softmax routers also probabilities within two roundings of the K-th
-    expert's, or both below the dtype's smallest normal number (where rounded probabilities tie). With a ``router``, keys are its selection keys; with groups, each side is
+    below one, rounded); for softmax routers also probabilities within 2 x PROBABILITY_ROUNDINGS
+    roundings of the K-th expert's, or both below the dtype's smallest normal number (where rounded probabilities tie). With a ``router``, keys are its selection keys; with groups, each side is
     judged against the exact top K of the groups it took (group ties allowed), and the row is
     tie-explained when both sides are such a top K up to ties."""
     _check_shapes(logits, ids=ids, base_ids=base_ids)
@@ -226,7 +233,7 @@ def classify_ids(
     if router is None or router.score == "softmax":
         scores = torch.softmax(x.double(), dim=-1)
         tiny = torch.finfo(dtype or logits.dtype).tiny
-        score_window = lambda p: 2 * u * p.abs() + tiny  # noqa: E731
+        score_window = lambda p: 2 * PROBABILITY_ROUNDINGS * u * p.abs() + tiny  # noqa: E731
     if router is not None and router.n_group > 1:
         status = []   # per side: (a top K of its groups up to ties, up to near-ties)
         for side in (a, b):

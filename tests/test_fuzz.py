@@ -8,6 +8,7 @@ import torch
 
 from external_candidates import higher_id_ties
 from parity import fuzz, routing
+from parity.analysis import classify_ids
 from parity.cli import main
 
 CASES = sorted((Path(__file__).parent / "fuzz_cases").glob("*.json"))
@@ -102,3 +103,18 @@ def test_cli(tmp_path, capsys):
                           (["--family", "qwen"], "family: unknown family 'qwen'")):
         assert main(["fuzz", *argv, "--no-progress"]) == 2
         assert message in capsys.readouterr().err
+
+
+FOUND = sorted((Path(__file__).parent / "fuzz_cases" / "found").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", FOUND, ids=[p.stem for p in FOUND])
+def test_rows_the_fuzzer_found_on_the_gpu_are_classified_as_what_they_are(path):
+    """Rows a real implementation routed differently on the H200 (reports/h200-reliability): judged
+    from the stored outputs, so on any machine. Mixtral's fp32 router on nearly flat fp32 rows chose
+    between logits 3 ulps apart the other way: a rounding-sized flip of its softmax, a near-tie."""
+    case = json.loads(path.read_text())
+    g = torch.tensor([case["logits"]], dtype=getattr(torch, case["dtype"]))
+    v = classify_ids(g, torch.tensor([case["candidate"]["ids"]]), torch.tensor([case["oracle"]["ids"]]),
+                     router=fuzz.case_router(case))
+    assert bool(v.near_tie[0]) and not bool(v.genuine[0])
