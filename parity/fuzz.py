@@ -308,7 +308,7 @@ def write(results: list[FuzzResult], out: Path, meta: dict) -> Path:
     for r in results:
         counted = {k: v for k, v in r.by_kind.items() if v and (r.exact or k not in EXACT_ONLY)}
         reported = lambda k: "counted" if r.exact else f"{r.by_kind[k]:,}"  # noqa: E731
-        lines.append(f"| {r.family} | {r.model} | {r.impl}{'' if r.exact else ' (model code)'} | {r.dtype} | {r.rows:,} | "
+        lines.append(f"| {r.family} | {r.model} | {r.impl}{'' if r.exact else ' (torch; not exact by contract)'} | {r.dtype} | {r.rows:,} | "
                      f"{r.differences}" + (" (" + ", ".join(f"{k} {v}" for k, v in counted.items()) + ")" if counted else "")
                      + f" | {reported('near_tie')} | {reported('tie_rule')} | {r.special:,} | {r.seconds} | "
                      f"{r.rows / r.seconds if r.seconds else 0:,.0f} |")
