@@ -14,7 +14,7 @@ import torch
 
 import external_candidates as ext
 from parity import inputs
-from parity.analysis import Routing, compare, kth_logit
+from parity.analysis import PROBABILITY_ROUNDINGS, Routing, compare, kth_logit
 from parity.cli import main
 from parity.numerics import unit_roundoff
 from parity.routing.oracle import order, route64
@@ -181,7 +181,8 @@ def test_near_tie_flips_are_classified_by_their_gap():
     u = unit_roundoff(torch.bfloat16)
     p = torch.softmax(x, dim=-1).gather(1, order(g))   # probabilities by rank
     close_keys = (kth - nxt).abs() <= 2 * u * kth.abs()
-    close_probs = (p[:, K - 1] - p[:, K]).abs() <= 2 * u * p[:, K - 1] + torch.finfo(torch.bfloat16).tiny
+    close_probs = ((p[:, K - 1] - p[:, K]).abs()
+                   <= 2 * PROBABILITY_ROUNDINGS * u * p[:, K - 1] + torch.finfo(torch.bfloat16).tiny)
     near = flipped & ~tie & (close_keys | close_probs)
     genuine = flipped & ~tie & ~near
     assert near.sum() > 0 and genuine.sum() > 0
