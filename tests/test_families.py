@@ -144,9 +144,15 @@ def test_every_reference_agrees_with_the_oracle_on_ids_up_to_ties(smoke_records,
     refs = [r for r in smoke_records if r["kind"] == "pair" and r["case"]["family"] == name
             and r["candidate_kind"] == "baseline" and r["baseline"] == "oracle"]
     fam = routing.family(name)
-    assert {r["candidate"] for r in refs} == set(fam.implementations)
+    assert {r["candidate"] for r in refs} == set(fam.implementations) - set(fam.kernels)
     bad = [(r["case_id"], r["pair"], r["genuine_rows"]) for r in refs if r["rows_genuine"]]
     assert not bad, bad
+    # parity's kernels (candidates): the oracle's experts exactly, not even a near-tie apart
+    kernels = [r for r in smoke_records if r["kind"] == "pair" and r["case"]["family"] == name
+               and r["candidate"] in fam.kernels and r["baseline"] == "oracle"]
+    assert {r["candidate"] for r in kernels} == set(fam.kernels)
+    off = [(r["case_id"], r["pair"]) for r in kernels if r["rows_genuine"] or r["rows_near_tie"]]
+    assert not off, off
     errors = [r for r in smoke_records if r["kind"] == "error" and r["case"]["family"] == name]
     assert not errors, errors[0]["error"]
 

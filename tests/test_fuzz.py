@@ -53,7 +53,7 @@ def test_every_family_at_ci_scale_has_no_difference():
         assert r.differences == 0 and not r.examples, r.line()
     gemma4 = results[0]
     assert gemma4.impl == "fused" and gemma4.exact and gemma4.special == 0 and gemma4.tie_explained == 0
-    assert all(not r.exact for r in results[1:])
+    assert {r.family for r in results if r.exact} == {"gemma4", "gpt_oss", "llama4"}   # the families with a kernel
 
 
 def test_ties_count_only_for_a_kernel_that_claims_the_oracles_choice():
@@ -88,11 +88,11 @@ def test_cli(tmp_path, capsys):
     assert main(["fuzz", "--rows", "4000", "--family", "llama4,gpt_oss", "--model", "all", "--dtype", "float32,bfloat16",
                  "--chunk", "1024", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "fuzz llama4 (llama4-maverick, E=128, K=1) sigmoid_fp32 float32: 4,096 rows, 0 differences" in out
-    assert "fuzz gpt_oss (gpt-oss-20b, E=32, K=4) softmax_fp32 bfloat16: 4,096 rows, 0 differences" in out
-    assert out.index("llama4-scout, E=16, K=1) sigmoid_fp32 float32") < out.index("llama4-maverick, E=128, K=1) sigmoid_fp32 bfloat16")
+    assert "fuzz llama4 (llama4-maverick, E=128, K=1) fused float32: 4,096 rows, 0 differences" in out
+    assert "fuzz gpt_oss (gpt-oss-20b, E=32, K=4) fused bfloat16: 4,096 rows, 0 differences" in out
+    assert out.index("llama4-scout, E=16, K=1) fused float32") < out.index("llama4-maverick, E=128, K=1) fused bfloat16")
     assert "32,768 rows over 8 runs, 0 differences" in out
-    assert "| llama4 | llama4-maverick | sigmoid_fp32" in (tmp_path / "fuzz.md").read_text()
+    assert "| llama4 | llama4-maverick | fused |" in (tmp_path / "fuzz.md").read_text()
     assert main(["fuzz", "--rows", "2000", "--family", "gemma4", "--impl", "mutant-no-renorm", "--chunk", "2000",
                  "--out", str(tmp_path / "bad"), "--no-progress"]) == 1
     assert len(list((tmp_path / "bad" / "cases").glob("*.json"))) == fuzz.MAX_EXAMPLES

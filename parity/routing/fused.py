@@ -71,6 +71,7 @@ def route_kernel(
     LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr,
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
+    SIGMOID: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -115,7 +116,7 @@ def route_kernel(
     # "v2, trimmed").
     v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
     write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
-                  K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCALE_IS_BF16)
+                  K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCALE_IS_BF16, SIGMOID)
 
 
 # The launch table, chosen by measurement on one H200 (reports/bench/NOTES.md, "v5: rows across
@@ -221,9 +222,10 @@ class Launch:
 
 
 def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor, *,
-         interpreter: bool = device.INTERPRETER) -> Launch:
+         interpreter: bool = device.INTERPRETER, sigmoid: bool = False) -> Launch:
     """The launch for these (validated) arguments: the table's tile, and the compile-time
-    arguments that follow from the problem, not from tuning."""
+    arguments that follow from the problem, not from tuning. ``sigmoid``: each chosen logit's
+    sigmoid instead of the softmax over the K (Llama 4)."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter)
     col_bits = max(1, (t.block_e - 1).bit_length())
@@ -237,6 +239,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         **dtype_flags(gating_output, per_expert_scale, interpreter=interpreter),
         "EVEN_E": E == t.block_e, "KEY16": gating_output.dtype.itemsize == 2,
         "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype], "PAIRS": reads_pairs(gating_output),
+        "SIGMOID": sigmoid,
     })
 
 
@@ -244,5 +247,46 @@ def _launch(gating_output, topk, per_expert_scale, weights, ids) -> None:
     plan(gating_output, topk, per_expert_scale).run(gating_output, per_expert_scale, weights, ids)
 
 
+def _launch_sigmoid(gating_output, topk, per_expert_scale, weights, ids) -> None:
+    plan(gating_output, topk, per_expert_scale, sigmoid=True).run(gating_output, per_expert_scale, weights, ids)
+
+
 fused = TritonRouting("fused_route", _launch, MAX_EXPERTS,
                       """Fused routing: (weights fp32 [T, K], ids int32 [T, K]); ids exactly the oracle's.""")
+fused_sigmoid = TritonRouting("fused_sigmoid_route", _launch_sigmoid, MAX_EXPERTS,
+                              """Fused routing with a sigmoid per chosen logit (the same selection, Llama 4's
+                              weights): (weights fp32 [T, K], ids int32 [T, K]).""")
+
+_ONES: dict = {}
+
+
+def unit_scale(E: int, device_: torch.device) -> torch.Tensor:
+    """A float32 scale of ones [E] on the device (kept: the families without a per-expert scale
+    call the same kernel with it)."""
+    key = (E, str(device_))
+    if key not in _ONES:
+        _ONES[key] = torch.ones(E, dtype=torch.float32, device=device_)
+    return _ONES[key]
+
+
+def route(gating_output: torch.Tensor, topk: int, router) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused kernel for a family's Router (parity.routing.router): the same selection (the top K
+    logits, exactly the oracle's, ties to the lower id), then the softmax over the K times the
+    per-expert scale (a unit scale where the router has none: GPT-OSS, renormalising Mixtral/Qwen),
+    or each chosen logit's sigmoid (Llama 4). Other routers (selection by biased sigmoid scores,
+    groups, a softmax over all E without renormalisation, a scaling factor) are not this kernel's:
+    a ValueError names the parameter."""
+    from parity.routing.contract import validate_router
+
+    validate_router(gating_output, topk, router, max_experts=MAX_EXPERTS)
+    for name, ok in (("correction_bias", router.correction_bias is None), ("n_group", router.n_group == 1),
+                     ("scaling_factor", router.scaling_factor == 1.0),
+                     ("renormalize", router.renormalize == (router.score == "softmax"))):
+        if not ok:
+            raise ValueError(f"{name}: the fused kernel takes a softmax over the K (renormalised) or a sigmoid per "
+                             f"expert, without bias, groups or a scaling factor; got {name}={getattr(router, name)!r}")
+    scale = router.per_expert_scale
+    if scale is None:
+        scale = unit_scale(gating_output.shape[1], gating_output.device)
+    kernel = fused if router.score == "softmax" else fused_sigmoid
+    return kernel(gating_output, topk, scale)

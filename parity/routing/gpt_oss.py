@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from parity.routing import fused
 from parity.routing.contract import validate_router
 from parity.routing.family import Family, Layer, Model, Mutant
 from parity.routing.generic import route_fp32
@@ -52,10 +53,11 @@ FAMILY = Family(
         Model("gpt-oss-20b", 32, 4, {}, "gpt-oss-20b: 32 experts, top 4",
               Layer(2880, 2880, source="gpt-oss: hidden 2880, intermediate 2880")),
     ),
-    implementations={"hf_gpt_oss": hf_gpt_oss, "softmax_fp32": softmax_fp32},
-    stand_in="softmax_fp32",
+    implementations={"fused": fused.route, "hf_gpt_oss": hf_gpt_oss, "softmax_fp32": softmax_fp32},
+    stand_in="fused",
+    kernels=("fused",),
     reference="hf_gpt_oss",
-    arithmetic={"hf_gpt_oss": "input-dtype", "softmax_fp32": "fp32"},
+    arithmetic={"fused": "fp32", "hf_gpt_oss": "input-dtype", "softmax_fp32": "fp32"},
     roundings={"hf_gpt_oss": 1},   # the softmax's result
     mutants={
         "mutant-softmax-over-all": Mutant(softmax_over_all, "Softmax over all E, not renormalised over the K (weights sum below one); any weight comparison catches it."),

@@ -106,16 +106,27 @@ def pairwise_sum(e, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: 
 @triton.jit
 def write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
                    K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
-                   LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, SCALE_IS_BF16: tl.constexpr):
+                   LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
+                   SIGMOID: tl.constexpr = False):
     """Weights from the chosen logits v [BLOCK_T, BLOCK_K] (largest first) and their ids: softmax
-    over the first K, times the expert's scale; store both. Every kernel that ends here (fused, the
-    variants under benchmarks/variants) gives the same weights bit for bit whenever its ids agree."""
+    over the first K (or, with SIGMOID, each logit's sigmoid: Llama 4), times the expert's scale;
+    store both. Every kernel that ends here (fused, the variants under benchmarks/variants) gives
+    the same weights bit for bit whenever its ids agree."""
     slot_ok = slots < K
-    # The first slot holds the largest logit; a sum of one value and zeros extracts it with NaN and
-    # inf intact, and a NaN or +inf there makes every weight of that row (only) NaN.
-    first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)
-    e = tl.where(slot_ok[None, :], exp_shifted(v, first[:, None], ACCURATE_EXP), 0.0)
-    probs = e / pairwise_sum(e, BLOCK_T, BLOCK_K, LOG2_BLOCK_K)[:, None]
+    if SIGMOID:
+        # 1 / (1 + exp(-v)): exp accurate to about an ulp, then one add and one division; +inf
+        # gives 1, -inf 0, NaN NaN
+        if ACCURATE_EXP:
+            e = libdevice.exp(-v)
+        else:
+            e = tl.exp(-v)
+        probs = 1.0 / (1.0 + e)
+    else:
+        # The first slot holds the largest logit; a sum of one value and zeros extracts it with NaN
+        # and inf intact, and a NaN or +inf there makes every weight of that row (only) NaN.
+        first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)
+        e = tl.where(slot_ok[None, :], exp_shifted(v, first[:, None], ACCURATE_EXP), 0.0)
+        probs = e / pairwise_sum(e, BLOCK_T, BLOCK_K, LOG2_BLOCK_K)[:, None]
     weights = scaled_weights(probs, scale_ptr + top_id * stride_s, out_ok, SCALE_IS_BF16)
     out = rows64[:, None] * K + slots[None, :]
     tl.store(weights_ptr + out, weights, mask=out_ok)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from parity.routing import fused
 from parity.routing.contract import validate_router
 from parity.routing.family import Family, Layer, Model, Mutant
 from parity.routing.generic import route_fp32
@@ -50,10 +51,11 @@ FAMILY = Family(
         Model("llama4-scout", 16, 1, {}, "Llama 4 Scout: 16 experts, top 1",
               Layer(5120, 8192, weighted="input", source="Llama 4: hidden 5120, expert intermediate 8192")),
     ),
-    implementations={"hf_llama4": hf_llama4, "sigmoid_fp32": sigmoid_fp32},
-    stand_in="sigmoid_fp32",
+    implementations={"fused": fused.route, "hf_llama4": hf_llama4, "sigmoid_fp32": sigmoid_fp32},
+    stand_in="fused",
+    kernels=("fused",),
     reference="hf_llama4",
-    arithmetic={"hf_llama4": "input-dtype", "sigmoid_fp32": "fp32"},
+    arithmetic={"fused": "fp32", "hf_llama4": "input-dtype", "sigmoid_fp32": "fp32"},
     roundings={"hf_llama4": 1},   # the cast back
     mutants={
         "mutant-renormalised": Mutant(renormalised, "Renormalises the sigmoid over the K (every weight 1 at K = 1); any weight comparison catches it."),

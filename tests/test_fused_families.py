@@ -1,0 +1,79 @@
+"""parity's fused kernel for the families whose selection is Gemma4's (the top K logits, ties to the
+lower id): GPT-OSS (softmax over the K, a unit scale) and Llama 4 (a sigmoid per chosen logit).
+Ids exactly the oracle's, ties included; weights within FUSED_MAX_ULP fp32 ulps of the fp64 oracle;
+every dtype, odd E, K up to 64, strided rows, NaN/inf rows, T = 0, torch.compile; other routers
+refused by name."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from parity import routing
+from parity.numerics import ulp_error
+from parity.routing import fused
+from parity.routing.oracle import route64
+from parity.routing.router import Router
+from routing_cases import DTYPES, FUSED_MAX_ULP, logits, tied_logits
+
+ROUTERS = {"gpt_oss": Router("softmax", renormalize=True), "llama4": Router("sigmoid", renormalize=False)}
+
+
+def check(g, K, router, max_ulp=FUSED_MAX_ULP):
+    w, ids = fused.route(g, K, router)
+    ow, oid = route64(g, K, router)
+    assert w.dtype == torch.float32 and ids.dtype == torch.int32 and w.shape == ids.shape == (g.shape[0], K)
+    assert torch.equal(ids.long().cpu(), oid.long().cpu()), "ids differ from the oracle's"
+    both_nan = torch.isnan(w.double().cpu()) & torch.isnan(ow.cpu())
+    err = ulp_error(w.cpu(), ow.cpu())
+    err = torch.where(both_nan | (w.double().cpu() == ow.cpu()), 0.0, err)
+    assert float(err.max()) <= max_ulp, f"weights {float(err.max()):.2f} ulp from the oracle"
+
+
+@pytest.mark.parametrize("family", ROUTERS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("E,K", [(7, 1), (7, 7), (96, 4), (128, 1), (128, 4), (128, 64), (1000, 8)])
+def test_random_normal_matches_oracle(family, E, K, dtype, dev):
+    check(logits(300, E, dtype, dev, seed=E + K, spread=3.0), K, ROUTERS[family])
+
+
+@pytest.mark.parametrize("family", ROUTERS)
+def test_bf16_ties_follow_the_lower_id_rule(family, dev):
+    check(tied_logits(2000, 128, dev), 4, ROUTERS[family])
+
+
+@pytest.mark.parametrize("family", ROUTERS)
+def test_strided_rows_and_special_values(family, dev):
+    base = logits(64, 256, torch.float32, dev, seed=3, spread=4.0)
+    g = base[::2, ::2]                                   # row and column strides
+    g[0, 5], g[1, 7], g[2, :] = float("inf"), float("nan"), float("-inf")
+    check(g, 4, ROUTERS[family])
+
+
+@pytest.mark.parametrize("family", ROUTERS)
+def test_empty_batch(family, dev):
+    w, ids = fused.route(torch.empty(0, 128, dtype=torch.bfloat16, device=dev), 4, ROUTERS[family])
+    assert w.shape == ids.shape == (0, 4)
+
+
+@pytest.mark.parametrize("family", ROUTERS)
+def test_the_family_takes_the_kernel_as_its_own(family):
+    fam = routing.family(family)
+    assert fam.kernels == ("fused",) and fam.stand_in == "fused" and fam.arithmetic["fused"] == "fp32"
+    assert routing.get("fused", family) is fused.route
+
+
+def test_torch_compile_captures_the_call(dev):
+    g = logits(33, 128, torch.bfloat16, dev, seed=5)
+    fn = torch.compile(lambda x: fused.route(x, 4, ROUTERS["llama4"]), fullgraph=True)
+    w, ids = fn(g)
+    w2, ids2 = fused.route(g, 4, ROUTERS["llama4"])
+    assert torch.equal(ids, ids2) and torch.equal(w, w2)
+
+
+@pytest.mark.parametrize("router,name", [
+    (Router("sigmoid", renormalize=True), "renormalize"), (Router("softmax", renormalize=False), "renormalize"),
+    (Router("softmax", renormalize=True, scaling_factor=2.5), "scaling_factor"),
+    (Router("softmax", renormalize=True, n_group=8, topk_group=4), "n_group")])
+def test_other_routers_are_refused_by_name(router, name, dev):
+    with pytest.raises(ValueError, match=f"^{name}: the fused kernel takes"):
+        fused.route(logits(4, 128, torch.float32, dev), 4, router)
