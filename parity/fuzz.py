@@ -24,7 +24,6 @@ with the row's logits (``examples``) and written as JSON cases that ``replay`` r
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -33,6 +32,7 @@ from pathlib import Path
 import torch
 
 from parity import routing, shipped
+from parity.numerics import stable_seed
 from parity.analysis import classify_ids
 from parity.routing.contract import Problem, by_id, check_output
 from parity.routing.oracle import chosen_groups, route64
@@ -45,10 +45,6 @@ KINDS = ("genuine", "near_tie", "tie_rule", "weights", "nonfinite")
 EXACT_ONLY = ("near_tie", "tie_rule")
 """Differences only for an implementation that chooses exactly by contract (parity's kernels:
 the oracle's experts, ties to the lower id); reported for the others."""
-
-
-def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest(), "little") >> 1
 
 
 def _one_ulp_below(v: torch.Tensor) -> torch.Tensor:
@@ -109,7 +105,7 @@ def regime_rows(regime: str, n: int, E: int, K: int, dtype: torch.dtype, gen: to
 
 def chunk_logits(n: int, E: int, K: int, dtype: torch.dtype, seed: int, chunk: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """A chunk's logits [n, E] and each row's regime index [n]: row i is of regime i % len(REGIMES)."""
-    gen = torch.Generator(device=device).manual_seed(_seed("fuzz", seed, chunk, E, K, dtype))
+    gen = torch.Generator(device=device).manual_seed(stable_seed("fuzz", seed, chunk, E, K, dtype))
     regime = torch.arange(n, device=device) % len(REGIMES)
     x = torch.empty(n, E, dtype=dtype, device=device)
     for i, name in enumerate(REGIMES):
@@ -233,7 +229,7 @@ def fuzz(family: str, rows: int, *, dtype: str = "bfloat16", seed: int = 0, impl
     for c in range(n_chunks):
         router = routers[c % len(routers)]
         if fam.per_expert_scale:   # Gemma4's scale: drawn per chunk, so that it varies too
-            gen = torch.Generator(device="cpu").manual_seed(_seed("scale", seed, c))
+            gen = torch.Generator(device="cpu").manual_seed(stable_seed("scale", seed, c))
             router = replace(router, per_expert_scale=torch.rand(m.E, generator=gen).to(dev))
         g, regime = chunk_logits(chunk, m.E, m.K, dt, seed, c, dev)
         out = check_chunk(fam, router, name, fn, g, m.K, (env["atol"], env["rtol"]))

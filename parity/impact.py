@@ -23,13 +23,13 @@ small random config: the ``models`` extra). Both take (x [T, H], ids [T, K], wei
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from parity import routing
+from parity.numerics import stable_seed
 from parity.analysis import classify_ids
 from parity.routing.contract import by_id
 from parity.routing.family import Layer
@@ -40,10 +40,6 @@ MEMORY = {"cuda": 48e9, "cpu": 1e9}
 those run as the model runs)."""
 CATEGORIES = ("identical", "weights only", "tie swap", "near-tie swap", "genuine", "special")
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
-
-
-def _seed(*parts) -> int:
-    return int.from_bytes(hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest(), "little") >> 1
 
 
 def _activation(name: str):
@@ -65,7 +61,7 @@ class SyntheticMoE:
 
     def expert(self, e: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         H, I = self.layer.hidden, self.layer.intermediate
-        gen = torch.Generator(device=self.device).manual_seed(_seed("expert", self.seed, e))
+        gen = torch.Generator(device=self.device).manual_seed(stable_seed("expert", self.seed, e))
         gate_up = torch.randn(2 * I, H, generator=gen, device=self.device) / math.sqrt(H)
         down = torch.randn(H, I, generator=gen, device=self.device) / math.sqrt(I)
         return gate_up.to(dtype), down.to(dtype)
@@ -140,7 +136,7 @@ class HFExperts:
         cfg = getattr(cfg_mod, cfg_cls)(**sizes)
         self.family, self.E, self.hidden = family, E, hidden
         self.module = getattr(mod, cls)(cfg).to(device)
-        gen = torch.Generator().manual_seed(_seed("hf", family, seed))
+        gen = torch.Generator().manual_seed(stable_seed("hf", family, seed))
         with torch.no_grad():
             for p in self.module.parameters():
                 p.copy_((torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[-1])).to(p.dtype))
@@ -259,7 +255,7 @@ def measure(family: str, pairs: list[tuple[str, str]], *, model: str | None = No
     names = sorted({n for p in pairs for n in p} - {"oracle"})
     outs = {n: by_id(*routing.get(n, family)(g, m.K, arg)) for n in names}
     outs["oracle"] = by_id(*route64(g, m.K, arg))
-    gen = torch.Generator(device=dev).manual_seed(_seed("hidden", family, seed, T))
+    gen = torch.Generator(device=dev).manual_seed(stable_seed("hidden", family, seed, T))
     x = torch.randn(T, lay.hidden, generator=gen, device=dev)     # RMS-normed hidden states: unit RMS per row
     res = ImpactResult(family, m.name, m.E, m.K, T, dtype, dist, seed, asdict(lay), layer)
     rows_needed = {n for p in pairs for n in p} | {"oracle"}

@@ -14,14 +14,13 @@ published numbers.
 """
 from __future__ import annotations
 
-import hashlib
 import numbers
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from parity.numerics import LOGIT_DTYPES
+from parity.numerics import LOGIT_DTYPES, stable_seed
 
 DTYPES = LOGIT_DTYPES
 
@@ -210,8 +209,7 @@ def generator_seed(dist: str, T: int, E: int, dtype: torch.dtype, seed: int) -> 
     Hashing T, E and dtype too means that two cases never share a stream by accident (T=8 is not
     the first rows of T=16). Stable across processes and Python versions, unlike ``hash()``.
     """
-    key = f"{dist}|{T}|{E}|{dtype}|{seed}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+    return stable_seed(dist, T, E, dtype, seed)
 
 
 def make(dist: str, T: int, E: int, dtype: torch.dtype, seed: int, device: torch.device | str) -> Inputs:

@@ -30,3 +30,12 @@ def fp32_ulp(truth: torch.Tensor) -> torch.Tensor:
 def ulp_error(approx: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """|approx - truth| in fp32 ULPs of truth (float64 tensor; NaN where either is NaN)."""
     return (approx.double() - truth.double()).abs() / fp32_ulp(truth)
+
+
+def stable_seed(*parts) -> int:
+    """A stable 63-bit seed from ``parts`` (joined by '|'): blake2b, the same in every process and
+    Python version, unlike ``hash()``."""
+    import hashlib
+
+    key = "|".join(map(str, parts)).encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1

@@ -14,12 +14,12 @@ signature), the Router itself for every other family.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 
+from parity.numerics import stable_seed
 from parity.routing.contract import RoutingFn
 from parity.routing.router import Router
 
@@ -101,8 +101,7 @@ class Family:
         seeded by (family, model, dist, seed)."""
         tensors = {}
         if self.tensors is not None:
-            key = f"{self.name}|{model.name}|{dist}|{seed}".encode()
-            gen = torch.Generator().manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1)
+            gen = torch.Generator().manual_seed(stable_seed(self.name, model.name, dist, seed))
             tensors = self.tensors(model, dist, gen)
         if self.per_expert_scale:
             tensors["per_expert_scale"] = per_expert_scale
