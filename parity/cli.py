@@ -20,6 +20,17 @@ class UsageError(Exception):
 SHAPE_OPTIONS = ("T", "E", "K", "dtype", "dist", "seeds", "model")
 
 
+def _families(values: list[str] | None, default: list[str]) -> list[str]:
+    """--family's names (repeatable, each comma-separated), each a known family (ValueError naming
+    it otherwise), or ``default`` when none is given."""
+    from parity import routing
+
+    names = [f for item in values or [] for f in _list("family", item)] or default
+    for f in names:
+        routing.family(f)
+    return names
+
+
 def _list(option: str, text: str | None, kind=str):
     """A comma-separated option's values; UsageError naming the option."""
     if text is None:
@@ -86,7 +97,7 @@ def cmd_sweep(args) -> int:
     from parity.provenance import Run
     from parity.render import render_all
 
-    families = [f for item in args.family or [] for f in _list("family", item)] or list(routing.FAMILIES)
+    families = _families(args.family, list(routing.FAMILIES))
     if args.candidate and not args.family:
         families = [routing.DEFAULT_FAMILY]
         print(f"parity sweep: --candidate without --family: judging the candidates as {routing.DEFAULT_FAMILY} "
@@ -217,9 +228,7 @@ def cmd_fuzz(args) -> int:
     from parity.progress import Progress
     from parity.provenance import Run
 
-    families = [f for item in args.family or [] for f in _list("family", item)] or list(routing.FAMILIES)
-    for f in families:
-        routing.family(f)
+    families = _families(args.family, list(routing.FAMILIES))
     dtypes = _list("dtype", args.dtype) or ["bfloat16"]
     bad = [d for d in dtypes if d not in DTYPES]
     if bad:
@@ -277,9 +286,7 @@ def cmd_impact(args) -> int:
     from parity.progress import Progress
     from parity.provenance import Run
 
-    families = [f for item in args.family or [] for f in _list("family", item)] or ["gemma4"]
-    for f in families:
-        routing.family(f)
+    families = _families(args.family, [routing.DEFAULT_FAMILY])
     if args.dtype not in DTYPES:
         raise UsageError(f"--dtype: expected one of {', '.join(DTYPES)}, got {args.dtype!r}")
     for name in ("T", "hidden", "intermediate", "chunk"):
