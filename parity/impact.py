@@ -221,10 +221,9 @@ def categories(logits: torch.Tensor, cand: tuple[torch.Tensor, torch.Tensor], ba
     (cw, cid), (bw, bid) = cand, base
     v = classify_ids(logits, cid, bid, router=router)
     same_w = (cw.double() == bw.double()) | (torch.isnan(cw.double()) & torch.isnan(bw.double()))
-    identical = ~v.mismatched.to(logits.device) & same_w.all(-1)
-    masks = {"identical": identical, "weights only": ~v.mismatched & ~identical & ~v.special,
-             "tie swap": v.tie_explained, "near-tie swap": v.near_tie, "genuine": v.genuine, "special": v.special}
-    return {k: m.to(logits.device) for k, m in masks.items()}
+    identical = ~v.mismatched & same_w.all(-1)      # the verdict's masks are on the logits' device
+    return {"identical": identical, "weights only": ~v.mismatched & ~identical,
+            "tie swap": v.tie_explained, "near-tie swap": v.near_tie, "genuine": v.genuine, "special": v.special}
 
 
 def measure(family: str, pairs: list[tuple[str, str]], *, model: str | None = None, T: int = 4096,
@@ -252,16 +251,15 @@ def measure(family: str, pairs: list[tuple[str, str]], *, model: str | None = No
     router = fam.make_router(m, dist, seed, inp.per_expert_scale, dev)
     arg = fam.argument(router)
     g = inp.gating_output
-    names = sorted({n for p in pairs for n in p} - {"oracle"})
-    outs = {n: by_id(*routing.get(n, family)(g, m.K, arg)) for n in names}
-    outs["oracle"] = by_id(*route64(g, m.K, arg))
+    routed = sorted({n for p in pairs for n in p} | {"oracle"})          # the layer in float64 with each
+    run = ["oracle"] + sorted({p[0] for p in pairs} - {"oracle"})       # the layer in the model dtype
+    outs = {n: by_id(*(route64(g, m.K, arg) if n == "oracle" else routing.get(n, family)(g, m.K, arg)))
+            for n in routed}
     gen = torch.Generator(device=dev).manual_seed(stable_seed("hidden", family, seed, T))
     x = torch.randn(T, lay.hidden, generator=gen, device=dev)     # RMS-normed hidden states: unit RMS per row
     res = ImpactResult(family, m.name, m.E, m.K, T, dtype, dist, seed, asdict(lay), layer)
-    rows_needed = {n for p in pairs for n in p} | {"oracle"}
-    n_run = len({p[0] for p in pairs} | {"oracle"})
     if chunk is None:   # as many rows as the outputs of every routing fit in (a pass draws every expert's weights)
-        per_row = lay.hidden * (8 * len(rows_needed) + dt.itemsize * n_run) + 8 * lay.hidden
+        per_row = lay.hidden * (8 * len(routed) + dt.itemsize * len(run)) + 8 * lay.hidden
         chunk = max(1024, int(MEMORY[dev.type] // per_row))
     diffs: dict[tuple[str, str], list] = {p: [] for p in pairs}
     runs: dict[str, list] = {p[0]: [] for p in pairs}
@@ -270,10 +268,8 @@ def measure(family: str, pairs: list[tuple[str, str]], *, model: str | None = No
     for c in range(n_chunks):
         sl = slice(c * chunk, min(T, (c + 1) * chunk))
         xc = x[sl]
-        order = sorted(rows_needed)
-        y64 = dict(zip(order, moe(xc.double(), [(outs[n][1][sl], outs[n][0][sl]) for n in order], torch.float64)))
-        run_names = ["oracle"] + sorted({p[0] for p in pairs} - {"oracle"})
-        yrun = dict(zip(run_names, moe(xc, [(outs[n][1][sl], outs[n][0][sl]) for n in run_names], dt)))
+        y64 = dict(zip(routed, moe(xc.double(), [(outs[n][1][sl], outs[n][0][sl]) for n in routed], torch.float64)))
+        yrun = dict(zip(run, moe(xc, [(outs[n][1][sl], outs[n][0][sl]) for n in run], dt)))
         truth = y64["oracle"]
         noise = _rms(yrun["oracle"].double() - truth)
         noise_rows.append(noise)
