@@ -1,5 +1,11 @@
-"""Microbenchmarks: every routing implementation over T, with the bytes floor, checked for
-correctness on every row (a fast wrong kernel cannot win).
+"""Microbenchmarks: every routing family's kernels, its model-code reference (eager and under
+torch.compile) and any candidate over T, with the bytes floor, checked against the fp64 oracle on
+every row (a fast wrong kernel cannot win).
+
+Cases: each family at its real models' E and K (``CASES``); Gemma4 also in fp32 and at E=256.
+Per case: the family's reference (the model code, eager), ``compile`` and ``compile-max-autotune``
+of it, the family's kernels (parity's), Gemma4's topk_softmax, and candidates passed in (other
+projects' kernels: ``parity bench --candidate module:function``).
 
 Method (GPU): medians of many repetitions after warm-up. Every T under CUDA-graph replay:
 GRAPH_CALLS calls captured in one graph, each replay timed with CUDA events, divided by the calls;
@@ -29,18 +35,35 @@ from parity.formatting import jsonable
 from parity.progress import Progress
 from parity.provenance import Run
 from parity.routing.oracle import route64
+from parity.routing.router import Router
 from parity.tolerance import FUSED_ULP
 
 GPU_TS = (1, 8, 64, 512, 2048, 16384, 65536, 250000)
 CPU_TS = (1, 64, 2048)
 GPU_DTYPES = ("bfloat16", "float32")
-EXTRA_E = 256                       # a second expert count, timed for bf16
+EXTRA_E = 256                       # Gemma4 at a second expert count, bf16
+EXTRA_TS = (1, 2048, 65536, 250000)
 GRAPH_CALLS = 20
 ROTATE_BYTES = 512 << 20            # >= 8x the H200's 60 MB L2
 L2_BYTES = 60 << 20
 REPS = 50
-IMPLS = ("softmax_all", "topk_softmax", "compile", "compile-max-autotune", "sort_baseline", "fused")
-EXACT_IDS = ("sort_baseline", "fused")
+ROLES = ("reference", "topk_softmax", "compile", "compile-max-autotune", "sort_baseline", "fused")
+"""What --impl can name: the family's reference (by that word or its own name, e.g. softmax_all),
+torch.compile of it, and the kernels; candidates are always timed."""
+IMPLS = ROLES
+CASES = (("gemma4", None), ("mixtral", "qwen3-moe"), ("mixtral", "qwen2-moe"), ("gpt_oss", None),
+         ("deepseek_v3", None), ("llama4", None))
+"""(family, model) timed by default: each family's first model; Mixtral's family also as Qwen2-MoE,
+whose softmax over all E is another kernel epilogue."""
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str
+    model: str
+    E: int
+    K: int
+    dtype: str
 
 
 @dataclass
@@ -56,32 +79,58 @@ class Row:
     ids_ok: bool
     weights_ok: bool
     note: str = ""
+    family: str = "gemma4"
+    model: str = "gemma4"
+    role: str = ""
 
 
 def check_impls(only: tuple[str, ...]) -> None:
-    """ValueError unless ``only`` names some of IMPLS and nothing else."""
-    unknown = sorted(set(only) - set(IMPLS))
+    """ValueError unless ``only`` names some of ROLES (or references by name) and nothing else."""
+    known = set(ROLES) | {routing.family(f).reference for f, _ in CASES}
+    unknown = sorted(set(only) - known)
     if unknown or not only:
-        raise ValueError(f"expected some of {', '.join(IMPLS)}; got {', '.join(only) or 'none'}"
-                         + (f" ({', '.join(unknown)} unknown)" if unknown else ""))
+        raise ValueError(f"expected some of {', '.join(ROLES)} (or a family's reference by name); got "
+                         f"{', '.join(only) or 'none'}" + (f" ({', '.join(unknown)} unknown)" if unknown else ""))
 
 
-def implementations(interpreter: bool, only: tuple[str, ...] = IMPLS) -> dict[str, Callable]:
-    """The implementations to time (those of ``only`` that run here). torch.compile'd ones are made
-    afresh for every (E, dtype) (the caller asks again), compiled with dynamic shapes once and
-    reused across T."""
+def cases(families=None, *, on_gpu: bool, dtypes=None) -> list[Case]:
+    """The default cases of ``families`` (default: every family in CASES)."""
+    out = []
+    for name, model in CASES:
+        if families is not None and name not in families:
+            continue
+        m = routing.family(name).model(model)
+        for dt in dtypes or (GPU_DTYPES if name == "gemma4" or not on_gpu else ("bfloat16",)):
+            out.append(Case(name, m.name, m.E, m.K, dt))
+    return out
+
+
+def implementations(case: Case, interpreter: bool, only: tuple[str, ...] = ROLES,
+                    candidates: dict[str, Callable] | None = None) -> dict[str, tuple[str, Callable]]:
+    """name -> (role, fn(gating_output, topk, argument)) for one case: those of ``only`` that run
+    here, then the candidates. torch.compile'd ones are built afresh per case (dynamic shapes,
+    reused across T)."""
     check_impls(only)
-    fns: dict[str, Callable] = {n: routing.get(n) for n in ("softmax_all", "topk_softmax", "sort_baseline", "fused")}
-    if interpreter:
-        fns.pop("sort_baseline")  # tl.sort runs element by element in the interpreter
-        return {n: fns[n] for n in only if n in fns}
-    torch._dynamo.reset()
-    if "compile" in only:
-        fns["compile"] = torch.compile(routing.get("softmax_all"), dynamic=True)
-    if "compile-max-autotune" in only:
-        fns["compile-max-autotune"] = torch.compile(routing.get("softmax_all"), dynamic=True,
-                                                    mode="max-autotune-no-cudagraphs")
-    return {n: fns[n] for n in only if n in fns}
+    fam = routing.family(case.family)
+    ref = fam.reference
+    fns: dict[str, tuple[str, Callable]] = {}
+    wanted = lambda role, name=None: role in only or (name is not None and name in only)  # noqa: E731
+    if wanted("reference", ref):
+        fns[ref] = ("reference", fam.implementations[ref])
+    if case.family == "gemma4" and wanted("topk_softmax"):
+        fns["topk_softmax"] = ("topk_softmax", fam.implementations["topk_softmax"])
+    if not interpreter:
+        if wanted("compile"):
+            fns["compile"] = ("compile", torch.compile(fam.implementations[ref], dynamic=True))
+        if wanted("compile-max-autotune"):
+            fns["compile-max-autotune"] = ("compile-max-autotune", torch.compile(
+                fam.implementations[ref], dynamic=True, mode="max-autotune-no-cudagraphs"))
+    for k in fam.kernels:
+        if wanted(k) and not (interpreter and k == "sort_baseline"):  # tl.sort runs element by element there
+            fns[k] = (k, fam.implementations[k])
+    for name, fn in (candidates or {}).items():
+        fns[name] = ("candidate", fn)
+    return fns
 
 
 def copy_bandwidth() -> float:
@@ -154,12 +203,14 @@ def _time_cpu(fn: Callable, g, K, s) -> tuple[float, str]:
     return statistics.median(times), "wall clock (Triton interpreter)"
 
 
-def _check(name: str, out, g, K, s) -> tuple[bool, bool]:
-    """ids: exactly the oracle's for our kernels, tie-explained only for torch references;
-    weights: within the fused bound for our kernels, finite and matching where ids match otherwise."""
-    w64, ids64 = route64(g, K, s)
+def _check(exact: bool, out, g, K, arg) -> tuple[bool, bool]:
+    """ids: exactly the oracle's for parity's kernels; for the others, any difference explained by
+    a tie or near tie at the logits' precision (a reference rounding in bf16 chooses between keys
+    closer than that either way; the sweep, not the bench, judges how); weights: within the fused
+    bound for parity's kernels, finite otherwise."""
+    w64, ids64 = route64(g, K, arg)
     got = Routing.of(out)
-    if name in EXACT_IDS:
+    if exact:
         ids_ok = torch.equal(got.ids, ids64.cpu())
         try:
             assert_weights_close(got.weights, w64.cpu(), max_ulp=FUSED_ULP)
@@ -167,46 +218,67 @@ def _check(name: str, out, g, K, s) -> tuple[bool, bool]:
         except AssertionError:
             w_ok = False
         return ids_ok, w_ok
-    v = classify_ids(g.cpu(), got.ids, ids64.cpu(), dtype=torch.float64)
+    router = arg if isinstance(arg, Router) else None
+    v = classify_ids(g.cpu(), got.ids, ids64.cpu(), router=None if router is None else router.to("cpu"))
     return int((v.genuine | v.special).sum()) == 0, bool(torch.isfinite(got.weights).all())
 
 
-def run(out_dir: Path, *, Ts=None, dtypes=GPU_DTYPES, E: int = 128, K: int = 8, progress: bool = True,
-        only: tuple[str, ...] = IMPLS) -> dict:
+def _inputs(case: Case, T: int, gen: torch.Generator, on_gpu: bool):
+    """(logit copies, the implementations' third argument) for one case and T."""
+    fam = routing.family(case.family)
+    dtype = getattr(torch, case.dtype)
+    size = T * case.E * dtype.itemsize
+    copies = max(1, min(16, ROTATE_BYTES // max(size, 1))) if on_gpu and size * 4 > L2_BYTES else 1
+    gs = [torch.randn(T, case.E, generator=gen).to(dtype).to(device.default()) for _ in range(copies)]
+    scale = torch.rand(case.E, generator=gen) if fam.per_expert_scale else None
+    router = fam.make_router(fam.model_at(case.model, case.E, case.K), "randn", 0, scale, device.default())
+    return gs, fam.argument(router)
+
+
+def run(out_dir: Path, *, Ts=None, dtypes=None, families=None, progress: bool = True,
+        only: tuple[str, ...] = ROLES, candidates: dict[str, Callable] | None = None) -> dict:
+    """Time every case of ``families`` (default: all) over ``Ts``; write bench.json, bench.md and
+    bench.png to out_dir. ``candidates``: name -> fn(gating_output, topk, argument), timed in
+    every case; a case whose router a candidate does not compute (NotImplementedError) is noted,
+    not failed."""
     clock = Run()
     on_gpu = device.KIND == "cuda"
-    Ts = Ts or (GPU_TS if on_gpu else CPU_TS)
     bw = copy_bandwidth() if on_gpu else float("nan")
-    grid = [(T, E, dt) for dt in dtypes for T in Ts]
-    if on_gpu:
-        grid += [(T, EXTRA_E, "bfloat16") for T in (1, 2048, 65536, 250000)]
-    bar = Progress(len(grid) * len(implementations(device.INTERPRETER, only)), enabled=progress)
+    grid = [(c, T) for c in cases(families, on_gpu=on_gpu, dtypes=dtypes) for T in (Ts or (GPU_TS if on_gpu else CPU_TS))]
+    if on_gpu and (families is None or "gemma4" in families) and dtypes is None and Ts is None:
+        grid += [(Case("gemma4", "gemma4", EXTRA_E, 8, "bfloat16"), T) for T in EXTRA_TS]
+    bar = Progress(sum(len(implementations(c, device.INTERPRETER, only, candidates)) for c, _ in grid), enabled=progress)
     rows: list[Row] = []
+    skipped: dict[str, str] = {}
     gen = torch.Generator().manual_seed(0)
     fns, fns_key = {}, None
-    for T, E_, dt in grid:
-        if (E_, dt) != fns_key:
-            fns, fns_key = implementations(device.INTERPRETER, only), (E_, dt)
-        dtype = getattr(torch, dt)
-        size = T * E_ * dtype.itemsize
-        copies = max(1, min(16, ROTATE_BYTES // max(size, 1))) if on_gpu and size * 4 > L2_BYTES else 1
-        gs = [torch.randn(T, E_, generator=gen).to(dtype).to(device.default()) for _ in range(copies)]
-        s = torch.rand(E_, generator=gen).to(device.default())
-        floor = (size + T * K * 8) / bw * 1e6 if on_gpu else float("nan")
-        for name, fn in fns.items():
-            bar.show(f"{name} T={T} E={E_} {dt}")
+    for case, T in grid:
+        if case != fns_key:
+            if on_gpu:
+                torch._dynamo.reset()   # each case compiles its own reference
+            fns, fns_key = implementations(case, device.INTERPRETER, only, candidates), case
+        gs, arg = _inputs(case, T, gen, on_gpu)
+        floor = (T * case.E * gs[0].dtype.itemsize + T * case.K * 8) / bw * 1e6 if on_gpu else float("nan")
+        kernels = routing.family(case.family).kernels
+        for name, (role, fn) in fns.items():
+            label = f"{case.family}/{case.model} {name} T={T} {case.dtype}"
+            bar.show(label)
             try:
-                ids_ok, w_ok = _check(name, fn(gs[0], K, s), gs[0], K, s)
-                us, method = _time_gpu(fn, gs, K, s) if on_gpu else _time_cpu(fn, gs[0], K, s)
-                rows.append(Row(name, T, E_, K, dt, us, method, floor, ids_ok, w_ok))
+                ids_ok, w_ok = _check(role in kernels, fn(gs[0], case.K, arg), gs[0], case.K, arg)
+                us, method = _time_gpu(fn, gs, case.K, arg) if on_gpu else _time_cpu(fn, gs[0], case.K, arg)
+                rows.append(Row(name, T, case.E, case.K, case.dtype, us, method, floor, ids_ok, w_ok,
+                                family=case.family, model=case.model, role=role))
+            except NotImplementedError as exc:
+                skipped[f"{name} on {case.family}/{case.model}"] = str(exc)[:200]
             except Exception as exc:  # noqa: BLE001 - a row that cannot run says why
-                rows.append(Row(name, T, E_, K, dt, float("nan"), "failed", floor, False, False,
-                                f"{type(exc).__name__}: {str(exc)[:200]}"))
-            bar.advance(f"{name} T={T} E={E_} {dt}")
+                rows.append(Row(name, T, case.E, case.K, case.dtype, float("nan"), "failed", floor, False, False,
+                                f"{type(exc).__name__}: {str(exc)[:200]}", family=case.family, model=case.model,
+                                role=role))
+            bar.advance(label)
         del gs
     bar.close()
     result = {"meta": clock.meta(copy_bandwidth_TBps=bw / 1e12, graph_calls=GRAPH_CALLS, reps=REPS),
-              "rows": [asdict(r) for r in rows]}
+              "rows": [asdict(r) for r in rows], "skipped": skipped}
     write(result, out_dir)
     return result
 
@@ -218,11 +290,62 @@ def write(result: dict, out_dir: Path) -> None:
     plot(result, out_dir / "bench.png")
 
 
-def _us(rows, impl, T, E, dt):
+TARGETS = {"floor": 0.5, "eager": 20.0, "compile": 5.0, "small_us": 2.5, "small_T": 512}
+"""The kernels' targets at the largest T (fraction of the bytes floor, times faster than the eager
+reference and than its best torch.compile), and the most microseconds at T <= small_T."""
+
+
+def case_key(r: dict) -> tuple:
+    """A row's case: (family, model, E, K, dtype) (rows from before families: Gemma4)."""
+    return (r.get("family", "gemma4"), r.get("model", "gemma4"), r["E"], r["K"], r["dtype"])
+
+
+def _us(rows, impl, T, key=None):
     for r in rows:
-        if (r["impl"], r["T"], r["E"], r["dtype"]) == (impl, T, E, dt):
+        if r["impl"] == impl and r["T"] == T and (key is None or case_key(r) == key):
             return r["us"]
     return float("nan")
+
+
+def _role(rows, key, role) -> str | None:
+    for r in rows:
+        if case_key(r) == key and r.get("role") == role:
+            return r["impl"]
+    return None
+
+
+def _ratio(a: float, b: float, fmt: str = ".1f") -> str:
+    return f"{a / b:{fmt}}x" if a == a and b == b and b > 0 else "-"
+
+
+def summary_rows(result: dict) -> list[dict]:
+    """Per case at its largest T: fused's time, % of the bytes floor, speed-ups over the eager
+    reference and both compiles, the slowest fused time at T <= small_T, and whether each target holds."""
+    rows = result["rows"]
+    out = []
+    for key in sorted({case_key(r) for r in rows}):
+        Ts = sorted({r["T"] for r in rows if case_key(r) == key})
+        T = Ts[-1]
+        f = _us(rows, "fused", T, key)
+        ref = _role(rows, key, "reference")
+        floor = next(r["floor_us"] for r in rows if case_key(r) == key and r["T"] == T)
+        small = [_us(rows, "fused", t, key) for t in Ts if t <= TARGETS["small_T"]]
+        item = {"family": key[0], "model": key[1], "E": key[2], "K": key[3], "dtype": key[4], "T": T, "fused_us": f,
+                "floor_us": floor, "floor_frac": floor / f if f == f and f > 0 else float("nan"),
+                "reference": ref, "vs_reference": _us(rows, ref, T, key) / f if ref else float("nan"),
+                "vs_compile": _us(rows, "compile", T, key) / f,
+                "vs_max_autotune": _us(rows, "compile-max-autotune", T, key) / f,
+                "small_max_us": max(small) if small else float("nan")}
+        item["meets"] = {"floor": item["floor_frac"] >= TARGETS["floor"], "eager": item["vs_reference"] >= TARGETS["eager"],
+                         "compile": min(item["vs_compile"], item["vs_max_autotune"]) >= TARGETS["compile"]
+                         if item["vs_compile"] == item["vs_compile"] else None,
+                         "small": item["small_max_us"] <= TARGETS["small_us"] if small else None}
+        out.append(item)
+    return out
+
+
+def _mark(ok) -> str:
+    return "-" if ok is None else ("yes" if ok else "**no**")
 
 
 def markdown(result: dict) -> str:
@@ -235,23 +358,46 @@ def markdown(result: dict) -> str:
             f"Copy bandwidth measured on this card: {m['copy_bandwidth_TBps']:.2f} TB/s (read + write). "
             f"Every T: CUDA-graph replay of {m['graph_calls']} calls (inputs rotated beyond L2 where "
             f"they would fit in it), timed with CUDA events; medians of {m['reps']} replays.\n")]
-    keys = sorted({(r["E"], r["dtype"]) for r in rows}, key=lambda k: (k[0], k[1]))
-    impls = [i for i in IMPLS if any(r["impl"] == i for r in rows)]
-    for E, dt in keys:
-        L.append(f"## E={E}, K={rows[0]['K']}, {dt} (µs)\n")
-        L.append("| T | " + " | ".join(impls) + " | fused vs softmax_all | fused vs sort_baseline | fused % of bytes floor | floor µs | checks |")
-        L.append("|---|" + "---|" * (len(impls) + 5))
-        for T in sorted({r["T"] for r in rows if (r["E"], r["dtype"]) == (E, dt)}):
-            sub = [r for r in rows if (r["E"], r["dtype"], r["T"]) == (E, dt, T)]
-            f = _us(rows, "fused", T, E, dt)
-            cells = [f"{_us(rows, i, T, E, dt):.1f}" for i in impls]
+    if not interp:
+        t = TARGETS
+        L += [f"## parity's fused kernel per case at the largest T\n",
+              f"Targets: >= {t['floor']:.0%} of the bytes floor, >= {t['eager']:g}x the eager reference, >= "
+              f"{t['compile']:g}x torch.compile of it (default and max-autotune), <= {t['small_us']:g} µs at T <= "
+              f"{t['small_T']}.\n",
+              "| family | model | E | K | dtype | T | fused µs | % of floor | vs reference (eager) | vs compile | "
+              "vs max-autotune | fused µs at T <= 512 (max) | floor | eager | compile | small T |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for s in summary_rows(result):
+            L.append(f"| {s['family']} | {s['model']} | {s['E']} | {s['K']} | {s['dtype']} | {s['T']} | {s['fused_us']:.1f} | "
+                     f"{100 * s['floor_frac']:.0f}% | {s['vs_reference']:.1f}x ({s['reference']}) | {s['vs_compile']:.1f}x | "
+                     f"{s['vs_max_autotune']:.1f}x | {s['small_max_us']:.2f} | " + " | ".join(_mark(s['meets'][k]) for k in ("floor", "eager", "compile", "small")) + " |")
+        L.append("")
+    for key in sorted({case_key(r) for r in rows}):
+        fam, model, E, K, dt = key
+        sub_rows = [r for r in rows if case_key(r) == key]
+        impls = list(dict.fromkeys(r["impl"] for r in sub_rows))
+        ref = _role(rows, key, "reference")
+        L.append(f"## {fam} / {model}: E={E}, K={K}, {dt} (µs)\n")
+        L.append("| T | " + " | ".join(impls) + f" | fused vs {ref} | fused vs compile | fused vs max-autotune | "
+                 "fused vs sort_baseline | fused % of bytes floor | floor µs | checks |")
+        L.append("|---|" + "---|" * (len(impls) + 7))
+        for T in sorted({r["T"] for r in sub_rows}):
+            sub = [r for r in sub_rows if r["T"] == T]
+            f = _us(rows, "fused", T, key)
+            cells = [f"{_us(rows, i, T, key):.1f}" for i in impls]
             floor = sub[0]["floor_us"] if sub else float("nan")
             floor = float(floor) if isinstance(floor, str) else floor
             bad = [f"{r['impl']}: ids {'ok' if r['ids_ok'] else 'WRONG'}, weights {'ok' if r['weights_ok'] else 'WRONG'}"
                    + (f" ({r['note']})" if r["note"] else "") for r in sub if not (r["ids_ok"] and r["weights_ok"])]
             L.append(f"| {T} | " + " | ".join(cells)
-                     + f" | {_us(rows, 'softmax_all', T, E, dt) / f:.1f}x | {_us(rows, 'sort_baseline', T, E, dt) / f:.2f}x | "
+                     + f" | {_ratio(_us(rows, ref, T, key), f)} | {_ratio(_us(rows, 'compile', T, key), f)} | "
+                       f"{_ratio(_us(rows, 'compile-max-autotune', T, key), f)} | "
+                       f"{_ratio(_us(rows, 'sort_baseline', T, key), f, '.2f')} | "
                      f"{100 * floor / f:.0f}% | {floor:.2f} | {'all match the oracle' if not bad else '; '.join(bad)} |")
+        L.append("")
+    if result.get("skipped"):
+        L.append("Not timed (the implementation does not compute that router):\n")
+        L += [f"- {k}: {v}" for k, v in result["skipped"].items()]
         L.append("")
     notes = sorted({r["method"] for r in rows})
     L.append("Timing methods used: " + "; ".join(notes) + ".\n")
@@ -265,25 +411,30 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = result["rows"]
-    keys = sorted({(r["E"], r["dtype"]) for r in rows})
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), squeeze=False)
-    for ax, (E, dt) in zip(axes[0], keys):
-        for impl in IMPLS:
-            pts = sorted((r["T"], r["us"]) for r in rows if (r["impl"], r["E"], r["dtype"]) == (impl, E, dt)
+    keys = sorted({case_key(r) for r in rows})
+    cols = min(4, len(keys))
+    nrow = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(nrow, cols, figsize=(5.0 * cols, 4.0 * nrow), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        sub = [r for r in rows if case_key(r) == key]
+        for impl in dict.fromkeys(r["impl"] for r in sub):
+            pts = sorted((r["T"], r["us"]) for r in sub if r["impl"] == impl
                          and isinstance(r["us"], (int, float)) and r["us"] == r["us"])
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl)
-        floor = sorted({(r["T"], r["floor_us"]) for r in rows if (r["E"], r["dtype"]) == (E, dt)
-                        and isinstance(r["floor_us"], (int, float)) and r["floor_us"] == r["floor_us"]})
+        floor = sorted({(r["T"], r["floor_us"]) for r in sub
+                        if isinstance(r["floor_us"], (int, float)) and r["floor_us"] == r["floor_us"]})
         if floor:
             ax.plot([p[0] for p in floor], [p[1] for p in floor], "k--", label="bytes floor")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("T (tokens)")
         ax.set_ylabel("µs")
-        ax.set_title(f"E={E}, {dt}")
+        ax.set_title(f"{key[0]}/{key[1]} E={key[2]} K={key[3]} {key[4]}", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)

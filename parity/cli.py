@@ -404,15 +404,17 @@ def cmd_list(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from parity import bench, device
+    from parity import bench, device, routing
 
     out = Path(args.out or ("reports/bench/cpu" if device.KIND == "cpu" else "reports/bench/latest"))
-    only = tuple(n.strip() for n in args.impl.split(",") if n.strip()) if args.impl is not None else bench.IMPLS
+    only = tuple(n.strip() for n in args.impl.split(",") if n.strip()) if args.impl is not None else bench.ROLES
     try:
         bench.check_impls(only)
     except ValueError as exc:
         raise UsageError(f"--impl: {exc}") from exc
-    result = bench.run(out, progress=not args.no_progress, only=only)
+    families = _families(args.family, [f for f, _ in bench.CASES])
+    candidates = load_candidates(args.candidate or [], args.signature)
+    result = bench.run(out, progress=not args.no_progress, only=only, families=families, candidates=candidates)
     print(bench.markdown(result))
     print(f"bench: {out / 'bench.md'} (bench.json, bench.png beside it)")
     return EXIT_OK
@@ -536,8 +538,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="default: reports/bench/latest (GPU) or reports/bench/cpu")
     b.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     b.add_argument("--impl", default=None, metavar="A,B,...",
-                   help="time only these (default: all of softmax_all, topk_softmax, compile, "
-                        "compile-max-autotune, sort_baseline, fused); the torch.compile ones take minutes to build")
+                   help="time only these (default: all of reference, topk_softmax, compile, compile-max-autotune, "
+                        "sort_baseline, fused; a family's reference also by its name, e.g. softmax_all); the "
+                        "torch.compile ones take minutes to build")
+    b.add_argument("--family", action="append", metavar="F1,F2",
+                   help="the routing families to time (default: all, each at its real models' E and K)")
+    b.add_argument("--candidate", action="append", metavar="MODULE:FUNCTION",
+                   help="also time your kernel (or another project's) in every case it computes, checked against the oracle")
+    b.add_argument("--signature", action="append", help="how to call the candidates (as for sweep)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(fn=cmd_bench)
     ls = sub.add_parser("list", help="implementations, mutants, grids, distributions, policies")

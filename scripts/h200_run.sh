@@ -2,7 +2,9 @@
 # One batch on the H200 (device tool): the test suite on CUDA, the default and upstream sweeps,
 # and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
-# Usage: bash scripts/h200_run.sh [tests] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact] [bench] [properties] [multigpu] [split] [smallvec]
+# Usage: bash scripts/h200_run.sh [tests] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact]
+#        [bench] [probegrouped] [peers] [properties] [multigpu] [split] [smallvec]
+# peers needs the git-ignored peers/ directory carried (device tool: carry ["peers"]; benchmarks/peers.py).
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5), FUZZ_LIMIT,
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
@@ -23,6 +25,16 @@ for step in $steps; do
   case $step in
     tests) PARITY_SHARD=${TESTS_SHARD:-} timeout -s INT ${TESTS_LIMIT:-540} \
         python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=25 tests > "$LOGS/pytest_cuda.log" 2>&1 ;;
+    kernels) timeout ${KERNELS_LIMIT:-300} python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=10 tests/test_fused.py \
+        tests/test_fused_families.py tests/test_fused_grouped.py tests/test_bench.py tests/test_compile.py tests/test_kernel_parts.py \
+        tests/test_invariance.py > "$LOGS/pytest_kernels.log" 2>&1 ;;
+    probegrouped) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --out "$LOGS/probe-grouped.json" ${PROBE_TS:-250000 2048 64} \
+        > "$LOGS/probe-grouped.log" 2>&1 ;;
+    peers) { python3 -m benchmarks.peers
+        timeout 200 python3 -m parity.cli sweep --grid smoke --family gpt_oss --candidate benchmarks.peers:triton_kernels_topk \
+          --out reports/h200-peers --no-progress
+        timeout 200 python3 -m parity.cli bench --family gpt_oss --impl fused,reference --candidate benchmarks.peers:triton_kernels_topk \
+          --out reports/h200-peers/bench --no-progress; } > "$LOGS/peers.log" 2>&1 ;;
     default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$LOGS/sweep_default.log" 2>&1 ;;
     upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$LOGS/sweep_upstream.log" 2>&1 ;;
     candidates) PYTHONPATH=$PWD:$PWD/tests timeout ${CANDIDATES_LIMIT:-240} python3 -m parity.cli sweep --grid smoke --out reports/h200-candidates --no-progress \
@@ -42,7 +54,7 @@ for step in $steps; do
           --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --tiny-model 32 --out reports/h200-impact --no-progress > "$LOGS/impact.log" 2>&1
         timeout 120 python3 -m parity.cli impact --T 65536 --layer hf --hidden 512 --intermediate 256 \
           --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --out reports/h200-impact/hf --no-progress >> "$LOGS/impact.log" 2>&1 ;;
-    bench) timeout 220 python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$LOGS/bench.log" 2>&1 ;;
+    bench) timeout ${BENCH_LIMIT:-540} python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$LOGS/bench.log" 2>&1 ;;
     multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/h200x2-pytest \
         python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$LOGS/multigpu.log" ;;
     properties) PARITY_HYPOTHESIS_PROFILE=long PARITY_HYPOTHESIS_LONG_FACTOR=${LONG_FACTOR:-5} \

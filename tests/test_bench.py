@@ -1,23 +1,76 @@
-"""parity bench runs end to end (on the CPU: interpreter figures) and checks every row."""
+"""parity bench runs end to end (on the CPU: interpreter figures), covers every family at its real
+E and K, checks every row against the oracle, times candidates, and states the targets."""
 import json
+import math
 
-from parity import bench
+import torch
+
+from parity import bench, routing
 
 
-def test_bench_runs_and_checks_every_row(tmp_path):
+def test_bench_runs_every_family_and_checks_every_row(tmp_path):
     result = bench.run(tmp_path, Ts=(1, 33), dtypes=("bfloat16",), progress=False)
     rows = result["rows"]
     assert {r["impl"] for r in rows} >= {"fused", "softmax_all", "topk_softmax"}
-    assert all(r["ids_ok"] and r["weights_ok"] for r in rows), rows
+    assert {(r["family"], r["model"]) for r in rows} == {
+        (f, routing.family(f).model(m).name) for f, m in bench.CASES}
+    for r in rows:
+        m = routing.family(r["family"]).model(r["model"])
+        assert (r["E"], r["K"]) == (m.E, m.K)
+    assert all(r["ids_ok"] and r["weights_ok"] for r in rows), [r for r in rows if not (r["ids_ok"] and r["weights_ok"])]
     md = (tmp_path / "bench.md").read_text()
-    assert "fused" in md and ("Interpreter figures" in md or "Copy bandwidth" in md)
+    assert "deepseek_v3 / deepseek-v3: E=256, K=8" in md and "fused vs deepseek_official" in md
+    assert "Interpreter figures" in md or "Copy bandwidth" in md
     assert json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 
 def test_bench_times_only_the_chosen_implementations(tmp_path):
-    result = bench.run(tmp_path, Ts=(1,), dtypes=("float32",), progress=False, only=("fused", "softmax_all"))
-    assert {r["impl"] for r in result["rows"]} == {"fused", "softmax_all"}
+    result = bench.run(tmp_path, Ts=(1,), dtypes=("float32",), families=["gemma4", "llama4"], progress=False,
+                       only=("fused", "softmax_all"))
+    assert {(r["family"], r["impl"]) for r in result["rows"]} == {("gemma4", "fused"), ("gemma4", "softmax_all"),
+                                                                  ("llama4", "fused")}
+    result = bench.run(tmp_path, Ts=(1,), dtypes=("float32",), families=["llama4"], progress=False,
+                       only=("reference",))
+    assert {r["impl"] for r in result["rows"]} == {"hf_llama4"}
+
+
+def lowest_ids_first(gating_output, topk, router):
+    """A wrong candidate: the first K experts, uniform weights."""
+    T = gating_output.shape[0]
+    ids = torch.arange(topk, dtype=torch.int32, device=gating_output.device).expand(T, topk).contiguous()
+    return torch.full((T, topk), 1.0 / topk, device=gating_output.device), ids
+
+
+def softmax_only(gating_output, topk, router):
+    if router.score != "softmax":
+        raise NotImplementedError("computes softmax routers only")
+    return routing.get("softmax_fp32", "gpt_oss")(gating_output, topk, router)
+
+
+def test_candidates_are_timed_checked_and_skipped_where_they_do_not_apply(tmp_path):
+    result = bench.run(tmp_path, Ts=(16,), dtypes=("float32",), families=["gpt_oss", "llama4"], progress=False,
+                       only=("fused",), candidates={"wrong": lowest_ids_first, "softmax_only": softmax_only})
+    rows = {(r["family"], r["impl"]): r for r in result["rows"]}
+    assert not rows[("gpt_oss", "wrong")]["ids_ok"] and rows[("gpt_oss", "wrong")]["role"] == "candidate"
+    assert rows[("gpt_oss", "softmax_only")]["ids_ok"]
+    assert ("llama4", "softmax_only") not in rows
+    assert "softmax_only on llama4/llama4-maverick" in result["skipped"]
+    md = (tmp_path / "bench.md").read_text()
+    assert "wrong: ids WRONG" in md and "computes softmax routers only" in md
+
+
+def test_the_summary_states_each_target():
+    def row(impl, T, us, role):
+        return {"impl": impl, "T": T, "E": 128, "K": 8, "dtype": "bfloat16", "us": us, "floor_us": 20.0,
+                "family": "mixtral", "model": "qwen3-moe", "role": role}
+    rows = [row("fused", 1, 2.0, "fused"), row("fused", 250000, 50.0, "fused"),
+            row("hf_qwen_moe", 250000, 900.0, "reference"), row("compile", 250000, 400.0, "compile"),
+            row("compile-max-autotune", 250000, 200.0, "compile-max-autotune")]
+    (s,) = bench.summary_rows({"rows": rows})
+    assert math.isclose(s["floor_frac"], 0.4) and math.isclose(s["vs_reference"], 18.0)
+    assert s["meets"] == {"floor": False, "eager": False, "compile": False, "small": True}
+    assert s["small_max_us"] == 2.0
 
 
 def test_bench_cli_rejects_unknown_implementations(capsys):

@@ -1,8 +1,9 @@
 """parity's fused kernel for the families whose selection is Gemma4's (the top K logits, ties to the
-lower id): GPT-OSS (softmax over the K, a unit scale) and Llama 4 (a sigmoid per chosen logit).
-Ids exactly the oracle's, ties included; weights within FUSED_MAX_ULP fp32 ulps of the fp64 oracle;
-every dtype, odd E, K up to 64, strided rows, NaN/inf rows, T = 0, torch.compile; other routers
-refused by name."""
+lower id), through its four weight epilogues: softmax over the K (GPT-OSS, renormalising Mixtral /
+Qwen3), softmax over all E (Qwen2-MoE), a sigmoid per chosen logit (Llama 4), renormalised sigmoids
+with a scaling factor. Ids exactly the oracle's, ties included; weights within FUSED_MAX_ULP fp32
+ulps of the fp64 oracle; every dtype, odd E, K up to 64, strided rows, NaN/inf rows, T = 0,
+torch.compile. The grouped sigmoid router's kernel: tests/test_fused_grouped.py."""
 from __future__ import annotations
 
 import pytest
@@ -15,7 +16,9 @@ from parity.routing.oracle import route64
 from parity.routing.router import Router
 from routing_cases import DTYPES, FUSED_MAX_ULP, logits, tied_logits
 
-ROUTERS = {"gpt_oss": Router("softmax", renormalize=True), "llama4": Router("sigmoid", renormalize=False)}
+ROUTERS = {"gpt_oss": Router("softmax", renormalize=True), "llama4": Router("sigmoid", renormalize=False),
+           "qwen2_moe": Router("softmax", renormalize=False),
+           "sigmoid_renormalised_scaled": Router("sigmoid", renormalize=True, scaling_factor=2.827)}
 
 
 def check(g, K, router, max_ulp=FUSED_MAX_ULP):
@@ -55,7 +58,7 @@ def test_empty_batch(family, dev):
     assert w.shape == ids.shape == (0, 4)
 
 
-@pytest.mark.parametrize("family", ROUTERS)
+@pytest.mark.parametrize("family", ["gpt_oss", "llama4", "mixtral", "deepseek_v3"])
 def test_the_family_takes_the_kernel_as_its_own(family):
     fam = routing.family(family)
     assert fam.kernels == ("fused",) and fam.stand_in == "fused" and fam.arithmetic["fused"] == "fp32"
@@ -70,10 +73,24 @@ def test_torch_compile_captures_the_call(dev):
     assert torch.equal(ids, ids2) and torch.equal(w, w2)
 
 
-@pytest.mark.parametrize("router,name", [
-    (Router("sigmoid", renormalize=True), "renormalize"), (Router("softmax", renormalize=False), "renormalize"),
-    (Router("softmax", renormalize=True, scaling_factor=2.5), "scaling_factor"),
-    (Router("softmax", renormalize=True, n_group=8, topk_group=4), "n_group")])
-def test_other_routers_are_refused_by_name(router, name, dev):
-    with pytest.raises(ValueError, match=f"^{name}: the fused kernel takes"):
-        fused.route(logits(4, 128, torch.float32, dev), 4, router)
+def test_a_positive_infinity_makes_a_softmax_over_all_nan_as_torch_does(dev):
+    """Softmax over all E of a row holding +inf: NaN for every weight (inf - inf), as torch.softmax
+    and float64 arithmetic give; the oracle once gave NaN, 0, 0 (nan_to_num turned +inf finite)."""
+    g = logits(3, 16, torch.float32, dev, seed=9)
+    g[1, 4] = float("inf")
+    router = ROUTERS["qwen2_moe"]
+    assert torch.isnan(torch.softmax(g[1].cpu(), -1)).all()
+    assert torch.isnan(route64(g, 2, router)[0][1]).all()
+    assert torch.isnan(fused.route(g, 2, router)[0][1]).all()
+    check(g, 2, router)
+
+
+def test_routers_with_a_bias_or_groups_go_to_the_grouped_kernel(dev, monkeypatch):
+    from parity.routing import fused_grouped
+
+    seen = []
+    monkeypatch.setattr(fused_grouped, "route", lambda g, K, r: seen.append(r) or ("grouped", K))
+    bias = torch.zeros(128, device=dev)
+    for router in (Router("sigmoid", True, 2.5, 8, 4), Router("sigmoid", True, correction_bias=bias)):
+        assert fused.route(logits(4, 128, torch.float32, dev), 4, router) == ("grouped", 4)
+    assert len(seen) == 2

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from parity.routing import fused
 from parity.routing.contract import validate_router
 from parity.routing.family import Family, Layer, Model, Mutant
 from parity.routing.generic import route_fp32
@@ -110,10 +111,11 @@ FAMILY = Family(
         Model("glm-4.5", 160, 8, {"scaling_factor": 2.5}, "GLM-4.5: 160 experts, top 8, one group, 2.5",
               Layer(5120, 1536, source="GLM-4.5: hidden 5120, moe_intermediate_size 1536")),
     ),
-    implementations={"hf_deepseek_v3": hf_deepseek_v3, "deepseek_official": deepseek_official},
-    stand_in="hf_deepseek_v3",
+    implementations={"fused": fused.route, "hf_deepseek_v3": hf_deepseek_v3, "deepseek_official": deepseek_official},
+    stand_in="fused",
+    kernels=("fused",),
     reference="deepseek_official",
-    arithmetic={"hf_deepseek_v3": "fp32", "deepseek_official": "input-dtype"},
+    arithmetic={"fused": "fp32", "hf_deepseek_v3": "fp32", "deepseek_official": "input-dtype"},
     roundings={"deepseek_official": 4},   # sigmoid, sum, division, scaling
     mutants={
         "mutant-bias-in-weights": Mutant(bias_in_weights, "Weights from the biased scores (vLLM #12002); any weight comparison catches it."),

@@ -52,8 +52,13 @@ from parity.routing.kernel_parts import (
     exact_topk,
     load_fp32,
     packed_keys,
+    SIGMOID,
+    SOFTMAX_ALL,
+    SOFTMAX_K,
+    chosen_scores,
     packed_pair_keys,
-    write_routing,
+    softmax_over_all,
+    store_routing,
 )
 
 MAX_EXPERTS = 4096
@@ -71,7 +76,7 @@ def route_kernel(
     LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr,
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
-    SIGMOID: tl.constexpr,
+    SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -115,8 +120,12 @@ def route_kernel(
     # from the packed keys instead left the softmax below replicated 16 times (reports/bench/NOTES.md,
     # "v2, trimmed").
     v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
-    write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
-                  K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCALE_IS_BF16, SIGMOID)
+    if SCORE == 2:
+        probs = softmax_over_all(v, row_ptr, row_ok, stride_ge, E, slots, BLOCK_T, BLOCK_E, LOG2_BLOCK_E,
+                                 ACCURATE_EXP, IS_BF16, EVEN_E)
+    else:
+        probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCORE, RENORM)
+    store_routing(probs, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K, SCALE_IS_BF16)
 
 
 # The launch table, chosen by measurement on one H200 (reports/bench/NOTES.md, "v5: rows across
@@ -222,10 +231,11 @@ class Launch:
 
 
 def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor, *,
-         interpreter: bool = device.INTERPRETER, sigmoid: bool = False) -> Launch:
+         interpreter: bool = device.INTERPRETER, score: int = SOFTMAX_K, renormalize: bool = True) -> Launch:
     """The launch for these (validated) arguments: the table's tile, and the compile-time
-    arguments that follow from the problem, not from tuning. ``sigmoid``: each chosen logit's
-    sigmoid instead of the softmax over the K (Llama 4)."""
+    arguments that follow from the problem, not from tuning. ``score``: what the weights are
+    (kernel_parts.SOFTMAX_K, SIGMOID, SOFTMAX_ALL); ``renormalize``: a sigmoid's renormalisation
+    over the K."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter)
     col_bits = max(1, (t.block_e - 1).bit_length())
@@ -239,54 +249,60 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         **dtype_flags(gating_output, per_expert_scale, interpreter=interpreter),
         "EVEN_E": E == t.block_e, "KEY16": gating_output.dtype.itemsize == 2,
         "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype], "PAIRS": reads_pairs(gating_output),
-        "SIGMOID": sigmoid,
+        "SCORE": score, "RENORM": renormalize, "LOG2_BLOCK_E": t.block_e.bit_length() - 1,
     })
 
 
-def _launch(gating_output, topk, per_expert_scale, weights, ids) -> None:
-    plan(gating_output, topk, per_expert_scale).run(gating_output, per_expert_scale, weights, ids)
+def _launcher(score: int, renormalize: bool = True):
+    def launch(gating_output, topk, per_expert_scale, weights, ids) -> None:
+        plan(gating_output, topk, per_expert_scale, score=score, renormalize=renormalize).run(
+            gating_output, per_expert_scale, weights, ids)
+    return launch
 
 
-def _launch_sigmoid(gating_output, topk, per_expert_scale, weights, ids) -> None:
-    plan(gating_output, topk, per_expert_scale, sigmoid=True).run(gating_output, per_expert_scale, weights, ids)
-
-
-fused = TritonRouting("fused_route", _launch, MAX_EXPERTS,
+fused = TritonRouting("fused_route", _launcher(SOFTMAX_K), MAX_EXPERTS,
                       """Fused routing: (weights fp32 [T, K], ids int32 [T, K]); ids exactly the oracle's.""")
-fused_sigmoid = TritonRouting("fused_sigmoid_route", _launch_sigmoid, MAX_EXPERTS,
+fused_sigmoid = TritonRouting("fused_sigmoid_route", _launcher(SIGMOID, renormalize=False), MAX_EXPERTS,
                               """Fused routing with a sigmoid per chosen logit (the same selection, Llama 4's
                               weights): (weights fp32 [T, K], ids int32 [T, K]).""")
+fused_sigmoid_renorm = TritonRouting("fused_sigmoid_renorm_route", _launcher(SIGMOID), MAX_EXPERTS,
+                                     """Fused routing with the chosen logits' sigmoids renormalised over the K.""")
+fused_softmax_all = TritonRouting("fused_softmax_all_route", _launcher(SOFTMAX_ALL), MAX_EXPERTS,
+                                  """Fused routing with the softmax over all E, not renormalised (Qwen2-MoE):
+                                  (weights fp32 [T, K], ids int32 [T, K]).""")
+EPILOGUES = {("softmax", True): fused, ("softmax", False): fused_softmax_all,
+             ("sigmoid", False): fused_sigmoid, ("sigmoid", True): fused_sigmoid_renorm}
+"""One kernel source, four weight epilogues (compile-time SCORE and RENORM): the router's
+(score, renormalize) picks the op."""
 
-_ONES: dict = {}
+_SCALES: dict = {}
 
 
-def unit_scale(E: int, device_: torch.device) -> torch.Tensor:
-    """A float32 scale of ones [E] on the device (kept: the families without a per-expert scale
-    call the same kernel with it)."""
-    key = (E, str(device_))
-    if key not in _ONES:
-        _ONES[key] = torch.ones(E, dtype=torch.float32, device=device_)
-    return _ONES[key]
+def router_scale(router, E: int, device_: torch.device) -> torch.Tensor:
+    """The scale the kernel multiplies the weights by: the router's per_expert_scale, times its
+    scaling_factor in float64 when that is not 1 (the kernel multiplies a float64 scale in float64
+    and rounds once, as the oracle does), or a cached vector of ones / of the factor."""
+    sf = router.scaling_factor
+    if router.per_expert_scale is not None:
+        return router.per_expert_scale if sf == 1.0 else router.per_expert_scale.double() * sf
+    key = (E, sf, str(device_))
+    if key not in _SCALES:
+        _SCALES[key] = torch.full((E,), sf, dtype=torch.float32 if sf == 1.0 else torch.float64, device=device_)
+    return _SCALES[key]
 
 
 def route(gating_output: torch.Tensor, topk: int, router) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fused kernel for a family's Router (parity.routing.router): the same selection (the top K
-    logits, exactly the oracle's, ties to the lower id), then the softmax over the K times the
-    per-expert scale (a unit scale where the router has none: GPT-OSS, renormalising Mixtral/Qwen),
-    or each chosen logit's sigmoid (Llama 4). Other routers (selection by biased sigmoid scores,
-    groups, a softmax over all E without renormalisation, a scaling factor) are not this kernel's:
-    a ValueError names the parameter."""
+    """parity's fused kernels for a family's Router (parity.routing.router). Selection by the logits
+    (no correction bias, one group): this module's kernel, ids exactly the oracle's (ties to the
+    lower id), weights by the router's score: softmax over the K (Gemma4, GPT-OSS, renormalising
+    Mixtral/Qwen), softmax over all E (Qwen2-MoE), a sigmoid per chosen logit, renormalised or not
+    (Llama 4); times the per-expert scale and the scaling factor. Selection by biased sigmoid scores
+    and groups (DeepSeek-V3, Kimi K2, GLM-4.5): parity.routing.fused_grouped."""
     from parity.routing.contract import validate_router
 
     validate_router(gating_output, topk, router, max_experts=MAX_EXPERTS)
-    for name, ok in (("correction_bias", router.correction_bias is None), ("n_group", router.n_group == 1),
-                     ("scaling_factor", router.scaling_factor == 1.0),
-                     ("renormalize", router.renormalize == (router.score == "softmax"))):
-        if not ok:
-            raise ValueError(f"{name}: the fused kernel takes a softmax over the K (renormalised) or a sigmoid per "
-                             f"expert, without bias, groups or a scaling factor; got {name}={getattr(router, name)!r}")
-    scale = router.per_expert_scale
-    if scale is None:
-        scale = unit_scale(gating_output.shape[1], gating_output.device)
-    kernel = fused if router.score == "softmax" else fused_sigmoid
-    return kernel(gating_output, topk, scale)
+    if router.correction_bias is not None or router.n_group > 1:
+        from parity.routing import fused_grouped
+        return fused_grouped.route(gating_output, topk, router)
+    kernel = EPILOGUES[(router.score, router.renormalize)]
+    return kernel(gating_output, topk, router_scale(router, gating_output.shape[1], gating_output.device))

@@ -103,34 +103,86 @@ def pairwise_sum(e, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: 
     return tl.reshape(e, [BLOCK_T])
 
 
+SOFTMAX_K, SIGMOID, SOFTMAX_ALL = 0, 1, 2
+"""The score a kernel's weights take (its SCORE constexpr): softmax over the K chosen logits
+(renormalised softmax), each chosen logit's sigmoid (renormalised over the K under RENORM), or the
+softmax over all E without renormalisation (the caller passes the row's denominator)."""
+
+
 @triton.jit
-def write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
-                   K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
-                   LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
-                   SIGMOID: tl.constexpr = False):
-    """Weights from the chosen logits v [BLOCK_T, BLOCK_K] (largest first) and their ids: softmax
-    over the first K (or, with SIGMOID, each logit's sigmoid: Llama 4), times the expert's scale;
-    store both. Every kernel that ends here (fused, the variants under benchmarks/variants) gives
-    the same weights bit for bit whenever its ids agree."""
+def sigmoid(v, ACCURATE_EXP: tl.constexpr):
+    """1 / (1 + exp(-v)) in fp32: exp accurate to about an ulp, then one add and one division;
+    +inf gives 1, -inf 0, NaN NaN."""
+    if ACCURATE_EXP:
+        e = libdevice.exp(-v)
+    else:
+        e = tl.exp(-v)
+    return 1.0 / (1.0 + e)
+
+
+@triton.jit
+def chosen_scores(v, slots, K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                  LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, SCORE: tl.constexpr,
+                  RENORM: tl.constexpr):
+    """Scores [BLOCK_T, BLOCK_K] of the chosen logits v (largest first) for SCORE SOFTMAX_K or
+    SIGMOID: the softmax over the first K, or each logit's sigmoid, renormalised over the K when
+    RENORM. Sums run in a fixed pairwise tree, so no launch layout changes a bit."""
     slot_ok = slots < K
-    if SIGMOID:
-        # 1 / (1 + exp(-v)): exp accurate to about an ulp, then one add and one division; +inf
-        # gives 1, -inf 0, NaN NaN
-        if ACCURATE_EXP:
-            e = libdevice.exp(-v)
-        else:
-            e = tl.exp(-v)
-        probs = 1.0 / (1.0 + e)
+    if SCORE == 1:
+        probs = sigmoid(v, ACCURATE_EXP)
+        if RENORM:
+            probs = tl.where(slot_ok[None, :], probs, 0.0)
+            probs = probs / pairwise_sum(probs, BLOCK_T, BLOCK_K, LOG2_BLOCK_K)[:, None]
     else:
         # The first slot holds the largest logit; a sum of one value and zeros extracts it with NaN
         # and inf intact, and a NaN or +inf there makes every weight of that row (only) NaN.
         first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)
         e = tl.where(slot_ok[None, :], exp_shifted(v, first[:, None], ACCURATE_EXP), 0.0)
         probs = e / pairwise_sum(e, BLOCK_T, BLOCK_K, LOG2_BLOCK_K)[:, None]
+    return probs
+
+
+@triton.jit
+def softmax_over_all(v, row_ptr, row_ok, stride_ge, E, slots, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr,
+                     LOG2_BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr,
+                     EVEN_E: tl.constexpr):
+    """Softmax probabilities over all E logits of the chosen ones v [BLOCK_T, BLOCK_K] (largest
+    first), not renormalised: exp(v - max) / sum over the row of exp(x - max). The row is read again
+    (cache hits) as one [BLOCK_T, BLOCK_E] tile and summed in a fixed pairwise tree, so the
+    denominator's bits do not depend on the launch layout (batch invariance). A NaN or +inf in the
+    row, or a row of -inf, gives NaN weights, as the oracle's float64 arithmetic does."""
+    first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)[:, None]
+    cols = tl.arange(0, BLOCK_E)
+    mask = row_ok[:, None]
+    if not EVEN_E:
+        mask = mask & (cols < E)[None, :]
+    e = exp_shifted(load_fp32(row_ptr[:, None] + cols[None, :] * stride_ge, mask, IS_BF16), first, ACCURATE_EXP)
+    if not EVEN_E:
+        e = tl.where((cols < E)[None, :], e, 0.0)
+    return exp_shifted(v, first, ACCURATE_EXP) / pairwise_sum(e, BLOCK_T, BLOCK_E, LOG2_BLOCK_E)[:, None]
+
+
+@triton.jit
+def store_routing(probs, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
+                  K: tl.constexpr, SCALE_IS_BF16: tl.constexpr):
+    """Weights = probs times the expert's scale (a float64 scale in float64, rounded once); store
+    weights and ids [BLOCK_T, BLOCK_K] for the first K slots of the rows in range."""
     weights = scaled_weights(probs, scale_ptr + top_id * stride_s, out_ok, SCALE_IS_BF16)
     out = rows64[:, None] * K + slots[None, :]
     tl.store(weights_ptr + out, weights, mask=out_ok)
     tl.store(ids_ptr + out, top_id, mask=out_ok)
+
+
+@triton.jit
+def write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
+                   K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                   LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
+                   SCORE: tl.constexpr = 0, RENORM: tl.constexpr = True):
+    """Weights from the chosen logits v [BLOCK_T, BLOCK_K] (largest first) and their ids
+    (chosen_scores, then store_routing). Every kernel that ends here (fused, the variants under
+    benchmarks/variants) gives the same weights bit for bit whenever its ids agree."""
+    probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCORE, RENORM)
+    store_routing(probs, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K, SCALE_IS_BF16)
 
 
 @triton.jit

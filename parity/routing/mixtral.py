@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from parity.routing import fused
 from parity.routing.contract import validate_router
 from parity.routing.family import Family, Layer, Model, Mutant
 from parity.routing.generic import route_fp32
@@ -72,10 +73,12 @@ FAMILY = Family(
               Layer(2048, 1408, source="Qwen1.5-MoE-A2.7B: hidden 2048, moe_intermediate_size 1408 (transformers' "
                                        "defaults; the shared expert is not routed)")),
     ),
-    implementations={"hf_mixtral": hf_mixtral, "hf_qwen_moe": hf_qwen_moe, "softmax_topk": softmax_topk},
-    stand_in="hf_mixtral",
+    implementations={"fused": fused.route, "hf_mixtral": hf_mixtral, "hf_qwen_moe": hf_qwen_moe,
+                     "softmax_topk": softmax_topk},
+    stand_in="fused",
+    kernels=("fused",),
     reference="hf_qwen_moe",
-    arithmetic={"hf_mixtral": "fp32", "hf_qwen_moe": "input-dtype", "softmax_topk": "input-dtype"},
+    arithmetic={"fused": "fp32", "hf_mixtral": "fp32", "hf_qwen_moe": "input-dtype", "softmax_topk": "input-dtype"},
     roundings={"hf_qwen_moe": 1, "softmax_topk": 3},   # the cast back; softmax, sum, division
     mutants={
         "mutant-renorm-flag-ignored": Mutant(renorm_flag_ignored, "Renormalises when the model says not to and the reverse; any weight comparison catches it."),

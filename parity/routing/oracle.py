@@ -85,8 +85,9 @@ def route64(gating_output: torch.Tensor, topk: int, per_expert_scale):
         weights = e / e.sum(dim=-1, keepdim=True)
     elif router.score == "softmax":
         x = gating_output.double()
-        top = x.nan_to_num(nan=float("inf")).amax(-1, keepdim=True)
-        top = torch.where(torch.isnan(x).any(-1, keepdim=True), float("nan"), top)
+        # the row's largest logit, NaN on top (nan_to_num would also turn +inf into the largest
+        # finite double, giving a +inf row weights NaN, 0, 0 where float64 arithmetic gives NaN)
+        top = torch.where(torch.isnan(x).any(-1, keepdim=True), float("nan"), x.amax(-1, keepdim=True))
         weights = torch.exp(values - top) / torch.exp(x - top).sum(-1, keepdim=True)
     else:
         s = torch.sigmoid(values)

@@ -1,0 +1,85 @@
+"""Probe: time parity's grouped sigmoid kernel (parity.routing.fused_grouped) over tiles (rows per
+program, warps) on the GPU, for reports/bench/NOTES.md, and the cost of its float64 fallback.
+Launched directly (no Python-side validation), timed under CUDA-graph replay
+(triton.testing.do_bench_cudagraph, median) with input copies rotated beyond L2; every
+configuration's ids are checked against the oracle's (the fallback-free rows are only counted:
+how many rows the fp32 keys alone would have routed otherwise).
+
+python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--out FILE.json] [T ...]
+"""
+import argparse
+import json
+
+import torch
+
+from parity import routing  # before triton: parity decides TRITON_INTERPRET
+from parity.provenance import Run
+from parity.routing import fused, fused_grouped
+from parity.routing.kernel_parts import empty_outputs
+from parity.routing.oracle import route64
+from triton.testing import do_bench_cudagraph  # noqa: E402
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+TILES = [(1, 1), (2, 1), (4, 1), (8, 1), (16, 1), (4, 2), (8, 2), (16, 2), (32, 4)]
+ROTATE_BYTES = 512 << 20
+
+
+def launcher(g, K, router, bias, scale, w, ids, **override):
+    launch = fused_grouped.plan(g, K, bias, scale, router.n_group, router.topk_group, router.renormalize, **override)
+    return launch, (lambda: launch.run(g, bias, scale, w, ids))
+
+
+def probe(model: str, dtype: torch.dtype, T: int, tiles) -> list[dict]:
+    fam = routing.family("deepseek_v3")
+    m = fam.model(model)
+    router = fam.make_router(m, "randn", 0, device="cuda")
+    gen = torch.Generator().manual_seed(T)
+    size = T * m.E * dtype.itemsize
+    copies = max(1, min(16, ROTATE_BYTES // size)) if size * 4 > (60 << 20) else 1
+    gs = [torch.randn(T, m.E, generator=gen).to(dtype).cuda() for _ in range(copies)]
+    oid = route64(gs[0], m.K, router)[1].cpu()
+    bias, scale = router.correction_bias.float(), fused.router_scale(router, m.E, gs[0].device)
+    rows = []
+    default = fused_grouped.plan(gs[0], m.K, bias, scale, router.n_group, router.topk_group, True)
+    for block_t, warps, fallback in [(default.block_t, default.num_warps, True)] + \
+            [(b, wp, True) for b, wp in tiles] + [(default.block_t, default.num_warps, False)]:
+        if block_t > max(1, T):
+            continue
+        w, ids = empty_outputs(gs[0], m.K)
+        launch, _ = launcher(gs[0], m.K, router, bias, scale, w, ids, block_t=block_t, num_warps=warps, fallback=fallback)
+        launch.run(gs[0], bias, scale, w, ids)
+        wrong = int((ids.cpu().long() != oid).any(1).sum())
+        outs = [empty_outputs(g, m.K) for g in gs]
+        i = [0]
+
+        def call():
+            g = gs[i[0] % len(gs)]
+            launch.run(g, bias, scale, *outs[i[0] % len(gs)])
+            i[0] += 1
+        us = do_bench_cudagraph(call, rep=200) * 1e3
+        rows.append({"model": model, "E": m.E, "K": m.K, "n_group": router.n_group, "dtype": str(dtype).removeprefix("torch."),
+                     "T": T, "block_t": block_t, "warps": warps, "fallback": fallback, "us": us,
+                     "rows_not_the_oracles": wrong, "table": (block_t, warps) == (default.block_t, default.num_warps)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="deepseek-v3,kimi-k2,glm-4.5")
+    ap.add_argument("--dtypes", default="bf16,fp32")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
+    a = ap.parse_args()
+    rows = []
+    for model in a.models.split(","):
+        for dt in a.dtypes.split(","):
+            for T in a.Ts:
+                rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3])
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""parity's fused kernel for the grouped sigmoid router (DeepSeek-V3 / R1, Kimi K2, GLM-4.5):
+ids exactly the oracle's (ties, near ties, NaN on top, groups), weights within FUSED_MAX_ULP fp32
+ulps; the fp32 fast path, the exact ordering of nearly tied picks and the float64 fallback each
+shown to matter; strides, special values, T = 0, torch.compile."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from parity import routing
+from parity.numerics import ulp_error
+from parity.routing import fused, fused_grouped
+from parity.routing.kernel_parts import empty_outputs
+from parity.routing.oracle import route64
+from parity.routing.router import Router
+from routing_cases import DTYPES, FUSED_MAX_ULP, logits, tied_logits
+
+# (E, K, n_group, topk_group, scaling factor): the three models, odd group sizes, K up to 64
+SHAPES = {"deepseek-v3": (256, 8, 8, 4, 2.5), "kimi-k2": (384, 8, 1, 1, 2.827), "glm-4.5": (160, 8, 1, 1, 2.5),
+          "odd-groups": (60, 6, 6, 3, 1.0), "k64": (128, 64, 4, 2, 1.0), "tiny": (7, 7, 1, 1, 1.0)}
+
+
+def router_for(shape: str, dev, *, bias: str = "spread", renormalize: bool = True) -> Router:
+    E, _, n_group, topk_group, sf = SHAPES[shape]
+    gen = torch.Generator().manual_seed(E)
+    b = {"spread": 5.0 + 0.05 * torch.randn(E, generator=gen), "tied": torch.full((E,), 5.0),
+         "wide": 3.0 * torch.randn(E, generator=gen)}[bias]
+    return Router("sigmoid", renormalize, sf, n_group, topk_group, correction_bias=b.to(dev))
+
+
+def check(g, K, router, max_ulp=FUSED_MAX_ULP, out=None):
+    w, ids = out if out is not None else fused.route(g, K, router)
+    ow, oid = route64(g, K, router)
+    assert w.dtype == torch.float32 and ids.dtype == torch.int32 and w.shape == ids.shape == (g.shape[0], K)
+    wrong = (ids.long().cpu() != oid.long().cpu()).any(1)
+    assert not wrong.any(), f"ids differ from the oracle's in rows {wrong.nonzero().flatten()[:8].tolist()}"
+    both_nan = torch.isnan(w.double().cpu()) & torch.isnan(ow.cpu())
+    err = ulp_error(w.cpu(), ow.cpu())
+    err = torch.where(both_nan | (w.double().cpu() == ow.cpu()), 0.0, err)
+    assert float(err.max()) <= max_ulp, f"weights {float(err.max()):.2f} ulp from the oracle"
+
+
+def launch(g, K, router, **overrides):
+    """The kernel with a forced tile (and, for the tests that show the fallback matters, without it)."""
+    bias = router.correction_bias.float()
+    scale = fused.router_scale(router, g.shape[1], g.device)
+    w, ids = empty_outputs(g, K)
+    fused_grouped.plan(g, K, bias, scale, router.n_group, router.topk_group, router.renormalize,
+                       **overrides).run(g, bias, scale, w, ids)
+    return w, ids
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_random_normal_matches_oracle(shape, dtype, dev):
+    E, K = SHAPES[shape][:2]
+    check(logits(200, E, dtype, dev, seed=E + K, spread=2.0), K, router_for(shape, dev))
+
+
+@pytest.mark.parametrize("bias", ["tied", "wide"])
+@pytest.mark.parametrize("shape", ["deepseek-v3", "odd-groups"])
+def test_tied_keys_and_wide_biases(shape, bias, dev):
+    """One bias for all (keys tie wherever bf16 logits do, groups tie), or a bias spread so wide that
+    keys saturate the fixed-point distance (every row through float64)."""
+    E, K = SHAPES[shape][:2]
+    check(tied_logits(300, E, dev, seed=1), K, router_for(shape, dev, bias=bias))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_saturated_sigmoids(dtype, dev):
+    """Logits far out: fp32 sigmoids round to 1 (or 0) where float64 ones still differ."""
+    check(logits(200, 256, dtype, dev, seed=4, spread=30.0), 8, router_for("deepseek-v3", dev))
+
+
+def test_without_renormalisation(dev):
+    check(logits(100, 160, torch.bfloat16, dev, seed=2), 8, router_for("glm-4.5", dev, renormalize=False))
+
+
+def near_tie_rows(dev) -> torch.Tensor:
+    """Rows of one group with one bias, whose two best logits (ids 0 and 1, expert 1 higher by 5e-7)
+    give float64 keys 1.25e-7 apart that round to the same fp32 key: the fp32 keys alone choose
+    expert 0 (the lower id) where the oracle chooses 1."""
+    g = torch.full((4, 16), -4.0)
+    g[:, 0], g[:, 1] = 0.0, 5e-7
+    return g.to(dev)
+
+
+@pytest.mark.parametrize("K", [1, 2])
+def test_the_float64_fallback_decides_near_ties(K, dev):
+    """K = 1: the tie lies across the K-th place (the block reroutes from float64 keys); K = 2: both
+    are chosen and only their order is in question (the K picks are reordered by float64 keys)."""
+    router = Router("sigmoid", True, correction_bias=torch.full((16,), 5.0, device=dev))
+    g = near_tie_rows(dev)
+    assert route64(g, K, router)[1][0, 0] == 1
+    w, ids = launch(g, K, router, block_t=1, fallback=False)
+    assert (ids[:, 0] == 0).all(), "the planted rows no longer tie in fp32: the test shows nothing"
+    check(g, K, router, out=launch(g, K, router, block_t=1))
+    check(g, K, router, out=launch(g, K, router, block_t=4))
+
+
+@pytest.mark.parametrize("block_t", [1, 4])
+def test_small_tiles_route_like_one_tile(block_t, dev):
+    """The fast path decides most blocks alone when they are small; ids and weights as with one tile
+    (which, holding some ambiguous row, routes every row from float64 keys)."""
+    router = router_for("deepseek-v3", dev)
+    g = logits(32, 256, torch.float32, dev, seed=7, spread=2.0)
+    one = launch(g, 8, router, block_t=32)
+    small = launch(g, 8, router, block_t=block_t)
+    check(g, 8, router, out=small)
+    assert torch.equal(one[1], small[1]) and torch.equal(one[0], small[0])
+
+
+def test_strided_rows_and_special_values(dev):
+    router = router_for("deepseek-v3", dev)
+    base = logits(64, 512, torch.float32, dev, seed=3, spread=4.0)
+    g = base[::2, ::2]                                   # row and column strides
+    g[0, 5], g[1, 7], g[2, :], g[3, :] = float("inf"), float("nan"), float("-inf"), float("nan")
+    check(g, 8, router)
+
+
+def test_empty_batch(dev):
+    w, ids = fused.route(torch.empty(0, 256, dtype=torch.bfloat16, device=dev), 8, router_for("deepseek-v3", dev))
+    assert w.shape == ids.shape == (0, 8)
+
+
+def test_torch_compile_captures_the_call(dev):
+    router = router_for("deepseek-v3", dev)
+    g = logits(33, 256, torch.bfloat16, dev, seed=5)
+    w, ids = torch.compile(lambda x: fused.route(x, 8, router), fullgraph=True)(g)
+    w2, ids2 = fused.route(g, 8, router)
+    assert torch.equal(ids, ids2) and torch.equal(w, w2)
+
+
+def test_a_softmax_router_with_groups_is_refused_by_name(dev):
+    with pytest.raises(ValueError, match="^score: the grouped kernel"):
+        fused.route(logits(4, 128, torch.float32, dev), 4, Router("softmax", True, 1.0, 8, 4))
+
+
+def test_the_family_lists_the_kernel():
+    fam = routing.family("deepseek_v3")
+    assert fam.kernels == ("fused",) and routing.get("fused", "deepseek_v3") is fused.route
