@@ -20,7 +20,7 @@ from parity.routing.oracle import route64
 from triton.testing import do_bench_cudagraph  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-TILES = [(1, 1), (2, 1), (4, 1), (8, 1), (16, 1), (4, 2), (8, 2), (16, 2), (32, 4)]
+TILES = [(1, 1), (2, 1), (4, 1), (2, 2), (4, 2), (8, 2), (8, 4), (16, 4)]
 ROTATE_BYTES = 512 << 20
 
 

@@ -254,6 +254,9 @@ def run(out_dir: Path, *, Ts=None, dtypes=None, families=None, progress: bool = 
     fns, fns_key = {}, None
     for case, T in grid:
         if case != fns_key:
+            if rows:   # what is measured so far survives a time limit
+                write({"meta": clock.meta(copy_bandwidth_TBps=bw / 1e12, graph_calls=GRAPH_CALLS, reps=REPS),
+                       "rows": [asdict(r) for r in rows], "skipped": skipped}, out_dir, plots=False)
             if on_gpu:
                 torch._dynamo.reset()   # each case compiles its own reference
             fns, fns_key = implementations(case, device.INTERPRETER, only, candidates), case
@@ -283,11 +286,12 @@ def run(out_dir: Path, *, Ts=None, dtypes=None, families=None, progress: bool = 
     return result
 
 
-def write(result: dict, out_dir: Path) -> None:
+def write(result: dict, out_dir: Path, plots: bool = True) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(jsonable(result), indent=1))
     (out_dir / "bench.md").write_text(markdown(result))
-    plot(result, out_dir / "bench.png")
+    if plots:
+        plot(result, out_dir / "bench.png")
 
 
 TARGETS = {"floor": 0.5, "eager": 20.0, "compile": 5.0, "small_us": 2.5, "small_T": 512}

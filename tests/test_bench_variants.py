@@ -24,7 +24,7 @@ def test_v3_bitonic_network_routes_like_fused(dtype, E, K, lanes, dev):
     ids = torch.full((T, K), -1, dtype=torch.int32, device=dev)
     v3._network_kernel[(triton.cdiv(T, block_t),)](
         g, s, w, ids, T, E, g.stride(0), g.stride(1), s.stride(0), BLOCK_T=block_t, BLOCK_E=block_e,
-        **plan(g, K, s).constexprs, **v3.network_args(g, block_e, block_t, lanes))
+        **{**plan(g, K, s).constexprs, **v3.network_args(g, block_e, block_t, lanes)})
     assert torch.equal(ids.long(), route64(g, K, s)[1])
     w_fused, _ = fused(g, K, s)
     assert torch.equal(w, w_fused)

@@ -33,7 +33,6 @@ from triton.language.extra import libdevice
 
 from parity import device
 from parity.routing.kernel_parts import (
-    SIGMOID,
     chosen_scores,
     dtype_flags,
     empty_outputs,
@@ -115,138 +114,182 @@ def exact_grouped(x, bias64, valid, col, slots, K: tl.constexpr, TOPK_GROUP: tl.
 
 
 @triton.jit
-def order_exactly(top_id, row_ptr, bias_ptr, stride_ge, stride_b, out_ok, slots, IS_BF16: tl.constexpr,
-                  ACCURATE_EXP: tl.constexpr):
-    """The chosen ids [BLOCK_T, BLOCK_K] (the right K) put in the oracle's order: by their float64
-    keys, largest first, ties to the lower id. For blocks where two of the K were too close for the
-    fp32 keys to order them."""
-    MIN64: tl.constexpr = -9223372036854775807 - 1
-    x = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16).to(tl.float64)
-    if ACCURATE_EXP:
-        e = libdevice.exp(-x)
-    else:
-        e = tl.exp(-x)
-    b = tl.load(bias_ptr + top_id * stride_b, mask=out_ok, other=0.0).to(tl.float64)
-    key = tl.where(out_ok, _f64_key(1.0 / (1.0 + e) + b), MIN64)
-    ki, kj = key[:, :, None], key[:, None, :]
-    before = (kj > ki) | ((kj == ki) & (top_id[:, None, :] < top_id[:, :, None]))
-    rank = tl.sum(before.to(tl.int32), axis=2)
-    return tl.sum(tl.where(rank[:, :, None] == slots[None, None, :], top_id[:, :, None], 0), axis=1)
+def fast_sigmoid(x):
+    """1 / (1 + 2**(-x log2 e)) with ex2.approx and an approximate division: within 2**-21 of the
+    sigmoid (the argument's rounding, ex2's 2 ulp and the division's 2 ulp, scaled by s (1 - s) <= 1/4),
+    which ``threshold`` allows for; +inf gives 1, -inf 0, NaN NaN."""
+    return tl.fdiv(1.0, 1.0 + tl.exp2(x * -1.4426950408889634), ieee_rounding=False)
 
 
-@triton.jit(do_not_specialize=["T"])
-def grouped_kernel(
-    gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr,
-    T, stride_gt, stride_ge, stride_b, stride_s,
-    K: tl.constexpr, TOPK_GROUP: tl.constexpr, N_GROUP: tl.constexpr, PER: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
-    LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr,
-    ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr,
-    EVEN: tl.constexpr, FALLBACK: tl.constexpr,
-):
-    BLOCK_E: tl.constexpr = BLOCK_G * BLOCK_P
-    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
-    QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
-    INT32_MAX: tl.constexpr = 2147483647
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
-    slots = tl.arange(0, BLOCK_K)
+@triton.jit
+def _tile(gating_ptr, bias_ptr, rows, T, stride_gt, stride_ge, stride_b, N_GROUP: tl.constexpr, PER: tl.constexpr,
+          BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr, IS_BF16: tl.constexpr, EVEN: tl.constexpr):
+    """The rows' logits as fp32 [BLOCK_T, BLOCK_G, BLOCK_P] (expert id = group * PER + position),
+    their row pointers, the ids and which entries are experts (not padding)."""
     row_ok = rows < T
-    rows64 = rows.to(tl.int64)
-    row_ptr = gating_ptr + rows64 * stride_gt
+    row_ptr = gating_ptr + rows.to(tl.int64) * stride_gt
     grp = tl.arange(0, BLOCK_G)[None, :, None]
-    col = grp * PER + tl.arange(0, BLOCK_P)[None, None, :]     # expert id [1, BLOCK_G, BLOCK_P]
+    col = grp * PER + tl.arange(0, BLOCK_P)[None, None, :]
     if EVEN:
         valid = col >= 0
     else:
         valid = (grp < N_GROUP) & (tl.arange(0, BLOCK_P)[None, None, :] < PER)
     x = load_fp32(row_ptr[:, None, None] + col * stride_ge, row_ok[:, None, None] & valid, IS_BF16)
-    b = tl.load(bias_ptr + col * stride_b, mask=valid, other=0.0)
-    key = sigmoid(x, ACCURATE_EXP) + b.to(tl.float32)
+    return x, row_ptr, col, valid
+
+
+@triton.jit
+def _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_ptr, stride_s, weights_ptr, ids_ptr,
+                       K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr,
+                       ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
+                       RENORM: tl.constexpr):
+    top_id = tl.where(out_ok, top_id, 0)
+    v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
+    probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, 1, RENORM)  # 1: SIGMOID
+    store_routing(probs, top_id, rows.to(tl.int64), out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K,
+                  SCALE_IS_BF16)
+
+
+@triton.jit(do_not_specialize=["T"])
+def grouped_kernel(
+    gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr,
+    T, stride_gt, stride_ge, stride_b, stride_s,
+    K: tl.constexpr, TOPK_GROUP: tl.constexpr, N_GROUP: tl.constexpr, PER: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
+    LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr,
+    ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr,
+    EVEN: tl.constexpr,
+):
+    """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
+    checked against the keys' error bound; a row where one is too close is flagged (flags_ptr) for
+    exact_kernel, which routes it again from float64 keys."""
+    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+    QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
+    INT32_MAX: tl.constexpr = 2147483647
     RANGE: tl.constexpr = QMAX / (1 << SHIFT)                 # just below 2**RANGE_BITS
-    top = tl.max(tl.max(tl.where(valid, key, -float("inf")), axis=2), axis=1)
-    low = tl.min(tl.min(tl.where(valid, key, float("inf")), axis=2), axis=1)
-    has_nan = tl.max(tl.max((valid & (key != key)).to(tl.int32), axis=2), axis=1) > 0
-    # the fixed-point distance below the row's largest key; NaN (and padding) saturate
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    slots = tl.arange(0, BLOCK_K)
+    row_ok = rows < T
+    x, row_ptr, col, valid = _tile(gating_ptr, bias_ptr, rows, T, stride_gt, stride_ge, stride_b, N_GROUP, PER,
+                                   BLOCK_G, BLOCK_P, IS_BF16, EVEN)
+    b = tl.load(bias_ptr + col * stride_b, mask=valid, other=0.0).to(tl.float32)
+    key = fast_sigmoid(x) + b
+    if EVEN:
+        top = tl.max(tl.max(key, axis=2), axis=1)
+    else:
+        top = tl.max(tl.max(tl.where(valid, key, -float("inf")), axis=2), axis=1)
+    # the fixed-point distance below the row's largest key; NaN saturates (and so is flagged below)
     dist = top[:, None, None] - key
     q = tl.where(dist < RANGE, dist * (1 << SHIFT), QMAX).to(tl.int32)
-    packed = tl.where(valid, (q << COL_BITS) | col, INT32_MAX)
+    packed = (q << COL_BITS) | col
+    if not EVEN:
+        packed = tl.where(valid, packed, INT32_MAX)
     # the bound on two keys' fp32 error, in units of 2**-SHIFT: the sigmoid 2**-21, the sum's and
     # the bias's rounding 2**-22 |key|, the distance's rounding 2**-22 (it is below 4), the floor 1
     mag = tl.abs(top) + 5.0                                   # |key| + 1 for every unsaturated key
     thr = (2.0 * ((1 << SHIFT) * (2.0**-21 + 2.0**-22 + 2.0**-22 * mag) + 1.0)).to(tl.int32) + 2
-    ambiguous = has_nan | ~(top - low < RANGE - 0.001)   # a NaN key, or a saturated distance
+    # a saturated distance (a key 2**RANGE_BITS below the top, or NaN) anywhere: float64 decides
+    flagged = tl.max(tl.max(packed, axis=2), axis=1) >= (QMAX << COL_BITS)
+    if not EVEN:
+        flagged = tl.max(tl.max(tl.where(valid, packed, 0), axis=2), axis=1) >= (QMAX << COL_BITS)
 
     if N_GROUP > 1:
         GMAX: tl.constexpr = 2147483647
         a1 = tl.min(packed, axis=2)
         a2 = _next_up(a1, packed, 2)
         gq = ((a1 >> COL_BITS) + (a2 >> COL_BITS)) >> 1                       # halved: fits beside the group id
-        gpacked = tl.where(tl.arange(0, BLOCK_G)[None, :] < N_GROUP, (gq << GROUP_BITS) | tl.arange(0, BLOCK_G)[None, :], GMAX)
+        gids = tl.arange(0, BLOCK_G)[None, :]
+        gpacked = tl.where(gids < N_GROUP, (gq << GROUP_BITS) | gids, GMAX)
         cut = tl.min(gpacked, axis=1)
         for r in tl.static_range(1, TOPK_GROUP):
             cut = _next_up(cut, gpacked, 1)
         if TOPK_GROUP < N_GROUP:
             after = _next_up(cut, gpacked, 1)
-            ambiguous = ambiguous | ((after >> GROUP_BITS) - (cut >> GROUP_BITS) <= thr + 2)
+            flagged = flagged | ((after >> GROUP_BITS) - (cut >> GROUP_BITS) <= thr + 2)
         packed = tl.where((gpacked <= cut[:, None])[:, :, None], packed, INT32_MAX)
 
     best = tl.min(tl.min(packed, axis=2), axis=1)
     top_packed = tl.where(slots[None, :] == 0, best[:, None], 0)
-    unordered = tl.zeros([BLOCK_T], dtype=tl.int1)   # the right K, but two of them nearly tied
     for k in tl.static_range(1, K + 1):
         prev = best
         gap = (packed - (prev + 1)[:, None, None]).to(tl.uint32, bitcast=True)
         best = prev + 1 + tl.min(tl.min(gap, axis=2), axis=1).to(tl.int32, bitcast=True)
-        near = (best >> COL_BITS) - (prev >> COL_BITS) <= thr
+        # two picks (or the K-th and the next) too close for the fp32 keys to order
+        flagged = flagged | ((best >> COL_BITS) - (prev >> COL_BITS) <= thr)
         if k < K:
             top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
-            unordered = unordered | near
-        else:   # best is the (K+1)-th: a near tie across the K-th place, or a saturated K-th
-            ambiguous = ambiguous | near | ((prev >> COL_BITS) >= QMAX - thr)
-    top_id = top_packed & COL_MASK
     out_ok = row_ok[:, None] & (slots < K)[None, :]
+    tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
+    _weights_and_store(top_packed & COL_MASK, row_ptr, rows, out_ok, slots, stride_ge, scale_ptr, stride_s, weights_ptr,
+                       ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM)
 
-    if FALLBACK and tl.max((ambiguous & row_ok).to(tl.int32), axis=0) > 0:
+
+@triton.jit(do_not_specialize=["T"])
+def exact_kernel(
+    gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr,
+    T, stride_gt, stride_ge, stride_b, stride_s,
+    K: tl.constexpr, TOPK_GROUP: tl.constexpr, N_GROUP: tl.constexpr, PER: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
+    LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
+    RENORM: tl.constexpr, EVEN: tl.constexpr,
+):
+    """The rows grouped_kernel flagged, routed again from float64 keys (programs whose rows are
+    all unflagged return after reading BLOCK_T bytes)."""
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    row_ok = rows < T
+    flagged = tl.load(flags_ptr + rows, mask=row_ok, other=0) != 0
+    if tl.max(flagged.to(tl.int32), axis=0) > 0:
+        slots = tl.arange(0, BLOCK_K)
+        x, row_ptr, col, valid = _tile(gating_ptr, bias_ptr, rows, T, stride_gt, stride_ge, stride_b, N_GROUP, PER,
+                                       BLOCK_G, BLOCK_P, IS_BF16, EVEN)
         b64 = tl.load(bias_ptr + col * stride_b, mask=valid, other=0.0).to(tl.float64)
-        top_id = exact_grouped(x, b64, valid, col, slots, K, TOPK_GROUP, N_GROUP, BLOCK_G, BLOCK_E, ACCURATE_EXP)
-    elif FALLBACK and tl.max((unordered & row_ok).to(tl.int32), axis=0) > 0:
-        top_id = order_exactly(top_id, row_ptr, bias_ptr, stride_ge, stride_b, out_ok, slots, IS_BF16, ACCURATE_EXP)
-
-    top_id = tl.where(out_ok, top_id, 0)
-    v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
-    probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SIGMOID, RENORM)
-    store_routing(probs, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K, SCALE_IS_BF16)
+        top_id = exact_grouped(x, b64, valid, col, slots, K, TOPK_GROUP, N_GROUP, BLOCK_G, BLOCK_G * BLOCK_P, ACCURATE_EXP)
+        out_ok = (row_ok & flagged)[:, None] & (slots < K)[None, :]
+        _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_ptr, stride_s, weights_ptr,
+                           ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM)
 
 
-KEYS_PER_WARP = {torch.bfloat16: 1024, torch.float16: 1024, torch.float32: 1024}
-"""Keys per warp on the GPU (not yet tuned by measurement: reports/bench/NOTES.md)."""
+KEYS_PER_WARP = {torch.bfloat16: 256, torch.float16: 256, torch.float32: 256}
+"""Keys per warp on the GPU: one 256-expert row per program and warp measured fastest at T=250000
+(benchmarks/probe_grouped.py, reports/bench/NOTES.md)."""
 INTERPRETER_KEYS_PER_PROGRAM = 2**17
 FILL_PROGRAMS = 264
 MAX_WARPS = 8
+EXACT_ROWS = 4
+"""Rows per program of exact_kernel (a program with no flagged row returns at once)."""
+EXACT_WARPS = 4
 
 
 @dataclass(frozen=True)
 class GroupedLaunch:
-    """One call's launch: rows per program, warps, and the compile-time arguments."""
+    """One call's launch: rows per program and warps of the fast kernel, its compile-time
+    arguments, and whether exact_kernel follows (tests and probes turn it off)."""
 
     T: int
     block_t: int
     num_warps: int
     constexprs: dict
+    fallback: bool = True
+
+    SHARED = ("K", "TOPK_GROUP", "N_GROUP", "PER", "BLOCK_G", "BLOCK_P", "BLOCK_K", "LOG2_BLOCK_K", "ACCURATE_EXP",
+              "IS_BF16", "SCALE_IS_BF16", "RENORM", "EVEN")
 
     def run(self, gating_output, bias, scale, weights, ids) -> None:
-        grouped_kernel[(triton.cdiv(self.T, self.block_t),)](
-            gating_output, bias, scale, weights, ids,
-            self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0),
-            BLOCK_T=self.block_t, num_warps=self.num_warps, **self.constexprs)
+        flags = torch.empty(self.T, dtype=torch.int8, device=gating_output.device)
+        args = (gating_output, bias, scale, weights, ids, flags,
+                self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))
+        grouped_kernel[(triton.cdiv(self.T, self.block_t),)](*args, BLOCK_T=self.block_t, num_warps=self.num_warps,
+                                                             **self.constexprs)
+        if self.fallback:
+            exact_kernel[(triton.cdiv(self.T, EXACT_ROWS),)](*args, BLOCK_T=EXACT_ROWS, num_warps=EXACT_WARPS,
+                                                             **{k: self.constexprs[k] for k in self.SHARED})
 
 
 def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torch.Tensor, n_group: int,
          topk_group: int, renormalize: bool, *, interpreter: bool = device.INTERPRETER,
          block_t: int | None = None, num_warps: int | None = None, fallback: bool = True) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps, and
-    fallback=False (no float64 re-routing of ambiguous blocks: the fp32 keys alone)."""
+    fallback=False (no float64 routing of the flagged rows: the fp32 keys alone)."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -268,8 +311,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "BLOCK_G": block_g, "BLOCK_P": block_p, "BLOCK_K": block_k, "LOG2_BLOCK_K": block_k.bit_length() - 1,
         "COL_BITS": col_bits, "GROUP_BITS": max(1, (block_g - 1).bit_length()), "SHIFT": 31 - RANGE_BITS - col_bits,
         **dtype_flags(gating_output, scale, interpreter=interpreter),
-        "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per, "FALLBACK": fallback,
-    })
+        "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per,
+    }, fallback)
 
 
 @torch.library.custom_op("parity::fused_grouped_route", mutates_args=())
