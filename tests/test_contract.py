@@ -60,3 +60,18 @@ def test_registry():
         routing.register("fused", lambda g, k, s: None)
     with pytest.raises(TypeError, match=r"expected a callable"):
         routing.register("x", 3)
+
+
+def test_a_correction_bias_is_checked_again_after_it_changes():
+    """The finiteness of a bias is read from the device once per tensor version (so CUDA graphs can
+    capture a validated call); writing a NaN into the same tensor is caught on the next call."""
+    from parity.routing.contract import validate_router
+    from parity.routing.router import Router
+
+    bias = torch.zeros(8)
+    router = Router("sigmoid", correction_bias=bias)
+    validate_router(torch.zeros(2, 8), 2, router)
+    validate_router(torch.zeros(2, 8), 2, router)
+    bias[3] = float("nan")
+    with pytest.raises(ValueError, match="correction_bias: expected finite values"):
+        validate_router(torch.zeros(2, 8), 2, router)

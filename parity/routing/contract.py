@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+import weakref
 from typing import Callable
 
 import torch
@@ -75,6 +76,23 @@ def validate(gating_output, topk, per_expert_scale, *, max_experts: int | None =
     return p
 
 
+_FINITE: dict[int, tuple] = {}   # id(tensor) -> (weak reference to it, the version found finite)
+
+
+def _known_finite(t: torch.Tensor) -> bool:
+    """Whether every value of t is finite: read from the device once per tensor and version (the
+    read synchronises with the device, which a CUDA graph capture forbids: the first, uncaptured call
+    checks, the captured ones reuse it), and assumed while torch.compile traces."""
+    if torch.compiler.is_compiling():
+        return True
+    seen = _FINITE.get(id(t))
+    if seen is None or seen[0]() is not t or seen[1] != t._version:
+        if not bool(torch.isfinite(t).all()):
+            return False
+        _FINITE[id(t)] = (weakref.ref(t, lambda _, key=id(t): _FINITE.pop(key, None)), t._version)
+    return True
+
+
 def validate_router(gating_output, topk, router, *, max_experts: int | None = None) -> Problem:
     """Check a routing call under a Router's parameters (parity.routing.router): the logits and
     topk as ``validate`` does, then every parameter against them. Raises TypeError/ValueError
@@ -88,9 +106,7 @@ def validate_router(gating_output, topk, router, *, max_experts: int | None = No
         v = getattr(router, name)
         if v is not None:
             _check_vector(name, v, gating_output)
-    # a data-dependent check: skipped while torch.compile traces (it would need the tensor's values)
-    if (router.correction_bias is not None and not torch.compiler.is_compiling()
-            and not bool(torch.isfinite(router.correction_bias).all())):
+    if router.correction_bias is not None and not _known_finite(router.correction_bias):
         raise ValueError("correction_bias: expected finite values, got NaN or inf")
     if router.n_group > 1:
         if p.E % router.n_group:

@@ -4,23 +4,26 @@ group scores (the sum of a group's two largest keys), the best topk_group groups
 weights from the unbiased sigmoids renormalised over the K, times the scaling factor (and a
 per-expert scale, if the router has one).
 
-Exact ids, cheaply: the oracle's keys are float64 (parity.routing.oracle). The kernel computes them
-in fp32 and turns each into a fixed-point distance below the row's largest key,
-``q = (max - key) * 2**SHIFT`` (an int, saturated at QMAX), packed with the expert id in the low
-COL_BITS bits: one int32 that orders by key, then by the lower id, unique in its row. A round of
-top-K is then one unsigned-min reduction (as in parity.routing.fused), for the groups' top 2, the
-groups and the experts alike. Every decision is checked against a bound on the fp32 keys' error
-(``threshold``): where the K-th and the next candidate (or the topk_group-th group and the next)
-are closer than the bound, a key is not finite, or a key lies so far below the row's largest that
-its distance saturates, the block routes again from float64 keys (``exact_grouped``), with the
-oracle's rules: ties to the lower id, NaN on top. The float64 path computes the sigmoid with
-libdevice's exp (numpy's in the interpreter), not torch's; two keys whose float64 values differ by
-an ulp of float64 could be ordered differently from the oracle, which no input in the tests comes
-near (reports/bench/NOTES.md).
+Exact ids, cheaply: the oracle's keys are float64 (parity.routing.oracle). ``grouped_kernel``
+computes them in fp32 (a fast sigmoid) and turns each into a fixed-point distance below the row's
+largest key, ``q = (max - key) * 2**SHIFT`` (an int, saturated at QMAX), packed with the expert id
+in the low COL_BITS bits: one int32 that orders by key, then by the lower id, unique in its row. A
+round of top-K is then one unsigned-min reduction (as in parity.routing.fused), for the groups' top
+2, the groups and the experts alike. Every decision is checked against a bound on the fp32 keys'
+error (``thr``): a row where two consecutive picks (the K-th and the next included), or the
+topk_group-th group and the next, are closer than the bound, or where a key is NaN or lies so far
+below the row's largest that its distance saturates, is flagged, and ``exact_kernel`` routes the
+flagged rows again from float64 keys with the oracle's rules (ties to the lower id, NaN on top).
+Two launches, no host synchronisation: CUDA graphs capture both. The float64 path computes the
+sigmoid with libdevice's exp (numpy's in the interpreter), not torch's; two keys whose float64
+values differ by an ulp of float64 could be ordered differently from the oracle, which no input in
+the tests comes near.
 
-Why a second kernel beside fused.route_kernel: the selection keys are no longer the logits' bits
-(so neither the 16-bit key packing nor the fp32 lossiness check carry over), and the group stage adds
-a dimension to the tile. The weight epilogue (kernel_parts.chosen_scores, store_routing) is shared.
+Why a kernel beside fused.route_kernel rather than more constexpr switches in it: the selection
+keys are no longer the logits' bits (neither the 16-bit key packing nor the fp32 lossiness check
+carry over), the group stage adds a dimension to the tile, and the exactness test is a bound, not a
+bit test. The weight epilogue (kernel_parts.chosen_scores, store_routing) is shared. Speed: far from
+the memory floor so far (reports/bench/NOTES.md, "The grouped sigmoid kernel").
 """
 from __future__ import annotations
 
