@@ -5,7 +5,11 @@ Launched directly (no Python-side validation), timed under CUDA-graph replay
 configuration's ids are checked against the oracle's (the fallback-free rows are only counted:
 how many rows the fp32 keys alone would have routed otherwise).
 
-python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--out FILE.json] [T ...]
+--variant v2 also times benchmarks/variants/grouped_v2_lanes.py (its ``run``: the variant's fast
+path, then the same exact_kernel) beside the table's kernel in every configuration; each row
+records its ``kernel`` ("grouped" or "grouped_v2").
+
+python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--variant v2] [--out FILE.json] [T ...]
 """
 import argparse
 import json
@@ -17,11 +21,13 @@ from parity.provenance import Run
 from parity.routing import fused, fused_grouped
 from parity.routing.kernel_parts import empty_outputs
 from parity.routing.oracle import route64
+from benchmarks.variants import grouped_v2_lanes
 from triton.testing import do_bench_cudagraph  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TILES = [(1, 1), (2, 1), (4, 1), (2, 2), (4, 2), (8, 2), (8, 4), (16, 4)]
 ROTATE_BYTES = 512 << 20
+VARIANTS = {"v2": ("grouped_v2", grouped_v2_lanes.run)}
 
 
 def launcher(g, K, router, bias, scale, w, ids, **override):
@@ -29,7 +35,7 @@ def launcher(g, K, router, bias, scale, w, ids, **override):
     return launch, (lambda: launch.run(g, bias, scale, w, ids))
 
 
-def probe(model: str, dtype: torch.dtype, T: int, tiles) -> list[dict]:
+def probe(model: str, dtype: torch.dtype, T: int, tiles, variant: str | None = None) -> list[dict]:
     fam = routing.family("deepseek_v3")
     m = fam.model(model)
     router = fam.make_router(m, "randn", 0, device="cuda")
@@ -47,20 +53,28 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles) -> list[dict]:
             continue
         w, ids = empty_outputs(gs[0], m.K)
         launch, _ = launcher(gs[0], m.K, router, bias, scale, w, ids, block_t=block_t, num_warps=warps, fallback=fallback)
-        launch.run(gs[0], bias, scale, w, ids)
-        wrong = int((ids.cpu().long() != oid).any(1).sum())
-        outs = [empty_outputs(g, m.K) for g in gs]
-        i = [0]
+        kernels = [("grouped", launch.run)]
+        if variant is not None:
+            name, run = VARIANTS[variant]
+            kernels.append((name, lambda g, b, s, w_, i_, run=run, launch=launch: run(launch, g, b, s, w_, i_,
+                                                                                          fallback=launch.fallback)))
+        for kernel, run_one in kernels:
+            w, ids = empty_outputs(gs[0], m.K)
+            run_one(gs[0], bias, scale, w, ids)
+            wrong = int((ids.cpu().long() != oid).any(1).sum())
+            outs = [empty_outputs(g, m.K) for g in gs]
+            i = [0]
 
-        def call():
-            g = gs[i[0] % len(gs)]
-            launch.run(g, bias, scale, *outs[i[0] % len(gs)])
-            i[0] += 1
-        us = do_bench_cudagraph(call, rep=200) * 1e3
-        rows.append({"model": model, "E": m.E, "K": m.K, "n_group": router.n_group, "dtype": str(dtype).removeprefix("torch."),
-                     "T": T, "block_t": block_t, "warps": warps, "fallback": fallback, "us": us,
-                     "rows_not_the_oracles": wrong, "table": (block_t, warps) == (default.block_t, default.num_warps)})
-        print(json.dumps(rows[-1]), flush=True)
+            def call():
+                g = gs[i[0] % len(gs)]
+                run_one(g, bias, scale, *outs[i[0] % len(gs)])
+                i[0] += 1
+            us = do_bench_cudagraph(call, rep=200) * 1e3
+            rows.append({"model": model, "E": m.E, "K": m.K, "n_group": router.n_group,
+                         "dtype": str(dtype).removeprefix("torch."), "T": T, "kernel": kernel, "block_t": block_t,
+                         "warps": warps, "fallback": fallback, "us": us, "rows_not_the_oracles": wrong,
+                         "table": (block_t, warps) == (default.block_t, default.num_warps)})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -68,6 +82,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="deepseek-v3,kimi-k2,glm-4.5")
     ap.add_argument("--dtypes", default="bf16,fp32")
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default=None,
+                    help="also time this variant (benchmarks/variants) beside the table's kernel")
     ap.add_argument("--out", default=None)
     ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
     a = ap.parse_args()
@@ -75,7 +91,7 @@ def main() -> None:
     for model in a.models.split(","):
         for dt in a.dtypes.split(","):
             for T in a.Ts:
-                rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3])
+                rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3], a.variant)
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)

@@ -28,3 +28,64 @@ def test_v3_bitonic_network_routes_like_fused(dtype, E, K, lanes, dev):
     assert torch.equal(ids.long(), route64(g, K, s)[1])
     w_fused, _ = fused(g, K, s)
     assert torch.equal(w, w_fused)
+
+
+# benchmarks/variants/grouped_v2_lanes.py: the grouped sigmoid router's fast path with rows across
+# lanes (a candidate for parity.routing.fused_grouped.grouped_kernel). Small tiles, so that the fast
+# path decides rows alone; inputs: random rows, a row with a NaN, one of -inf, and rows planted with
+# test_fused_grouped.near_tie_rows (experts 0 and 1 given one bias, 5.0, so the fp32 keys tie where
+# the float64 ones do not). "wide" biases saturate the fixed-point distance of many keys, which the
+# variant flags only where that can matter (its change 4).
+import pytest  # noqa: E402
+
+from benchmarks.variants import grouped_v2_lanes as grouped_v2  # noqa: E402
+from parity.routing import fused as fused_module, fused_grouped  # noqa: E402
+from parity.routing.kernel_parts import empty_outputs  # noqa: E402
+from parity.routing.router import Router  # noqa: E402
+from test_fused_grouped import SHAPES, near_tie_rows, router_for  # noqa: E402
+
+GROUPED_V2_CASES = [("deepseek-v3", torch.bfloat16, 8, "spread"), ("deepseek-v3", torch.float32, 4, "spread"),
+                    ("kimi-k2", torch.bfloat16, 4, "spread"), ("kimi-k2", torch.float32, 8, "spread"),
+                    ("odd-groups", torch.bfloat16, 8, "spread"), ("odd-groups", torch.float32, 4, "spread"),
+                    ("deepseek-v3", torch.float32, 8, "wide"), ("kimi-k2", torch.bfloat16, 4, "wide")]
+
+
+def _grouped_v2_inputs(shape, dtype, bias_kind, dev):
+    E, K, n_group, topk_group, sf = SHAPES[shape]
+    b = router_for(shape, dev, bias=bias_kind).correction_bias.clone()
+    b[0] = b[1] = 5.0
+    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=b)
+    g = logits(32, E, torch.float32, dev, seed=E + K, spread=2.0)
+    g[1, 7] = float("nan")
+    g[2, :] = float("-inf")
+    g[3:7, :] = -4.0
+    g[3:7, :16] = near_tie_rows(dev)
+    return g.to(dtype), K, router
+
+
+@pytest.mark.parametrize("shape,dtype,block_t,bias_kind", GROUPED_V2_CASES, ids=str)
+def test_grouped_v2_routes_like_fused_grouped(shape, dtype, block_t, bias_kind, dev):
+    g, K, router = _grouped_v2_inputs(shape, dtype, bias_kind, dev)
+    bias = router.correction_bias.float()
+    s = fused_module.router_scale(router, g.shape[1], g.device)
+    launch = fused_grouped.plan(g, K, bias, s, router.n_group, router.topk_group, router.renormalize, block_t=block_t)
+    w_ref, ids_ref = empty_outputs(g, K)
+    launch.run(g, bias, s, w_ref, ids_ref)
+    oid = route64(g, K, router)[1]
+    assert torch.equal(ids_ref.long(), oid)
+
+    w, ids = empty_outputs(g, K)
+    flags = grouped_v2.run(launch, g, bias, s, w, ids)
+    assert torch.equal(ids.long(), oid)
+    assert torch.equal(w.view(torch.int32), w_ref.view(torch.int32)), "weights not fused_grouped's bit for bit"
+
+    w_fast, ids_fast = empty_outputs(g, K)
+    flags_fast = grouped_v2.run(launch, g, bias, s, w_fast, ids_fast, fallback=False)
+    assert torch.equal(flags_fast, flags)
+    wrong = (ids_fast.long() != oid).any(1)
+    missed = wrong & (flags == 0)
+    assert not missed.any(), f"unflagged rows routed wrongly: {missed.nonzero().flatten().tolist()}"
+    assert flags[1] == 1, "a NaN key must send its row to the float64 path"
+    assert int((flags == 0).sum()) >= 8, "the fast path decides too few rows for the test to show anything"
+    if bias_kind == "spread":
+        assert wrong[3:7].all(), "the planted rows no longer tie in fp32: the flag test shows nothing"
