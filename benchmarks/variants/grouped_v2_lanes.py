@@ -187,6 +187,6 @@ def run(launch: GroupedLaunch, gating_output, bias, scale, weights, ids, fallbac
                                                                 num_warps=launch.num_warps, FTZ=FTZ,
                                                                 **launch.constexprs)
     if fallback:
-        exact_kernel[(triton.cdiv(launch.T, EXACT_ROWS),)](*args, BLOCK_T=EXACT_ROWS, num_warps=EXACT_WARPS,
+        exact_kernel[(triton.cdiv(launch.T, launch.exact_rows),)](*args, BLOCK_T=launch.exact_rows, num_warps=EXACT_WARPS,
                                                            **{k: launch.constexprs[k] for k in launch.SHARED})
     return flags

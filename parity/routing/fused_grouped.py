@@ -259,7 +259,8 @@ INTERPRETER_KEYS_PER_PROGRAM = 2**17
 FILL_PROGRAMS = 264
 MAX_WARPS = 8
 EXACT_ROWS = 4
-"""Rows per program of exact_kernel (a program with no flagged row returns at once)."""
+"""Rows per program of exact_kernel on the GPU (a program with no flagged row returns at once); the
+interpreter, which pays per program in Python, takes the fast kernel's large blocks instead."""
 EXACT_WARPS = 4
 
 
@@ -273,6 +274,7 @@ class GroupedLaunch:
     num_warps: int
     constexprs: dict
     fallback: bool = True
+    exact_rows: int = EXACT_ROWS
 
     SHARED = ("K", "TOPK_GROUP", "N_GROUP", "PER", "BLOCK_G", "BLOCK_P", "BLOCK_K", "LOG2_BLOCK_K", "ACCURATE_EXP",
               "IS_BF16", "SCALE_IS_BF16", "RENORM", "EVEN")
@@ -284,7 +286,7 @@ class GroupedLaunch:
         grouped_kernel[(triton.cdiv(self.T, self.block_t),)](*args, BLOCK_T=self.block_t, num_warps=self.num_warps,
                                                              **self.constexprs)
         if self.fallback:
-            exact_kernel[(triton.cdiv(self.T, EXACT_ROWS),)](*args, BLOCK_T=EXACT_ROWS, num_warps=EXACT_WARPS,
+            exact_kernel[(triton.cdiv(self.T, self.exact_rows),)](*args, BLOCK_T=self.exact_rows, num_warps=EXACT_WARPS,
                                                              **{k: self.constexprs[k] for k in self.SHARED})
 
 
@@ -315,7 +317,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "COL_BITS": col_bits, "GROUP_BITS": max(1, (block_g - 1).bit_length()), "SHIFT": 31 - RANGE_BITS - col_bits,
         **dtype_flags(gating_output, scale, interpreter=interpreter),
         "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per,
-    }, fallback)
+    }, fallback, block_t if interpreter else EXACT_ROWS)
 
 
 @torch.library.custom_op("parity::fused_grouped_route", mutates_args=())
