@@ -50,7 +50,6 @@ REPS = 50
 ROLES = ("reference", "topk_softmax", "compile", "compile-max-autotune", "sort_baseline", "fused")
 """What --impl can name: the family's reference (by that word or its own name, e.g. softmax_all),
 torch.compile of it, and the kernels; candidates are always timed."""
-IMPLS = ROLES
 CASES = (("gemma4", None), ("mixtral", "qwen3-moe"), ("mixtral", "qwen2-moe"), ("gpt_oss", None),
          ("deepseek_v3", None), ("llama4", None))
 """(family, model) timed by default: each family's first model; Mixtral's family also as Qwen2-MoE,
@@ -252,11 +251,15 @@ def run(out_dir: Path, *, Ts=None, dtypes=None, families=None, progress: bool = 
     skipped: dict[str, str] = {}
     gen = torch.Generator().manual_seed(0)
     fns, fns_key = {}, None
+
+    def result() -> dict:
+        return {"meta": clock.meta(copy_bandwidth_TBps=bw / 1e12, graph_calls=GRAPH_CALLS, reps=REPS),
+                "rows": [asdict(r) for r in rows], "skipped": skipped}
+
     for case, T in grid:
         if case != fns_key:
             if rows:   # what is measured so far survives a time limit
-                write({"meta": clock.meta(copy_bandwidth_TBps=bw / 1e12, graph_calls=GRAPH_CALLS, reps=REPS),
-                       "rows": [asdict(r) for r in rows], "skipped": skipped}, out_dir, plots=False)
+                write(result(), out_dir, plots=False)
             if on_gpu:
                 torch._dynamo.reset()   # each case compiles its own reference
             fns, fns_key = implementations(case, device.INTERPRETER, only, candidates), case
@@ -280,10 +283,9 @@ def run(out_dir: Path, *, Ts=None, dtypes=None, families=None, progress: bool = 
             bar.advance(label)
         del gs
     bar.close()
-    result = {"meta": clock.meta(copy_bandwidth_TBps=bw / 1e12, graph_calls=GRAPH_CALLS, reps=REPS),
-              "rows": [asdict(r) for r in rows], "skipped": skipped}
-    write(result, out_dir)
-    return result
+    final = result()
+    write(final, out_dir)
+    return final
 
 
 def write(result: dict, out_dir: Path, plots: bool = True) -> None:

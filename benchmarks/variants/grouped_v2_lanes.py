@@ -38,18 +38,18 @@ for the flagged rows, as GroupedLaunch.run does.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import triton
 import triton.language as tl
 
 from parity import device
 from parity.routing.fused_grouped import (
-    EXACT_ROWS,
-    EXACT_WARPS,
     GroupedLaunch,
     _next_up,
     _weights_and_store,
-    exact_kernel,
+    error_bound,
     fast_sigmoid,
 )
 from parity.routing.kernel_parts import load_fp32
@@ -137,8 +137,7 @@ def grouped_v2_kernel(
         packed = tl.where(valid, packed, INT32_MAX)
     # grouped_kernel's bound on two keys' fp32 error, in units of 2**-SHIFT (see there; rounding to
     # nearest errs by at most 1/2 a unit per key where the bound allows 1)
-    mag = tl.abs(top) + 5.0
-    thr = (2.0 * ((1 << SHIFT) * (2.0**-21 + 2.0**-22 + 2.0**-22 * mag) + 1.0)).to(tl.int32) + 2
+    thr = error_bound(top, SHIFT)
 
     if N_GROUP > 1:
         a1 = _group_min(packed)                                               # [BLOCK_T, BLOCK_G]
@@ -180,13 +179,4 @@ def run(launch: GroupedLaunch, gating_output, bias, scale, weights, ids, fallbac
     """GroupedLaunch.run with grouped_v2_kernel as the fast path (its tile, warps and constexprs;
     ``fallback``, not launch.fallback, decides whether exact_kernel routes the flagged rows again).
     Returns the fast path's flags (int8 [T])."""
-    flags = torch.empty(launch.T, dtype=torch.int8, device=gating_output.device)
-    args = (gating_output, bias, scale, weights, ids, flags,
-            launch.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))
-    grouped_v2_kernel[(triton.cdiv(launch.T, launch.block_t),)](*args, BLOCK_T=launch.block_t,
-                                                                num_warps=launch.num_warps, FTZ=FTZ,
-                                                                **launch.constexprs)
-    if fallback:
-        exact_kernel[(triton.cdiv(launch.T, launch.exact_rows),)](*args, BLOCK_T=launch.exact_rows, num_warps=EXACT_WARPS,
-                                                           **{k: launch.constexprs[k] for k in launch.SHARED})
-    return flags
+    return replace(launch, fallback=fallback).run(gating_output, bias, scale, weights, ids, fast_kernel=grouped_v2_kernel)

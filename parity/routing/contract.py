@@ -6,8 +6,8 @@ returned. Both raise with messages that name the argument, what was expected and
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
 import weakref
+from dataclasses import dataclass
 from typing import Callable
 
 import torch

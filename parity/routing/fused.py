@@ -49,13 +49,13 @@ from parity import device
 from parity.routing.kernel_parts import (
     TritonRouting,
     dtype_flags,
-    exact_topk,
-    load_fp32,
-    packed_keys,
     SIGMOID,
     SOFTMAX_ALL,
     SOFTMAX_K,
     chosen_scores,
+    exact_topk,
+    load_fp32,
+    packed_keys,
     packed_pair_keys,
     softmax_over_all,
     store_routing,
@@ -275,7 +275,16 @@ EPILOGUES = {("softmax", True): fused, ("softmax", False): fused_softmax_all,
 """One kernel source, four weight epilogues (compile-time SCORE and RENORM): the router's
 (score, renormalize) picks the op."""
 
-_SCALES: dict = {}
+_CONSTANTS: dict = {}
+
+
+def constant_vector(E: int, value: float, dtype: torch.dtype, device_: torch.device) -> torch.Tensor:
+    """A vector of E copies of value on the device, made once and cached (a unit scale, a scaling
+    factor, a zero bias) rather than on every call."""
+    key = (E, value, dtype, str(device_))
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.full((E,), value, dtype=dtype, device=device_)
+    return _CONSTANTS[key]
 
 
 def router_scale(router, E: int, device_: torch.device) -> torch.Tensor:
@@ -285,10 +294,7 @@ def router_scale(router, E: int, device_: torch.device) -> torch.Tensor:
     sf = router.scaling_factor
     if router.per_expert_scale is not None:
         return router.per_expert_scale if sf == 1.0 else router.per_expert_scale.double() * sf
-    key = (E, sf, str(device_))
-    if key not in _SCALES:
-        _SCALES[key] = torch.full((E,), sf, dtype=torch.float32 if sf == 1.0 else torch.float64, device=device_)
-    return _SCALES[key]
+    return constant_vector(E, sf, torch.float32 if sf == 1.0 else torch.float64, device_)
 
 
 def route(gating_output: torch.Tensor, topk: int, router) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra import libdevice
 
 from parity import device
 from parity.routing.kernel_parts import (
@@ -87,12 +86,7 @@ def exact_grouped(x, bias64, valid, col, slots, K: tl.constexpr, TOPK_GROUP: tl.
     BLOCK_P]: group scores (top-2 sums in float64), the best TOPK_GROUP groups, the top K in them;
     ties to the lower (group) id, NaN on top. Returns the ids [BLOCK_T, BLOCK_K]."""
     MIN64: tl.constexpr = -9223372036854775807 - 1
-    x64 = x.to(tl.float64)
-    if ACCURATE_EXP:
-        e = libdevice.exp(-x64)
-    else:
-        e = tl.exp(-x64)
-    key = tl.where(valid, _f64_key(1.0 / (1.0 + e) + bias64), MIN64)
+    key = tl.where(valid, _f64_key(sigmoid(x.to(tl.float64), ACCURATE_EXP) + bias64), MIN64)
     if N_GROUP > 1:
         k1 = tl.max(key, axis=2)                                              # each group's top 2:
         first = tl.min(tl.where(key == k1[:, :, None], col, BLOCK_E), axis=2)  # the first taken out by id
@@ -125,7 +119,16 @@ def fast_sigmoid(x):
 
 
 @triton.jit
-def _tile(gating_ptr, bias_ptr, rows, T, stride_gt, stride_ge, stride_b, N_GROUP: tl.constexpr, PER: tl.constexpr,
+def error_bound(top, SHIFT: tl.constexpr):
+    """The bound on two keys' fp32 error in units of 2**-SHIFT, per row (top: the row's largest
+    key): the sigmoid 2**-21, the sum's and the bias's rounding 2**-22 |key|, the distance's
+    rounding 2**-22 (it is below 4), the floor 1; |key| <= |top| + 5 for every unsaturated key."""
+    mag = tl.abs(top) + 5.0
+    return (2.0 * ((1 << SHIFT) * (2.0**-21 + 2.0**-22 + 2.0**-22 * mag) + 1.0)).to(tl.int32) + 2
+
+
+@triton.jit
+def _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP: tl.constexpr, PER: tl.constexpr,
           BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr, IS_BF16: tl.constexpr, EVEN: tl.constexpr):
     """The rows' logits as fp32 [BLOCK_T, BLOCK_G, BLOCK_P] (expert id = group * PER + position),
     their row pointers, the ids and which entries are experts (not padding)."""
@@ -173,8 +176,8 @@ def grouped_kernel(
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     slots = tl.arange(0, BLOCK_K)
     row_ok = rows < T
-    x, row_ptr, col, valid = _tile(gating_ptr, bias_ptr, rows, T, stride_gt, stride_ge, stride_b, N_GROUP, PER,
-                                   BLOCK_G, BLOCK_P, IS_BF16, EVEN)
+    x, row_ptr, col, valid = _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP, PER, BLOCK_G, BLOCK_P,
+                                   IS_BF16, EVEN)
     b = tl.load(bias_ptr + col * stride_b, mask=valid, other=0.0).to(tl.float32)
     key = fast_sigmoid(x) + b
     if EVEN:
@@ -187,13 +190,11 @@ def grouped_kernel(
     packed = (q << COL_BITS) | col
     if not EVEN:
         packed = tl.where(valid, packed, INT32_MAX)
-    # the bound on two keys' fp32 error, in units of 2**-SHIFT: the sigmoid 2**-21, the sum's and
-    # the bias's rounding 2**-22 |key|, the distance's rounding 2**-22 (it is below 4), the floor 1
-    mag = tl.abs(top) + 5.0                                   # |key| + 1 for every unsaturated key
-    thr = (2.0 * ((1 << SHIFT) * (2.0**-21 + 2.0**-22 + 2.0**-22 * mag) + 1.0)).to(tl.int32) + 2
+    thr = error_bound(top, SHIFT)
     # a saturated distance (a key 2**RANGE_BITS below the top, or NaN) anywhere: float64 decides
-    flagged = tl.max(tl.max(packed, axis=2), axis=1) >= (QMAX << COL_BITS)
-    if not EVEN:
+    if EVEN:
+        flagged = tl.max(tl.max(packed, axis=2), axis=1) >= (QMAX << COL_BITS)
+    else:
         flagged = tl.max(tl.max(tl.where(valid, packed, 0), axis=2), axis=1) >= (QMAX << COL_BITS)
 
     if N_GROUP > 1:
@@ -243,8 +244,8 @@ def exact_kernel(
     flagged = tl.load(flags_ptr + rows, mask=row_ok, other=0) != 0
     if tl.max(flagged.to(tl.int32), axis=0) > 0:
         slots = tl.arange(0, BLOCK_K)
-        x, row_ptr, col, valid = _tile(gating_ptr, bias_ptr, rows, T, stride_gt, stride_ge, stride_b, N_GROUP, PER,
-                                       BLOCK_G, BLOCK_P, IS_BF16, EVEN)
+        x, row_ptr, col, valid = _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP, PER, BLOCK_G, BLOCK_P,
+                                       IS_BF16, EVEN)
         b64 = tl.load(bias_ptr + col * stride_b, mask=valid, other=0.0).to(tl.float64)
         top_id = exact_grouped(x, b64, valid, col, slots, K, TOPK_GROUP, N_GROUP, BLOCK_G, BLOCK_G * BLOCK_P, ACCURATE_EXP)
         out_ok = (row_ok & flagged)[:, None] & (slots < K)[None, :]
@@ -279,15 +280,18 @@ class GroupedLaunch:
     SHARED = ("K", "TOPK_GROUP", "N_GROUP", "PER", "BLOCK_G", "BLOCK_P", "BLOCK_K", "LOG2_BLOCK_K", "ACCURATE_EXP",
               "IS_BF16", "SCALE_IS_BF16", "RENORM", "EVEN")
 
-    def run(self, gating_output, bias, scale, weights, ids) -> None:
+    def run(self, gating_output, bias, scale, weights, ids, fast_kernel=None) -> torch.Tensor:
+        """Launch the fast kernel (grouped_kernel, or a variant with its arguments), then, with
+        fallback, exact_kernel for the rows it flagged; returns the flags (int8 [T])."""
         flags = torch.empty(self.T, dtype=torch.int8, device=gating_output.device)
         args = (gating_output, bias, scale, weights, ids, flags,
                 self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))
-        grouped_kernel[(triton.cdiv(self.T, self.block_t),)](*args, BLOCK_T=self.block_t, num_warps=self.num_warps,
-                                                             **self.constexprs)
+        (fast_kernel or grouped_kernel)[(triton.cdiv(self.T, self.block_t),)](
+            *args, BLOCK_T=self.block_t, num_warps=self.num_warps, **self.constexprs)
         if self.fallback:
             exact_kernel[(triton.cdiv(self.T, self.exact_rows),)](*args, BLOCK_T=self.exact_rows, num_warps=EXACT_WARPS,
                                                              **{k: self.constexprs[k] for k in self.SHARED})
+        return flags
 
 
 def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torch.Tensor, n_group: int,
@@ -334,14 +338,11 @@ def _(gating_output, topk, bias, scale, n_group, topk_group, renormalize):
     return empty_outputs(gating_output, topk)
 
 
-_ZERO_BIAS: dict = {}
-
-
 def route(gating_output: torch.Tensor, topk: int, router) -> tuple[torch.Tensor, torch.Tensor]:
     """The grouped sigmoid router (a Router with score "sigmoid"; a correction bias, groups, or
     both): (weights fp32 [T, K], ids int32 [T, K]), ids exactly the oracle's."""
     from parity.routing.contract import validate_router
-    from parity.routing.fused import router_scale
+    from parity.routing.fused import constant_vector, router_scale
 
     validate_router(gating_output, topk, router, max_experts=MAX_EXPERTS)
     if router.score != "sigmoid":
@@ -351,9 +352,6 @@ def route(gating_output: torch.Tensor, topk: int, router) -> tuple[torch.Tensor,
     E = gating_output.shape[1]
     bias = router.correction_bias
     if bias is None:
-        key = (E, str(gating_output.device))
-        if key not in _ZERO_BIAS:
-            _ZERO_BIAS[key] = torch.zeros(E, dtype=torch.float32, device=gating_output.device)
-        bias = _ZERO_BIAS[key]
+        bias = constant_vector(E, 0.0, torch.float32, gating_output.device)
     return _op(gating_output, int(topk), bias, router_scale(router, E, gating_output.device),
                router.n_group, router.topk_group, router.renormalize)

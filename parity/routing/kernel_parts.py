@@ -59,6 +59,16 @@ def order_key(x):
 
 
 @triton.jit
+def exp_accurate(x, ACCURATE_EXP: tl.constexpr):
+    """exp(x): libdevice's on the GPU (about an ulp over the whole range, fp32 or fp64), tl.exp in
+    the interpreter (numpy's, accurate on its own), which has no libdevice."""
+    if ACCURATE_EXP:
+        return libdevice.exp(x)
+    else:
+        return tl.exp(x)
+
+
+@triton.jit
 def exp_shifted(v, first, ACCURATE_EXP: tl.constexpr):
     """exp(v - first), accurate to about an ulp whatever the gap.
 
@@ -73,10 +83,7 @@ def exp_shifted(v, first, ACCURATE_EXP: tl.constexpr):
     d_back = d + first
     d_err = (v - d_back) + (-first - (d - d_back))
     d_err = tl.where(d_err == d_err, d_err, 0.0)  # v = -inf: d = -inf, exp 0, no correction
-    if ACCURATE_EXP:
-        e = libdevice.exp(d)
-    else:
-        e = tl.exp(d)
+    e = exp_accurate(d, ACCURATE_EXP)
     return e + e * d_err
 
 
@@ -111,13 +118,9 @@ softmax over all E without renormalisation (the caller passes the row's denomina
 
 @triton.jit
 def sigmoid(v, ACCURATE_EXP: tl.constexpr):
-    """1 / (1 + exp(-v)) in fp32: exp accurate to about an ulp, then one add and one division;
-    +inf gives 1, -inf 0, NaN NaN."""
-    if ACCURATE_EXP:
-        e = libdevice.exp(-v)
-    else:
-        e = tl.exp(-v)
-    return 1.0 / (1.0 + e)
+    """1 / (1 + exp(-v)) in v's precision (fp32, or fp64 in the grouped kernel's exact path): exp
+    accurate to about an ulp, then one add and one division; +inf gives 1, -inf 0, NaN NaN."""
+    return 1.0 / (1.0 + exp_accurate(-v, ACCURATE_EXP))
 
 
 @triton.jit
