@@ -6,6 +6,8 @@ which plain event timing would report instead of any shorter kernel. Every confi
 checked against the oracle and its weights against the first configuration's, bit for bit.
 
 python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small] [--out FILE.json] [T ...]
+A shape is E:dtype[:K[:score]], K 8 unless given, score k (softmax over the K, Gemma4), all (softmax
+over all E, Qwen2-MoE) or sigmoid (Llama 4): 60:bf16:4:all is Qwen2-MoE's router.
 The first configuration of each (shape, T) is the launch table's at that T.
 """
 import argparse
@@ -19,6 +21,7 @@ import triton.testing
 
 from parity.provenance import Run
 from parity.routing.fused import plan, route_kernel, sixteen_byte_vec, tile, vec_for
+from parity.routing.kernel_parts import SIGMOID, SOFTMAX_ALL, SOFTMAX_K
 from parity.routing.oracle import route64
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -35,13 +38,18 @@ def write_rows(path, rows) -> None:
         json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)
 
 
-def launcher(cfg, g, s, w, i, K):
+SCORES = {"k": (SOFTMAX_K, True), "all": (SOFTMAX_ALL, False), "sigmoid": (SIGMOID, False)}
+
+
+def launcher(cfg, g, s, w, i, K, score="k"):
     """A no-argument launch of one configuration: {kernel, BLOCK_T, warps[, lanes]}."""
     T, E = g.shape
     block_e = triton.next_power_of_2(E)
     args = (g, s, w, i, T, E, g.stride(0), g.stride(1), s.stride(0))
     grid = (triton.cdiv(T, cfg["BLOCK_T"]),)
-    const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"], **plan(g, K, s).constexprs}
+    sc, renorm = SCORES[score]
+    const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"],
+             **plan(g, K, s, score=sc, renormalize=renorm).constexprs}
     const["PAIRS"] = const["PAIRS"] and cfg.get("PAIRS", True)
     if cfg["kernel"] == "rounds":
         return lambda: route_kernel[grid](*args, VEC=cfg["VEC"], **const)
@@ -84,10 +92,10 @@ def main() -> None:
     ap.add_argument("--configs", default="rounds,network")
     ap.add_argument("T", nargs="*", type=int, default=[2048, 65536, 250000])
     a = ap.parse_args()
-    K = 8
     rows = []
     for shape, T in itertools.product(a.shapes.split(","), a.T):
-        E, dtype = int(shape.split(":")[0]), DTYPES[shape.split(":")[1]]
+        parts = shape.split(":") + ["8", "k"][len(shape.split(":")) - 2:]
+        E, dtype, K, score = int(parts[0]), DTYPES[parts[1]], int(parts[2]), parts[3]
         torch.manual_seed(0)
         s = torch.rand(E, device="cuda")
         copies = max(1, min(16, (512 << 20) // (T * E * dtype.itemsize)))
@@ -99,13 +107,13 @@ def main() -> None:
         for cfg in configs_for(T, E, dtype, a.configs.split(",")):
             w.fill_(float("nan"))
             i.fill_(-1)
-            launcher(cfg, gs[0], s, w, i, K)()
+            launcher(cfg, gs[0], s, w, i, K, score)()
             ids_ok = torch.equal(i.long(), i64)
             ref_w = w.clone() if ref_w is None else ref_w
             weights_same = torch.equal(w, ref_w)
-            runs = itertools.cycle([launcher(cfg, g, s, w, i, K) for g in gs])
+            runs = itertools.cycle([launcher(cfg, g, s, w, i, K, score) for g in gs])
             ms = triton.testing.do_bench_cudagraph(lambda runs=runs: next(runs)(), rep=50, return_mode="median")
-            row = {"T": T, "E": E, "dtype": shape.split(":")[1], **cfg, "us": round(ms * 1e3, 2),
+            row = {"T": T, "E": E, "K": K, "score": score, "dtype": parts[1], **cfg, "us": round(ms * 1e3, 2),
                    "ids_ok": ids_ok, "weights_same": weights_same}
             rows.append(row)
             print(row, flush=True)

@@ -5,6 +5,10 @@ Launched directly (no Python-side validation), timed under CUDA-graph replay
 configuration's ids are checked against the oracle's (the fallback-free rows are only counted:
 how many rows the fp32 keys alone would have routed otherwise).
 
+The table's tile is timed three ways: flagged rows routed again by exact_kernel in a second launch,
+inline in the fast kernel (INLINE_EXACT, one launch), and not at all (fallback off: what the fp32 keys
+alone cost and how many rows they would get wrong); ``rows_flagged`` counts the flagged rows.
+
 --variant v2 also times benchmarks/variants/grouped_v2_lanes.py (its ``run``: the variant's fast
 path, then the same exact_kernel) beside the table's kernel in every configuration; each row
 records its ``kernel`` ("grouped" or "grouped_v2").
@@ -47,20 +51,24 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, variant: str | None = N
     bias, scale = router.correction_bias.float(), fused.router_scale(router, m.E, gs[0].device)
     rows = []
     default = fused_grouped.plan(gs[0], m.K, bias, scale, router.n_group, router.topk_group, True)
-    for block_t, warps, fallback in [(default.block_t, default.num_warps, True)] + \
-            [(b, wp, True) for b, wp in tiles] + [(default.block_t, default.num_warps, False)]:
+    table = (default.block_t, default.num_warps)
+    # the table's tile three ways (flagged rows routed again by a second launch, inline, not at
+    # all), then the other tiles as the table would route their flagged rows at this T
+    for block_t, warps, fallback, inline in [(*table, True, default.inline), (*table, True, not default.inline)] + \
+            [(b, wp, True, default.inline) for b, wp in tiles if (b, wp) != table] + [(*table, False, False)]:
         if block_t > max(1, T):
             continue
         w, ids = empty_outputs(gs[0], m.K)
-        launch, _ = launcher(gs[0], m.K, router, bias, scale, w, ids, block_t=block_t, num_warps=warps, fallback=fallback)
+        launch, _ = launcher(gs[0], m.K, router, bias, scale, w, ids, block_t=block_t, num_warps=warps,
+                             fallback=fallback, inline=inline)
         kernels = [("grouped", launch.run)]
         if variant is not None:
             name, run = VARIANTS[variant]
             kernels.append((name, lambda g, b, s, w_, i_, run=run, launch=launch: run(launch, g, b, s, w_, i_,
                                                                                           fallback=launch.fallback)))
-        for kernel, run_one in kernels:
+        for kernel, run_one in (kernels if inline == default.inline else kernels[:1]):
             w, ids = empty_outputs(gs[0], m.K)
-            run_one(gs[0], bias, scale, w, ids)
+            flagged = int(run_one(gs[0], bias, scale, w, ids).sum())
             wrong = int((ids.cpu().long() != oid).any(1).sum())
             outs = [empty_outputs(g, m.K) for g in gs]
             i = [0]
@@ -72,8 +80,9 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, variant: str | None = N
             us = do_bench_cudagraph(call, rep=200) * 1e3
             rows.append({"model": model, "E": m.E, "K": m.K, "n_group": router.n_group,
                          "dtype": str(dtype).removeprefix("torch."), "T": T, "kernel": kernel, "block_t": block_t,
-                         "warps": warps, "fallback": fallback, "us": us, "rows_not_the_oracles": wrong,
-                         "table": (block_t, warps) == (default.block_t, default.num_warps)})
+                         "warps": warps, "fallback": fallback, "inline": fallback and (inline and kernel == "grouped"),
+                         "us": us, "rows_not_the_oracles": wrong, "rows_flagged": flagged,
+                         "table": (block_t, warps) == table and fallback and inline == default.inline})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -91,7 +100,7 @@ def main() -> None:
     for model in a.models.split(","):
         for dt in a.dtypes.split(","):
             for T in a.Ts:
-                rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3], a.variant)
+                rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3] if T > 1 else TILES[:1], a.variant)
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)

@@ -40,7 +40,7 @@ def _load_only(gating_ptr, out_ptr, T, E, stride_gt, stride_ge, BLOCK_T: tl.cons
     R: tl.constexpr = BLOCK_E // (LANES * VEC)
     cols = (((tl.arange(0, R) * LANES)[:, None, None, None] + tl.arange(0, LANES)[None, None, :, None]) * VEC
             + tl.arange(0, VEC)[None, None, None, :])
-    packed, _ = packed_keys(row_ptr[None, :, None, None] + cols * stride_ge, row_ok[None, :, None, None], cols,
+    packed, _, _ = packed_keys(row_ptr[None, :, None, None] + cols * stride_ge, row_ok[None, :, None, None], cols,
                             cols < E, COL_BITS, KEY16, EVEN_E, NAN_MAG)
     best = tl.max(tl.max(tl.max(packed, axis=3), axis=2), axis=0)
     tl.store(out_ptr + rows, best, mask=row_ok)

@@ -3,10 +3,12 @@
 # and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact]
-#        [bench] [probegrouped] [peers] [properties] [multigpu] [split] [smallvec]
+#        [bench] [probegrouped] [probefused] [peers] [properties] [multigpu] [split] [smallvec]
 # peers needs the git-ignored peers/ directory carried (device tool: carry ["peers"]; benchmarks/peers.py).
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5), FUZZ_LIMIT,
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
+# Probes and bench take their arguments from PROBE_GROUPED_ARGS / PROBE_TS, PROBE_FUSED_ARGS, BENCH_ARGS and
+# BENCH_OUT (a partial bench, e.g. BENCH_ARGS="--family mixtral" BENCH_OUT=reports/bench/h200-partial).
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
 # at c2cb7bf the whole suite did not fit one 600 s device call (8 of 630 tests unfinished); at
 # eb30433, on a fresh machine, its halves took 79 s and 97 s (reports/h200-reliability).
@@ -28,8 +30,10 @@ for step in $steps; do
     kernels) timeout ${KERNELS_LIMIT:-300} python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=10 tests/test_fused.py \
         tests/test_fused_families.py tests/test_fused_grouped.py tests/test_bench.py tests/test_compile.py tests/test_kernel_parts.py \
         tests/test_invariance.py > "$LOGS/pytest_kernels.log" 2>&1 ;;
-    probegrouped) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --out "$LOGS/probe-grouped.json" ${PROBE_TS:-250000 2048 64} \
-        > "$LOGS/probe-grouped.log" 2>&1 ;;
+    probegrouped) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --out "$LOGS/probe-grouped.json" \
+        ${PROBE_GROUPED_ARGS:-} ${PROBE_TS:-250000 2048 64} > "$LOGS/probe-grouped.log" 2>&1 ;;
+    probefused) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --out "$LOGS/probe-fused.json" \
+        ${PROBE_FUSED_ARGS:---shapes 60:bf16:4:all,60:bf16:4:k --configs rounds,small 250000 2048 512 8} > "$LOGS/probe-fused.log" 2>&1 ;;
     peers) { python3 -m benchmarks.peers
         timeout 200 python3 -m parity.cli sweep --grid smoke --family gpt_oss --candidate benchmarks.peers:triton_kernels_topk \
           --out reports/h200-peers --no-progress
@@ -54,7 +58,8 @@ for step in $steps; do
           --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --tiny-model 32 --out reports/h200-impact --no-progress > "$LOGS/impact.log" 2>&1
         timeout 120 python3 -m parity.cli impact --T 65536 --layer hf --hidden 512 --intermediate 256 \
           --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --out reports/h200-impact/hf --no-progress >> "$LOGS/impact.log" 2>&1 ;;
-    bench) timeout ${BENCH_LIMIT:-540} python3 -m parity.cli bench --out reports/bench/h200 --no-progress > "$LOGS/bench.log" 2>&1 ;;
+    bench) timeout ${BENCH_LIMIT:-540} python3 -m parity.cli bench --out ${BENCH_OUT:-reports/bench/h200} ${BENCH_ARGS:-} \
+        --no-progress > "$LOGS/bench.log" 2>&1 ;;
     multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/h200x2-pytest \
         python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$LOGS/multigpu.log" ;;
     properties) PARITY_HYPOTHESIS_PROFILE=long PARITY_HYPOTHESIS_LONG_FACTOR=${LONG_FACTOR:-5} \
@@ -68,6 +73,6 @@ for step in $steps; do
 done
 rm -f reports/*/records-gw*.jsonl
 # hypothesis's database holds every failing example it found: it comes back to replay them here.
-tar czf "$OUT/results.tar.gz" reports/h200* reports/bench/h200 reports/notebooks "$LOGS" \
+tar czf "$OUT/results.tar.gz" reports/h200* reports/bench/h200* reports/notebooks "$LOGS" \
     $([ -d .hypothesis ] && echo .hypothesis) 2>/dev/null
 cat "$OUT/steps.txt"; tail -3 "$LOGS/pytest_cuda.log" "$LOGS/properties.log" 2>/dev/null; tail -6 "$LOGS"/sweep_*.log 2>/dev/null; tail -22 "$LOGS"/fuzz*.log "$LOGS"/impact.log 2>/dev/null

@@ -6,12 +6,15 @@ ulps of the fp64 oracle; every dtype, odd E, K up to 64, strided rows, NaN/inf r
 torch.compile. The grouped sigmoid router's kernel: tests/test_fused_grouped.py."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from parity import routing
 from parity.numerics import ulp_error
 from parity.routing import fused
+from parity.routing.kernel_parts import SOFTMAX_ALL, empty_outputs
 from parity.routing.oracle import route64
 from parity.routing.router import Router
 from routing_cases import DTYPES, FUSED_MAX_ULP, logits, tied_logits
@@ -83,6 +86,26 @@ def test_a_positive_infinity_makes_a_softmax_over_all_nan_as_torch_does(dev):
     assert torch.isnan(route64(g, 2, router)[0][1]).all()
     assert torch.isnan(fused.route(g, 2, router)[0][1]).all()
     check(g, 2, router)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_the_softmax_over_all_has_the_same_bits_in_every_tile(dtype, dev):
+    """The denominator over all E is summed in whatever layout the tile gives (rows per program,
+    logits per vector): its bits must not depend on it (batch invariance). An fp32 tl.sum would
+    fail this: a whole-row vector and 16-byte vectors associate the row's terms differently."""
+    g = logits(64, 60, dtype, dev, seed=11, spread=3.0)
+    g[5, 7] = float("nan")
+    g[9, :] = float("-inf")
+    scale = fused.constant_vector(60, 1.0, torch.float32, g.device)
+    base = fused.plan(g, 4, scale, score=SOFTMAX_ALL, renormalize=False)
+    outs = []
+    for block_t, vec in [(1, 64), (1, 16 // g.element_size()), (4, 16 // g.element_size()), (64, 64)]:
+        w, ids = empty_outputs(g, 4)
+        replace(base, tile=fused.Tile(block_t, 64, vec, 1)).run(g, scale, w, ids)
+        outs.append(w)
+    assert outs[0][5].isnan().all() and outs[0][9].isnan().all()
+    assert all(torch.equal(outs[0].nan_to_num(), w.nan_to_num()) for w in outs[1:])
+    check(g, 4, ROUTERS["qwen2_moe"])
 
 
 def test_routers_with_a_bias_or_groups_go_to_the_grouped_kernel(dev, monkeypatch):

@@ -57,13 +57,16 @@ def test_random_normal_matches_oracle(shape, dtype, dev):
     check(logits(200, E, dtype, dev, seed=E + K, spread=2.0), K, router_for(shape, dev))
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "second-launch"])
 @pytest.mark.parametrize("bias", ["tied", "wide"])
 @pytest.mark.parametrize("shape", ["deepseek-v3", "odd-groups"])
-def test_tied_keys_and_wide_biases(shape, bias, dev):
+def test_tied_keys_and_wide_biases(shape, bias, inline, dev):
     """One bias for all (keys tie wherever bf16 logits do, groups tie), or a bias spread so wide that
-    keys saturate the fixed-point distance (every row through float64)."""
+    keys saturate the fixed-point distance (every row through float64); flagged rows routed again in
+    the fast kernel (inline) or by exact_kernel."""
     E, K = SHAPES[shape][:2]
-    check(tied_logits(300, E, dev, seed=1), K, router_for(shape, dev, bias=bias))
+    g, router = tied_logits(300, E, dev, seed=1), router_for(shape, dev, bias=bias)
+    check(g, K, router, out=launch(g, K, router, inline=inline))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -85,17 +88,19 @@ def near_tie_rows(dev) -> torch.Tensor:
     return g.to(dev)
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "second-launch"])
 @pytest.mark.parametrize("K", [1, 2])
-def test_the_float64_fallback_decides_near_ties(K, dev):
+def test_the_float64_fallback_decides_near_ties(K, inline, dev):
     """K = 1: the tie lies across the K-th place (the block reroutes from float64 keys); K = 2: both
-    are chosen and only their order is in question (the K picks are reordered by float64 keys)."""
+    are chosen and only their order is in question (the K picks are reordered by float64 keys); in
+    the fast kernel (inline) or in exact_kernel."""
     router = Router("sigmoid", True, correction_bias=torch.full((16,), 5.0, device=dev))
     g = near_tie_rows(dev)
     assert route64(g, K, router)[1][0, 0] == 1
     w, ids = launch(g, K, router, block_t=1, fallback=False)
     assert (ids[:, 0] == 0).all(), "the planted rows no longer tie in fp32: the test shows nothing"
-    check(g, K, router, out=launch(g, K, router, block_t=1))
-    check(g, K, router, out=launch(g, K, router, block_t=4))
+    check(g, K, router, out=launch(g, K, router, block_t=1, inline=inline))
+    check(g, K, router, out=launch(g, K, router, block_t=4, inline=inline))
 
 
 @pytest.mark.parametrize("block_t", [1, 4])
@@ -104,10 +109,11 @@ def test_small_tiles_route_like_one_tile(block_t, dev):
     (which, holding some ambiguous row, routes every row from float64 keys)."""
     router = router_for("deepseek-v3", dev)
     g = logits(32, 256, torch.float32, dev, seed=7, spread=2.0)
-    one = launch(g, 8, router, block_t=32)
-    small = launch(g, 8, router, block_t=block_t)
-    check(g, 8, router, out=small)
-    assert torch.equal(one[1], small[1]) and torch.equal(one[0], small[0])
+    one = launch(g, 8, router, block_t=32, inline=False)
+    for inline in (True, False):
+        small = launch(g, 8, router, block_t=block_t, inline=inline)
+        check(g, 8, router, out=small)
+        assert torch.equal(one[1], small[1]) and torch.equal(one[0], small[0])
 
 
 def test_strided_rows_and_special_values(dev):

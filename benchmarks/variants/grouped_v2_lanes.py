@@ -177,6 +177,8 @@ def grouped_v2_kernel(
 
 def run(launch: GroupedLaunch, gating_output, bias, scale, weights, ids, fallback: bool = True) -> torch.Tensor:
     """GroupedLaunch.run with grouped_v2_kernel as the fast path (its tile, warps and constexprs;
-    ``fallback``, not launch.fallback, decides whether exact_kernel routes the flagged rows again).
+    ``fallback``, not launch.fallback, decides whether exact_kernel routes the flagged rows again;
+    always in a second launch: the variant has no INLINE_EXACT).
     Returns the fast path's flags (int8 [T])."""
-    return replace(launch, fallback=fallback).run(gating_output, bias, scale, weights, ids, fast_kernel=grouped_v2_kernel)
+    return replace(launch, fallback=fallback, inline=False).run(gating_output, bias, scale, weights, ids,
+                                                                fast_kernel=grouped_v2_kernel)

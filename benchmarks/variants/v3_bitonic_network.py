@@ -132,7 +132,7 @@ def _network_kernel(
     cols3 = (((tl.arange(0, R) * LANES)[:, None, None, None] + tl.arange(0, LANES)[None, None, :, None]) * VEC
              + tl.arange(0, VEC)[None, None, None, :])
     col_ok3 = cols3 < E
-    packed, _ = packed_keys(row_ptr[None, :, None, None] + cols3 * stride_ge, row_ok[None, :, None, None], cols3,
+    packed, _, _ = packed_keys(row_ptr[None, :, None, None] + cols3 * stride_ge, row_ok[None, :, None, None], cols3,
                             col_ok3, COL_BITS, KEY16, EVEN_E, NAN_MAG)
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     packed = tl.reshape(tl.permute(packed, (1, 2, 0, 3)), [BLOCK_T, BLOCK_E])

@@ -54,9 +54,11 @@ from parity.routing.kernel_parts import (
     SOFTMAX_K,
     chosen_scores,
     exact_topk,
+    key_value,
     load_fp32,
     packed_keys,
     packed_pair_keys,
+    softmax_denominator,
     softmax_over_all,
     store_routing,
 )
@@ -87,14 +89,22 @@ def route_kernel(
     cols = ((tl.arange(0, BLOCK_E // VEC) * VEC)[:, None] + tl.arange(0, VEC)[None, :])[None, :, :]
 
     if PAIRS:
-        packed = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG)
+        packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
-        packed, key = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
-                                  cols < E, COL_BITS, KEY16, EVEN_E, NAN_MAG)
+        packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
+                                     cols < E, COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16)
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
 
     best = tl.max(tl.max(packed, axis=2), axis=1)
+    if SCORE == 2:
+        # the softmax's denominator over all E, from the tile already in registers (x: the logits
+        # as fp32; compiled away for the other scores), before the rounds need the registers
+        if KEY16:
+            row_max = key_value(best >> 16, KEY16, IS_BF16)
+        else:
+            row_max = key_value(tl.max(tl.max(key, axis=2), axis=1), KEY16, IS_BF16)
+        den = softmax_denominator(x, row_max, LOG2_BLOCK_E, ACCURATE_EXP, not KEY16)
     top = tl.where(slots[None, :] == 0, best[:, None], 0)  # the picks' packed keys, by slot
     ambiguous = tl.zeros([BLOCK_T], dtype=tl.int1)
     ROUNDS: tl.constexpr = K + 1 if CHECK_LOSS else K  # one more pick shows a tie across the K-th place
@@ -121,8 +131,7 @@ def route_kernel(
     # "v2, trimmed").
     v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
     if SCORE == 2:
-        probs = softmax_over_all(v, row_ptr, row_ok, stride_ge, E, slots, BLOCK_T, BLOCK_E, LOG2_BLOCK_E,
-                                 ACCURATE_EXP, IS_BF16, EVEN_E)
+        probs = softmax_over_all(v, den, slots, ACCURATE_EXP)
     else:
         probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCORE, RENORM)
     store_routing(probs, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K, SCALE_IS_BF16)

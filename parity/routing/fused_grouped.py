@@ -164,11 +164,12 @@ def grouped_kernel(
     BLOCK_T: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
     LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr,
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr,
-    EVEN: tl.constexpr,
+    EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr) for
-    exact_kernel, which routes it again from float64 keys."""
+    exact_kernel, which routes it again from float64 keys, or, under INLINE_EXACT, routed again
+    here (one launch: small batches, where a second launch costs more than the work)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
     INT32_MAX: tl.constexpr = 2147483647
@@ -224,7 +225,14 @@ def grouped_kernel(
             top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
     out_ok = row_ok[:, None] & (slots < K)[None, :]
     tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
-    _weights_and_store(top_packed & COL_MASK, row_ptr, rows, out_ok, slots, stride_ge, scale_ptr, stride_s, weights_ptr,
+    top_id = top_packed & COL_MASK
+    if INLINE_EXACT:
+        if tl.max((flagged & row_ok).to(tl.int32), axis=0) > 0:
+            b64 = tl.load(bias_ptr + col * stride_b, mask=valid, other=0.0).to(tl.float64)
+            exact_id = exact_grouped(x, b64, valid, col, slots, K, TOPK_GROUP, N_GROUP, BLOCK_G, BLOCK_G * BLOCK_P,
+                                     ACCURATE_EXP)
+            top_id = tl.where(flagged[:, None], exact_id, top_id)
+    _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_ptr, stride_s, weights_ptr,
                        ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM)
 
 
@@ -263,12 +271,16 @@ EXACT_ROWS = 4
 """Rows per program of exact_kernel on the GPU (a program with no flagged row returns at once); the
 interpreter, which pays per program in Python, takes the fast kernel's large blocks instead."""
 EXACT_WARPS = 4
+INLINE_MAX_T = 4096
+"""Up to this many rows the fast kernel routes its flagged rows again itself (INLINE_EXACT: one
+launch); above, exact_kernel does, in a second launch (reports/bench/NOTES.md, "one launch or two")."""
 
 
 @dataclass(frozen=True)
 class GroupedLaunch:
     """One call's launch: rows per program and warps of the fast kernel, its compile-time
-    arguments, and whether exact_kernel follows (tests and probes turn it off)."""
+    arguments, and how flagged rows are routed again: by exact_kernel after it, by the fast kernel
+    itself (inline), or not at all (fallback off: tests and probes)."""
 
     T: int
     block_t: int
@@ -276,6 +288,7 @@ class GroupedLaunch:
     constexprs: dict
     fallback: bool = True
     exact_rows: int = EXACT_ROWS
+    inline: bool = False
 
     SHARED = ("K", "TOPK_GROUP", "N_GROUP", "PER", "BLOCK_G", "BLOCK_P", "BLOCK_K", "LOG2_BLOCK_K", "ACCURATE_EXP",
               "IS_BF16", "SCALE_IS_BF16", "RENORM", "EVEN")
@@ -286,9 +299,10 @@ class GroupedLaunch:
         flags = torch.empty(self.T, dtype=torch.int8, device=gating_output.device)
         args = (gating_output, bias, scale, weights, ids, flags,
                 self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))
+        inline = {"INLINE_EXACT": True} if self.fallback and self.inline else {}
         (fast_kernel or grouped_kernel)[(triton.cdiv(self.T, self.block_t),)](
-            *args, BLOCK_T=self.block_t, num_warps=self.num_warps, **self.constexprs)
-        if self.fallback:
+            *args, BLOCK_T=self.block_t, num_warps=self.num_warps, **self.constexprs, **inline)
+        if self.fallback and not self.inline:
             exact_kernel[(triton.cdiv(self.T, self.exact_rows),)](*args, BLOCK_T=self.exact_rows, num_warps=EXACT_WARPS,
                                                              **{k: self.constexprs[k] for k in self.SHARED})
         return flags
@@ -296,9 +310,11 @@ class GroupedLaunch:
 
 def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torch.Tensor, n_group: int,
          topk_group: int, renormalize: bool, *, interpreter: bool = device.INTERPRETER,
-         block_t: int | None = None, num_warps: int | None = None, fallback: bool = True) -> GroupedLaunch:
-    """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps, and
-    fallback=False (no float64 routing of the flagged rows: the fp32 keys alone)."""
+         block_t: int | None = None, num_warps: int | None = None, fallback: bool = True,
+         inline: bool | None = None) -> GroupedLaunch:
+    """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
+    fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline (the
+    flagged rows routed again in the fast kernel; default: up to INLINE_MAX_T rows)."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -321,7 +337,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "COL_BITS": col_bits, "GROUP_BITS": max(1, (block_g - 1).bit_length()), "SHIFT": 31 - RANGE_BITS - col_bits,
         **dtype_flags(gating_output, scale, interpreter=interpreter),
         "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per,
-    }, fallback, block_t if interpreter else EXACT_ROWS)
+    }, fallback, block_t if interpreter else EXACT_ROWS, T <= INLINE_MAX_T if inline is None else inline)
 
 
 @torch.library.custom_op("parity::fused_grouped_route", mutates_args=())

@@ -146,23 +146,56 @@ def chosen_scores(v, slots, K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.
 
 
 @triton.jit
-def softmax_over_all(v, row_ptr, row_ok, stride_ge, E, slots, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr,
-                     LOG2_BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr,
-                     EVEN_E: tl.constexpr):
-    """Softmax probabilities over all E logits of the chosen ones v [BLOCK_T, BLOCK_K] (largest
-    first), not renormalised: exp(v - max) / sum over the row of exp(x - max). The row is read again
-    (cache hits) as one [BLOCK_T, BLOCK_E] tile and summed in a fixed pairwise tree, so the
-    denominator's bits do not depend on the launch layout (batch invariance). A NaN or +inf in the
-    row, or a row of -inf, gives NaN weights, as the oracle's float64 arithmetic does."""
+def key_value(k, KEY16: tl.constexpr, IS_BF16: tl.constexpr):
+    """The logit (fp32) of a sign-magnitude order key (sign_magnitude_key): a 16-bit format's key in
+    the low bits (KEY16: a packed key shifted down by 16), or an fp32 key. The NaN key gives NaN,
+    both zeros +0.0."""
+    neg = k < 0
+    mag = tl.where(neg, -k, k)
+    if KEY16:
+        bits = mag | tl.where(neg, 0x8000, 0)
+        if IS_BF16:
+            return (bits << 16).to(tl.float32, bitcast=True)
+        else:
+            return bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+    else:
+        return (mag | tl.where(neg, -2147483647 - 1, 0)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def softmax_denominator(x, first, LOG2_BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr,
+                        EXACT_DIFF: tl.constexpr):
+    """The sum over each row of exp(x - first), x [BLOCK_T, C, V] the row's logits (padding -inf),
+    first [BLOCK_T] its largest, in any layout with the same bits: each term (in [0, 1]) is truncated
+    to a multiple of 2**-F, F = 61 - LOG2_BLOCK_E, and the integers are summed exactly in int64 (no
+    order of addition changes an integer sum), then rounded to fp32 once. The truncation costs at
+    most BLOCK_E * 2**-F = 2**(2 LOG2_BLOCK_E - 61) against a sum of at least 1: far below an fp32
+    ulp. (The pairwise tree this replaces reloaded the row in a second layout and reshaped it level
+    by level: reports/bench/NOTES.md, "Softmax over all E".) EXACT_DIFF (fp32 logits): the terms
+    by exp_shifted, which recovers the rounding of x - first; bf16/fp16 differences are exact in
+    fp32 but for terms far below the row's largest, whose share of the sum is negligible. A row whose
+    largest is NaN, +inf or -inf gives NaN."""
+    F: tl.constexpr = 61 - LOG2_BLOCK_E
+    if EXACT_DIFF:
+        e = exp_shifted(x, first[:, None, None], ACCURATE_EXP)
+    elif ACCURATE_EXP:
+        # ex2.approx (2 ulp) where libdevice's exp costs six more instructions per logit; a term's
+        # error is relative to its share of the sum, so the sum keeps about 2 ulp (tolerance.FUSED_ULP).
+        e = tl.exp2((x - first[:, None, None]) * 1.4426950408889634)
+    else:
+        e = tl.exp(x - first[:, None, None])
+    q = (e * (2.0**F)).to(tl.int64)
+    total = tl.sum(tl.sum(q, axis=2), axis=1).to(tl.float32) * (2.0**-F)
+    return tl.where(first - first == 0.0, total, float("nan"))
+
+
+@triton.jit
+def softmax_over_all(v, den, slots, ACCURATE_EXP: tl.constexpr):
+    """Softmax probabilities over all E of the chosen logits v [BLOCK_T, BLOCK_K] (largest first),
+    not renormalised: exp(v - max) / den, den the row's softmax_denominator (NaN for a row with a
+    NaN or +inf, or of -inf: NaN weights, as the oracle's float64 arithmetic gives)."""
     first = tl.sum(tl.where(slots[None, :] == 0, v, 0.0), axis=1)[:, None]
-    cols = tl.arange(0, BLOCK_E)
-    mask = row_ok[:, None]
-    if not EVEN_E:
-        mask = mask & (cols < E)[None, :]
-    e = exp_shifted(load_fp32(row_ptr[:, None] + cols[None, :] * stride_ge, mask, IS_BF16), first, ACCURATE_EXP)
-    if not EVEN_E:
-        e = tl.where((cols < E)[None, :], e, 0.0)
-    return exp_shifted(v, first, ACCURATE_EXP) / pairwise_sum(e, BLOCK_T, BLOCK_E, LOG2_BLOCK_E)[:, None]
+    return exp_shifted(v, first, ACCURATE_EXP) / den[:, None]
 
 
 @triton.jit
@@ -197,10 +230,11 @@ def top_half_key(bits, NAN_MAG: tl.constexpr):
 
 @triton.jit
 def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.constexpr,
-                 EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr):
+                 EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True):
     """Load logits and pack each into one int32: order key, then BLOCK_E - 1 - id in the low
     COL_BITS bits (unique in its row; larger packed = larger logit, then lower id). Returns
-    (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16)."""
+    (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16, the logits as
+    fp32 with padding -inf; a kernel that does not use the last has it compiled away)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     if not EVEN_E:
         mask = mask & col_ok
@@ -213,21 +247,26 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
         if not EVEN_E:
             key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
         packed = key | (COL_MASK - cols)
+        x = _half_value(raw.to(tl.int32), IS_BF16)
     else:
         raw = tl.load(ptrs.to(tl.pointer_type(tl.int32)), mask=mask, other=0)
         key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
         if not EVEN_E:
             key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
         packed = (key & ~COL_MASK) | (COL_MASK - cols)
-    return packed, key
+        x = raw.to(tl.float32, bitcast=True)
+    if not EVEN_E:
+        x = tl.where(col_ok, x, -float("inf"))
+    return packed, key, x
 
 
 @triton.jit
 def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, COL_BITS: tl.constexpr,
-                      EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr):
+                      EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True):
     """packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
     BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
-    its even column's is the word shifted up by 16."""
+    its even column's is the word shifted up by 16. Returns (packed, the logits as fp32, padding
+    -inf)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
     in_row = words * 2 < E  # E is even: a word is in the row or wholly beyond it
@@ -237,10 +276,29 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None, None] + words, mask=mask, other=0)
     even = top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
     odd = top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
+    if IS_BF16:
+        x_even = (w << 16).to(tl.float32, bitcast=True)
+        x_odd = (w & -65536).to(tl.float32, bitcast=True)
+    else:
+        x_even = _half_value(w, IS_BF16)
+        x_odd = _half_value(w >> 16, IS_BF16)
     if not EVEN_E:
         even = tl.where(in_row, even, -2147483647 - 1)  # padding below -inf
         odd = tl.where(in_row, odd, -2147483647 - 1)
-    return tl.reshape(tl.join(even, odd), [even.shape[0], BLOCK_E // VEC, VEC])
+        x_even = tl.where(in_row, x_even, -float("inf"))
+        x_odd = tl.where(in_row, x_odd, -float("inf"))
+    shape: tl.constexpr = [even.shape[0], BLOCK_E // VEC, VEC]
+    return tl.reshape(tl.join(even, odd), shape), tl.reshape(tl.join(x_even, x_odd), shape)
+
+
+@triton.jit
+def _half_value(bits, IS_BF16: tl.constexpr):
+    """The bf16/fp16 pattern in the low 16 bits of an int32 as fp32 (exact; the high bits are
+    ignored)."""
+    if IS_BF16:
+        return (bits << 16).to(tl.float32, bitcast=True)
+    else:
+        return bits.to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
 
 
 
