@@ -58,8 +58,8 @@ def launcher(cfg, g, s, w, i, K, score="k"):
     return lambda: v3._network_kernel[grid](*args, **const)
 
 
-def configs_for(T, E, dtype, kinds):
-    table = tile(T, E, dtype, interpreter=False)  # first: what fused launches at this T
+def configs_for(T, E, dtype, kinds, score="k"):
+    table = tile(T, E, dtype, interpreter=False, score=SCORES[score][0])  # first: what fused launches at this T
     out = [{"kernel": "rounds", "BLOCK_T": table.block_t, "warps": table.num_warps, "VEC": table.vec}]
     if "small" in kinds and table.block_t == 1:
         # One row per program (T <= 512): the other of the two vectors, 16 bytes or the whole row
@@ -104,7 +104,7 @@ def main() -> None:
         w = torch.empty(T, K, device="cuda")
         i = torch.empty(T, K, device="cuda", dtype=torch.int32)
         ref_w = None
-        for cfg in configs_for(T, E, dtype, a.configs.split(",")):
+        for cfg in configs_for(T, E, dtype, a.configs.split(","), score):
             w.fill_(float("nan"))
             i.fill_(-1)
             launcher(cfg, gs[0], s, w, i, K, score)()

@@ -9,11 +9,10 @@ The table's tile is timed three ways: flagged rows routed again by exact_kernel 
 inline in the fast kernel (INLINE_EXACT, one launch), and not at all (fallback off: what the fp32 keys
 alone cost and how many rows they would get wrong); ``rows_flagged`` counts the flagged rows.
 
---variant v2 also times benchmarks/variants/grouped_v2_lanes.py (its ``run``: the variant's fast
-path, then the same exact_kernel) beside the table's kernel in every configuration; each row
-records its ``kernel`` ("grouped" or "grouped_v2").
+(The "v2" layout, once a variant under benchmarks/variants timed here with --variant v2, is the
+kernel since its H200 run: reports/bench/NOTES.md.)
 
-python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--variant v2] [--out FILE.json] [T ...]
+python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--out FILE.json] [T ...]
 """
 import argparse
 import json
@@ -25,13 +24,11 @@ from parity.provenance import Run
 from parity.routing import fused, fused_grouped
 from parity.routing.kernel_parts import empty_outputs
 from parity.routing.oracle import route64
-from benchmarks.variants import grouped_v2_lanes
 from triton.testing import do_bench_cudagraph  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-TILES = [(1, 1), (2, 1), (4, 1), (2, 2), (4, 2), (8, 2), (8, 4), (16, 4)]
+TILES = [(1, 1), (2, 1), (4, 1), (8, 1), (4, 2), (8, 2), (16, 2), (16, 4)]
 ROTATE_BYTES = 512 << 20
-VARIANTS = {"v2": ("grouped_v2", grouped_v2_lanes.run)}
 
 
 def launcher(g, K, router, bias, scale, w, ids, **override):
@@ -39,7 +36,7 @@ def launcher(g, K, router, bias, scale, w, ids, **override):
     return launch, (lambda: launch.run(g, bias, scale, w, ids))
 
 
-def probe(model: str, dtype: torch.dtype, T: int, tiles, variant: str | None = None) -> list[dict]:
+def probe(model: str, dtype: torch.dtype, T: int, tiles) -> list[dict]:
     fam = routing.family("deepseek_v3")
     m = fam.model(model)
     router = fam.make_router(m, "randn", 0, device="cuda")
@@ -54,19 +51,16 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, variant: str | None = N
     table = (default.block_t, default.num_warps)
     # the table's tile three ways (flagged rows routed again by a second launch, inline, not at
     # all), then the other tiles as the table would route their flagged rows at this T
-    for block_t, warps, fallback, inline in [(*table, True, default.inline), (*table, True, not default.inline)] + \
-            [(b, wp, True, default.inline) for b, wp in tiles if (b, wp) != table] + [(*table, False, False)]:
+    # (and inline with the registers capped at 80, the count without the inline path's float64)
+    for block_t, warps, fallback, inline, regs in [(*table, True, default.inline, None), (*table, True, not default.inline, None),
+                                                   (*table, True, True, 80)] + \
+            [(b, wp, True, default.inline, None) for b, wp in tiles if (b, wp) != table] + [(*table, False, False, None)]:
         if block_t > max(1, T):
             continue
         w, ids = empty_outputs(gs[0], m.K)
         launch, _ = launcher(gs[0], m.K, router, bias, scale, w, ids, block_t=block_t, num_warps=warps,
-                             fallback=fallback, inline=inline)
-        kernels = [("grouped", launch.run)]
-        if variant is not None:
-            name, run = VARIANTS[variant]
-            kernels.append((name, lambda g, b, s, w_, i_, run=run, launch=launch: run(launch, g, b, s, w_, i_,
-                                                                                          fallback=launch.fallback)))
-        for kernel, run_one in (kernels if inline == default.inline else kernels[:1]):
+                             fallback=fallback, inline=inline, max_registers=regs)
+        for kernel, run_one in [("grouped", launch.run)]:
             w, ids = empty_outputs(gs[0], m.K)
             flagged = int(run_one(gs[0], bias, scale, w, ids).sum())
             wrong = int((ids.cpu().long() != oid).any(1).sum())
@@ -80,9 +74,9 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, variant: str | None = N
             us = do_bench_cudagraph(call, rep=200) * 1e3
             rows.append({"model": model, "E": m.E, "K": m.K, "n_group": router.n_group,
                          "dtype": str(dtype).removeprefix("torch."), "T": T, "kernel": kernel, "block_t": block_t,
-                         "warps": warps, "fallback": fallback, "inline": fallback and (inline and kernel == "grouped"),
+                         "warps": warps, "fallback": fallback, "inline": fallback and inline, "max_registers": regs,
                          "us": us, "rows_not_the_oracles": wrong, "rows_flagged": flagged,
-                         "table": (block_t, warps) == table and fallback and inline == default.inline})
+                         "table": (block_t, warps) == table and fallback and inline == default.inline and regs is None})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -91,8 +85,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="deepseek-v3,kimi-k2,glm-4.5")
     ap.add_argument("--dtypes", default="bf16,fp32")
-    ap.add_argument("--variant", choices=sorted(VARIANTS), default=None,
-                    help="also time this variant (benchmarks/variants) beside the table's kernel")
     ap.add_argument("--out", default=None)
     ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
     a = ap.parse_args()
@@ -100,7 +92,7 @@ def main() -> None:
     for model in a.models.split(","):
         for dt in a.dtypes.split(","):
             for T in a.Ts:
-                rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3] if T > 1 else TILES[:1], a.variant)
+                rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3] if T > 1 else TILES[:1])
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)

@@ -13,7 +13,7 @@
 # at c2cb7bf the whole suite did not fit one 600 s device call (8 of 630 tests unfinished); at
 # eb30433, on a fresh machine, its halves took 79 s and 97 s (reports/h200-reliability).
 # The device's copy of the tree reports the last landed commit as HEAD: pass the commit you ran,
-# PARITY_GIT_SHA=$(git rev-parse HEAD) bash scripts/h200_run.sh ..., or the reports name the wrong one
+# PARITY_GIT_SHA=<the sha, written out here: git rev-parse on the device gives the landed one> bash scripts/h200_run.sh ..., or the reports name the wrong one
 # (reports/h200-user was re-labelled by hand for this reason).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD

@@ -145,3 +145,50 @@ def test_a_softmax_router_with_groups_is_refused_by_name(dev):
 def test_the_family_lists_the_kernel():
     fam = routing.family("deepseek_v3")
     assert fam.kernels == ("fused",) and routing.get("fused", "deepseek_v3") is fused.route
+
+
+# The fast path's flags: every row it routes wrongly is flagged (small tiles, so that rows are decided
+# alone); inputs: random rows, a row with a NaN, one of -inf, and rows planted with near_tie_rows
+# (experts 0 and 1 given one bias, 5.0, so the fp32 keys tie where the float64 ones do not). "wide"
+# biases saturate the fixed-point distance of many keys, which is flagged only where that can matter.
+FLAG_CASES = [("deepseek-v3", torch.bfloat16, 8, "spread"), ("deepseek-v3", torch.float32, 4, "spread"),
+              ("kimi-k2", torch.bfloat16, 4, "spread"), ("kimi-k2", torch.float32, 8, "spread"),
+              ("odd-groups", torch.bfloat16, 8, "spread"), ("odd-groups", torch.float32, 4, "spread"),
+              ("deepseek-v3", torch.float32, 8, "wide"), ("kimi-k2", torch.bfloat16, 4, "wide")]
+
+
+def _flag_inputs(shape, dtype, bias_kind, dev):
+    E, K, n_group, topk_group, sf = SHAPES[shape]
+    b = router_for(shape, dev, bias=bias_kind).correction_bias.clone()
+    b[0] = b[1] = 5.0
+    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=b)
+    g = logits(32, E, torch.float32, dev, seed=E + K, spread=2.0)
+    g[1, 7] = float("nan")
+    g[2, :] = float("-inf")
+    g[3:7, :] = -4.0
+    g[3:7, :16] = near_tie_rows(dev)
+    return g.to(dtype), K, router
+
+
+@pytest.mark.parametrize("shape,dtype,block_t,bias_kind", FLAG_CASES, ids=str)
+def test_the_flags_catch_every_row_the_fp32_keys_get_wrong(shape, dtype, block_t, bias_kind, dev):
+    g, K, router = _flag_inputs(shape, dtype, bias_kind, dev)
+    oid = route64(g, K, router)[1]
+    w, ids = launch(g, K, router, block_t=block_t)
+    assert torch.equal(ids.long().cpu(), oid.cpu())
+    w2, ids2 = launch(g, K, router, block_t=block_t, inline=False)
+    assert torch.equal(ids2, ids) and torch.equal(w2.view(torch.int32), w.view(torch.int32)), \
+        "exact_kernel's second launch and the inline path differ"
+
+    bias = router.correction_bias.float()
+    s = fused.router_scale(router, g.shape[1], g.device)
+    w_fast, ids_fast = empty_outputs(g, K)
+    flags = fused_grouped.plan(g, K, bias, s, router.n_group, router.topk_group, router.renormalize,
+                               block_t=block_t, fallback=False).run(g, bias, s, w_fast, ids_fast).cpu()
+    wrong = (ids_fast.long().cpu() != oid.cpu()).any(1)
+    missed = wrong & (flags == 0)
+    assert not missed.any(), f"unflagged rows routed wrongly: {missed.nonzero().flatten().tolist()}"
+    assert flags[1] == 1, "a NaN key must send its row to the float64 path"
+    assert int((flags == 0).sum()) >= 8, "the fast path decides too few rows for the test to show anything"
+    if bias_kind == "spread":
+        assert wrong[3:7].all(), "the planted rows no longer tie in fp32: the flag test shows nothing"

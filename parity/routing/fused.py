@@ -145,6 +145,10 @@ def route_kernel(
 # Small T is latency-bound: rows are spread so that at least FILL_PROGRAMS programs run (about two
 # per SM), down to one row per program.
 KEYS_PER_WARP = {torch.bfloat16: 2048, torch.float16: 2048, torch.float32: 512}
+SOFTMAX_ALL_KEYS_PER_WARP = 512
+"""Keys per warp, at most, under the softmax over all E, whose denominator keeps the row's logits
+live beside the keys: Qwen2-MoE (E=60, bf16) at T=250000 took 41.9 us at 2048 keys (32 rows, 141
+registers) and 29.2 us at 512 (8 rows) on the H200 (reports/bench/NOTES.md, "Softmax over all E")."""
 FILL_PROGRAMS = 264
 INTERPRETER_KEYS_PER_PROGRAM = 2**19  # the interpreter pays per program in Python: make them large (2**17: 11.6 s for 250000 bf16 rows of 128 on the 2-core CPU, 2**19: 7.7 s; 2**21 passes triton's largest tensor)
 MAX_WARPS = 8
@@ -190,14 +194,15 @@ class Tile:
     num_warps: int
 
 
-def tile(T: int, E: int, dtype: torch.dtype, *, interpreter: bool) -> Tile:
-    """The launch table: one tile for a batch of T rows of E logits of ``dtype``."""
+def tile(T: int, E: int, dtype: torch.dtype, *, interpreter: bool, score: int = SOFTMAX_K) -> Tile:
+    """The launch table: one tile for a batch of T rows of E logits of ``dtype`` (``score``: the
+    weights' epilogue, kernel_parts.SOFTMAX_K, SIGMOID or SOFTMAX_ALL)."""
     block_e = triton.next_power_of_2(E)
     rows_needed = triton.next_power_of_2(max(T, 1))
     if interpreter:
         block_t = max(1, min(INTERPRETER_KEYS_PER_PROGRAM // block_e, rows_needed))
         return Tile(block_t, block_e, vec_for(block_t, block_e, dtype), 1)
-    per_warp = KEYS_PER_WARP[dtype]
+    per_warp = KEYS_PER_WARP[dtype] if score != SOFTMAX_ALL else min(KEYS_PER_WARP[dtype], SOFTMAX_ALL_KEYS_PER_WARP)
     fill = 1 << max(0, (max(T, 1) // FILL_PROGRAMS).bit_length() - 1)  # rows that still fill the GPU
     block_t = max(1, min(per_warp // block_e, rows_needed, fill))
     return Tile(block_t, block_e, vec_for(block_t, block_e, dtype), warps_for(block_t, block_e, dtype))
@@ -246,7 +251,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     (kernel_parts.SOFTMAX_K, SIGMOID, SOFTMAX_ALL); ``renormalize``: a sigmoid's renormalisation
     over the K."""
     T, E = gating_output.shape
-    t = tile(T, E, gating_output.dtype, interpreter=interpreter)
+    t = tile(T, E, gating_output.dtype, interpreter=interpreter, score=score)
     col_bits = max(1, (t.block_e - 1).bit_length())
     # The packed key keeps 32 - COL_BITS bits of the fp32 key: enough for every bf16 (16 bits) and
     # fp16 (19 bits) value while COL_BITS <= 13; fp32 logits are checked at run time.

@@ -12,18 +12,20 @@ round of top-K is then one unsigned-min reduction (as in parity.routing.fused), 
 2, the groups and the experts alike. Every decision is checked against a bound on the fp32 keys'
 error (``thr``): a row where two consecutive picks (the K-th and the next included), or the
 topk_group-th group and the next, are closer than the bound, or where a key is NaN or lies so far
-below the row's largest that its distance saturates, is flagged, and ``exact_kernel`` routes the
-flagged rows again from float64 keys with the oracle's rules (ties to the lower id, NaN on top).
-Two launches, no host synchronisation: CUDA graphs capture both. The float64 path computes the
-sigmoid with libdevice's exp (numpy's in the interpreter), not torch's; two keys whose float64
-values differ by an ulp of float64 could be ordered differently from the oracle, which no input in
-the tests comes near.
+below the row's largest that its distance saturates where that could matter, is flagged, and routed
+again from float64 keys with the oracle's rules (ties to the lower id, NaN on top): by the fast
+kernel itself (one launch; a program holding a flagged row reloads its rows), or, as an option
+the probes time, by ``exact_kernel`` in a second launch. No host synchronisation: CUDA graphs
+capture the call. The float64 path computes the sigmoid with libdevice's exp (numpy's in the
+interpreter), not torch's; two keys whose float64 values differ by an ulp of float64 could be
+ordered differently from the oracle, which no input in the tests comes near.
 
 Why a kernel beside fused.route_kernel rather than more constexpr switches in it: the selection
 keys are no longer the logits' bits (neither the 16-bit key packing nor the fp32 lossiness check
 carry over), the group stage adds a dimension to the tile, and the exactness test is a bound, not a
 bit test. The weight epilogue (kernel_parts.chosen_scores, store_routing) is shared. Speed: far from
-the memory floor so far (reports/bench/NOTES.md, "The grouped sigmoid kernel").
+the memory floor so far, issue-bound (reports/bench/NOTES.md, "The grouped sigmoid kernel";
+reports/bench/probes/grouped-sass.md).
 """
 from __future__ import annotations
 
@@ -156,6 +158,55 @@ def _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_pt
                   SCALE_IS_BF16)
 
 
+NATIVE = not device.INTERPRETER
+"""Compiled for the GPU: the sigmoid as one ex2.approx.ftz and one rcp.approx.ftz (inline asm), the
+row maximum as one NaN-propagating reduction, the inline float64 pass row by row. The Triton
+interpreter, which cannot run inline asm and pays per operation in Python, computes the same
+values vectorised: fast_sigmoid, tl.max with a NaN test, the flagged rows' block at once."""
+
+
+@triton.jit
+def _sigmoid_ftz(x):
+    """fast_sigmoid in two MUFU instructions without div.full's denormal handling (GPU only): only a
+    sigmoid below 2**-126 changes (to 0), and rcp.approx is within 1 ulp where div.full is within 2,
+    inside fast_sigmoid's 2**-21 bound."""
+    e = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x * -1.4426950408889634],
+                                  dtype=tl.float32, is_pure=True, pack=1)
+    return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [1.0 + e],
+                                     dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _max_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _row_max_nan(key, NATIVE: tl.constexpr):
+    """The largest key of each row of [BLOCK_T, BLOCK_G, BLOCK_P // VEC, VEC], NaN if any is NaN:
+    one NaN-propagating max on the GPU; in the interpreter (where a custom combine runs element by
+    element in Python) tl.max and a separate NaN test."""
+    if NATIVE:
+        return tl.reduce(tl.reduce(tl.reduce(key, 3, _max_nan), 2, _max_nan), 1, _max_nan)
+    else:
+        top = tl.max(tl.max(tl.max(key, axis=3), axis=2), axis=1)
+        nan = tl.max(tl.max(tl.max((key != key).to(tl.int32), axis=3), axis=2), axis=1) > 0
+        return tl.where(nan, float("nan"), top)
+
+
+@triton.jit
+def _group_min(x):
+    """The minimum over each group: the last two axes of [BLOCK_T, BLOCK_G, BLOCK_P // VEC, VEC]."""
+    return tl.min(tl.min(x, axis=3), axis=2)
+
+
+@triton.jit
+def _group_next_up(prev, packed):
+    """_next_up over each group's two axes: the smallest packed value above prev [BLOCK_T, BLOCK_G]."""
+    gap = (packed - (prev + 1)[:, :, None, None]).to(tl.uint32, bitcast=True)
+    return prev + 1 + _group_min(gap).to(tl.int32, bitcast=True)
+
+
 @triton.jit(do_not_specialize=["T"])
 def grouped_kernel(
     gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr,
@@ -164,76 +215,121 @@ def grouped_kernel(
     BLOCK_T: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
     LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr,
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr,
-    EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False,
+    EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
-    checked against the keys' error bound; a row where one is too close is flagged (flags_ptr) for
-    exact_kernel, which routes it again from float64 keys, or, under INLINE_EXACT, routed again
-    here (one launch: small batches, where a second launch costs more than the work)."""
+    checked against the keys' error bound; a row where one is too close is flagged (flags_ptr) and
+    routed again from float64 keys, here (INLINE_EXACT) or by exact_kernel in a second launch.
+
+    Layout (the module docstring's "v2"): the tile is [BLOCK_T, BLOCK_G, BLOCK_P // VEC, VEC]
+    (expert g * PER + c * VEC + v), rows across lanes and whole groups in a thread, the bias loaded
+    through a pointer tile of the logits' shape so both loads share one layout: a group's top 2 is
+    in-thread, a row's reduction two shuffle levels shared by several rows. The distance below the
+    row's top is one FFMA (bit for bit (top - key) * 2**SHIFT: power-of-2 scaling), saturated by a
+    min (NaN and far keys -> QMAX) and rounded to the nearest int by adding 2**23 and taking the bits
+    (COL_BITS >= 8: the exponent shifts out of the packed word); rounding to nearest is monotone and
+    errs by half a unit where ``thr`` allows one. The row top is a NaN-propagating max (a NaN key
+    saturates every distance and flags the row); a saturated key flags the row where it could matter:
+    some valid group's second key (when groups are chosen) or the (K+1)-th pick."""
+    VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
+    SAT: tl.constexpr = QMAX << COL_BITS                     # packed at or above: a saturated distance
     INT32_MAX: tl.constexpr = 2147483647
-    RANGE: tl.constexpr = QMAX / (1 << SHIFT)                 # just below 2**RANGE_BITS
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     slots = tl.arange(0, BLOCK_K)
     row_ok = rows < T
-    x, row_ptr, col, valid = _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP, PER, BLOCK_G, BLOCK_P,
-                                   IS_BF16, EVEN)
-    b = tl.load(bias_ptr + col * stride_b, mask=valid, other=0.0).to(tl.float32)
-    key = fast_sigmoid(x) + b
+    row_ptr = gating_ptr + rows.to(tl.int64) * stride_gt
+    grp = tl.arange(0, BLOCK_G)[None, :, None, None]
+    pos = tl.arange(0, BLOCK_P // VEC)[None, None, :, None] * VEC + tl.arange(0, VEC)[None, None, None, :]
+    col = grp * PER + pos                                     # [1, BLOCK_G, BLOCK_P // VEC, VEC]
+    bias_ptrs = bias_ptr + col * stride_b + 0 * rows[:, None, None, None]   # the logits' shape: one layout
     if EVEN:
-        top = tl.max(tl.max(key, axis=2), axis=1)
+        x = load_fp32(row_ptr[:, None, None, None] + col * stride_ge, row_ok[:, None, None, None], IS_BF16)
+        b = tl.load(bias_ptrs).to(tl.float32)
     else:
-        top = tl.max(tl.max(tl.where(valid, key, -float("inf")), axis=2), axis=1)
-    # the fixed-point distance below the row's largest key; NaN saturates (and so is flagged below)
-    dist = top[:, None, None] - key
-    q = tl.where(dist < RANGE, dist * (1 << SHIFT), QMAX).to(tl.int32)
+        valid = (grp < N_GROUP) & (pos < PER)
+        x = load_fp32(row_ptr[:, None, None, None] + col * stride_ge, row_ok[:, None, None, None] & valid, IS_BF16)
+        b = tl.load(bias_ptrs, mask=valid, other=0.0).to(tl.float32)
+    if NATIVE:
+        key = _sigmoid_ftz(x) + b
+    else:
+        key = fast_sigmoid(x) + b
+    if not EVEN:
+        key = tl.where(valid, key, -float("inf"))
+    top = _row_max_nan(key, NATIVE)
+    flagged = top != top
+    d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)
+    if COL_BITS >= 8:   # the nearest int in the low 23 bits of d + 2**23; the exponent bits shift out
+        q = (d + 8388608.0).to(tl.int32, bitcast=True)
+    else:               # QMAX >= 2**23: truncate
+        q = d.to(tl.int32)
     packed = (q << COL_BITS) | col
     if not EVEN:
         packed = tl.where(valid, packed, INT32_MAX)
     thr = error_bound(top, SHIFT)
-    # a saturated distance (a key 2**RANGE_BITS below the top, or NaN) anywhere: float64 decides
-    if EVEN:
-        flagged = tl.max(tl.max(packed, axis=2), axis=1) >= (QMAX << COL_BITS)
-    else:
-        flagged = tl.max(tl.max(tl.where(valid, packed, 0), axis=2), axis=1) >= (QMAX << COL_BITS)
 
     if N_GROUP > 1:
-        GMAX: tl.constexpr = 2147483647
-        a1 = tl.min(packed, axis=2)
-        a2 = _next_up(a1, packed, 2)
-        gq = ((a1 >> COL_BITS) + (a2 >> COL_BITS)) >> 1                       # halved: fits beside the group id
+        a1 = _group_min(packed)                                               # [BLOCK_T, BLOCK_G]
+        a2 = _group_next_up(a1, packed)
         gids = tl.arange(0, BLOCK_G)[None, :]
-        gpacked = tl.where(gids < N_GROUP, (gq << GROUP_BITS) | gids, GMAX)
+        if TOPK_GROUP < N_GROUP:   # a saturated second key: that group's score is unsure
+            if BLOCK_G == N_GROUP:
+                flagged = flagged | (tl.max(a2, axis=1) >= SAT)
+            else:
+                flagged = flagged | (tl.max(tl.where(gids < N_GROUP, a2, 0), axis=1) >= SAT)
+        gq = ((a1 >> COL_BITS) + (a2 >> COL_BITS)) >> 1                       # halved: fits beside the group id
+        gpacked = tl.where(gids < N_GROUP, (gq << GROUP_BITS) | gids, INT32_MAX)
         cut = tl.min(gpacked, axis=1)
         for r in tl.static_range(1, TOPK_GROUP):
             cut = _next_up(cut, gpacked, 1)
         if TOPK_GROUP < N_GROUP:
             after = _next_up(cut, gpacked, 1)
             flagged = flagged | ((after >> GROUP_BITS) - (cut >> GROUP_BITS) <= thr + 2)
-        packed = tl.where((gpacked <= cut[:, None])[:, :, None], packed, INT32_MAX)
+        packed = tl.where((gpacked <= cut[:, None])[:, :, None, None], packed, INT32_MAX)
 
-    best = tl.min(tl.min(packed, axis=2), axis=1)
+    best = tl.min(_group_min(packed), axis=1)
     top_packed = tl.where(slots[None, :] == 0, best[:, None], 0)
     for k in tl.static_range(1, K + 1):
         prev = best
-        gap = (packed - (prev + 1)[:, None, None]).to(tl.uint32, bitcast=True)
-        best = prev + 1 + tl.min(tl.min(gap, axis=2), axis=1).to(tl.int32, bitcast=True)
+        gap = (packed - (prev + 1)[:, None, None, None]).to(tl.uint32, bitcast=True)
+        best = prev + 1 + tl.min(_group_min(gap), axis=1).to(tl.int32, bitcast=True)
         # two picks (or the K-th and the next) too close for the fp32 keys to order
         flagged = flagged | ((best >> COL_BITS) - (prev >> COL_BITS) <= thr)
         if k < K:
             top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
-    out_ok = row_ok[:, None] & (slots < K)[None, :]
+    flagged = flagged | (best >= SAT)   # the (K+1)-th pick saturated
     tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
-    top_id = top_packed & COL_MASK
-    if INLINE_EXACT:
-        if tl.max((flagged & row_ok).to(tl.int32), axis=0) > 0:
-            b64 = tl.load(bias_ptr + col * stride_b, mask=valid, other=0.0).to(tl.float64)
-            exact_id = exact_grouped(x, b64, valid, col, slots, K, TOPK_GROUP, N_GROUP, BLOCK_G, BLOCK_G * BLOCK_P,
-                                     ACCURATE_EXP)
-            top_id = tl.where(flagged[:, None], exact_id, top_id)
-    _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_ptr, stride_s, weights_ptr,
-                       ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM)
+    fast = row_ok & (flagged == 0) if INLINE_EXACT else row_ok
+    _weights_and_store(top_packed & COL_MASK, row_ptr, rows, fast[:, None] & (slots < K)[None, :], slots, stride_ge,
+                       scale_ptr, stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP,
+                       IS_BF16, SCALE_IS_BF16, RENORM)
+    redo = (flagged & row_ok).to(tl.int32)
+    if INLINE_EXACT and not NATIVE:
+        if tl.max(redo, axis=0) > 0:
+            x3, _, col3, valid3 = _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP, PER, BLOCK_G, BLOCK_P,
+                                        IS_BF16, EVEN)
+            b64 = tl.load(bias_ptr + col3 * stride_b, mask=valid3, other=0.0).to(tl.float64)
+            exact_id = exact_grouped(x3, b64, valid3, col3, slots, K, TOPK_GROUP, N_GROUP, BLOCK_G,
+                                     BLOCK_G * BLOCK_P, ACCURATE_EXP)
+            _weights_and_store(exact_id, row_ptr, rows, (redo > 0)[:, None] & (slots < K)[None, :], slots, stride_ge,
+                               scale_ptr, stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K,
+                               ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM)
+    if INLINE_EXACT and NATIVE:
+        # the flagged rows one at a time (a whole tile of float64 keys raised the registers every
+        # program is built with from 72 to 146 at BLOCK_T=4, and so cut the warps an SM holds)
+        if tl.max(redo, axis=0) > 0:
+            for i in tl.range(BLOCK_T, loop_unroll_factor=1):
+                if tl.max(tl.where(tl.arange(0, BLOCK_T) == i, redo, 0), axis=0) > 0:
+                    one = tl.program_id(0) * BLOCK_T + i + tl.arange(0, 1)
+                    x1, ptr1, col1, valid1 = _tile(gating_ptr, one, T, stride_gt, stride_ge, N_GROUP, PER, BLOCK_G,
+                                                   BLOCK_P, IS_BF16, EVEN)
+                    b64 = tl.load(bias_ptr + col1 * stride_b, mask=valid1, other=0.0).to(tl.float64)
+                    id1 = exact_grouped(x1, b64, valid1, col1, slots, K, TOPK_GROUP, N_GROUP, BLOCK_G,
+                                        BLOCK_G * BLOCK_P, ACCURATE_EXP)
+                    _weights_and_store(id1, ptr1, one, (one < T)[:, None] & (slots < K)[None, :], slots, stride_ge,
+                                       scale_ptr, stride_s, weights_ptr, ids_ptr, K, 1, BLOCK_K, LOG2_BLOCK_K,
+                                       ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -261,9 +357,9 @@ def exact_kernel(
                            ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM)
 
 
-KEYS_PER_WARP = {torch.bfloat16: 256, torch.float16: 256, torch.float32: 256}
-"""Keys per warp on the GPU: one 256-expert row per program and warp measured fastest at T=250000
-(benchmarks/probe_grouped.py, reports/bench/NOTES.md)."""
+KEYS_PER_WARP = {torch.bfloat16: 1024, torch.float16: 1024, torch.float32: 1024}
+"""Keys per warp on the GPU: four 256-expert rows per program and warp measured fastest at T=250000
+(benchmarks/probe_grouped.py, reports/bench/NOTES.md, "The grouped sigmoid kernel")."""
 INTERPRETER_KEYS_PER_PROGRAM = 2**17
 FILL_PROGRAMS = 264
 MAX_WARPS = 8
@@ -271,16 +367,14 @@ EXACT_ROWS = 4
 """Rows per program of exact_kernel on the GPU (a program with no flagged row returns at once); the
 interpreter, which pays per program in Python, takes the fast kernel's large blocks instead."""
 EXACT_WARPS = 4
-INLINE_MAX_T = 4096
-"""Up to this many rows the fast kernel routes its flagged rows again itself (INLINE_EXACT: one
-launch); above, exact_kernel does, in a second launch (reports/bench/NOTES.md, "one launch or two")."""
 
 
 @dataclass(frozen=True)
 class GroupedLaunch:
     """One call's launch: rows per program and warps of the fast kernel, its compile-time
-    arguments, and how flagged rows are routed again: by exact_kernel after it, by the fast kernel
-    itself (inline), or not at all (fallback off: tests and probes)."""
+    arguments, and how flagged rows are routed again: by the fast kernel itself (inline: one launch,
+    the default), by exact_kernel in a second launch, or not at all (fallback off: tests and
+    probes). On the H200, inline was faster at every T measured (reports/bench/NOTES.md)."""
 
     T: int
     block_t: int
@@ -288,7 +382,8 @@ class GroupedLaunch:
     constexprs: dict
     fallback: bool = True
     exact_rows: int = EXACT_ROWS
-    inline: bool = False
+    inline: bool = True
+    max_registers: int | None = None
 
     SHARED = ("K", "TOPK_GROUP", "N_GROUP", "PER", "BLOCK_G", "BLOCK_P", "BLOCK_K", "LOG2_BLOCK_K", "ACCURATE_EXP",
               "IS_BF16", "SCALE_IS_BF16", "RENORM", "EVEN")
@@ -300,6 +395,8 @@ class GroupedLaunch:
         args = (gating_output, bias, scale, weights, ids, flags,
                 self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))
         inline = {"INLINE_EXACT": True} if self.fallback and self.inline else {}
+        if self.max_registers is not None:
+            inline["maxnreg"] = self.max_registers
         (fast_kernel or grouped_kernel)[(triton.cdiv(self.T, self.block_t),)](
             *args, BLOCK_T=self.block_t, num_warps=self.num_warps, **self.constexprs, **inline)
         if self.fallback and not self.inline:
@@ -311,10 +408,11 @@ class GroupedLaunch:
 def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torch.Tensor, n_group: int,
          topk_group: int, renormalize: bool, *, interpreter: bool = device.INTERPRETER,
          block_t: int | None = None, num_warps: int | None = None, fallback: bool = True,
-         inline: bool | None = None) -> GroupedLaunch:
+         inline: bool | None = None, max_registers: int | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
-    fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline (the
-    flagged rows routed again in the fast kernel; default: up to INLINE_MAX_T rows)."""
+    fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
+    (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
+    max_registers caps the fast kernel's registers (ptxas maxnreg; the probes try it)."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -337,7 +435,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "COL_BITS": col_bits, "GROUP_BITS": max(1, (block_g - 1).bit_length()), "SHIFT": 31 - RANGE_BITS - col_bits,
         **dtype_flags(gating_output, scale, interpreter=interpreter),
         "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per,
-    }, fallback, block_t if interpreter else EXACT_ROWS, T <= INLINE_MAX_T if inline is None else inline)
+    }, fallback, block_t if interpreter else EXACT_ROWS, True if inline is None else inline,
+        None if interpreter else max_registers)
 
 
 @torch.library.custom_op("parity::fused_grouped_route", mutates_args=())
