@@ -51,7 +51,8 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles) -> list[dict]:
     table = (default.block_t, default.num_warps)
     # the table's tile three ways (flagged rows routed again by a second launch, inline, not at
     # all), then the other tiles as the table would route their flagged rows at this T
-    # (and inline with the registers capped at 80, the count without the inline path's float64)
+    # (and inline with the registers capped at 80; rows record the cap the launch used: the plan caps
+    # rows of at most 256 experts itself since eb58abc's run, fused_grouped.MAX_REGISTERS)
     for block_t, warps, fallback, inline, regs in [(*table, True, default.inline, None), (*table, True, not default.inline, None),
                                                    (*table, True, True, 80)] + \
             [(b, wp, True, default.inline, None) for b, wp in tiles if (b, wp) != table] + [(*table, False, False, None)]:
@@ -74,7 +75,7 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles) -> list[dict]:
             us = do_bench_cudagraph(call, rep=200) * 1e3
             rows.append({"model": model, "E": m.E, "K": m.K, "n_group": router.n_group,
                          "dtype": str(dtype).removeprefix("torch."), "T": T, "kernel": kernel, "block_t": block_t,
-                         "warps": warps, "fallback": fallback, "inline": fallback and inline, "max_registers": regs,
+                         "warps": warps, "fallback": fallback, "inline": fallback and inline, "max_registers": launch.max_registers,
                          "us": us, "rows_not_the_oracles": wrong, "rows_flagged": flagged,
                          "table": (block_t, warps) == table and fallback and inline == default.inline and regs is None})
             print(json.dumps(rows[-1]), flush=True)

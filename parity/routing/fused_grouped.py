@@ -361,7 +361,15 @@ KEYS_PER_WARP = {torch.bfloat16: 1024, torch.float16: 1024, torch.float32: 1024}
 """Keys per warp on the GPU: four 256-expert rows per program and warp measured fastest at T=250000
 (benchmarks/probe_grouped.py, reports/bench/NOTES.md, "The grouped sigmoid kernel")."""
 INTERPRETER_KEYS_PER_PROGRAM = 2**17
-FILL_PROGRAMS = 264
+FILL_PROGRAMS = 2048
+"""Rows are spread so that at least this many programs run, down to one row per program: a flagged
+row costs its program a serial float64 pass, which more, smaller programs keep off the critical
+path (T=2048, DeepSeek-V3 bf16 on the H200: 7.7 us at one row per program, 12.1 at four)."""
+MAX_REGISTERS = 80
+"""The fast kernel's register cap (ptxas maxnreg) for rows of at most 256 padded experts: the inline
+float64 pass raised DeepSeek-V3's kernel from 72 registers to 104, and capped at 80 it spills only
+inside that rare pass (SASS, sm_90): 111.2 us against 125.3 at T=250000 on the H200. Wider rows
+(Kimi K2's 384 experts) would spill on the fast path at 80 and are left to ptxas."""
 MAX_WARPS = 8
 EXACT_ROWS = 4
 """Rows per program of exact_kernel on the GPU (a program with no flagged row returns at once); the
@@ -429,14 +437,16 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     if num_warps is None:
         num_warps = 1 if interpreter else min(MAX_WARPS, max(1, block_t * block_e // KEYS_PER_WARP[gating_output.dtype]))
     block_k = triton.next_power_of_2(topk)
+    inline = True if inline is None else inline
+    if max_registers is None and fallback and inline and block_e <= 256:
+        max_registers = MAX_REGISTERS
     return GroupedLaunch(T, block_t, num_warps, {
         "K": topk, "TOPK_GROUP": topk_group, "N_GROUP": n_group, "PER": per,
         "BLOCK_G": block_g, "BLOCK_P": block_p, "BLOCK_K": block_k, "LOG2_BLOCK_K": block_k.bit_length() - 1,
         "COL_BITS": col_bits, "GROUP_BITS": max(1, (block_g - 1).bit_length()), "SHIFT": 31 - RANGE_BITS - col_bits,
         **dtype_flags(gating_output, scale, interpreter=interpreter),
         "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per,
-    }, fallback, block_t if interpreter else EXACT_ROWS, True if inline is None else inline,
-        None if interpreter else max_registers)
+    }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers)
 
 
 @torch.library.custom_op("parity::fused_grouped_route", mutates_args=())
