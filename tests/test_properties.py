@@ -356,8 +356,8 @@ def block_rows(block_t: int):
     minutes in ptxas per example (reports/h200-reliability/c2cb7bf)."""
     real = fused_module.tile
 
-    def forced(T, E, dtype, *, interpreter):
-        block_e = real(T, E, dtype, interpreter=interpreter).block_e
+    def forced(T, E, dtype, *, interpreter, **table):
+        block_e = real(T, E, dtype, interpreter=interpreter, **table).block_e
         rows = min(block_t, fused_module.largest_block_t(block_e, dtype))
         return fused_module.Tile(rows, block_e, fused_module.vec_for(rows, block_e, dtype),
                                  fused_module.warps_for(rows, block_e, dtype))

@@ -89,17 +89,17 @@ def route_kernel(
     cols = ((tl.arange(0, BLOCK_E // VEC) * VEC)[:, None] + tl.arange(0, VEC)[None, :])[None, :, :]
 
     if PAIRS:
-        packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16)
+        packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
-                                     cols < E, COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16)
+                                     cols < E, COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2)
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
 
     best = tl.max(tl.max(packed, axis=2), axis=1)
     if SCORE == 2:
         # the softmax's denominator over all E, from the tile already in registers (x: the logits
-        # as fp32; compiled away for the other scores), before the rounds need the registers
+        # as fp32, decoded for this score only), before the rounds need the registers
         if KEY16:
             row_max = key_value(best >> 16, KEY16, IS_BF16)
         else:

@@ -230,11 +230,13 @@ def top_half_key(bits, NAN_MAG: tl.constexpr):
 
 @triton.jit
 def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.constexpr,
-                 EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True):
+                 EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
+                 VALUES: tl.constexpr = False):
     """Load logits and pack each into one int32: order key, then BLOCK_E - 1 - id in the low
     COL_BITS bits (unique in its row; larger packed = larger logit, then lower id). Returns
-    (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16, the logits as
-    fp32 with padding -inf; a kernel that does not use the last has it compiled away)."""
+    (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16, and under
+    VALUES the logits as fp32 with padding -inf, else a stand-in: the interpreter runs what it is
+    given, and decoding unused values cost it time)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     if not EVEN_E:
         mask = mask & col_ok
@@ -247,26 +249,31 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
         if not EVEN_E:
             key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
         packed = key | (COL_MASK - cols)
-        x = _half_value(raw.to(tl.int32), IS_BF16)
     else:
         raw = tl.load(ptrs.to(tl.pointer_type(tl.int32)), mask=mask, other=0)
         key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
         if not EVEN_E:
             key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
         packed = (key & ~COL_MASK) | (COL_MASK - cols)
-        x = raw.to(tl.float32, bitcast=True)
-    if not EVEN_E:
-        x = tl.where(col_ok, x, -float("inf"))
+    x = key  # a stand-in (compiled functions cannot return None)
+    if VALUES:
+        if KEY16:
+            x = _half_value(raw.to(tl.int32), IS_BF16)
+        else:
+            x = raw.to(tl.float32, bitcast=True)
+        if not EVEN_E:
+            x = tl.where(col_ok, x, -float("inf"))
     return packed, key, x
 
 
 @triton.jit
 def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, COL_BITS: tl.constexpr,
-                      EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True):
+                      EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
+                      VALUES: tl.constexpr = False):
     """packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
     BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
-    its even column's is the word shifted up by 16. Returns (packed, the logits as fp32, padding
-    -inf)."""
+    its even column's is the word shifted up by 16. Returns (packed, under VALUES the logits as fp32
+    with padding -inf, else a stand-in)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
     in_row = words * 2 < E  # E is even: a word is in the row or wholly beyond it
@@ -276,19 +283,23 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None, None] + words, mask=mask, other=0)
     even = top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
     odd = top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
-    if IS_BF16:
-        x_even = (w << 16).to(tl.float32, bitcast=True)
-        x_odd = (w & -65536).to(tl.float32, bitcast=True)
-    else:
-        x_even = _half_value(w, IS_BF16)
-        x_odd = _half_value(w >> 16, IS_BF16)
     if not EVEN_E:
         even = tl.where(in_row, even, -2147483647 - 1)  # padding below -inf
         odd = tl.where(in_row, odd, -2147483647 - 1)
-        x_even = tl.where(in_row, x_even, -float("inf"))
-        x_odd = tl.where(in_row, x_odd, -float("inf"))
     shape: tl.constexpr = [even.shape[0], BLOCK_E // VEC, VEC]
-    return tl.reshape(tl.join(even, odd), shape), tl.reshape(tl.join(x_even, x_odd), shape)
+    x = even  # a stand-in (compiled functions cannot return None)
+    if VALUES:
+        if IS_BF16:
+            x_even = (w << 16).to(tl.float32, bitcast=True)
+            x_odd = (w & -65536).to(tl.float32, bitcast=True)
+        else:
+            x_even = _half_value(w, IS_BF16)
+            x_odd = _half_value(w >> 16, IS_BF16)
+        if not EVEN_E:
+            x_even = tl.where(in_row, x_even, -float("inf"))
+            x_odd = tl.where(in_row, x_odd, -float("inf"))
+        x = tl.reshape(tl.join(x_even, x_odd), shape)
+    return tl.reshape(tl.join(even, odd), shape), x
 
 
 @triton.jit
