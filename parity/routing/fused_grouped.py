@@ -158,6 +158,24 @@ def _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_pt
                   SCALE_IS_BF16)
 
 
+@triton.jit
+def _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt, stride_ge, stride_b,
+             stride_s, slots, K: tl.constexpr, TOPK_GROUP: tl.constexpr, N_GROUP: tl.constexpr, PER: tl.constexpr,
+             BLOCK_T: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
+             LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr,
+             SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr, EVEN: tl.constexpr):
+    """The rows [BLOCK_T] read again and routed from float64 keys (exact_grouped); weights and ids
+    stored for those where redo holds. Every float64 pass (exact_kernel, the fast kernel's inline
+    one, row by row or as a block) goes through here."""
+    x, row_ptr, col, valid = _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP, PER, BLOCK_G, BLOCK_P,
+                                   IS_BF16, EVEN)
+    b64 = tl.load(bias_ptr + col * stride_b, mask=valid, other=0.0).to(tl.float64)
+    top_id = exact_grouped(x, b64, valid, col, slots, K, TOPK_GROUP, N_GROUP, BLOCK_G, BLOCK_G * BLOCK_P, ACCURATE_EXP)
+    _weights_and_store(top_id, row_ptr, rows, redo[:, None] & (slots < K)[None, :], slots, stride_ge, scale_ptr,
+                       stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16,
+                       SCALE_IS_BF16, RENORM)
+
+
 NATIVE = not device.INTERPRETER
 """Compiled for the GPU: the sigmoid as one ex2.approx.ftz and one rcp.approx.ftz (inline asm), the
 row maximum as one NaN-propagating reduction, the inline float64 pass row by row. The Triton
@@ -304,32 +322,23 @@ def grouped_kernel(
     _weights_and_store(top_packed & COL_MASK, row_ptr, rows, fast[:, None] & (slots < K)[None, :], slots, stride_ge,
                        scale_ptr, stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP,
                        IS_BF16, SCALE_IS_BF16, RENORM)
-    redo = (flagged & row_ok).to(tl.int32)
-    if INLINE_EXACT and not NATIVE:
-        if tl.max(redo, axis=0) > 0:
-            x3, _, col3, valid3 = _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP, PER, BLOCK_G, BLOCK_P,
-                                        IS_BF16, EVEN)
-            b64 = tl.load(bias_ptr + col3 * stride_b, mask=valid3, other=0.0).to(tl.float64)
-            exact_id = exact_grouped(x3, b64, valid3, col3, slots, K, TOPK_GROUP, N_GROUP, BLOCK_G,
-                                     BLOCK_G * BLOCK_P, ACCURATE_EXP)
-            _weights_and_store(exact_id, row_ptr, rows, (redo > 0)[:, None] & (slots < K)[None, :], slots, stride_ge,
-                               scale_ptr, stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K,
-                               ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM)
-    if INLINE_EXACT and NATIVE:
-        # the flagged rows one at a time (a whole tile of float64 keys raised the registers every
-        # program is built with from 72 to 146 at BLOCK_T=4, and so cut the warps an SM holds)
-        if tl.max(redo, axis=0) > 0:
-            for i in tl.range(BLOCK_T, loop_unroll_factor=1):
-                if tl.max(tl.where(tl.arange(0, BLOCK_T) == i, redo, 0), axis=0) > 0:
-                    one = tl.program_id(0) * BLOCK_T + i + tl.arange(0, 1)
-                    x1, ptr1, col1, valid1 = _tile(gating_ptr, one, T, stride_gt, stride_ge, N_GROUP, PER, BLOCK_G,
-                                                   BLOCK_P, IS_BF16, EVEN)
-                    b64 = tl.load(bias_ptr + col1 * stride_b, mask=valid1, other=0.0).to(tl.float64)
-                    id1 = exact_grouped(x1, b64, valid1, col1, slots, K, TOPK_GROUP, N_GROUP, BLOCK_G,
-                                        BLOCK_G * BLOCK_P, ACCURATE_EXP)
-                    _weights_and_store(id1, ptr1, one, (one < T)[:, None] & (slots < K)[None, :], slots, stride_ge,
-                                       scale_ptr, stride_s, weights_ptr, ids_ptr, K, 1, BLOCK_K, LOG2_BLOCK_K,
-                                       ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM)
+    if INLINE_EXACT:
+        redo = flagged & row_ok
+        if tl.max(redo.to(tl.int32), axis=0) > 0:
+            if NATIVE:
+                # the flagged rows one at a time (a whole tile of float64 keys raised the registers
+                # every program is built with from 72 to 146 at BLOCK_T=4, and so cut the warps an
+                # SM holds)
+                for i in tl.range(BLOCK_T, loop_unroll_factor=1):
+                    if tl.max(tl.where(tl.arange(0, BLOCK_T) == i, redo.to(tl.int32), 0), axis=0) > 0:
+                        one = tl.program_id(0) * BLOCK_T + i + tl.arange(0, 1)
+                        _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, one, one < T, T, stride_gt,
+                                 stride_ge, stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, 1, BLOCK_G,
+                                 BLOCK_P, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
+            else:
+                _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt, stride_ge,
+                         stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, BLOCK_T, BLOCK_G, BLOCK_P, BLOCK_K,
+                         LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -347,14 +356,9 @@ def exact_kernel(
     row_ok = rows < T
     flagged = tl.load(flags_ptr + rows, mask=row_ok, other=0) != 0
     if tl.max(flagged.to(tl.int32), axis=0) > 0:
-        slots = tl.arange(0, BLOCK_K)
-        x, row_ptr, col, valid = _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP, PER, BLOCK_G, BLOCK_P,
-                                       IS_BF16, EVEN)
-        b64 = tl.load(bias_ptr + col * stride_b, mask=valid, other=0.0).to(tl.float64)
-        top_id = exact_grouped(x, b64, valid, col, slots, K, TOPK_GROUP, N_GROUP, BLOCK_G, BLOCK_G * BLOCK_P, ACCURATE_EXP)
-        out_ok = (row_ok & flagged)[:, None] & (slots < K)[None, :]
-        _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_ptr, stride_s, weights_ptr,
-                           ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM)
+        _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, row_ok & flagged, T, stride_gt, stride_ge,
+                 stride_b, stride_s, tl.arange(0, BLOCK_K), K, TOPK_GROUP, N_GROUP, PER, BLOCK_T, BLOCK_G, BLOCK_P,
+                 BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
 
 
 KEYS_PER_WARP = {torch.bfloat16: 1024, torch.float16: 1024, torch.float32: 1024}
@@ -396,16 +400,16 @@ class GroupedLaunch:
     SHARED = ("K", "TOPK_GROUP", "N_GROUP", "PER", "BLOCK_G", "BLOCK_P", "BLOCK_K", "LOG2_BLOCK_K", "ACCURATE_EXP",
               "IS_BF16", "SCALE_IS_BF16", "RENORM", "EVEN")
 
-    def run(self, gating_output, bias, scale, weights, ids, fast_kernel=None) -> torch.Tensor:
-        """Launch the fast kernel (grouped_kernel, or a variant with its arguments), then, with
-        fallback, exact_kernel for the rows it flagged; returns the flags (int8 [T])."""
+    def run(self, gating_output, bias, scale, weights, ids) -> torch.Tensor:
+        """Launch grouped_kernel (routing its flagged rows again itself when inline), then, with
+        fallback and not inline, exact_kernel for the rows it flagged; returns the flags (int8 [T])."""
         flags = torch.empty(self.T, dtype=torch.int8, device=gating_output.device)
         args = (gating_output, bias, scale, weights, ids, flags,
                 self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))
         inline = {"INLINE_EXACT": True} if self.fallback and self.inline else {}
         if self.max_registers is not None:
             inline["maxnreg"] = self.max_registers
-        (fast_kernel or grouped_kernel)[(triton.cdiv(self.T, self.block_t),)](
+        grouped_kernel[(triton.cdiv(self.T, self.block_t),)](
             *args, BLOCK_T=self.block_t, num_warps=self.num_warps, **self.constexprs, **inline)
         if self.fallback and not self.inline:
             exact_kernel[(triton.cdiv(self.T, self.exact_rows),)](*args, BLOCK_T=self.exact_rows, num_warps=EXACT_WARPS,
