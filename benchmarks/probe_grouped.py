@@ -12,7 +12,8 @@ alone cost and how many rows they would get wrong); ``rows_flagged`` counts the 
 (The "v2" layout, once a variant under benchmarks/variants timed here with --variant v2, is the
 kernel since its H200 run: reports/bench/NOTES.md.)
 
-python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--out FILE.json] [T ...]
+python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--registers 64,80]
+    [--out FILE.json] [T ...]
 """
 import argparse
 import json
@@ -36,7 +37,7 @@ def launcher(g, K, router, bias, scale, w, ids, **override):
     return launch, (lambda: launch.run(g, bias, scale, w, ids))
 
 
-def probe(model: str, dtype: torch.dtype, T: int, tiles) -> list[dict]:
+def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,)) -> list[dict]:
     fam = routing.family("deepseek_v3")
     m = fam.model(model)
     router = fam.make_router(m, "randn", 0, device="cuda")
@@ -53,8 +54,8 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles) -> list[dict]:
     # all), then the other tiles as the table would route their flagged rows at this T
     # (and inline with the registers capped at 80; rows record the cap the launch used: the plan caps
     # rows of at most 256 experts itself since eb58abc's run, fused_grouped.MAX_REGISTERS)
-    for block_t, warps, fallback, inline, regs in [(*table, True, default.inline, None), (*table, True, not default.inline, None),
-                                                   (*table, True, True, 80)] + \
+    for block_t, warps, fallback, inline, regs in [(*table, True, default.inline, None), (*table, True, not default.inline, None)] + \
+            [(*table, True, True, cap) for cap in caps] + \
             [(b, wp, True, default.inline, None) for b, wp in tiles if (b, wp) != table] + [(*table, False, False, None)]:
         if block_t > max(1, T):
             continue
@@ -87,13 +88,15 @@ def main() -> None:
     ap.add_argument("--models", default="deepseek-v3,kimi-k2,glm-4.5")
     ap.add_argument("--dtypes", default="bf16,fp32")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--registers", default="80", help="register caps to time at the table's tile (comma-separated)")
     ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
     a = ap.parse_args()
     rows = []
     for model in a.models.split(","):
         for dt in a.dtypes.split(","):
             for T in a.Ts:
-                rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3] if T > 1 else TILES[:1])
+                rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3] if T > 1 else TILES[:1],
+                              [int(c) for c in a.registers.split(",") if c])
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)

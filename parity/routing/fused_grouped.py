@@ -82,32 +82,51 @@ def _f64_of_key(key):
 
 
 @triton.jit
+def _flat3(x):
+    """[BLOCK_T, A, B] -> [BLOCK_T, A * B] in any order (for a reduction over both axes)."""
+    return tl.reshape(x, [x.shape[0], x.shape[1] * x.shape[2]], can_reorder=True)
+
+
+@triton.jit
+def _argmax64(key, ids, NONE: tl.constexpr):
+    """The smallest id among the largest int64 keys along axis 1 of [BLOCK_T, N]: three 32-bit
+    reductions (the high halves' max, the low halves' max among those, the id's min), which a row
+    spread over one warp turns into three REDUX where two 64-bit reductions take ten shuffles."""
+    hi = (key >> 32).to(tl.int32)
+    top_hi = hi == tl.max(hi, axis=1)[:, None]
+    lo = tl.where(top_hi, key.to(tl.int32).to(tl.uint32, bitcast=True), 0)
+    on_top = top_hi & (lo == tl.max(lo, axis=1)[:, None])
+    return tl.min(tl.where(on_top, ids, NONE), axis=1)
+
+
+@triton.jit
 def exact_grouped(x, bias64, valid, col, slots, K: tl.constexpr, TOPK_GROUP: tl.constexpr,
                   N_GROUP: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr):
     """The oracle's selection from float64 keys sigmoid(x) + bias for a block [BLOCK_T, BLOCK_G,
     BLOCK_P]: group scores (top-2 sums in float64), the best TOPK_GROUP groups, the top K in them;
-    ties to the lower (group) id, NaN on top. Returns the ids [BLOCK_T, BLOCK_K]."""
+    ties to the lower (group) id, NaN on top. Returns the ids [BLOCK_T, BLOCK_K]. The choices over
+    groups and over the row reduce the flattened row (each group's score on its experts), so a row
+    spread over a warp takes REDUX steps."""
     MIN64: tl.constexpr = -9223372036854775807 - 1
     key = tl.where(valid, _f64_key(sigmoid(x.to(tl.float64), ACCURATE_EXP) + bias64), MIN64)
     if N_GROUP > 1:
         k1 = tl.max(key, axis=2)                                              # each group's top 2:
         first = tl.min(tl.where(key == k1[:, :, None], col, BLOCK_E), axis=2)  # the first taken out by id
         k2 = tl.max(tl.where(col == first[:, :, None], MIN64, key), axis=2)
-        gid = tl.arange(0, BLOCK_G)[None, :]
-        gkey = tl.where(gid < N_GROUP, _f64_key(_f64_of_key(k1) + _f64_of_key(k2)), MIN64)
-        chosen = gkey < MIN64                                                 # all False
+        grp = tl.arange(0, BLOCK_G)[None, :, None] + 0 * col
+        gkey = tl.where(grp < N_GROUP, _f64_key(_f64_of_key(k1) + _f64_of_key(k2))[:, :, None] + 0 * key, MIN64)
+        chosen = grp < 0                                                      # all False
         for r in tl.static_range(TOPK_GROUP):
-            best = tl.max(gkey, axis=1)
-            pick = tl.min(tl.where(gkey == best[:, None], gid, BLOCK_G), axis=1)
-            hit = gid == pick[:, None]
+            pick = _argmax64(_flat3(gkey), _flat3(grp), BLOCK_G)
+            hit = grp == pick[:, None, None]
             chosen = chosen | hit
             gkey = tl.where(hit, MIN64, gkey)
-        key = tl.where(chosen[:, :, None], key, MIN64)
+        key = tl.where(chosen, key, MIN64)
+    fkey, fcol = _flat3(key), _flat3(col)
     top_id = tl.zeros([x.shape[0], slots.shape[0]], dtype=tl.int32)
     for k in tl.range(K, loop_unroll_factor=1):  # rare path: keep it small
-        best = tl.max(tl.max(key, axis=2), axis=1)
-        pick = tl.min(tl.min(tl.where(key == best[:, None, None], col, BLOCK_E), axis=2), axis=1)
-        key = tl.where(col == pick[:, None, None], MIN64, key)
+        pick = _argmax64(fkey, fcol, BLOCK_E)
+        fkey = tl.where(fcol == pick[:, None], MIN64, fkey)
         top_id = tl.where(slots[None, :] == k, pick[:, None], top_id)
     return top_id
 
@@ -121,11 +140,14 @@ def fast_sigmoid(x):
 
 
 @triton.jit
-def error_bound(top, SHIFT: tl.constexpr):
+def error_bound(top, reach, SHIFT: tl.constexpr):
     """The bound on two keys' fp32 error in units of 2**-SHIFT, per row (top: the row's largest
-    key): the sigmoid 2**-21, the sum's and the bias's rounding 2**-22 |key|, the distance's
-    rounding 2**-22 (it is below 4), the floor 1; |key| <= |top| + 5 for every unsaturated key."""
-    mag = tl.abs(top) + 5.0
+    key; reach: how far below it, in those units, the farther of the two keys may lie): the sigmoid
+    2**-21, the sum's and the bias's rounding 2**-22 (|key| + 1) (the sum rounds by 2**-24 |key|, a
+    bias wider than fp32 by 2**-24 |bias| <= 2**-24 (|key| + 1)), the distance's rounding 2**-22 (it
+    is below 4), the floor 1. |key| <= |top| + (reach + 2) 2**-SHIFT: a distance is the keys'
+    difference to within its rounding."""
+    mag = tl.abs(top) + 1.0 + (reach + 2).to(tl.float32) * 2.0**-SHIFT
     return (2.0 * ((1 << SHIFT) * (2.0**-21 + 2.0**-22 + 2.0**-22 * mag) + 1.0)).to(tl.int32) + 2
 
 
@@ -213,6 +235,24 @@ def _row_max_nan(key, NATIVE: tl.constexpr):
 
 
 @triton.jit
+def _flat(x):
+    """[BLOCK_T, BLOCK_G, BLOCK_P // VEC, VEC] -> [BLOCK_T, BLOCK_E] in any order (for reductions
+    over the whole row: one row spread over a warp reduces in one REDUX instead of a shuffle tree)."""
+    return tl.reshape(x, [x.shape[0], x.shape[1] * x.shape[2] * x.shape[3]], can_reorder=True)
+
+
+@triton.jit
+def _row_max_int(key):
+    """_row_max_nan through the keys' integer order (a signed max: REDUX on the GPU when a row
+    spans the warp): NaN if any key is NaN."""
+    bits = key.to(tl.int32, bitcast=True)
+    ik = tl.where(key != key, 2147483647, bits ^ ((bits >> 31) & 0x7FFFFFFF))
+    m = tl.max(_flat(ik), axis=1)
+    top = (m ^ ((m >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+    return tl.where(m == 2147483647, float("nan"), top)
+
+
+@triton.jit
 def _group_min(x):
     """The minimum over each group: the last two axes of [BLOCK_T, BLOCK_G, BLOCK_P // VEC, VEC]."""
     return tl.min(tl.min(x, axis=3), axis=2)
@@ -234,6 +274,7 @@ def grouped_kernel(
     LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr,
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr,
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
+    ONE_ROW: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr) and
@@ -275,7 +316,10 @@ def grouped_kernel(
         key = fast_sigmoid(x) + b
     if not EVEN:
         key = tl.where(valid, key, -float("inf"))
-    top = _row_max_nan(key, NATIVE)
+    if ONE_ROW:
+        top = _row_max_int(key)
+    else:
+        top = _row_max_nan(key, NATIVE)
     flagged = top != top
     d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)
     if COL_BITS >= 8:   # the nearest int in the low 23 bits of d + 2**23; the exponent bits shift out
@@ -285,7 +329,6 @@ def grouped_kernel(
     packed = (q << COL_BITS) | col
     if not EVEN:
         packed = tl.where(valid, packed, INT32_MAX)
-    thr = error_bound(top, SHIFT)
 
     if N_GROUP > 1:
         a1 = _group_min(packed)                                               # [BLOCK_T, BLOCK_G]
@@ -298,24 +341,40 @@ def grouped_kernel(
                 flagged = flagged | (tl.max(tl.where(gids < N_GROUP, a2, 0), axis=1) >= SAT)
         gq = ((a1 >> COL_BITS) + (a2 >> COL_BITS)) >> 1                       # halved: fits beside the group id
         gpacked = tl.where(gids < N_GROUP, (gq << GROUP_BITS) | gids, INT32_MAX)
-        cut = tl.min(gpacked, axis=1)
+        if ONE_ROW:   # each group's value on its experts' lanes: a warp-wide REDUX per round
+            gwide = _flat(gpacked[:, :, None, None] + 0 * packed)
+        else:
+            gwide = gpacked
+        cut = tl.min(gwide, axis=1)
         for r in tl.static_range(1, TOPK_GROUP):
-            cut = _next_up(cut, gpacked, 1)
+            cut = _next_up(cut, gwide, 1)
         if TOPK_GROUP < N_GROUP:
-            after = _next_up(cut, gpacked, 1)
-            flagged = flagged | ((after >> GROUP_BITS) - (cut >> GROUP_BITS) <= thr + 2)
+            after = _next_up(cut, gwide, 1)
+            # a group's score is its two keys' mean: the second key is at most 2 * score + 1 below the top
+            reach = 2 * (after >> GROUP_BITS) + 1
+            flagged = flagged | ((after >> GROUP_BITS) - (cut >> GROUP_BITS) <= error_bound(top, reach, SHIFT) + 2)
         packed = tl.where((gpacked <= cut[:, None])[:, :, None, None], packed, INT32_MAX)
 
-    best = tl.min(_group_min(packed), axis=1)
+    if ONE_ROW:
+        flat = _flat(packed)
+        best = tl.min(flat, axis=1)
+    else:
+        best = tl.min(_group_min(packed), axis=1)
     top_packed = tl.where(slots[None, :] == 0, best[:, None], 0)
+    closest = tl.full([BLOCK_T], INT32_MAX, tl.int32)      # the smallest gap between consecutive picks
     for k in tl.static_range(1, K + 1):
         prev = best
-        gap = (packed - (prev + 1)[:, None, None, None]).to(tl.uint32, bitcast=True)
-        best = prev + 1 + tl.min(_group_min(gap), axis=1).to(tl.int32, bitcast=True)
-        # two picks (or the K-th and the next) too close for the fp32 keys to order
-        flagged = flagged | ((best >> COL_BITS) - (prev >> COL_BITS) <= thr)
+        if ONE_ROW:
+            best = _next_up(prev, flat, 1)
+        else:
+            gap = (packed - (prev + 1)[:, None, None, None]).to(tl.uint32, bitcast=True)
+            best = prev + 1 + tl.min(_group_min(gap), axis=1).to(tl.int32, bitcast=True)
+        closest = tl.minimum(closest, (best >> COL_BITS) - (prev >> COL_BITS))
         if k < K:
             top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
+    # two picks (or the K-th and the next) too close for the fp32 keys to order; the (K+1)-th pick
+    # is the farthest of them
+    flagged = flagged | (closest <= error_bound(top, best >> COL_BITS, SHIFT))
     flagged = flagged | (best >= SAT)   # the (K+1)-th pick saturated
     tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
     fast = row_ok & (flagged == 0) if INLINE_EXACT else row_ok
@@ -449,7 +508,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "BLOCK_G": block_g, "BLOCK_P": block_p, "BLOCK_K": block_k, "LOG2_BLOCK_K": block_k.bit_length() - 1,
         "COL_BITS": col_bits, "GROUP_BITS": max(1, (block_g - 1).bit_length()), "SHIFT": 31 - RANGE_BITS - col_bits,
         **dtype_flags(gating_output, scale, interpreter=interpreter),
-        "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per,
+        "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per, "ONE_ROW": block_t == 1,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers)
 
 
