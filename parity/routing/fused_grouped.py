@@ -89,14 +89,16 @@ def _flat3(x):
 
 @triton.jit
 def _argmax64(key, ids, NONE: tl.constexpr):
-    """The smallest id among the largest int64 keys along axis 1 of [BLOCK_T, N]: three 32-bit
+    """The smallest id among the largest int64 keys of each row of [BLOCK_T, A, B]: three 32-bit
     reductions (the high halves' max, the low halves' max among those, the id's min), which a row
-    spread over one warp turns into three REDUX where two 64-bit reductions take ten shuffles."""
+    spread over one warp turns into three REDUX where two 64-bit reductions take ten shuffles. Only
+    the reductions see the flattened row (its order is the compiler's: every elementwise step stays
+    in the [BLOCK_T, A, B] layout, where key and id are paired)."""
     hi = (key >> 32).to(tl.int32)
-    top_hi = hi == tl.max(hi, axis=1)[:, None]
+    top_hi = hi == tl.max(_flat3(hi), axis=1)[:, None, None]
     lo = tl.where(top_hi, key.to(tl.int32).to(tl.uint32, bitcast=True), 0)
-    on_top = top_hi & (lo == tl.max(lo, axis=1)[:, None])
-    return tl.min(tl.where(on_top, ids, NONE), axis=1)
+    on_top = top_hi & (lo == tl.max(_flat3(lo), axis=1)[:, None, None])
+    return tl.min(_flat3(tl.where(on_top, ids, NONE)), axis=1)
 
 
 @triton.jit
@@ -117,16 +119,15 @@ def exact_grouped(x, bias64, valid, col, slots, K: tl.constexpr, TOPK_GROUP: tl.
         gkey = tl.where(grp < N_GROUP, _f64_key(_f64_of_key(k1) + _f64_of_key(k2))[:, :, None] + 0 * key, MIN64)
         chosen = grp < 0                                                      # all False
         for r in tl.static_range(TOPK_GROUP):
-            pick = _argmax64(_flat3(gkey), _flat3(grp), BLOCK_G)
+            pick = _argmax64(gkey, grp, BLOCK_G)
             hit = grp == pick[:, None, None]
             chosen = chosen | hit
             gkey = tl.where(hit, MIN64, gkey)
         key = tl.where(chosen, key, MIN64)
-    fkey, fcol = _flat3(key), _flat3(col)
     top_id = tl.zeros([x.shape[0], slots.shape[0]], dtype=tl.int32)
     for k in tl.range(K, loop_unroll_factor=1):  # rare path: keep it small
-        pick = _argmax64(fkey, fcol, BLOCK_E)
-        fkey = tl.where(fcol == pick[:, None], MIN64, fkey)
+        pick = _argmax64(key, col, BLOCK_E)
+        key = tl.where(col == pick[:, None, None], MIN64, key)
         top_id = tl.where(slots[None, :] == k, pick[:, None], top_id)
     return top_id
 
