@@ -50,21 +50,25 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,)) -> list[dic
     rows = []
     default = fused_grouped.plan(gs[0], m.K, bias, scale, router.n_group, router.topk_group, True)
     table = (default.block_t, default.num_warps)
-    # the table's tile three ways (flagged rows routed again by a second launch, inline, not at
-    # all), then the other tiles as the table would route their flagged rows at this T
-    # (and inline with the registers capped at 80; rows record the cap the launch used: the plan caps
-    # rows of at most 256 experts itself since eb58abc's run, fused_grouped.MAX_REGISTERS)
-    for block_t, warps, fallback, inline, regs in [(*table, True, default.inline, None), (*table, True, not default.inline, None)] + \
-            [(*table, True, True, cap) for cap in caps] + \
-            [(b, wp, True, default.inline, None) for b, wp in tiles if (b, wp) != table] + [(*table, False, False, None)]:
+    # the table's tile four ways (flagged rows routed again inline, by a second launch, inline
+    # without reordering near picks, not at all), under each register cap asked for (rows record the
+    # cap the launch used: the plan caps rows of at most 256 experts itself,
+    # fused_grouped.MAX_REGISTERS), then the other tiles as the table would route their flagged rows
+    for block_t, warps, fallback, inline, regs, reorder in \
+            [(*table, True, default.inline, None, None), (*table, True, not default.inline, None, None),
+             (*table, True, True, None, False)] + \
+            [(*table, True, True, cap, None) for cap in caps] + \
+            [(b, wp, True, default.inline, None, None) for b, wp in tiles if (b, wp) != table] + \
+            [(*table, False, False, None, None)]:
         if block_t > max(1, T):
             continue
         w, ids = empty_outputs(gs[0], m.K)
         launch, _ = launcher(gs[0], m.K, router, bias, scale, w, ids, block_t=block_t, num_warps=warps,
-                             fallback=fallback, inline=inline, max_registers=regs)
+                             fallback=fallback, inline=inline, max_registers=regs, reorder=reorder)
         for kernel, run_one in [("grouped", launch.run)]:
             w, ids = empty_outputs(gs[0], m.K)
-            flagged = int(run_one(gs[0], bias, scale, w, ids).sum())
+            flags = run_one(gs[0], bias, scale, w, ids)
+            flagged, whole = int((flags != 0).sum()), int((flags == 2).sum())
             wrong = int((ids.cpu().long() != oid).any(1).sum())
             outs = [empty_outputs(g, m.K) for g in gs]
             i = [0]
@@ -77,8 +81,11 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,)) -> list[dic
             rows.append({"model": model, "E": m.E, "K": m.K, "n_group": router.n_group,
                          "dtype": str(dtype).removeprefix("torch."), "T": T, "kernel": kernel, "block_t": block_t,
                          "warps": warps, "fallback": fallback, "inline": fallback and inline, "max_registers": launch.max_registers,
+                         "reorder": launch.constexprs["REORDER"],
                          "us": us, "rows_not_the_oracles": wrong, "rows_flagged": flagged,
-                         "table": (block_t, warps) == table and fallback and inline == default.inline and regs is None})
+                         "rows_whole_float64": whole,
+                         "table": (block_t, warps) == table and fallback and inline == default.inline and regs is None
+                         and reorder is None})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

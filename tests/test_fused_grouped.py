@@ -192,3 +192,26 @@ def test_the_flags_catch_every_row_the_fp32_keys_get_wrong(shape, dtype, block_t
     assert int((flags == 0).sum()) >= 8, "the fast path decides too few rows for the test to show anything"
     if bias_kind == "spread":
         assert wrong[3:7].all(), "the planted rows no longer tie in fp32: the flag test shows nothing"
+
+
+@pytest.mark.parametrize("shape,dtype,block_t,bias_kind", FLAG_CASES[:6], ids=str)
+def test_near_picks_reordered_route_as_the_whole_rows_float64_pass(shape, dtype, block_t, bias_kind, dev):
+    """A flagged row whose doubt is only the order of its K + 1 first picks is settled from those
+    float64 keys (flag 1); the rest (NaN, groups in doubt, a third key near the K-th: flag 2) take
+    the whole row's float64 pass. Both give the oracle's ids and the same bits as routing every
+    flagged row the whole way."""
+    g, K, router = _flag_inputs(shape, dtype, bias_kind, dev)
+    bias = router.correction_bias.float()
+    s = fused.router_scale(router, g.shape[1], g.device)
+    outs, flags = {}, {}
+    for reorder in (True, False):
+        w, ids = empty_outputs(g, K)
+        flags[reorder] = fused_grouped.plan(g, K, bias, s, router.n_group, router.topk_group, router.renormalize,
+                                            block_t=block_t, reorder=reorder).run(g, bias, s, w, ids).cpu()
+        outs[reorder] = (w, ids)
+    check(g, K, router, out=outs[True])
+    assert torch.equal(outs[True][1], outs[False][1])
+    assert torch.equal(outs[True][0].view(torch.int32), outs[False][0].view(torch.int32))
+    assert flags[True][1] == 2, "a NaN key needs the whole row's float64 pass"
+    assert (flags[True][3:7] == 1).all(), "the planted near ties are settled by reordering the picks"
+    assert torch.equal(flags[True] != 0, flags[False] != 0)

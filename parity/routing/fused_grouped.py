@@ -10,12 +10,14 @@ largest key, ``q = (max - key) * 2**SHIFT`` (an int, saturated at QMAX), packed 
 in the low COL_BITS bits: one int32 that orders by key, then by the lower id, unique in its row. A
 round of top-K is then one unsigned-min reduction (as in parity.routing.fused), for the groups' top
 2, the groups and the experts alike. Every decision is checked against a bound on the fp32 keys'
-error (``thr``): a row where two consecutive picks (the K-th and the next included), or the
-topk_group-th group and the next, are closer than the bound, or where a key is NaN or lies so far
-below the row's largest that its distance saturates where that could matter, is flagged, and routed
-again from float64 keys with the oracle's rules (ties to the lower id, NaN on top): by the fast
-kernel itself (one launch; a program holding a flagged row reloads its rows), or, as an option
-the probes time, by ``exact_kernel`` in a second launch. No host synchronisation: CUDA graphs
+error (``error_bound``): a row where two consecutive picks (the K-th and the next included), or
+the topk_group-th group and the next, are closer than the bound, or where a key is NaN or lies so
+far below the row's largest that its distance saturates where that could matter, is flagged, and
+settled from float64 keys with the oracle's rules (ties to the lower id, NaN on top), by the fast
+kernel itself (one launch): where only the order of the K + 1 first picks is in doubt (the groups
+certain, no third key near the K-th), from those K + 1 keys (``_reorder``); otherwise the row is
+read again and routed from the whole row's float64 keys (``exact_grouped``). As an option the
+probes time, ``exact_kernel`` routes every flagged row the whole way in a second launch. No host synchronisation: CUDA graphs
 capture the call. The float64 path computes the sigmoid with libdevice's exp (numpy's in the
 interpreter), not torch's; two keys whose float64 values differ by an ulp of float64 could be
 ordered differently from the oracle, which no input in the tests comes near.
@@ -82,23 +84,36 @@ def _f64_of_key(key):
 
 
 @triton.jit
-def _flat3(x):
-    """[BLOCK_T, A, B] -> [BLOCK_T, A * B] in any order (for a reduction over both axes)."""
-    return tl.reshape(x, [x.shape[0], x.shape[1] * x.shape[2]], can_reorder=True)
+def _row_max3(x):
+    """The maximum of each row of [BLOCK_T, A, B]. One row (the GPU's float64 pass): over the row
+    flattened, which a row spread over a warp reduces in one REDUX where nested reductions take
+    five shuffles; the flattening may reorder elements (only a reduction sees it), and across rows
+    too, hence one row only."""
+    if x.shape[0] == 1:
+        return tl.max(tl.reshape(x, [1, x.shape[1] * x.shape[2]], can_reorder=True), axis=1)
+    else:
+        return tl.max(tl.max(x, axis=2), axis=1)
+
+
+@triton.jit
+def _row_min3(x):
+    """The minimum of each row of [BLOCK_T, A, B], as _row_max3."""
+    if x.shape[0] == 1:
+        return tl.min(tl.reshape(x, [1, x.shape[1] * x.shape[2]], can_reorder=True), axis=1)
+    else:
+        return tl.min(tl.min(x, axis=2), axis=1)
 
 
 @triton.jit
 def _argmax64(key, ids, NONE: tl.constexpr):
     """The smallest id among the largest int64 keys of each row of [BLOCK_T, A, B]: three 32-bit
-    reductions (the high halves' max, the low halves' max among those, the id's min), which a row
-    spread over one warp turns into three REDUX where two 64-bit reductions take ten shuffles. Only
-    the reductions see the flattened row (its order is the compiler's: every elementwise step stays
-    in the [BLOCK_T, A, B] layout, where key and id are paired)."""
+    reductions (the high halves' max, the low halves' max among those, the id's min), which one
+    row spread over a warp takes as three REDUX where two 64-bit reductions take ten shuffles."""
     hi = (key >> 32).to(tl.int32)
-    top_hi = hi == tl.max(_flat3(hi), axis=1)[:, None, None]
+    top_hi = hi == _row_max3(hi)[:, None, None]
     lo = tl.where(top_hi, key.to(tl.int32).to(tl.uint32, bitcast=True), 0)
-    on_top = top_hi & (lo == tl.max(_flat3(lo), axis=1)[:, None, None])
-    return tl.min(_flat3(tl.where(on_top, ids, NONE)), axis=1)
+    on_top = top_hi & (lo == _row_max3(lo)[:, None, None])
+    return _row_min3(tl.where(on_top, ids, NONE))
 
 
 @triton.jit
@@ -237,8 +252,9 @@ def _row_max_nan(key, NATIVE: tl.constexpr):
 
 @triton.jit
 def _flat(x):
-    """[BLOCK_T, BLOCK_G, BLOCK_P // VEC, VEC] -> [BLOCK_T, BLOCK_E] in any order (for reductions
-    over the whole row: one row spread over a warp reduces in one REDUX instead of a shuffle tree)."""
+    """[1, BLOCK_G, BLOCK_P // VEC, VEC] -> [1, BLOCK_E] in any order, for reductions over the whole
+    row (one row spread over a warp reduces in one REDUX instead of a shuffle tree). One row only:
+    the order is the compiler's, across rows too."""
     return tl.reshape(x, [x.shape[0], x.shape[1] * x.shape[2] * x.shape[3]], can_reorder=True)
 
 
@@ -266,6 +282,41 @@ def _group_next_up(prev, packed):
     return prev + 1 + _group_min(gap).to(tl.int32, bitcast=True)
 
 
+@triton.jit
+def _next_pick(prev, packed, flat, ONE_ROW: tl.constexpr):
+    """The next pick below prev [BLOCK_T] (packed: the tile; flat: one row flattened, ONE_ROW)."""
+    if ONE_ROW:
+        return _next_up(prev, flat, 1)
+    else:
+        gap = (packed - (prev + 1)[:, None, None, None]).to(tl.uint32, bitcast=True)
+        return prev + 1 + tl.min(_group_min(gap), axis=1).to(tl.int32, bitcast=True)
+
+
+@triton.jit
+def _reorder(row_ptr, row_ok, bias_ptr, top_packed, after, slots, stride_ge, stride_b, COL_MASK: tl.constexpr,
+             K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_E: tl.constexpr,
+             ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr):
+    """The top K of K + 1 candidates (the K picks in top_packed and the next, after) by their
+    float64 keys, ties to the lower id, as ids [BLOCK_T, BLOCK_K]: a rank by all-pairs comparison
+    of BLOCK_C <= 16 keys a row. Enough where the groups and the K + 1 are certain and only their
+    order (and which of them is out) is not."""
+    MIN64: tl.constexpr = -9223372036854775807 - 1
+    cslots = tl.arange(0, BLOCK_C)[None, :]
+    cand = tl.where(cslots == K, (after & COL_MASK)[:, None], BLOCK_E + cslots)    # beyond K: unique, out of range
+    for k in tl.static_range(K):
+        pick = tl.sum(tl.where(slots[None, :] == k, top_packed & COL_MASK, 0), axis=1)
+        cand = tl.where(cslots == k, pick[:, None], cand)
+    ok = cslots <= K
+    at = tl.where(ok, cand, 0)
+    x = load_fp32(row_ptr[:, None] + at * stride_ge, ok & row_ok[:, None], IS_BF16)
+    b = tl.load(bias_ptr + at * stride_b, mask=ok, other=0.0).to(tl.float64)
+    key = tl.where(ok, _f64_key(sigmoid(x.to(tl.float64), ACCURATE_EXP) + b), MIN64)
+    ki, kj = key[:, :, None], key[:, None, :]
+    ahead = (kj > ki) | ((kj == ki) & (cand[:, None, :] < cand[:, :, None]))
+    rank = tl.sum(ahead.to(tl.int32), axis=2)
+    return tl.sum(tl.where(rank[:, :, None] == slots[None, None, :], cand[:, :, None], 0), axis=1)
+
+
 @triton.jit(do_not_specialize=["T"])
 def grouped_kernel(
     gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr,
@@ -275,11 +326,17 @@ def grouped_kernel(
     LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr,
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr,
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
-    ONE_ROW: tl.constexpr = False,
+    ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
-    checked against the keys' error bound; a row where one is too close is flagged (flags_ptr) and
-    routed again from float64 keys, here (INLINE_EXACT) or by exact_kernel in a second launch.
+    checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
+    and settled from float64 keys, here (INLINE_EXACT: from its K + 1 first picks with REORDER where
+    that suffices, else from the whole row, flag 2) or by exact_kernel in a second launch.
+
+    ONE_ROW (one row a program: small T): the row's reductions (its top, the groups' and the
+    picks' rounds) run over the flattened row, one REDUX each where nested reductions took a
+    shuffle tree (SASS sm_90: 75 -> 10 SHFL); the order of a flattened row is the compiler's, so
+    only values that carry their own id (packed keys, group scores) or reductions use it.
 
     Layout (the module docstring's "v2"): the tile is [BLOCK_T, BLOCK_G, BLOCK_P // VEC, VEC]
     (expert g * PER + c * VEC + v), rows across lanes and whole groups in a thread, the bias loaded
@@ -288,9 +345,10 @@ def grouped_kernel(
     row's top is one FFMA (bit for bit (top - key) * 2**SHIFT: power-of-2 scaling), saturated by a
     min (NaN and far keys -> QMAX) and rounded to the nearest int by adding 2**23 and taking the bits
     (COL_BITS >= 8: the exponent shifts out of the packed word); rounding to nearest is monotone and
-    errs by half a unit where ``thr`` allows one. The row top is a NaN-propagating max (a NaN key
+    errs by half a unit where ``error_bound`` allows one. The row top is a NaN-propagating max (a NaN key
     saturates every distance and flags the row); a saturated key flags the row where it could matter:
     some valid group's second key (when groups are chosen) or the (K+1)-th pick."""
+    tl.static_assert(BLOCK_T == 1 or not ONE_ROW)
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
@@ -321,7 +379,7 @@ def grouped_kernel(
         top = _row_max_int(key)
     else:
         top = _row_max_nan(key, NATIVE)
-    flagged = top != top
+    hard = top != top          # a row flagged for a reason _reorder cannot settle
     d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)
     if COL_BITS >= 8:   # the nearest int in the low 23 bits of d + 2**23; the exponent bits shift out
         q = (d + 8388608.0).to(tl.int32, bitcast=True)
@@ -337,9 +395,9 @@ def grouped_kernel(
         gids = tl.arange(0, BLOCK_G)[None, :]
         if TOPK_GROUP < N_GROUP:   # a saturated second key: that group's score is unsure
             if BLOCK_G == N_GROUP:
-                flagged = flagged | (tl.max(a2, axis=1) >= SAT)
+                hard = hard | (tl.max(a2, axis=1) >= SAT)
             else:
-                flagged = flagged | (tl.max(tl.where(gids < N_GROUP, a2, 0), axis=1) >= SAT)
+                hard = hard | (tl.max(tl.where(gids < N_GROUP, a2, 0), axis=1) >= SAT)
         gq = ((a1 >> COL_BITS) + (a2 >> COL_BITS)) >> 1                       # halved: fits beside the group id
         gpacked = tl.where(gids < N_GROUP, (gq << GROUP_BITS) | gids, INT32_MAX)
         if ONE_ROW:   # each group's value on its experts' lanes: a warp-wide REDUX per round
@@ -353,30 +411,27 @@ def grouped_kernel(
             after = _next_up(cut, gwide, 1)
             # a group's score is its two keys' mean: the second key is at most 2 * score + 1 below the top
             reach = 2 * (after >> GROUP_BITS) + 1
-            flagged = flagged | ((after >> GROUP_BITS) - (cut >> GROUP_BITS) <= error_bound(top, reach, SHIFT) + 2)
+            hard = hard | ((after >> GROUP_BITS) - (cut >> GROUP_BITS) <= error_bound(top, reach, SHIFT) + 2)
         packed = tl.where((gpacked <= cut[:, None])[:, :, None, None], packed, INT32_MAX)
 
     if ONE_ROW:
         flat = _flat(packed)
         best = tl.min(flat, axis=1)
     else:
+        flat = packed
         best = tl.min(_group_min(packed), axis=1)
     top_packed = tl.where(slots[None, :] == 0, best[:, None], 0)
     closest = tl.full([BLOCK_T], INT32_MAX, tl.int32)      # the smallest gap between consecutive picks
     for k in tl.static_range(1, K + 1):
         prev = best
-        if ONE_ROW:
-            best = _next_up(prev, flat, 1)
-        else:
-            gap = (packed - (prev + 1)[:, None, None, None]).to(tl.uint32, bitcast=True)
-            best = prev + 1 + tl.min(_group_min(gap), axis=1).to(tl.int32, bitcast=True)
+        best = _next_pick(prev, packed, flat, ONE_ROW)
         closest = tl.minimum(closest, (best >> COL_BITS) - (prev >> COL_BITS))
         if k < K:
             top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
+    hard = hard | (best >= SAT)   # the (K+1)-th pick saturated
     # two picks (or the K-th and the next) too close for the fp32 keys to order; the (K+1)-th pick
     # is the farthest of them
-    flagged = flagged | (closest <= error_bound(top, best >> COL_BITS, SHIFT))
-    flagged = flagged | (best >= SAT)   # the (K+1)-th pick saturated
+    flagged = hard | (closest <= error_bound(top, best >> COL_BITS, SHIFT))
     tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
     fast = row_ok & (flagged == 0) if INLINE_EXACT else row_ok
     _weights_and_store(top_packed & COL_MASK, row_ptr, rows, fast[:, None] & (slots < K)[None, :], slots, stride_ge,
@@ -385,20 +440,39 @@ def grouped_kernel(
     if INLINE_EXACT:
         redo = flagged & row_ok
         if tl.max(redo.to(tl.int32), axis=0) > 0:
-            if NATIVE:
-                # the flagged rows one at a time (a whole tile of float64 keys raised the registers
-                # every program is built with from 72 to 146 at BLOCK_T=4, and so cut the warps an
-                # SM holds)
-                for i in tl.range(BLOCK_T, loop_unroll_factor=1):
-                    if tl.max(tl.where(tl.arange(0, BLOCK_T) == i, redo.to(tl.int32), 0), axis=0) > 0:
-                        one = tl.program_id(0) * BLOCK_T + i + tl.arange(0, 1)
-                        _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, one, one < T, T, stride_gt,
-                                 stride_ge, stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, 1, BLOCK_G,
-                                 BLOCK_P, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
-            else:
-                _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt, stride_ge,
-                         stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, BLOCK_T, BLOCK_G, BLOCK_P, BLOCK_K,
-                         LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
+            if REORDER:
+                # Near picks alone: if the (K+2)-th pick is not near the K-th, the top K are among the
+                # K + 1 picks (every other key is surely below K of them) and only their order is in
+                # doubt: _reorder settles it from K + 1 float64 keys instead of the whole row's.
+                BLOCK_C: tl.constexpr = 2 * BLOCK_K if K == BLOCK_K else BLOCK_K
+                kth = tl.max(tl.where(slots[None, :] == K - 1, top_packed, 0), axis=1)
+                third = _next_pick(best, packed, flat, ONE_ROW)
+                hard = hard | ((third >> COL_BITS) - (kth >> COL_BITS) <= error_bound(top, third >> COL_BITS, SHIFT))
+                near = redo & (hard == 0)
+                tl.store(flags_ptr + rows, (redo.to(tl.int8) + (redo & hard).to(tl.int8)), mask=redo)   # 2: whole row
+                if tl.max(near.to(tl.int32), axis=0) > 0:
+                    _weights_and_store(
+                        _reorder(row_ptr, row_ok, bias_ptr, top_packed, best, slots, stride_ge, stride_b, COL_MASK, K,
+                                 BLOCK_K, BLOCK_C, BLOCK_G * BLOCK_P, ACCURATE_EXP, IS_BF16),
+                        row_ptr, rows, near[:, None] & (slots < K)[None, :], slots, stride_ge, scale_ptr, stride_s,
+                        weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16,
+                        RENORM)
+                redo = redo & hard
+            if tl.max(redo.to(tl.int32), axis=0) > 0:
+                if NATIVE:
+                    # the flagged rows one at a time (a whole tile of float64 keys raised the registers
+                    # every program is built with from 72 to 146 at BLOCK_T=4, and so cut the warps an
+                    # SM holds)
+                    for i in tl.range(BLOCK_T, loop_unroll_factor=1):
+                        if tl.max(tl.where(tl.arange(0, BLOCK_T) == i, redo.to(tl.int32), 0), axis=0) > 0:
+                            one = tl.program_id(0) * BLOCK_T + i + tl.arange(0, 1)
+                            _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, one, one < T, T, stride_gt,
+                                     stride_ge, stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, 1, BLOCK_G,
+                                     BLOCK_P, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
+                else:
+                    _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt, stride_ge,
+                             stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, BLOCK_T, BLOCK_G, BLOCK_P, BLOCK_K,
+                             LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -429,12 +503,17 @@ FILL_PROGRAMS = 2048
 """Rows are spread so that at least this many programs run, down to one row per program: a flagged
 row costs its program a serial float64 pass, which more, smaller programs keep off the critical
 path (T=2048, DeepSeek-V3 bf16 on the H200: 7.7 us at one row per program, 12.1 at four)."""
-MAX_REGISTERS = 80
+MAX_REGISTERS = 72
 """The fast kernel's register cap (ptxas maxnreg) for rows of at most 256 padded experts: the inline
-float64 pass raised DeepSeek-V3's kernel from 72 registers to 104, and capped at 80 it spills only
-inside that rare pass (SASS, sm_90): 111.2 us against 125.3 at T=250000 on the H200. Wider rows
-(Kimi K2's 384 experts) would spill on the fast path at 80 and are left to ptxas."""
+float64 passes need more registers than the fast path (64 for DeepSeek-V3 at 2ec210a, SASS sm_90),
+and capped they spill only inside those rare passes. On the H200 at T=250000 (probe_grouped):
+111.2 us at 80 against 125.3 uncapped (eb58abc); 103.7-103.9 at 72 against 106.6-106.9 at 80 and
+104.4 at 64 (3077222, 2ec210a). Wider rows (Kimi K2's 384 experts) would spill on the fast path
+and are left to ptxas."""
 MAX_WARPS = 8
+REORDER_MAX_CANDIDATES = 16
+"""The inline pass settles a row whose only doubt is the order of its K + 1 first picks from those
+K + 1 float64 keys (an all-pairs rank: BLOCK_C**2 comparisons a row) when K + 1 is at most this."""
 EXACT_ROWS = 4
 """Rows per program of exact_kernel on the GPU (a program with no flagged row returns at once); the
 interpreter, which pays per program in Python, takes the fast kernel's large blocks instead."""
@@ -480,11 +559,13 @@ class GroupedLaunch:
 def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torch.Tensor, n_group: int,
          topk_group: int, renormalize: bool, *, interpreter: bool = device.INTERPRETER,
          block_t: int | None = None, num_warps: int | None = None, fallback: bool = True,
-         inline: bool | None = None, max_registers: int | None = None) -> GroupedLaunch:
+         inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
     fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
     (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
-    max_registers caps the fast kernel's registers (ptxas maxnreg; the probes try it)."""
+    max_registers caps the fast kernel's registers (ptxas maxnreg; the probes try it); reorder=False
+    sends every flagged row through the whole row's float64 pass (the default reorders near picks
+    alone where K + 1 <= REORDER_MAX_CANDIDATES)."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -510,6 +591,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "COL_BITS": col_bits, "GROUP_BITS": max(1, (block_g - 1).bit_length()), "SHIFT": 31 - RANGE_BITS - col_bits,
         **dtype_flags(gating_output, scale, interpreter=interpreter),
         "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per, "ONE_ROW": block_t == 1,
+        "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers)
 
 
