@@ -17,15 +17,16 @@ settled from float64 keys with the oracle's rules (ties to the lower id, NaN on 
 kernel itself (one launch): where only the order of the K + 1 first picks is in doubt (the groups
 certain, no third key near the K-th), from those K + 1 keys (``_reorder``); otherwise the row is
 read again and routed from the whole row's float64 keys (``exact_grouped``). As an option the
-probes time, ``exact_kernel`` routes every flagged row the whole way in a second launch. No host synchronisation: CUDA graphs
-capture the call. The float64 path computes the sigmoid with libdevice's exp (numpy's in the
-interpreter), not torch's; two keys whose float64 values differ by an ulp of float64 could be
-ordered differently from the oracle, which no input in the tests comes near.
+probes time, ``exact_kernel`` routes every flagged row the whole way in a second launch. No host
+synchronisation: CUDA graphs capture the call. The float64 path computes the sigmoid with
+libdevice's exp (numpy's in the interpreter), not torch's; two keys whose float64 values differ by
+an ulp of float64 could be ordered differently from the oracle, which no input in the tests comes
+near.
 
 Why a kernel beside fused.route_kernel rather than more constexpr switches in it: the selection
 keys are no longer the logits' bits (neither the 16-bit key packing nor the fp32 lossiness check
 carry over), the group stage adds a dimension to the tile, and the exactness test is a bound, not a
-bit test. The weight epilogue (kernel_parts.chosen_scores, store_routing) is shared. Speed: far from
+bit test. The weight epilogue (kernel_parts.chosen_scores, the scale, store_weights) is shared. Speed: far from
 the memory floor so far, issue-bound (reports/bench/NOTES.md, "The grouped sigmoid kernel";
 reports/bench/probes/grouped-sass.md).
 """
@@ -43,9 +44,11 @@ from parity.routing.kernel_parts import (
     dtype_flags,
     empty_outputs,
     load_fp32,
+    load_scale,
     require_kernel_device,
     sigmoid,
-    store_routing,
+    store_weights,
+    times_scale,
 )
 
 MAX_EXPERTS = 1024
@@ -188,12 +191,18 @@ def _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP: tl.constexpr, PER:
 def _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_ptr, stride_s, weights_ptr, ids_ptr,
                        K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr,
                        ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
-                       RENORM: tl.constexpr):
-    top_id = tl.where(out_ok, top_id, 0)
-    v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
+                       RENORM: tl.constexpr, read_ok=None):
+    """Weights of the chosen ids (their logits read again: cache hits, and their scales), stored
+    where out_ok. read_ok (default out_ok) masks the reads: the fast path reads for every row in
+    range, flagged or not, so that the reads need not wait for the flags (with the reorder code,
+    ptxas otherwise left the scale's read after the weights' sums, its latency exposed: SASS sm_90)."""
+    if read_ok is None:
+        read_ok = out_ok
+    at = tl.where(read_ok, top_id, 0)
+    scale = load_scale(scale_ptr + at * stride_s, read_ok, SCALE_IS_BF16)
+    v = load_fp32(row_ptr[:, None] + at * stride_ge, read_ok, IS_BF16)
     probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, 1, RENORM)  # 1: SIGMOID
-    store_routing(probs, top_id, rows.to(tl.int64), out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K,
-                  SCALE_IS_BF16)
+    store_weights(times_scale(probs, scale), top_id, rows.to(tl.int64), out_ok, slots, weights_ptr, ids_ptr, K)
 
 
 @triton.jit
@@ -434,9 +443,11 @@ def grouped_kernel(
     flagged = hard | (closest <= error_bound(top, best >> COL_BITS, SHIFT))
     tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
     fast = row_ok & (flagged == 0) if INLINE_EXACT else row_ok
-    _weights_and_store(top_packed & COL_MASK, row_ptr, rows, fast[:, None] & (slots < K)[None, :], slots, stride_ge,
+    # a flagged row's picks may be padding (ids past E): read at an expert's column whatever they are
+    picks = tl.minimum(top_packed & COL_MASK, N_GROUP * PER - 1)
+    _weights_and_store(picks, row_ptr, rows, fast[:, None] & (slots < K)[None, :], slots, stride_ge,
                        scale_ptr, stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP,
-                       IS_BF16, SCALE_IS_BF16, RENORM)
+                       IS_BF16, SCALE_IS_BF16, RENORM, row_ok[:, None] & (slots < K)[None, :])
     if INLINE_EXACT:
         redo = flagged & row_ok
         if tl.max(redo.to(tl.int32), axis=0) > 0:
@@ -541,7 +552,9 @@ class GroupedLaunch:
 
     def run(self, gating_output, bias, scale, weights, ids) -> torch.Tensor:
         """Launch grouped_kernel (routing its flagged rows again itself when inline), then, with
-        fallback and not inline, exact_kernel for the rows it flagged; returns the flags (int8 [T])."""
+        fallback and not inline, exact_kernel for the rows it flagged; returns the flags (int8 [T]: 0
+        decided by the fp32 keys, 1 flagged, 2 flagged and routed by the whole row's float64 pass
+        inline)."""
         flags = torch.empty(self.T, dtype=torch.int8, device=gating_output.device)
         args = (gating_output, bias, scale, weights, ids, flags,
                 self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))

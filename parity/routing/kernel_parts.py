@@ -28,15 +28,30 @@ def load_fp32(ptrs, mask, IS_BF16: tl.constexpr):
 
 
 @triton.jit
+def load_scale(scale_ptrs, mask, SCALE_IS_BF16: tl.constexpr):
+    """The per-expert scale at scale_ptrs: float64 as it is, else as fp32 (see scaled_weights)."""
+    if scale_ptrs.dtype.element_ty == tl.float64:
+        return tl.load(scale_ptrs, mask=mask, other=0.0)
+    else:
+        return load_fp32(scale_ptrs, mask, SCALE_IS_BF16)
+
+
+@triton.jit
+def times_scale(probs, scale):
+    """probs (fp32) times a loaded scale, as fp32 weights: a float64 scale in float64, rounded once."""
+    if scale.dtype == tl.float64:
+        return (probs.to(tl.float64) * scale).to(tl.float32)
+    else:
+        return probs * scale
+
+
+@triton.jit
 def scaled_weights(probs, scale_ptrs, mask, SCALE_IS_BF16: tl.constexpr):
     """probs (fp32) times per_expert_scale at scale_ptrs, as fp32 weights. A float64 scale is
     multiplied in float64 and the product rounded once: read as float32, a scale beyond float32's
     range would turn inf, its weights inf and a chosen -inf logit's 0 weight NaN, where the oracle
     gives finite values (tests/test_properties.py::test_float64_scale_beyond_float32_range)."""
-    if scale_ptrs.dtype.element_ty == tl.float64:
-        return (probs.to(tl.float64) * tl.load(scale_ptrs, mask=mask, other=0.0)).to(tl.float32)
-    else:
-        return probs * load_fp32(scale_ptrs, mask, SCALE_IS_BF16)
+    return times_scale(probs, load_scale(scale_ptrs, mask, SCALE_IS_BF16))
 
 
 @triton.jit
@@ -203,7 +218,13 @@ def store_routing(probs, top_id, rows64, out_ok, slots, scale_ptr, stride_s, wei
                   K: tl.constexpr, SCALE_IS_BF16: tl.constexpr):
     """Weights = probs times the expert's scale (a float64 scale in float64, rounded once); store
     weights and ids [BLOCK_T, BLOCK_K] for the first K slots of the rows in range."""
-    weights = scaled_weights(probs, scale_ptr + top_id * stride_s, out_ok, SCALE_IS_BF16)
+    store_weights(scaled_weights(probs, scale_ptr + top_id * stride_s, out_ok, SCALE_IS_BF16), top_id, rows64,
+                  out_ok, slots, weights_ptr, ids_ptr, K)
+
+
+@triton.jit
+def store_weights(weights, top_id, rows64, out_ok, slots, weights_ptr, ids_ptr, K: tl.constexpr):
+    """Store weights and ids [BLOCK_T, BLOCK_K] for the first K slots of the rows in range."""
     out = rows64[:, None] * K + slots[None, :]
     tl.store(weights_ptr + out, weights, mask=out_ok)
     tl.store(ids_ptr + out, top_id, mask=out_ok)
