@@ -87,13 +87,20 @@ def _f64_of_key(key):
 
 
 @triton.jit
+def _flat(x):
+    """One row's tile [1, ...] -> [1, N] in any order, for reductions over the whole row (a row
+    spread over a warp reduces in one REDUX instead of a shuffle tree). One row only, and only for
+    reductions or values that carry their own id: the order is the compiler's, across rows too,
+    and not the same for two tensors (keys and ids flattened apart were paired wrongly on the GPU)."""
+    return tl.reshape(x, [x.shape[0], x.numel // x.shape[0]], can_reorder=True)
+
+
+@triton.jit
 def _row_max3(x):
-    """The maximum of each row of [BLOCK_T, A, B]. One row (the GPU's float64 pass): over the row
-    flattened, which a row spread over a warp reduces in one REDUX where nested reductions take
-    five shuffles; the flattening may reorder elements (only a reduction sees it), and across rows
-    too, hence one row only."""
+    """The maximum of each row of [BLOCK_T, A, B]; one row (the GPU's float64 pass) reduces over
+    the row flattened (_flat: one REDUX where nested reductions take five shuffles)."""
     if x.shape[0] == 1:
-        return tl.max(tl.reshape(x, [1, x.shape[1] * x.shape[2]], can_reorder=True), axis=1)
+        return tl.max(_flat(x), axis=1)
     else:
         return tl.max(tl.max(x, axis=2), axis=1)
 
@@ -102,7 +109,7 @@ def _row_max3(x):
 def _row_min3(x):
     """The minimum of each row of [BLOCK_T, A, B], as _row_max3."""
     if x.shape[0] == 1:
-        return tl.min(tl.reshape(x, [1, x.shape[1] * x.shape[2]], can_reorder=True), axis=1)
+        return tl.min(_flat(x), axis=1)
     else:
         return tl.min(tl.min(x, axis=2), axis=1)
 
@@ -257,14 +264,6 @@ def _row_max_nan(key, NATIVE: tl.constexpr):
         top = tl.max(tl.max(tl.max(key, axis=3), axis=2), axis=1)
         nan = tl.max(tl.max(tl.max((key != key).to(tl.int32), axis=3), axis=2), axis=1) > 0
         return tl.where(nan, float("nan"), top)
-
-
-@triton.jit
-def _flat(x):
-    """[1, BLOCK_G, BLOCK_P // VEC, VEC] -> [1, BLOCK_E] in any order, for reductions over the whole
-    row (one row spread over a warp reduces in one REDUX instead of a shuffle tree). One row only:
-    the order is the compiler's, across rows too."""
-    return tl.reshape(x, [x.shape[0], x.shape[1] * x.shape[2] * x.shape[3]], can_reorder=True)
 
 
 @triton.jit
