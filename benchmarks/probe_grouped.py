@@ -5,9 +5,10 @@ Launched directly (no Python-side validation), timed under CUDA-graph replay
 configuration's ids are checked against the oracle's (the fallback-free rows are only counted:
 how many rows the fp32 keys alone would have routed otherwise).
 
-The table's tile is timed three ways: flagged rows routed again by exact_kernel in a second launch,
-inline in the fast kernel (INLINE_EXACT, one launch), and not at all (fallback off: what the fp32 keys
-alone cost and how many rows they would get wrong); ``rows_flagged`` counts the flagged rows.
+The table's tile is timed several ways: flagged rows routed again by exact_kernel in a second launch,
+inline in the fast kernel (INLINE_EXACT, one launch), inline without reordering near picks, with the
+picks from the whole tile rather than the groups' lists, and not at all (fallback off: what the fp32
+keys alone cost and how many rows they would get wrong); ``rows_flagged`` counts the flagged rows.
 
 (The "v2" layout, once a variant under benchmarks/variants timed here with --variant v2, is the
 kernel since its H200 run: reports/bench/NOTES.md.)
@@ -50,21 +51,24 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,)) -> list[dic
     rows = []
     default = fused_grouped.plan(gs[0], m.K, bias, scale, router.n_group, router.topk_group, True)
     table = (default.block_t, default.num_warps)
-    # the table's tile four ways (flagged rows routed again inline, by a second launch, inline
-    # without reordering near picks, not at all), under each register cap asked for (rows record the
-    # cap the launch used: the plan caps rows of at most 256 experts itself,
-    # fused_grouped.MAX_REGISTERS), then the other tiles as the table would route their flagged rows
-    for block_t, warps, fallback, inline, regs, reorder in \
-            [(*table, True, default.inline, None, None), (*table, True, not default.inline, None, None),
-             (*table, True, True, None, False)] + \
-            [(*table, True, True, cap, None) for cap in caps] + \
-            [(b, wp, True, default.inline, None, None) for b, wp in tiles if (b, wp) != table] + \
-            [(*table, False, False, None, None)]:
+    # the table's tile five ways (flagged rows routed again inline, by a second launch, inline
+    # without reordering near picks, the picks from the whole tile instead of the groups' lists, not
+    # at all), under each register cap asked for (rows record the cap the launch used: the plan caps
+    # rows of at most 256 experts itself, fused_grouped.MAX_REGISTERS), then the other tiles as the
+    # table would route their flagged rows
+    base = dict(fallback=True, inline=default.inline, max_registers=None, reorder=None, lists=None)
+    configs = [(*table, base), (*table, {**base, "inline": not default.inline}), (*table, {**base, "reorder": False})]
+    if default.constexprs["GROUP_LISTS"]:
+        configs.append((*table, {**base, "lists": False}))
+    configs += [(*table, {**base, "max_registers": cap}) for cap in caps]
+    configs += [(b, wp, base) for b, wp in tiles if (b, wp) != table]
+    configs.append((*table, {**base, "fallback": False, "inline": False}))
+    for block_t, warps, over in configs:
         if block_t > max(1, T):
             continue
         w, ids = empty_outputs(gs[0], m.K)
-        launch, _ = launcher(gs[0], m.K, router, bias, scale, w, ids, block_t=block_t, num_warps=warps,
-                             fallback=fallback, inline=inline, max_registers=regs, reorder=reorder)
+        launch, _ = launcher(gs[0], m.K, router, bias, scale, w, ids, block_t=block_t, num_warps=warps, **over)
+        fallback, inline = over["fallback"], over["inline"]
         for kernel, run_one in [("grouped", launch.run)]:
             w, ids = empty_outputs(gs[0], m.K)
             flags = run_one(gs[0], bias, scale, w, ids)
@@ -81,11 +85,10 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,)) -> list[dic
             rows.append({"model": model, "E": m.E, "K": m.K, "n_group": router.n_group,
                          "dtype": str(dtype).removeprefix("torch."), "T": T, "kernel": kernel, "block_t": block_t,
                          "warps": warps, "fallback": fallback, "inline": fallback and inline, "max_registers": launch.max_registers,
-                         "reorder": launch.constexprs["REORDER"],
+                         "reorder": launch.constexprs["REORDER"], "lists": launch.constexprs["GROUP_LISTS"],
                          "us": us, "rows_not_the_oracles": wrong, "rows_flagged": flagged,
                          "rows_whole_float64": whole,
-                         "table": (block_t, warps) == table and fallback and inline == default.inline and regs is None
-                         and reorder is None})
+                         "table": (block_t, warps) == table and over == base})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -215,3 +215,40 @@ def test_near_picks_reordered_route_as_the_whole_rows_float64_pass(shape, dtype,
     assert flags[True][1] == 2, "a NaN key needs the whole row's float64 pass"
     assert (flags[True][3:7] == 1).all(), "the planted near ties are settled by reordering the picks"
     assert torch.equal(flags[True] != 0, flags[False] != 0)
+
+
+@pytest.mark.parametrize("shape,block_t", [("deepseek-v3", 4), ("deepseek-v3", 2), ("odd-groups", 4), ("k64", 2)],
+                         ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_group_lists_pick_as_the_whole_tile(shape, block_t, dtype, dev):
+    """With groups and several rows a program the picks come from each chosen group's GROUP_LIST
+    smallest keys; a block where a group's list runs out before the last pick takes the rounds over
+    the whole tile. Both give the bits and flags of the whole tile's rounds (lists=False); the inputs
+    hold blocks of each kind (random rows, rows whose top keys all lie in one group, near ties)."""
+    E, K, n_group, topk_group, _ = SHAPES[shape]
+    per = E // n_group
+    router = router_for(shape, dev)
+    g = logits(48, E, torch.float32, dev, seed=11, spread=2.0)
+    g[40:44, :per] += 6.0                          # one group holds every top key: its list runs out
+    g[44, :] = float("nan")
+    g[45:48, :] = -4.0
+    g[45:48, :16] = near_tie_rows(dev)[:3]
+    g = g.to(dtype)
+    ids64 = route64(g, K, router)[1].cpu()
+    counts = torch.zeros(len(g), n_group, dtype=torch.long).scatter_add_(
+        1, ids64[:, :K] // per, torch.ones(len(g), K, dtype=torch.long))
+    ran_out = (counts.max(1).values >= fused_grouped.GROUP_LIST).view(-1, block_t).any(1)
+    assert ran_out.any() and ((~ran_out).any() or K > n_group * fused_grouped.GROUP_LIST), \
+        "the inputs no longer hold blocks of both kinds"
+
+    bias = router.correction_bias.float()
+    s = fused.router_scale(router, E, g.device)
+    outs = {}
+    for lists in (True, False):
+        w, ids = empty_outputs(g, K)
+        flags = fused_grouped.plan(g, K, bias, s, n_group, topk_group, router.renormalize, block_t=block_t,
+                                   lists=lists).run(g, bias, s, w, ids).cpu()
+        outs[lists] = (w.view(torch.int32).cpu(), ids.cpu(), flags)
+    check(g, K, router, out=launch(g, K, router, block_t=block_t))
+    for a, b, what in zip(outs[True], outs[False], ("weights", "ids", "flags")):
+        assert torch.equal(a, b), f"{what} differ between the group lists and the whole tile's rounds"

@@ -301,6 +301,62 @@ def _next_pick(prev, packed, flat, ONE_ROW: tl.constexpr):
 
 
 @triton.jit
+def _first_pick(packed, flat, ONE_ROW: tl.constexpr):
+    """The smallest packed key of each row [BLOCK_T]."""
+    if ONE_ROW:
+        return tl.min(flat, axis=1)
+    else:
+        return tl.min(_group_min(packed), axis=1)
+
+
+@triton.jit
+def _tile_rounds(best, packed, flat, slots, K: tl.constexpr, COL_BITS: tl.constexpr, ONE_ROW: tl.constexpr):
+    """K rounds over the whole tile after the first pick best [BLOCK_T]: the K - 1 picks after it
+    (with it, top_packed [BLOCK_T, BLOCK_K]), the (K+1)-th pick and the smallest gap between
+    consecutive picks."""
+    top_packed = tl.where(slots[None, :] == 0, best[:, None], 0)
+    closest = tl.full(best.shape, 2147483647, tl.int32)
+    for k in tl.static_range(1, K + 1):
+        prev = best
+        best = _next_pick(prev, packed, flat, ONE_ROW)
+        closest = tl.minimum(closest, (best >> COL_BITS) - (prev >> COL_BITS))
+        if k < K:
+            top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
+    return top_packed, best, closest
+
+
+@triton.jit
+def _list_rounds(h1, h2, h3, h4, h5, slots, K: tl.constexpr, COL_BITS: tl.constexpr):
+    """_tile_rounds over each group's GROUP_LIST smallest packed keys (h1 < ... < h5 [BLOCK_T,
+    BLOCK_G], INT32_MAX where a group has no more): a round is a reduction over the groups and a
+    shift of the winning group's list, not a pass over every key. Exact where no group's list ran
+    out before the last round: the caller checks that its fifth key is not below the last pick."""
+    INT32_MAX: tl.constexpr = 2147483647
+    best = tl.min(h1, axis=1)
+    top_packed = tl.where(slots[None, :] == 0, best[:, None], 0)
+    closest = tl.full(best.shape, INT32_MAX, tl.int32)
+    for k in tl.static_range(1, K + 1):
+        hit = h1 == best[:, None]
+        h1 = tl.where(hit, h2, h1)
+        h2 = tl.where(hit, h3, h2)
+        h3 = tl.where(hit, h4, h3)
+        h4 = tl.where(hit, h5, h4)
+        h5 = tl.where(hit, INT32_MAX, h5)
+        prev = best
+        best = tl.min(h1, axis=1)
+        closest = tl.minimum(closest, (best >> COL_BITS) - (prev >> COL_BITS))
+        if k < K:
+            top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
+    return top_packed, best, closest
+
+
+@triton.jit
+def _group_after(prev, packed):
+    """_group_next_up, INT32_MAX after INT32_MAX (a group with no key left)."""
+    return tl.where(prev == 2147483647, prev, _group_next_up(prev, packed))
+
+
+@triton.jit
 def _reorder(row_ptr, row_ok, bias_ptr, top_packed, after, slots, stride_ge, stride_b, COL_MASK: tl.constexpr,
              K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_E: tl.constexpr,
              ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr):
@@ -334,7 +390,7 @@ def grouped_kernel(
     LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr,
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr,
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
-    ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False,
+    ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False, GROUP_LISTS: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
@@ -357,6 +413,7 @@ def grouped_kernel(
     saturates every distance and flags the row); a saturated key flags the row where it could matter:
     some valid group's second key (when groups are chosen) or the (K+1)-th pick."""
     tl.static_assert(BLOCK_T == 1 or not ONE_ROW)
+    tl.static_assert(not GROUP_LISTS or (N_GROUP > 1 and not ONE_ROW))
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
@@ -420,22 +477,30 @@ def grouped_kernel(
             # a group's score is its two keys' mean: the second key is at most 2 * score + 1 below the top
             reach = 2 * (after >> GROUP_BITS) + 1
             hard = hard | ((after >> GROUP_BITS) - (cut >> GROUP_BITS) <= error_bound(top, reach, SHIFT) + 2)
-        packed = tl.where((gpacked <= cut[:, None])[:, :, None, None], packed, INT32_MAX)
+        chosen = gpacked <= cut[:, None]                                       # [BLOCK_T, BLOCK_G]
+        if GROUP_LISTS:   # each group's five smallest keys; the tile masked only where it is needed
+            a3 = _group_after(a2, packed)
+            a4 = _group_after(a3, packed)
+            a5 = _group_after(a4, packed)
+        else:
+            packed = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
 
-    if ONE_ROW:
-        flat = _flat(packed)
-        best = tl.min(flat, axis=1)
+    # the K + 1 first picks (top_packed: the first K) and the smallest gap between consecutive ones
+    flat = _flat(packed) if ONE_ROW else packed
+    if GROUP_LISTS:
+        top_packed, best, closest = _list_rounds(
+            tl.where(chosen, a1, INT32_MAX), tl.where(chosen, a2, INT32_MAX), tl.where(chosen, a3, INT32_MAX),
+            tl.where(chosen, a4, INT32_MAX), tl.where(chosen, a5, INT32_MAX), slots, K, COL_BITS)
+        # a group whose fifth key was picked before the last round may hold the next pick: the block
+        # takes the rounds over its whole tile (for DeepSeek-V3's rows, one block of four rows in 14)
+        ran_out = chosen & (a5 < best[:, None])
+        if tl.max(tl.max(ran_out.to(tl.int32), axis=1), axis=0) > 0:
+            in_chosen = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
+            top_packed, best, closest = _tile_rounds(_first_pick(in_chosen, in_chosen, False), in_chosen, in_chosen,
+                                                     slots, K, COL_BITS, False)
     else:
-        flat = packed
-        best = tl.min(_group_min(packed), axis=1)
-    top_packed = tl.where(slots[None, :] == 0, best[:, None], 0)
-    closest = tl.full([BLOCK_T], INT32_MAX, tl.int32)      # the smallest gap between consecutive picks
-    for k in tl.static_range(1, K + 1):
-        prev = best
-        best = _next_pick(prev, packed, flat, ONE_ROW)
-        closest = tl.minimum(closest, (best >> COL_BITS) - (prev >> COL_BITS))
-        if k < K:
-            top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
+        top_packed, best, closest = _tile_rounds(_first_pick(packed, flat, ONE_ROW), packed, flat, slots, K,
+                                                 COL_BITS, ONE_ROW)
     hard = hard | (best >= SAT)   # the (K+1)-th pick saturated
     # two picks (or the K-th and the next) too close for the fp32 keys to order; the (K+1)-th pick
     # is the farthest of them
@@ -456,6 +521,8 @@ def grouped_kernel(
                 # doubt: _reorder settles it from K + 1 float64 keys instead of the whole row's.
                 BLOCK_C: tl.constexpr = 2 * BLOCK_K if K == BLOCK_K else BLOCK_K
                 kth = tl.max(tl.where(slots[None, :] == K - 1, top_packed, 0), axis=1)
+                if GROUP_LISTS:
+                    packed = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
                 third = _next_pick(best, packed, flat, ONE_ROW)
                 hard = hard | ((third >> COL_BITS) - (kth >> COL_BITS) <= error_bound(top, third >> COL_BITS, SHIFT))
                 near = redo & (hard == 0)
@@ -521,6 +588,14 @@ and capped they spill only inside those rare passes. On the H200 at T=250000 (pr
 104.4 at 64 (3077222, 2ec210a). Wider rows (Kimi K2's 384 experts) would spill on the fast path
 and are left to ptxas."""
 MAX_WARPS = 8
+GROUP_LIST = 5
+"""With groups and several rows a program, the K + 1 picks come from each chosen group's five
+smallest keys (``_list_rounds``: a round is a reduction over the groups, not over every key); a
+block where a group's fifth key is picked before the last round takes the rounds over its whole
+tile instead. Five: for DeepSeek-V3's random rows a group gives five of the first K = 8 picks in
+1.8% of rows (7% of four-row blocks); four would send 55% of the blocks to the whole tile
+(numbers from 200000 rows on the CPU, reports/bench/NOTES.md). The number is written out in the
+kernel (h1 .. h5)."""
 REORDER_MAX_CANDIDATES = 16
 """The inline pass settles a row whose only doubt is the order of its K + 1 first picks from those
 K + 1 float64 keys (an all-pairs rank: BLOCK_C**2 comparisons a row) when K + 1 is at most this."""
@@ -571,13 +646,16 @@ class GroupedLaunch:
 def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torch.Tensor, n_group: int,
          topk_group: int, renormalize: bool, *, interpreter: bool = device.INTERPRETER,
          block_t: int | None = None, num_warps: int | None = None, fallback: bool = True,
-         inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None) -> GroupedLaunch:
+         inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None,
+         lists: bool | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
     fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
     (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
     max_registers caps the fast kernel's registers (ptxas maxnreg; the probes try it); reorder=False
     sends every flagged row through the whole row's float64 pass (the default reorders near picks
-    alone where K + 1 <= REORDER_MAX_CANDIDATES)."""
+    alone where K + 1 <= REORDER_MAX_CANDIDATES); lists=False takes the K + 1 picks from the whole
+    tile where the default takes them from each group's GROUP_LIST smallest keys (rows in groups,
+    several rows a program)."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -604,6 +682,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         **dtype_flags(gating_output, scale, interpreter=interpreter),
         "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per, "ONE_ROW": block_t == 1,
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
+        "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers)
 
 
