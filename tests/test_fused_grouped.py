@@ -222,8 +222,8 @@ def test_near_picks_reordered_route_as_the_whole_rows_float64_pass(shape, dtype,
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 def test_group_lists_pick_as_the_whole_tile(shape, block_t, dtype, dev):
     """With groups and several rows a program the picks come from each chosen group's GROUP_LIST
-    smallest keys; a block where a group's list runs out before the last pick takes the rounds over
-    the whole tile. Both give the bits and flags of the whole tile's rounds (lists=False); the inputs
+    smallest keys; a block where a group's list could run out before the (K+2)-th pick takes the
+    rounds over the whole tile. Both give the bits and flags of the whole tile's rounds (lists=False); the inputs
     hold blocks of each kind (random rows, rows whose top keys all lie in one group, near ties)."""
     E, K, n_group, topk_group, _ = SHAPES[shape]
     per = E // n_group
@@ -234,9 +234,10 @@ def test_group_lists_pick_as_the_whole_tile(shape, block_t, dtype, dev):
     g[45:48, :] = -4.0
     g[45:48, :16] = near_tie_rows(dev)[:3]
     g = g.to(dtype)
-    ids64 = route64(g, K, router)[1].cpu()
+    picks = min(K + 1, topk_group * per)                # the K + 1 picks (as many as the chosen groups hold)
+    ids64 = route64(g, picks, router)[1].cpu()
     counts = torch.zeros(len(g), n_group, dtype=torch.long).scatter_add_(
-        1, ids64[:, :K] // per, torch.ones(len(g), K, dtype=torch.long))
+        1, ids64 // per, torch.ones(len(g), picks, dtype=torch.long))
     ran_out = (counts.max(1).values >= fused_grouped.GROUP_LIST).view(-1, block_t).any(1)
     assert ran_out.any() and ((~ran_out).any() or K > n_group * fused_grouped.GROUP_LIST), \
         "the inputs no longer hold blocks of both kinds"

@@ -326,28 +326,31 @@ def _tile_rounds(best, packed, flat, slots, K: tl.constexpr, COL_BITS: tl.conste
 
 
 @triton.jit
-def _list_rounds(h1, h2, h3, h4, h5, slots, K: tl.constexpr, COL_BITS: tl.constexpr):
-    """_tile_rounds over each group's GROUP_LIST smallest packed keys (h1 < ... < h5 [BLOCK_T,
+def _list_rounds(h1, h2, h3, h4, h5, h6, slots, K: tl.constexpr, COL_BITS: tl.constexpr):
+    """_tile_rounds over each group's GROUP_LIST smallest packed keys (h1 < ... < h6 [BLOCK_T,
     BLOCK_G], INT32_MAX where a group has no more): a round is a reduction over the groups and a
-    shift of the winning group's list, not a pass over every key. Exact where no group's list ran
-    out before the last round: the caller checks that its fifth key is not below the last pick."""
+    shift of the winning group's list, not a pass over every key. Also returns the (K+2)-th pick.
+    Exact where no group's sixth key is among the K + 1 picks (the caller checks): then no list ran
+    out before the (K+2)-th pick."""
     INT32_MAX: tl.constexpr = 2147483647
     best = tl.min(h1, axis=1)
     top_packed = tl.where(slots[None, :] == 0, best[:, None], 0)
     closest = tl.full(best.shape, INT32_MAX, tl.int32)
-    for k in tl.static_range(1, K + 1):
+    for k in tl.static_range(1, K + 2):
         hit = h1 == best[:, None]
         h1 = tl.where(hit, h2, h1)
         h2 = tl.where(hit, h3, h2)
         h3 = tl.where(hit, h4, h3)
         h4 = tl.where(hit, h5, h4)
-        h5 = tl.where(hit, INT32_MAX, h5)
-        prev = best
-        best = tl.min(h1, axis=1)
-        closest = tl.minimum(closest, (best >> COL_BITS) - (prev >> COL_BITS))
-        if k < K:
-            top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
-    return top_packed, best, closest
+        h5 = tl.where(hit, h6, h5)
+        h6 = tl.where(hit, INT32_MAX, h6)
+        if k <= K:
+            prev = best
+            best = tl.min(h1, axis=1)
+            closest = tl.minimum(closest, (best >> COL_BITS) - (prev >> COL_BITS))
+            if k < K:
+                top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
+    return top_packed, best, closest, tl.min(h1, axis=1)
 
 
 @triton.jit
@@ -478,26 +481,29 @@ def grouped_kernel(
             reach = 2 * (after >> GROUP_BITS) + 1
             hard = hard | ((after >> GROUP_BITS) - (cut >> GROUP_BITS) <= error_bound(top, reach, SHIFT) + 2)
         chosen = gpacked <= cut[:, None]                                       # [BLOCK_T, BLOCK_G]
-        if GROUP_LISTS:   # each group's five smallest keys; the tile masked only where it is needed
+        if GROUP_LISTS:   # each group's six smallest keys; the tile masked only where it is needed
             a3 = _group_after(a2, packed)
             a4 = _group_after(a3, packed)
             a5 = _group_after(a4, packed)
+            a6 = _group_after(a5, packed)
         else:
             packed = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
 
     # the K + 1 first picks (top_packed: the first K) and the smallest gap between consecutive ones
     flat = _flat(packed) if ONE_ROW else packed
     if GROUP_LISTS:
-        top_packed, best, closest = _list_rounds(
+        top_packed, best, closest, third = _list_rounds(
             tl.where(chosen, a1, INT32_MAX), tl.where(chosen, a2, INT32_MAX), tl.where(chosen, a3, INT32_MAX),
-            tl.where(chosen, a4, INT32_MAX), tl.where(chosen, a5, INT32_MAX), slots, K, COL_BITS)
-        # a group whose fifth key was picked before the last round may hold the next pick: the block
-        # takes the rounds over its whole tile (for DeepSeek-V3's rows, one block of four rows in 14)
-        ran_out = chosen & (a5 < best[:, None])
+            tl.where(chosen, a4, INT32_MAX), tl.where(chosen, a5, INT32_MAX), tl.where(chosen, a6, INT32_MAX), slots, K,
+            COL_BITS)
+        # a group whose sixth key is among the K + 1 picks may hold the next one: the block takes the
+        # rounds over its whole tile (for DeepSeek-V3's random rows, one block of four rows in 70)
+        ran_out = chosen & (a6 <= best[:, None])
         if tl.max(tl.max(ran_out.to(tl.int32), axis=1), axis=0) > 0:
             in_chosen = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
             top_packed, best, closest = _tile_rounds(_first_pick(in_chosen, in_chosen, False), in_chosen, in_chosen,
                                                      slots, K, COL_BITS, False)
+            third = _next_pick(best, in_chosen, in_chosen, False)
     else:
         top_packed, best, closest = _tile_rounds(_first_pick(packed, flat, ONE_ROW), packed, flat, slots, K,
                                                  COL_BITS, ONE_ROW)
@@ -521,9 +527,8 @@ def grouped_kernel(
                 # doubt: _reorder settles it from K + 1 float64 keys instead of the whole row's.
                 BLOCK_C: tl.constexpr = 2 * BLOCK_K if K == BLOCK_K else BLOCK_K
                 kth = tl.max(tl.where(slots[None, :] == K - 1, top_packed, 0), axis=1)
-                if GROUP_LISTS:
-                    packed = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
-                third = _next_pick(best, packed, flat, ONE_ROW)
+                if not GROUP_LISTS:
+                    third = _next_pick(best, packed, flat, ONE_ROW)
                 hard = hard | ((third >> COL_BITS) - (kth >> COL_BITS) <= error_bound(top, third >> COL_BITS, SHIFT))
                 near = redo & (hard == 0)
                 tl.store(flags_ptr + rows, (redo.to(tl.int8) + (redo & hard).to(tl.int8)), mask=redo)   # 2: whole row
@@ -588,14 +593,14 @@ and capped they spill only inside those rare passes. On the H200 at T=250000 (pr
 104.4 at 64 (3077222, 2ec210a). Wider rows (Kimi K2's 384 experts) would spill on the fast path
 and are left to ptxas."""
 MAX_WARPS = 8
-GROUP_LIST = 5
-"""With groups and several rows a program, the K + 1 picks come from each chosen group's five
-smallest keys (``_list_rounds``: a round is a reduction over the groups, not over every key); a
-block where a group's fifth key is picked before the last round takes the rounds over its whole
-tile instead. Five: for DeepSeek-V3's random rows a group gives five of the first K = 8 picks in
-1.8% of rows (7% of four-row blocks); four would send 55% of the blocks to the whole tile
-(numbers from 200000 rows on the CPU, reports/bench/NOTES.md). The number is written out in the
-kernel (h1 .. h5)."""
+GROUP_LIST = 6
+"""With groups and several rows a program, the K + 1 picks (and the next, which the reorder test
+needs) come from each chosen group's six smallest keys (``_list_rounds``: a round is a reduction
+over the groups and a shift of the winner's list, not a pass over every key); a block where a
+group's sixth key is among the K + 1 picks takes the rounds over its whole tile instead. Six: for
+DeepSeek-V3's random rows a group gives six of the first 9 picks in 0.36% of rows (1.4% of
+four-row blocks), five in 4.8% (18% of blocks); numbers from 200000 rows on the CPU
+(reports/bench/NOTES.md). Written out in the kernel (a1 .. a6, h1 .. h6)."""
 REORDER_MAX_CANDIDATES = 16
 """The inline pass settles a row whose only doubt is the order of its K + 1 first picks from those
 K + 1 float64 keys (an all-pairs rank: BLOCK_C**2 comparisons a row) when K + 1 is at most this."""
