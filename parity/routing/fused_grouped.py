@@ -585,13 +585,19 @@ FILL_PROGRAMS = 2048
 """Rows are spread so that at least this many programs run, down to one row per program: a flagged
 row costs its program a serial float64 pass, which more, smaller programs keep off the critical
 path (T=2048, DeepSeek-V3 bf16 on the H200: 7.7 us at one row per program, 12.1 at four)."""
-MAX_REGISTERS = 72
-"""The fast kernel's register cap (ptxas maxnreg) for rows of at most 256 padded experts: the inline
-float64 passes need more registers than the fast path (64 for DeepSeek-V3 at 2ec210a, SASS sm_90),
-and capped they spill only inside those rare passes. On the H200 at T=250000 (probe_grouped):
-111.2 us at 80 against 125.3 uncapped (eb58abc); 103.7-103.9 at 72 against 106.6-106.9 at 80 and
-104.4 at 64 (3077222, 2ec210a). Wider rows (Kimi K2's 384 experts) would spill on the fast path
-and are left to ptxas."""
+MAX_REGISTERS = 64
+"""The fast kernel's register cap (ptxas maxnreg) for rows of at most 256 padded experts, several
+rows a program: the inline float64 passes need more registers than the fast path, and capped they
+spill only inside those rare passes (checked in SASS sm_90: no spill before the flags' store). On
+the H200 at T=250000 (probe_grouped): 111.2 us at 80 against 125.3 uncapped (eb58abc); 103.7-103.9
+at 72 against 106.6-106.9 at 80 (3077222, 2ec210a); with the groups' lists (6fd99d8) 88.6 / 89.3 /
+92.3 / 98.0 us at 64 / 72 / 80 / 96 (T=65536: 28.5 / 28.8 / 29.7 / 30.6). Wider rows (Kimi K2's 384
+experts) would spill on the fast path and are left to ptxas."""
+ONE_ROW_MAX_REGISTERS = 96
+"""The cap at one row a program (small T), where a flagged row's float64 pass is on the critical
+path and its spills cost latency: the H200 at 6fd99d8, one whole-row pass in the batch, T = 512 /
+2048: 5.83 / 6.94 us at 72 registers, 5.56 / 6.26 at 80, 5.42 / 6.16 at 96; T = 64 (no flagged row)
+2.14-2.21 at every cap."""
 MAX_WARPS = 8
 GROUP_LIST = 6
 """With groups and several rows a program, the K + 1 picks (and the next, which the reorder test
@@ -679,7 +685,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     block_k = triton.next_power_of_2(topk)
     inline = True if inline is None else inline
     if max_registers is None and fallback and inline and block_e <= 256:
-        max_registers = MAX_REGISTERS
+        max_registers = MAX_REGISTERS if block_t > 1 else ONE_ROW_MAX_REGISTERS
     return GroupedLaunch(T, block_t, num_warps, {
         "K": topk, "TOPK_GROUP": topk_group, "N_GROUP": n_group, "PER": per,
         "BLOCK_G": block_g, "BLOCK_P": block_p, "BLOCK_K": block_k, "LOG2_BLOCK_K": block_k.bit_length() - 1,
