@@ -208,6 +208,15 @@ def _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_pt
     at = tl.where(read_ok, top_id, 0)
     scale = load_scale(scale_ptr + at * stride_s, read_ok, SCALE_IS_BF16)
     v = load_fp32(row_ptr[:, None] + at * stride_ge, read_ok, IS_BF16)
+    _store_weights_of(v, scale, top_id, rows, out_ok, slots, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K,
+                      ACCURATE_EXP, RENORM)
+
+
+@triton.jit
+def _store_weights_of(v, scale, top_id, rows, out_ok, slots, weights_ptr, ids_ptr, K: tl.constexpr,
+                      BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr,
+                      ACCURATE_EXP: tl.constexpr, RENORM: tl.constexpr):
+    """The weights of the chosen logits v with their scales, stored with the ids where out_ok."""
     probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, 1, RENORM)  # 1: SIGMOID
     store_weights(times_scale(probs, scale), top_id, rows.to(tl.int64), out_ok, slots, weights_ptr, ids_ptr, K)
 
@@ -360,13 +369,21 @@ def _group_after(prev, packed):
 
 
 @triton.jit
-def _reorder(row_ptr, row_ok, bias_ptr, top_packed, after, slots, stride_ge, stride_b, COL_MASK: tl.constexpr,
-             K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_E: tl.constexpr,
-             ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr):
+def _by_rank(rank, values, slots):
+    """values [BLOCK_T, BLOCK_C] (ints) placed by rank into slots [BLOCK_T, BLOCK_K] (a sum of one
+    value and zeros: the bits as they are)."""
+    return tl.sum(tl.where(rank[:, :, None] == slots[None, None, :], values[:, :, None], 0), axis=1)
+
+
+@triton.jit
+def _reorder(row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, after, slots, stride_ge, stride_b, stride_s,
+             COL_MASK: tl.constexpr, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+             BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr):
     """The top K of K + 1 candidates (the K picks in top_packed and the next, after) by their
-    float64 keys, ties to the lower id, as ids [BLOCK_T, BLOCK_K]: a rank by all-pairs comparison
-    of BLOCK_C <= 16 keys a row. Enough where the groups and the K + 1 are certain and only their
-    order (and which of them is out) is not."""
+    float64 keys, ties to the lower id: ids, logits (fp32) and scales [BLOCK_T, BLOCK_K], by a rank
+    by all-pairs comparison of BLOCK_C <= 16 keys a row. The candidates' logits and scales are read
+    once, with their biases, and placed by the rank (the weights need no second read). Enough where
+    the groups and the K + 1 are certain and only their order (and which of them is out) is not."""
     MIN64: tl.constexpr = -9223372036854775807 - 1
     cslots = tl.arange(0, BLOCK_C)[None, :]
     cand = tl.where(cslots == K, (after & COL_MASK)[:, None], BLOCK_E + cslots)    # beyond K: unique, out of range
@@ -377,11 +394,18 @@ def _reorder(row_ptr, row_ok, bias_ptr, top_packed, after, slots, stride_ge, str
     at = tl.where(ok, cand, 0)
     x = load_fp32(row_ptr[:, None] + at * stride_ge, ok & row_ok[:, None], IS_BF16)
     b = tl.load(bias_ptr + at * stride_b, mask=ok, other=0.0).to(tl.float64)
+    scale = load_scale(scale_ptr + at * stride_s, ok, SCALE_IS_BF16)
     key = tl.where(ok, _f64_key(sigmoid(x.to(tl.float64), ACCURATE_EXP) + b), MIN64)
     ki, kj = key[:, :, None], key[:, None, :]
     ahead = (kj > ki) | ((kj == ki) & (cand[:, None, :] < cand[:, :, None]))
     rank = tl.sum(ahead.to(tl.int32), axis=2)
-    return tl.sum(tl.where(rank[:, :, None] == slots[None, None, :], cand[:, :, None], 0), axis=1)
+    ids = _by_rank(rank, cand, slots)
+    v = _by_rank(rank, x.to(tl.int32, bitcast=True), slots).to(tl.float32, bitcast=True)
+    if scale.dtype == tl.float64:
+        scale = _by_rank(rank, scale.to(tl.int64, bitcast=True), slots).to(tl.float64, bitcast=True)
+    else:
+        scale = _by_rank(rank, scale.to(tl.int32, bitcast=True), slots).to(tl.float32, bitcast=True)
+    return ids, v, scale
 
 
 @triton.jit(do_not_specialize=["T"])
@@ -533,12 +557,11 @@ def grouped_kernel(
                 near = redo & (hard == 0)
                 tl.store(flags_ptr + rows, (redo.to(tl.int8) + (redo & hard).to(tl.int8)), mask=redo)   # 2: whole row
                 if tl.max(near.to(tl.int32), axis=0) > 0:
-                    _weights_and_store(
-                        _reorder(row_ptr, row_ok, bias_ptr, top_packed, best, slots, stride_ge, stride_b, COL_MASK, K,
-                                 BLOCK_K, BLOCK_C, BLOCK_G * BLOCK_P, ACCURATE_EXP, IS_BF16),
-                        row_ptr, rows, near[:, None] & (slots < K)[None, :], slots, stride_ge, scale_ptr, stride_s,
-                        weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16,
-                        RENORM)
+                    near_ids, near_v, near_scale = _reorder(
+                        row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, best, slots, stride_ge, stride_b, stride_s,
+                        COL_MASK, K, BLOCK_K, BLOCK_C, BLOCK_G * BLOCK_P, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16)
+                    _store_weights_of(near_v, near_scale, near_ids, rows, near[:, None] & (slots < K)[None, :], slots,
+                                      weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
                 redo = redo & hard
             if tl.max(redo.to(tl.int32), axis=0) > 0:
                 if NATIVE:
