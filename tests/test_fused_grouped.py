@@ -217,7 +217,7 @@ def test_near_picks_reordered_route_as_the_whole_rows_float64_pass(shape, dtype,
     assert torch.equal(flags[True] != 0, flags[False] != 0)
 
 
-@pytest.mark.parametrize("shape,block_t", [("deepseek-v3", 4), ("deepseek-v3", 2), ("odd-groups", 4), ("k64", 2)],
+@pytest.mark.parametrize("shape,block_t", [("deepseek-v3", 4), ("deepseek-v3", 2), ("odd-groups", 4), ("k64", 8)],
                          ids=str)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 def test_group_lists_pick_as_the_whole_tile(shape, block_t, dtype, dev):
