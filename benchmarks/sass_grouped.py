@@ -78,10 +78,8 @@ def compile_one(model: str, dtype: torch.dtype, block_t: int, lists: bool, inlin
                                 interpreter=False, block_t=block_t, lists=lists, inline=inline)
     w, ids = torch.empty(T, m.K), torch.empty(T, m.K, dtype=torch.int32)
     flags = torch.empty(T, dtype=torch.int8)
-    extra = {"maxnreg": launch.max_registers} if launch.max_registers else {}
-    kernel = fused_grouped.grouped_kernel.warmup(
-        g, bias, scale, w, ids, flags, T, m.E, 1, 1, 1, BLOCK_T=block_t, num_warps=launch.num_warps, grid=(1,),
-        INLINE_EXACT=inline, **launch.constexprs, **extra)
+    kernel = fused_grouped.grouped_kernel.warmup(g, bias, scale, w, ids, flags, T, m.E, 1, 1, 1, grid=(1,),
+                                                 **launch.kernel_options())
     return kernel, launch
 
 

@@ -662,6 +662,17 @@ class GroupedLaunch:
     SHARED = ("K", "TOPK_GROUP", "N_GROUP", "PER", "BLOCK_G", "BLOCK_P", "BLOCK_K", "LOG2_BLOCK_K", "ACCURATE_EXP",
               "IS_BF16", "SCALE_IS_BF16", "RENORM", "EVEN")
 
+    def kernel_options(self) -> dict:
+        """grouped_kernel's keyword arguments for this launch: tile, warps, compile-time arguments,
+        the inline float64 pass and the register cap (benchmarks/sass_grouped.py compiles with the
+        same)."""
+        options = {"BLOCK_T": self.block_t, "num_warps": self.num_warps, **self.constexprs}
+        if self.fallback and self.inline:
+            options["INLINE_EXACT"] = True
+        if self.max_registers is not None:
+            options["maxnreg"] = self.max_registers
+        return options
+
     def run(self, gating_output, bias, scale, weights, ids) -> torch.Tensor:
         """Launch grouped_kernel (routing its flagged rows again itself when inline), then, with
         fallback and not inline, exact_kernel for the rows it flagged; returns the flags (int8 [T]: 0
@@ -670,11 +681,7 @@ class GroupedLaunch:
         flags = torch.empty(self.T, dtype=torch.int8, device=gating_output.device)
         args = (gating_output, bias, scale, weights, ids, flags,
                 self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))
-        inline = {"INLINE_EXACT": True} if self.fallback and self.inline else {}
-        if self.max_registers is not None:
-            inline["maxnreg"] = self.max_registers
-        grouped_kernel[(triton.cdiv(self.T, self.block_t),)](
-            *args, BLOCK_T=self.block_t, num_warps=self.num_warps, **self.constexprs, **inline)
+        grouped_kernel[(triton.cdiv(self.T, self.block_t),)](*args, **self.kernel_options())
         if self.fallback and not self.inline:
             exact_kernel[(triton.cdiv(self.T, self.exact_rows),)](*args, BLOCK_T=self.exact_rows, num_warps=EXACT_WARPS,
                                                              **{k: self.constexprs[k] for k in self.SHARED})
