@@ -5,7 +5,8 @@ rotated beyond L2: a Triton launch with many compile-time arguments costs the ho
 which plain event timing would report instead of any shorter kernel. Every configuration's ids are
 checked against the oracle and its weights against the first configuration's, bit for bit.
 
-python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small] [--out FILE.json] [T ...]
+python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small,regs,vec] [--out FILE.json] [T ...]
+(regs: the table's tile under register caps 64 / 72 / 80; vec: with 2 to 64 logits a vector.)
 A shape is E:dtype[:K[:score]], K 8 unless given, score k (softmax over the K, Gemma4), all (softmax
 over all E, Qwen2-MoE) or sigmoid (Llama 4): 60:bf16:4:all is Qwen2-MoE's router.
 The first configuration of each (shape, T) is the launch table's at that T.
@@ -51,6 +52,8 @@ def launcher(cfg, g, s, w, i, K, score="k"):
     const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"],
              **plan(g, K, s, score=sc, renormalize=renorm).constexprs}
     const["PAIRS"] = const["PAIRS"] and cfg.get("PAIRS", True)
+    if "maxnreg" in cfg:
+        const["maxnreg"] = cfg["maxnreg"]
     if cfg["kernel"] == "rounds":
         return lambda: route_kernel[grid](*args, VEC=cfg["VEC"], **const)
     v3 = load_variant("v3_bitonic_network")
@@ -65,16 +68,23 @@ def configs_for(T, E, dtype, kinds, score="k"):
         # One row per program (T <= 512): the other of the two vectors, 16 bytes or the whole row
         # (VEC = BLOCK_E: the row's reductions compile to REDUX instead of SHFL trees;
         # reports/bench/NOTES.md, "whole-row vectors"), whichever the table did not choose.
-        sixteen_bytes = sixteen_byte_vec(table.block_e, dtype)
+        sixteen_bytes = sixteen_byte_vec(table.block_e, dtype, E)
         other = sixteen_bytes if table.vec == table.block_e else table.block_e
         if other != table.vec:
             out.append({**out[0], "VEC": other})
+    if "vec" in kinds:
+        # the table's tile with other vectors: 2 logits up to the whole row (the tile's layout
+        # follows the vector: Qwen2-MoE's 120-byte rows are not 16-byte aligned)
+        out += [{**out[0], "VEC": v} for v in (2, 4, 8, 16, 32, 64) if v <= table.block_e]
+    if "regs" in kinds:
+        # the table's tile under a register cap: more warps resident a scheduler, or spills
+        out += [{**out[0], "maxnreg": r} for r in (64, 72, 80)]
     if "rounds" in kinds:
         # The tile is [BLOCK_T, BLOCK_E // VEC, VEC]: rows go across lanes first (32 // BLOCK_T
         # lanes per row). VEC = BLOCK_E gave the old layout (a row across 16-32 lanes): slower at
         # every T >= 2048 on the H200 (reports/bench/NOTES.md).
         # PAIRS=False reads 16-bit logits one by one instead of as 32-bit words.
-        out += [{"kernel": "rounds", "BLOCK_T": bt, "warps": w, "VEC": vec_for(bt, table.block_e, dtype),
+        out += [{"kernel": "rounds", "BLOCK_T": bt, "warps": w, "VEC": vec_for(bt, table.block_e, dtype, E),
                  "PAIRS": pairs}
                 for bt in (4, 8, 16, 32) for w in (1, 2) for pairs in ((True, False) if dtype.itemsize == 2 else (True,))
                 if E * bt <= 4096 and bt >= 4 * w]

@@ -48,6 +48,24 @@ def test_fp32_near_ties_take_the_exact_path(E, dev):
     check_against_oracle(g, 8, scale(E, dev))
 
 
+@pytest.mark.parametrize("T", [1, 64])
+def test_fp32_truncated_ties_inside_the_k_are_ranked_by_logit(T, dev):
+    """Two logits one ulp apart share their truncated packed key and come out by id, the larger
+    logit (higher id) second: the kernel ranks such picks again by their logits. A tie across the
+    K-th place, added to the same batch, takes the whole block through the exact path instead;
+    either way ids are the oracle's, in its order."""
+    gen = torch.Generator().manual_seed(T)
+    g = torch.randn(T, 128, generator=gen)
+    for r in range(T):
+        a, b = sorted(torch.randperm(128, generator=gen)[:2].tolist())
+        g[r, a] = 5.0 + r % 3
+        g[r, b] = torch.nextafter(g[r, a], torch.tensor(float("inf")))  # one ulp above, the higher id
+    check_against_oracle(g.to(dev), 8, scale(128, dev))
+    g[T // 2] = torch.arange(128.0).flip(0) / 64  # ids 0..7 on top, then the K-th and the next:
+    g[T // 2, 8] = torch.nextafter(g[T // 2, 7], torch.tensor(float("inf")))  # across the K-th place
+    check_against_oracle(g.to(dev), 8, scale(128, dev))
+
+
 def test_fp32_exact_ties_on_a_coarse_grid(dev):
     """fp32 logits holding bf16 values: exact ties, lossless truncated keys, ties to the lower id."""
     g = tied_logits(2048, 128, dev).float()
@@ -96,6 +114,46 @@ def test_pair_reads_route_like_single_reads(dtype, E, dev):
         w2, ids2 = fused(other, min(E, 8), s)
         assert torch.equal(ids, ids2)
         assert torch.equal(w.nan_to_num(7.0), w2.nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("epilogue", ["softmax_k", "softmax_all", "sigmoid"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("E", [128, 100, 7])
+def test_nan_of_either_sign_and_any_payload_ranks_on_top(dtype, E, epilogue, dev):
+    """bf16/fp16 keys are made without the NaN case and a block holding a NaN picks again
+    (kernel_parts.half_keys_hold_nan): NaNs of both signs and several payloads, as bits (torch
+    turns -nan into +nan on the way to bf16), among blocks of ordinary rows, in pairs and single
+    reads, at one row a program and several: every NaN ties the others, lower id first."""
+    nan_bits = [0x7FC0, 0xFFC0, 0x7F81, 0xFFFF, 0x7FFF, 0xFF81] if dtype == torch.bfloat16 else \
+               [0x7E00, 0xFE00, 0x7C01, 0xFFFF, 0x7FFF, 0xFC01]
+    g = logits(200, E, dtype, dev, seed=E)
+    bits = g.view(torch.int16)
+    gen = torch.Generator().manual_seed(E)
+    for r in range(0, 200, 9):  # one row in nine: NaNs in some blocks, none in others
+        cols = torch.randperm(E, generator=gen)[:1 + r % 5]
+        for i, c in enumerate(cols.tolist()):
+            bits[r, c] = torch.tensor(nan_bits[(r + i) % len(nan_bits)], dtype=torch.int32).to(torch.int16)
+    g[3] = -float("inf")
+    bits[3, E // 2] = nan_bits[1] - 65536 if nan_bits[1] > 32767 else nan_bits[1]  # a negative NaN among -inf
+    s = scale(E, dev)
+    K = min(E, 8)
+    want = route64(g, K, s)[1]
+    kernel = {"softmax_k": fused, "softmax_all": fused_module.fused_softmax_all,
+              "sigmoid": fused_module.fused_sigmoid}[epilogue]
+    for other in (g, g.t().contiguous().t()):
+        for T in (1, 7, 200):
+            assert torch.equal(kernel(other[:T], K, s)[1].long(), want[:T])
+
+
+def test_vectors_fit_the_row():
+    """A load never straddles rows that start off its size: 16 bytes where a row is a multiple of
+    16 bytes long, else the largest power of two that divides its length (Qwen2-MoE's 120 bytes: 8)."""
+    v = fused_module.sixteen_byte_vec
+    assert v(128, torch.bfloat16, 128) == 8 and v(128, torch.float32, 128) == 4
+    assert v(64, torch.bfloat16, 60) == 4 and v(64, torch.float32, 60) == 4
+    assert v(128, torch.bfloat16, 100) == 4 and v(8, torch.bfloat16, 7) == 1 and v(8, torch.float32, 7) == 1
+    assert v(4, torch.bfloat16) == 4  # the padded row alone: no more than its length
+    assert fused_module.tile(250000, 60, torch.bfloat16, interpreter=False, score=kernel_parts.SOFTMAX_ALL).vec == 4
 
 
 @pytest.mark.parametrize("scale_dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)

@@ -54,6 +54,9 @@ from parity.routing.kernel_parts import (
     SOFTMAX_K,
     chosen_scores,
     exact_topk,
+    half_keys_hold_nan,
+    nan_keys_on_top,
+    order_key,
     key_value,
     load_fp32,
     packed_keys,
@@ -88,15 +91,27 @@ def route_kernel(
     row_ptr = gating_ptr + rows64 * stride_gt
     cols = ((tl.arange(0, BLOCK_E // VEC) * VEC)[:, None] + tl.arange(0, VEC)[None, :])[None, :, :]
 
+    # bf16/fp16 keys are made without the NaN case (three integer ops a key where it took seven);
+    # a block that holds a NaN, seen from its extreme keys, makes those keys NaN-checked ones
+    # (reports/bench/NOTES.md, "Keys without the NaN select"). Not under the softmax over all E,
+    # where it measured slower (Qwen2-MoE: 26.9 against 28.3 us at T=250000 on the H200).
+    UNCHECKED: tl.constexpr = KEY16 and SCORE != 2
     if PAIRS:
-        packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2)
+        packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
+                                     NAN_CHECKED=not UNCHECKED)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
-                                     cols < E, COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2)
+                                     cols < E, COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
+                                     NAN_CHECKED=not UNCHECKED)
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
 
     best = tl.max(tl.max(packed, axis=2), axis=1)
+    if UNCHECKED:
+        # a loop of zero or one pass, not an if: ptxas then keeps the registers of the path without NaN
+        for _ in tl.range(half_keys_hold_nan(packed, best, NAN_MAG, COL_BITS).to(tl.int32), loop_unroll_factor=1):
+            packed = nan_keys_on_top(packed, NAN_MAG, COL_BITS)
+            best = tl.max(tl.max(packed, axis=2), axis=1)
     if SCORE == 2:
         # the softmax's denominator over all E, from the tile already in registers (x: the logits
         # as fp32, decoded for this score only), before the rounds need the registers
@@ -105,23 +120,20 @@ def route_kernel(
         else:
             row_max = key_value(tl.max(tl.max(key, axis=2), axis=1), KEY16, IS_BF16)
         den = softmax_denominator(x, row_max, LOG2_BLOCK_E, ACCURATE_EXP, not KEY16)
-    top = tl.where(slots[None, :] == 0, best[:, None], 0)  # the picks' packed keys, by slot
-    ambiguous = tl.zeros([BLOCK_T], dtype=tl.int1)
     ROUNDS: tl.constexpr = K + 1 if CHECK_LOSS else K  # one more pick shows a tie across the K-th place
-    for k in tl.static_range(1, ROUNDS):
-        prev = best
-        gap = ((prev - 1)[:, None, None] - packed).to(tl.uint32, bitcast=True)
-        best = prev - 1 - tl.min(tl.min(gap, axis=2), axis=1).to(tl.int32, bitcast=True)
-        if CHECK_LOSS:
-            ambiguous = ambiguous | ((best >> COL_BITS) == (prev >> COL_BITS))
-        if k < K:
-            top = tl.where(slots[None, :] == k, best[:, None], top)
+    top, ambiguous, at_kth = pick_rounds(packed, best, slots, K, ROUNDS, COL_BITS, CHECK_LOSS)
     top_id = COL_MASK - (top & COL_MASK)
 
     if CHECK_LOSS:
-        lossy = tl.max(tl.max(key & COL_MASK, axis=2), axis=1) != 0
-        if tl.max((ambiguous & lossy & row_ok).to(tl.int32), axis=0) > 0:
+        # Truncated fp32 keys that tie are ordered by id, not by their dropped bits. A tie inside
+        # the K picks leaves the set right and only its order in doubt: the picks are ranked again
+        # by their logits below. A tie across the K-th place leaves the set in doubt: the block
+        # takes the exact iterative max (reports/bench/NOTES.md, "Truncated ties ranked").
+        in_doubt = ambiguous & (tl.max(tl.max(key & COL_MASK, axis=2), axis=1) != 0) & row_ok
+        set_in_doubt = tl.max((in_doubt & at_kth).to(tl.int32), axis=0)
+        if set_in_doubt > 0:
             top_id = exact_topk(key, cols, slots, K, BLOCK_E, top_id)
+        order_in_doubt = tl.max(in_doubt.to(tl.int32), axis=0) > set_in_doubt
 
     out_ok = row_ok[:, None] & (slots < K)[None, :]
     top_id = tl.where(out_ok, top_id, 0)
@@ -130,11 +142,65 @@ def route_kernel(
     # from the packed keys instead left the softmax below replicated 16 times (reports/bench/NOTES.md,
     # "v2, trimmed").
     v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
+    if CHECK_LOSS:
+        if order_in_doubt:
+            top_id, v = ranked_by_logit(top_id, v, slots, K)
     if SCORE == 2:
         probs = softmax_over_all(v, den, slots, ACCURATE_EXP)
     else:
         probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCORE, RENORM)
     store_routing(probs, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K, SCALE_IS_BF16)
+
+
+@triton.jit
+def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_BITS: tl.constexpr,
+                CHECK_LOSS: tl.constexpr):
+    """The picks' packed keys [BLOCK_T, BLOCK_K] by slot, largest first, from packed keys
+    [BLOCK_T, C, V] whose rows' largest is ``best``: each round the largest key below the last
+    pick, ``prev - 1 - min_unsigned((prev - 1) - packed)``. Also, under CHECK_LOSS, which rows
+    have two consecutive picks of the ROUNDS sharing a truncated key, and which have the K-th and
+    the (K + 1)-th sharing one (ROUNDS = K + 1)."""
+    top = tl.where(slots[None, :] == 0, best[:, None], 0)
+    ambiguous = tl.zeros(best.shape, dtype=tl.int1)
+    at_kth = ambiguous
+    for k in tl.static_range(1, ROUNDS):
+        prev = best
+        gap = ((prev - 1)[:, None, None] - packed).to(tl.uint32, bitcast=True)
+        best = prev - 1 - tl.min(tl.min(gap, axis=2), axis=1).to(tl.int32, bitcast=True)
+        if CHECK_LOSS:
+            tie = (best >> COL_BITS) == (prev >> COL_BITS)
+            ambiguous = ambiguous | tie
+            if k == K:
+                at_kth = tie
+        if k < K:
+            top = tl.where(slots[None, :] == k, best[:, None], top)
+    return top, ambiguous, at_kth
+
+
+@triton.jit
+def ranked_by_logit(top_id, v, slots, K: tl.constexpr):
+    """The K picks (ids [BLOCK_T, BLOCK_K] and their fp32 logits v) put in the oracle's order:
+    larger logit first (by order key: every NaN ties above +inf, -0.0 ties +0.0), then lower id.
+    Ranks by all pairs, one pick against the row's K per pass (K passes to rank, K to place, not
+    unrolled: a rare path); slots from K on stay where they are. Values move as sums of one term
+    and zeros, the logits by their bits (a float sum would turn -0.0 into +0.0)."""
+    f = order_key(v)[0]
+    bits = v.to(tl.int32, bitcast=True)
+    rank = tl.zeros_like(top_id)
+    for j in tl.range(K, loop_unroll_factor=1):
+        at_j = slots[None, :] == j
+        f_j = tl.sum(tl.where(at_j, f, 0), axis=1)[:, None]
+        id_j = tl.sum(tl.where(at_j, top_id, 0), axis=1)[:, None]
+        rank += ((f_j > f) | ((f_j == f) & (id_j < top_id))).to(tl.int32)
+    rank = tl.where(slots[None, :] < K, rank, slots[None, :])
+    ranked_id = top_id
+    ranked_bits = bits
+    for i in tl.range(K, loop_unroll_factor=1):
+        at_i = slots[None, :] == i
+        to = slots[None, :] == tl.sum(tl.where(at_i, rank, 0), axis=1)[:, None]
+        ranked_id = tl.where(to, tl.sum(tl.where(at_i, top_id, 0), axis=1)[:, None], ranked_id)
+        ranked_bits = tl.where(to, tl.sum(tl.where(at_i, bits, 0), axis=1)[:, None], ranked_bits)
+    return ranked_id, ranked_bits.to(tl.float32, bitcast=True)
 
 
 # The launch table, chosen by measurement on one H200 (reports/bench/NOTES.md, "v5: rows across
@@ -171,17 +237,22 @@ def largest_block_t(block_e: int, dtype: torch.dtype) -> int:
     return max(1, MAX_WARPS * KEYS_PER_WARP[dtype] // block_e)
 
 
-def sixteen_byte_vec(block_e: int, dtype: torch.dtype) -> int:
-    """Logits in one 16-byte load (fewer when the padded row is shorter)."""
-    return min(block_e, 16 // dtype.itemsize)
+def sixteen_byte_vec(block_e: int, dtype: torch.dtype, E: int | None = None) -> int:
+    """Logits in one 16-byte load (fewer when the padded row is shorter), or in one 8-, 4- or 2-byte
+    load when a row of E logits is not a multiple of 16 bytes long: its rows then start only on
+    such boundaries, and a vector that straddles them lays the tile out across the vector instead
+    of across rows (Qwen2-MoE's 120-byte rows: 31.3 us at 16 bytes, 28.2 at 8 on the H200;
+    reports/bench/NOTES.md, "Vectors that fit the row")."""
+    row_bytes = (E or block_e) * dtype.itemsize
+    return max(1, min(block_e, min(16, row_bytes & -row_bytes) // dtype.itemsize))
 
 
-def vec_for(block_t: int, block_e: int, dtype: torch.dtype) -> int:
-    """Logits per vector of the tile: one 16-byte load, or the whole row for a bf16/fp16 row of at
-    most WHOLE_ROW_VEC_MAX_E logits routed alone."""
+def vec_for(block_t: int, block_e: int, dtype: torch.dtype, E: int | None = None) -> int:
+    """Logits per vector of the tile: one load (sixteen_byte_vec), or the whole row for a bf16/fp16
+    row of at most WHOLE_ROW_VEC_MAX_E logits routed alone."""
     if block_t == 1 and dtype.itemsize == 2 and block_e <= WHOLE_ROW_VEC_MAX_E:
         return block_e
-    return sixteen_byte_vec(block_e, dtype)
+    return sixteen_byte_vec(block_e, dtype, E)
 
 
 @dataclass(frozen=True)
@@ -201,11 +272,11 @@ def tile(T: int, E: int, dtype: torch.dtype, *, interpreter: bool, score: int = 
     rows_needed = triton.next_power_of_2(max(T, 1))
     if interpreter:
         block_t = max(1, min(INTERPRETER_KEYS_PER_PROGRAM // block_e, rows_needed))
-        return Tile(block_t, block_e, vec_for(block_t, block_e, dtype), 1)
+        return Tile(block_t, block_e, vec_for(block_t, block_e, dtype, E), 1)
     per_warp = KEYS_PER_WARP[dtype] if score != SOFTMAX_ALL else min(KEYS_PER_WARP[dtype], SOFTMAX_ALL_KEYS_PER_WARP)
     fill = 1 << max(0, (max(T, 1) // FILL_PROGRAMS).bit_length() - 1)  # rows that still fill the GPU
     block_t = max(1, min(per_warp // block_e, rows_needed, fill))
-    return Tile(block_t, block_e, vec_for(block_t, block_e, dtype), warps_for(block_t, block_e, dtype))
+    return Tile(block_t, block_e, vec_for(block_t, block_e, dtype, E), warps_for(block_t, block_e, dtype))
 
 
 NAN_MAGNITUDE = {torch.bfloat16: 0x7F80, torch.float16: 0x7C00, torch.float32: 0x7F800000}

@@ -250,14 +250,48 @@ def top_half_key(bits, NAN_MAG: tl.constexpr):
 
 
 @triton.jit
+def top_half_key_unchecked(bits, low):
+    """top_half_key without its NaN case, with ``low`` (an expert id's bits) added in the low half:
+    ``((bits & 0x7FFF0000) ^ s) - s + low``, s the sign, three integer ops where top_half_key and
+    the id's OR take seven (SASS, reports/bench/NOTES.md "Keys without the NaN select"). Equal to
+    ``top_half_key(bits) | low`` for every pattern but NaN: a NaN's key lands beyond +inf's or
+    below -inf's, which half_keys_hold_nan detects from a block's extreme keys."""
+    sign = bits >> 31
+    return ((bits & 0x7FFF0000) ^ sign) - sign + low
+
+
+@triton.jit
+def half_keys_hold_nan(packed, best, NAN_MAG: tl.constexpr, COL_BITS: tl.constexpr):
+    """Whether any of these top_half_key_unchecked keys [BLOCK_T, C, V] is a NaN's: a key above
+    +inf's with the largest id bits (a positive NaN; ``best``: the rows' largest keys) or below
+    the padding, ``-(NAN_MAG << 16) - 1``, which lies just below -inf's keys (a negative NaN). One
+    min per key; a block that holds a NaN keys its rows again with top_half_key."""
+    INF_TOP: tl.constexpr = (NAN_MAG << 16) | ((1 << COL_BITS) - 1)
+    PAD: tl.constexpr = -(NAN_MAG << 16) - 1
+    return (tl.max(best, axis=0) > INF_TOP) | (tl.min(tl.min(tl.min(packed, axis=2), axis=1), axis=0) < PAD)
+
+
+@triton.jit
+def nan_keys_on_top(packed, NAN_MAG: tl.constexpr, COL_BITS: tl.constexpr):
+    """top_half_key_unchecked keys made top_half_key's: a NaN's key (beyond +inf's or below the
+    padding) becomes the NaN key, 0x7FFF0000, with its id bits kept."""
+    INF_TOP: tl.constexpr = (NAN_MAG << 16) | ((1 << COL_BITS) - 1)
+    PAD: tl.constexpr = -(NAN_MAG << 16) - 1
+    is_nan = (packed > INF_TOP) | (packed < PAD)
+    return tl.where(is_nan, 0x7FFF0000 | (packed & ((1 << COL_BITS) - 1)), packed)
+
+
+@triton.jit
 def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.constexpr,
                  EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
-                 VALUES: tl.constexpr = False):
+                 VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True):
     """Load logits and pack each into one int32: order key, then BLOCK_E - 1 - id in the low
     COL_BITS bits (unique in its row; larger packed = larger logit, then lower id). Returns
     (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16, and under
     VALUES the logits as fp32 with padding -inf, else a stand-in: the interpreter runs what it is
-    given, and decoding unused values cost it time)."""
+    given, and decoding unused values cost it time). bf16/fp16 padding: ``-(NAN_MAG << 16) - 1``,
+    just below -inf's keys. Without NAN_CHECKED, bf16/fp16 keys come from top_half_key_unchecked (the caller checks
+    with half_keys_hold_nan) and the full key returned is the packed one."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     if not EVEN_E:
         mask = mask & col_ok
@@ -266,10 +300,16 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
         # keeps all of it and the expert id takes the low 16 bits. (Keying the pattern in the top
         # half, not shifting a 16-bit key up, saves the sign extensions; reports/bench/NOTES.md, "v5".)
         raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0)
-        key = top_half_key(raw.to(tl.int32) << 16, NAN_MAG)
-        if not EVEN_E:
-            key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
-        packed = key | (COL_MASK - cols)
+        if NAN_CHECKED:
+            key = top_half_key(raw.to(tl.int32) << 16, NAN_MAG)
+            if not EVEN_E:
+                key = tl.where(col_ok, key, -(NAN_MAG << 16) - 1)  # padding below -inf
+            packed = key | (COL_MASK - cols)
+        else:
+            packed = top_half_key_unchecked(raw.to(tl.int32) << 16, COL_MASK - cols)
+            if not EVEN_E:
+                packed = tl.where(col_ok, packed, -(NAN_MAG << 16) - 1)
+            key = packed
     else:
         raw = tl.load(ptrs.to(tl.pointer_type(tl.int32)), mask=mask, other=0)
         key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
@@ -290,11 +330,11 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
 @triton.jit
 def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, COL_BITS: tl.constexpr,
                       EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
-                      VALUES: tl.constexpr = False):
+                      VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True):
     """packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
     BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
     its even column's is the word shifted up by 16. Returns (packed, under VALUES the logits as fp32
-    with padding -inf, else a stand-in)."""
+    with padding -inf, else a stand-in). NAN_CHECKED as in packed_keys."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
     in_row = words * 2 < E  # E is even: a word is in the row or wholly beyond it
@@ -302,11 +342,15 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     if not EVEN_E:
         mask = mask & in_row
     w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None, None] + words, mask=mask, other=0)
-    even = top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
-    odd = top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
+    if NAN_CHECKED:
+        even = top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
+        odd = top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
+    else:
+        even = top_half_key_unchecked(w << 16, COL_MASK - 2 * words)
+        odd = top_half_key_unchecked(w, COL_MASK - 1 - 2 * words)
     if not EVEN_E:
-        even = tl.where(in_row, even, -2147483647 - 1)  # padding below -inf
-        odd = tl.where(in_row, odd, -2147483647 - 1)
+        even = tl.where(in_row, even, -(NAN_MAG << 16) - 1)  # padding just below -inf
+        odd = tl.where(in_row, odd, -(NAN_MAG << 16) - 1)
     shape: tl.constexpr = [even.shape[0], BLOCK_E // VEC, VEC]
     x = even  # a stand-in (compiled functions cannot return None)
     if VALUES:
