@@ -78,3 +78,21 @@ def test_bench_cli_rejects_unknown_implementations(capsys):
     assert cli.main(["bench", "--impl", "fused,torch_magic", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "--impl" in err and "torch_magic unknown" in err and "sort_baseline" in err
+
+
+def test_a_partial_bench_says_what_it_did_not_time():
+    """`parity bench --impl fused,sort_baseline` times no reference and no compile: the summary
+    marks those speed-ups and targets '-', not 'nanx (None)' and a failed target."""
+    def row(impl, T, us, role):
+        return {"impl": impl, "T": T, "E": 128, "K": 8, "dtype": "bfloat16", "us": us, "floor_us": 20.0,
+                "family": "gemma4", "model": "gemma4", "role": role, "ids_ok": True, "weights_ok": True,
+                "method": "graph replay", "note": ""}
+    rows = [row("fused", 1, 2.0, "fused"), row("fused", 250000, 35.0, "fused"),
+            row("sort_baseline", 250000, 370.0, "baseline")]
+    (s,) = bench.summary_rows({"rows": rows})
+    assert s["meets"]["eager"] is None and s["meets"]["compile"] is None
+    meta = {"device": "NVIDIA H200", "torch": "2.11", "triton": "3.6", "git_sha": "abc", "interpreter": False,
+            "copy_bandwidth_TBps": 4.2, "graph_calls": 20, "reps": 50}
+    md = bench.markdown({"meta": meta, "rows": rows, "skipped": {}})
+    assert "nan" not in md and "None" not in md, md
+    assert "| 35.0 | 57% | - | - | - | 2.00 | yes | - | - | yes |" in md

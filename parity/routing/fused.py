@@ -6,7 +6,9 @@ Algorithm: packed keys, one reduction per round, with an exact fallback.
    positive numbers, -magnitude for negative ones, so integer order is float order and -0.0 ties
    +0.0; every NaN maps to the largest key (NaN ranks above +inf, as in torch.topk). bf16 and fp16
    logits are keyed by their 16 bits placed in the top half of an int32 (contiguous rows of even
-   length are read as 32-bit words, two logits each); fp32 logits by their 32 bits.
+   length are read as 32-bit words, two logits each), without the NaN case, which a block's extreme
+   keys reveal and a second pass fixes (kernel_parts.top_half_key_unchecked); fp32 logits by their
+   32 bits.
 2. The key's low COL_BITS bits are replaced by ``BLOCK_E - 1 - expert_id``: one int32 that orders by
    logit, then by lower id, and is unique in its row. A round of top-K is then a single reduction:
    the largest packed value below the previous pick, found as
@@ -16,8 +18,9 @@ Algorithm: packed keys, one reduction per round, with an exact fallback.
 3. Dropping COL_BITS bits is lossless for bf16 and fp16 logits (their keys have 16 zero low bits)
    and for fp32 logits whose low bits are zero. Otherwise two logits may share a truncated key
    and be ordered by id instead of value. That is detected exactly (a row with nonzero low bits whose
-   consecutive picks, K+1 of them, share a truncated key) and such a block re-runs the exact
-   iterative max on full keys: ids stay the oracle's bit for bit.
+   consecutive picks, K+1 of them, share a truncated key): when the K-th and (K+1)-th picks differ
+   the set is certain and the K picks are ranked again by their logits (ranked_by_logit); otherwise
+   the block re-runs the exact iterative max on full keys: ids stay the oracle's bit for bit.
 4. Weights: softmax over the K chosen logits in fp32 (max-subtraction made exact by TwoSum, an
    accurate exp), times per_expert_scale[id].
 
