@@ -39,6 +39,36 @@ def write_rows(path, rows) -> None:
         json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)
 
 
+class Case:
+    """One probe case's inputs: a scale, copies of randn logits (seed 0) enough to rotate beyond L2,
+    the oracle's ids for the first copy, and output buffers. ``measure`` checks and times one
+    configuration; the first configuration measured sets the weights the others must equal."""
+
+    def __init__(self, T: int, E: int, dtype: torch.dtype, K: int):
+        torch.manual_seed(0)
+        self.scale = torch.rand(E, device="cuda")
+        copies = max(1, min(16, (512 << 20) // (T * E * dtype.itemsize)))
+        self.inputs = [torch.randn(T, E, device="cuda").to(dtype) for _ in range(copies)]
+        self.oracle_ids = route64(self.inputs[0], K, self.scale)[1]
+        self.w = torch.empty(T, K, device="cuda")
+        self.ids = torch.empty(T, K, device="cuda", dtype=torch.int32)
+        self.first_w = None
+
+    def measure(self, launch) -> dict:
+        """launch(g) gives a no-argument launch on logits g writing self.w, self.ids. Checked on the
+        first copy (ids against the oracle, weights against the first configuration's, bit for bit,
+        before timing overwrites them), then timed under CUDA-graph replay over the copies (median)."""
+        self.w.fill_(float("nan"))
+        self.ids.fill_(-1)
+        launch(self.inputs[0])()
+        ids_ok = torch.equal(self.ids.long(), self.oracle_ids)
+        self.first_w = self.w.clone() if self.first_w is None else self.first_w
+        weights_same = torch.equal(self.w, self.first_w)
+        runs = itertools.cycle([launch(g) for g in self.inputs])
+        ms = triton.testing.do_bench_cudagraph(lambda: next(runs)(), rep=50, return_mode="median")
+        return {"us": round(ms * 1e3, 2), "ids_ok": ids_ok, "weights_same": weights_same}
+
+
 SCORES = {"k": (SOFTMAX_K, True), "all": (SOFTMAX_ALL, False), "sigmoid": (SIGMOID, False)}
 
 
@@ -106,25 +136,10 @@ def main() -> None:
     for shape, T in itertools.product(a.shapes.split(","), a.T):
         parts = shape.split(":") + ["8", "k"][len(shape.split(":")) - 2:]
         E, dtype, K, score = int(parts[0]), DTYPES[parts[1]], int(parts[2]), parts[3]
-        torch.manual_seed(0)
-        s = torch.rand(E, device="cuda")
-        copies = max(1, min(16, (512 << 20) // (T * E * dtype.itemsize)))
-        gs = [torch.randn(T, E, device="cuda").to(dtype) for _ in range(copies)]
-        _, i64 = route64(gs[0], K, s)
-        w = torch.empty(T, K, device="cuda")
-        i = torch.empty(T, K, device="cuda", dtype=torch.int32)
-        ref_w = None
+        case = Case(T, E, dtype, K)
         for cfg in configs_for(T, E, dtype, a.configs.split(","), score):
-            w.fill_(float("nan"))
-            i.fill_(-1)
-            launcher(cfg, gs[0], s, w, i, K, score)()
-            ids_ok = torch.equal(i.long(), i64)
-            ref_w = w.clone() if ref_w is None else ref_w
-            weights_same = torch.equal(w, ref_w)
-            runs = itertools.cycle([launcher(cfg, g, s, w, i, K, score) for g in gs])
-            ms = triton.testing.do_bench_cudagraph(lambda runs=runs: next(runs)(), rep=50, return_mode="median")
-            row = {"T": T, "E": E, "K": K, "score": score, "dtype": parts[1], **cfg, "us": round(ms * 1e3, 2),
-                   "ids_ok": ids_ok, "weights_same": weights_same}
+            timing = case.measure(lambda g, cfg=cfg: launcher(cfg, g, case.scale, case.w, case.ids, K, score))
+            row = {"T": T, "E": E, "K": K, "score": score, "dtype": parts[1], **cfg, **timing}
             rows.append(row)
             print(row, flush=True)
     if a.out:

@@ -28,3 +28,17 @@ def test_v3_bitonic_network_routes_like_fused(dtype, E, K, lanes, dev):
     assert torch.equal(ids.long(), route64(g, K, s)[1])
     w_fused, _ = fused(g, K, s)
     assert torch.equal(w, w_fused)
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+@pytest.mark.parametrize("dtype,E,K", [(torch.bfloat16, 128, 8), (torch.float16, 64, 6)], ids=str)
+def test_v6_persistent_routes_like_fused(dtype, E, K, prefetch, dev):
+    from benchmarks.variants import v6_persistent as v6
+    g = logits(300, E, dtype, dev, seed=E + K)
+    g[7, 3] = float("nan")  # one block takes the NaN pass
+    s = scale(E, dev)
+    w = torch.full((300, K), float("nan"), device=dev)
+    ids = torch.full((300, K), -1, dtype=torch.int32, device=dev)
+    v6.launcher(g, K, s, w, ids, programs=3, prefetch=prefetch, block_t=16)()
+    assert torch.equal(ids.long(), route64(g, K, s)[1])
+    assert torch.equal(w.nan_to_num(7.0), fused(g, K, s)[0].nan_to_num(7.0))

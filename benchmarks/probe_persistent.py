@@ -1,0 +1,58 @@
+"""Probe: route_kernel's launch table against the persistent variant (benchmarks/variants/
+v6_persistent.py: programs that loop over row blocks, optionally loading the next block's words
+before routing the current one) on the GPU, for reports/bench/NOTES.md ("Overlap"). CUDA-graph
+replay, inputs rotated beyond L2, every configuration's ids checked against the oracle and its
+weights against fused's, bit for bit.
+
+python3 -m benchmarks.probe_persistent [--shapes 128:bf16:8,...] [--out FILE.json] [T ...]
+"""
+import argparse
+import itertools
+import json
+
+from parity.routing.fused import plan  # first: parity decides TRITON_INTERPRET before triton loads
+from benchmarks.probe_fused import DTYPES, Case, write_rows
+from benchmarks.variants import v6_persistent as v6
+
+import torch
+
+PROGRAMS_PER_SM = (8, 12, 16)
+
+
+def configs():
+    """The table, then the persistent kernel: reloading each block (122 registers), prefetching
+    uncapped (168) and under ptxas's cap of 128 (no spill), over programs an SM."""
+    yield {"kernel": "table"}
+    for prefetch, cap in ((False, None), (True, None), (True, 128)):
+        for per_sm in PROGRAMS_PER_SM:
+            yield {"kernel": "persistent", "prefetch": prefetch, "max_registers": cap, "programs_per_sm": per_sm}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    ap.add_argument("--shapes", default="128:bf16:8,128:bf16:4")
+    ap.add_argument("T", nargs="*", type=int, default=[250000, 65536])
+    a = ap.parse_args()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    rows = []
+    for shape, T in itertools.product(a.shapes.split(","), a.T):
+        E, dt, K = shape.split(":")
+        E, dtype, K = int(E), DTYPES[dt], int(K)
+        case = Case(T, E, dtype, K)
+        for cfg in configs():
+            def launch(g, cfg=cfg):
+                if cfg["kernel"] == "table":
+                    p = plan(g, K, case.scale)
+                    return lambda: p.run(g, case.scale, case.w, case.ids)
+                return v6.launcher(g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms,
+                                   prefetch=cfg["prefetch"], max_registers=cfg["max_registers"])
+            row = {"T": T, "E": E, "K": K, "dtype": dt, **cfg, **case.measure(launch)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if a.out:
+        write_rows(a.out, rows)
+
+
+if __name__ == "__main__":
+    main()
