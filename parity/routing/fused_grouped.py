@@ -32,6 +32,7 @@ reports/bench/probes/grouped-sass.md).
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -86,13 +87,22 @@ def _f64_of_key(key):
     return tl.where(key == 0x7FFFFFFFFFFFFFFF, float("nan"), v)
 
 
+FLAT_ANY_ORDER: tl.constexpr = tl.constexpr("can_reorder" in inspect.signature(tl.reshape).parameters)
+"""Whether this Triton still takes tl.reshape(..., can_reorder=True): deprecated in 3.9, to be removed
+in 3.10, after which _flat keeps the logical order (what the interpreter, and so the CPU suite,
+has always done; the GPU's REDUX lowering there is unmeasured)."""
+
+
 @triton.jit
 def _flat(x):
     """One row's tile [1, ...] -> [1, N] in any order, for reductions over the whole row (a row
     spread over a warp reduces in one REDUX instead of a shuffle tree). One row only, and only for
     reductions or values that carry their own id: the order is the compiler's, across rows too,
     and not the same for two tensors (keys and ids flattened apart were paired wrongly on the GPU)."""
-    return tl.reshape(x, [x.shape[0], x.numel // x.shape[0]], can_reorder=True)
+    if FLAT_ANY_ORDER:
+        return tl.reshape(x, [x.shape[0], x.numel // x.shape[0]], can_reorder=True)
+    else:
+        return tl.reshape(x, [x.shape[0], x.numel // x.shape[0]])
 
 
 @triton.jit
