@@ -13,6 +13,8 @@ the whole tile's rounds is): the notes' 1064 a warp is the lists' path with that
 out. Nothing here runs a kernel.
 
 python3 -m benchmarks.sass_grouped [--model deepseek-v3] [--dtype bf16] [--lines] [--quick] [--out FILE.json]
+python3 -m benchmarks.sass_grouped --route --model gemma4 [--dtype bf16] [--lines]: route_kernel the same way
+(every instruction, the rare branches' included: the notes' fast-path counts skip those by hand)
 """
 from __future__ import annotations
 
@@ -83,6 +85,23 @@ def compile_one(model: str, dtype: torch.dtype, block_t: int, lists: bool, inlin
     return kernel, launch
 
 
+def compile_route(model: str, dtype: torch.dtype, T: int = 250000):
+    """The compiled route_kernel (parity.routing.fused) for a model of a family that chooses by the
+    logits, at the launch table's tile for T rows, its weight epilogue the router's."""
+    fam = next(f for f in routing.FAMILIES.values() if model in {m.name for m in f.models})
+    m = fam.model(model)
+    router = fam.make_router(m, "randn", 0, device="cpu")
+    score, renormalize = fused.SCORES[(router.score, router.renormalize)]
+    g = torch.empty(T, m.E, dtype=dtype)
+    scale = fused.router_scale(router, m.E, "cpu")
+    launch = fused.plan(g, m.K, scale, interpreter=False, score=score, renormalize=renormalize)
+    w, ids = torch.empty(T, m.K), torch.empty(T, m.K, dtype=torch.int32)
+    t = launch.tile
+    kernel = fused.route_kernel.warmup(g, scale, w, ids, T, m.E, m.E, 1, 1, grid=(1,), BLOCK_T=t.block_t,
+                                       BLOCK_E=t.block_e, VEC=t.vec, num_warps=t.num_warps, **launch.constexprs)
+    return kernel, launch
+
+
 def _tool(name: str, *args: str) -> str:
     return subprocess.run([os.path.join(BIN, name), *args], capture_output=True, text=True, check=True).stdout
 
@@ -122,9 +141,20 @@ def main() -> None:
     ap.add_argument("--lines", action="store_true", help="count per source line")
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true", help="the table's tile alone (the test's smoke run)")
+    ap.add_argument("--route", action="store_true",
+                    help="route_kernel instead, for --model of a family that chooses by the logits (gemma4, "
+                         "qwen3-moe, qwen2-moe, gpt-oss-120b, llama4-maverick...), at the table's tile for T=250000")
     a = ap.parse_args()
     rows = []
-    for block_t, lists, inline in CONFIGS[:1] if a.quick else CONFIGS:
+    if a.route:
+        kernel, launch = compile_route(a.model, DTYPES[a.dtype])
+        t = launch.tile
+        counts = count(kernel, a.lines)
+        for flags_only in ("before_flags", "spills_before_flags"):   # route_kernel stores no flags
+            counts.pop(flags_only)
+        rows.append({"model": a.model, "dtype": a.dtype, "kernel": "route_kernel", "block_t": t.block_t,
+                     "vec": t.vec, "warps": t.num_warps, **counts})
+    for block_t, lists, inline in [] if a.route else CONFIGS[:1] if a.quick else CONFIGS:
         if lists and block_t == 1:
             continue
         kernel, launch = compile_one(a.model, DTYPES[a.dtype], block_t, lists, inline)
@@ -132,6 +162,7 @@ def main() -> None:
                "lists": launch.constexprs["GROUP_LISTS"], "inline": inline, "max_registers": launch.max_registers,
                **count(kernel, a.lines)}
         rows.append(row)
+    for row in rows:
         print(" ".join(f"{k}={v}" for k, v in row.items() if k != "by_line"), flush=True)
         for where, n in row.get("by_line", {}).items():
             print(f"    {n:5d} {where}")

@@ -348,14 +348,18 @@ def _launcher(score: int, renormalize: bool = True):
     return launch
 
 
-fused = TritonRouting("fused_route", _launcher(SOFTMAX_K), MAX_EXPERTS,
+SCORES = {("softmax", True): (SOFTMAX_K, True), ("softmax", False): (SOFTMAX_ALL, True),
+          ("sigmoid", False): (SIGMOID, False), ("sigmoid", True): (SIGMOID, True)}
+"""A router's (score, renormalize) -> plan's (score, renormalize): the kernel's weight epilogue."""
+
+fused = TritonRouting("fused_route", _launcher(*SCORES[("softmax", True)]), MAX_EXPERTS,
                       """Fused routing: (weights fp32 [T, K], ids int32 [T, K]); ids exactly the oracle's.""")
-fused_sigmoid = TritonRouting("fused_sigmoid_route", _launcher(SIGMOID, renormalize=False), MAX_EXPERTS,
+fused_sigmoid = TritonRouting("fused_sigmoid_route", _launcher(*SCORES[("sigmoid", False)]), MAX_EXPERTS,
                               """Fused routing with a sigmoid per chosen logit (the same selection, Llama 4's
                               weights): (weights fp32 [T, K], ids int32 [T, K]).""")
-fused_sigmoid_renorm = TritonRouting("fused_sigmoid_renorm_route", _launcher(SIGMOID), MAX_EXPERTS,
+fused_sigmoid_renorm = TritonRouting("fused_sigmoid_renorm_route", _launcher(*SCORES[("sigmoid", True)]), MAX_EXPERTS,
                                      """Fused routing with the chosen logits' sigmoids renormalised over the K.""")
-fused_softmax_all = TritonRouting("fused_softmax_all_route", _launcher(SOFTMAX_ALL), MAX_EXPERTS,
+fused_softmax_all = TritonRouting("fused_softmax_all_route", _launcher(*SCORES[("softmax", False)]), MAX_EXPERTS,
                                   """Fused routing with the softmax over all E, not renormalised (Qwen2-MoE):
                                   (weights fp32 [T, K], ids int32 [T, K]).""")
 EPILOGUES = {("softmax", True): fused, ("softmax", False): fused_softmax_all,
