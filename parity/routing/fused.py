@@ -131,7 +131,7 @@ def route_kernel(
         # Truncated fp32 keys that tie are ordered by id, not by their dropped bits. A tie inside
         # the K picks leaves the set right and only its order in doubt: the picks are ranked again
         # by their logits below. A tie across the K-th place leaves the set in doubt: the block
-        # takes the exact iterative max (reports/bench/NOTES.md, "Truncated ties ranked").
+        # takes the exact iterative max (reports/bench/NOTES.md, "fp32 truncated ties inside the K").
         in_doubt = ambiguous & (tl.max(tl.max(key & COL_MASK, axis=2), axis=1) != 0) & row_ok
         set_in_doubt = tl.max((in_doubt & at_kth).to(tl.int32), axis=0)
         if set_in_doubt > 0:

@@ -265,7 +265,7 @@ def half_keys_hold_nan(packed, best, NAN_MAG: tl.constexpr, COL_BITS: tl.constex
     """Whether any of these top_half_key_unchecked keys [BLOCK_T, C, V] is a NaN's: a key above
     +inf's with the largest id bits (a positive NaN; ``best``: the rows' largest keys) or below
     the padding, ``-(NAN_MAG << 16) - 1``, which lies just below -inf's keys (a negative NaN). One
-    min per key; a block that holds a NaN keys its rows again with top_half_key."""
+    min per key; a block that holds a NaN makes those keys top_half_key's (nan_keys_on_top)."""
     INF_TOP: tl.constexpr = (NAN_MAG << 16) | ((1 << COL_BITS) - 1)
     PAD: tl.constexpr = -(NAN_MAG << 16) - 1
     return (tl.max(best, axis=0) > INF_TOP) | (tl.min(tl.min(tl.min(packed, axis=2), axis=1), axis=0) < PAD)
@@ -290,8 +290,8 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
     (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16, and under
     VALUES the logits as fp32 with padding -inf, else a stand-in: the interpreter runs what it is
     given, and decoding unused values cost it time). bf16/fp16 padding: ``-(NAN_MAG << 16) - 1``,
-    just below -inf's keys. Without NAN_CHECKED, bf16/fp16 keys come from top_half_key_unchecked (the caller checks
-    with half_keys_hold_nan) and the full key returned is the packed one."""
+    just below -inf's keys. Without NAN_CHECKED, bf16/fp16 keys come from top_half_key_unchecked
+    (the caller checks with half_keys_hold_nan) and the full key returned is the packed one."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     if not EVEN_E:
         mask = mask & col_ok
