@@ -5,8 +5,9 @@ rotated beyond L2: a Triton launch with many compile-time arguments costs the ho
 which plain event timing would report instead of any shorter kernel. Every configuration's ids are
 checked against the oracle and its weights against the first configuration's, bit for bit.
 
-python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small,regs,vec] [--out FILE.json] [T ...]
-(regs: the table's tile under register caps 64 / 72 / 80; vec: with 2 to 64 logits a vector.)
+python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small,regs,vec,align] [--out FILE.json] [T ...]
+(regs: the table's tile under register caps 64 / 72 / 80; vec: with 2 to 64 logits a vector; align:
+without ROW_ALIGN, and other rows a warp with it.)
 A shape is E:dtype[:K[:score]], K 8 unless given, score k (softmax over the K, Gemma4), all (softmax
 over all E, Qwen2-MoE) or sigmoid (Llama 4): 60:bf16:4:all is Qwen2-MoE's router.
 The first configuration of each (shape, T) is the launch table's at that T.
@@ -21,7 +22,7 @@ import triton
 import triton.testing
 
 from parity.provenance import Run
-from parity.routing.fused import plan, route_kernel, sixteen_byte_vec, tile, vec_for
+from parity.routing.fused import plan, route_kernel, row_align, sixteen_byte_vec, tile, vec_for
 from parity.routing.kernel_parts import SIGMOID, SOFTMAX_ALL, SOFTMAX_K
 from parity.routing.oracle import route64
 
@@ -85,6 +86,7 @@ def launcher(cfg, g, s, w, i, K, score="k"):
     if "maxnreg" in cfg:
         const["maxnreg"] = cfg["maxnreg"]
     if cfg["kernel"] == "rounds":
+        const["ROW_ALIGN"] = cfg.get("ROW_ALIGN", row_align(E, g.stride(0), cfg["VEC"]))
         return lambda: route_kernel[grid](*args, VEC=cfg["VEC"], **const)
     v3 = load_variant("v3_bitonic_network")
     const.update(v3.network_args(g, block_e, cfg["BLOCK_T"], cfg["lanes"]))
@@ -106,6 +108,12 @@ def configs_for(T, E, dtype, kinds, score="k"):
         # the table's tile with other vectors: 2 logits up to the whole row (the tile's layout
         # follows the vector: Qwen2-MoE's 120-byte rows are not 16-byte aligned)
         out += [{**out[0], "VEC": v} for v in (2, 4, 8, 16, 32, 64) if v <= table.block_e]
+    if "align" in kinds:
+        # the table's tile with the rows' alignment kept from the compiler (ROW_ALIGN 1: the kernel
+        # before it was told), then other rows a warp with it told
+        out += [{**out[0], "ROW_ALIGN": 1}]
+        out += [{**out[0], "BLOCK_T": bt, "warps": max(1, bt * table.block_e // 2048)} for bt in (4, 16, 32)
+                if bt != table.block_t]
     if "regs" in kinds:
         # the table's tile under a register cap: more warps resident a scheduler, or spills
         out += [{**out[0], "maxnreg": r} for r in (64, 72, 80)]

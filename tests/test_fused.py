@@ -156,6 +156,41 @@ def test_vectors_fit_the_row():
     assert fused_module.tile(250000, 60, torch.bfloat16, interpreter=False, score=kernel_parts.SOFTMAX_ALL).vec == 4
 
 
+def test_row_align_divides_the_stride_and_the_row():
+    """ROW_ALIGN, what route_kernel tells the compiler of its rows' alignment, divides both the row
+    stride and E and is at most the vector: a promise the compiler cannot check."""
+    a = fused_module.row_align
+    assert a(60, 60, 4) == 4 and a(60, 64, 4) == 4 and a(60, 62, 4) == 2 and a(60, 61, 4) == 1
+    assert a(128, 128, 8) == 8 and a(128, 4096, 8) == 8 and a(100, 100, 4) == 4 and a(7, 7, 1) == 1
+    assert a(60, 0, 4) == 4 and a(62, 64, 64) == 2
+
+
+@pytest.mark.parametrize("epilogue", ["softmax_k", "softmax_all", "sigmoid"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("E", [60, 100])
+def test_rows_read_by_vectors_stop_at_the_row(E, dtype, epilogue, dev):
+    """Where ROW_ALIGN is the vector, the loads are masked a vector at a time
+    (kernel_parts.vectors_in_row): rows whose next columns in memory hold NaN and +inf (strides
+    E + 4, + 2, + 1) route as the contiguous rows do, bits and all, and as the oracle does."""
+    s = scale(E, dev)
+    kernel = {"softmax_k": fused, "softmax_all": fused_module.fused_softmax_all,
+              "sigmoid": fused_module.fused_sigmoid}[epilogue]
+    contiguous = logits(300, E, dtype, dev, seed=E)
+    w, ids = kernel(contiguous, 4, s)
+    assert torch.equal(ids.long(), route64(contiguous, 4, s)[1])
+    vec = tile(300, E, dtype, interpreter=fused_module.device.INTERPRETER).vec
+    for extra in (4, 2, 1):
+        g = torch.empty(300, E + extra, dtype=dtype, device=dev)
+        g[:] = float("nan")
+        g[:, E + 1:] = float("inf")
+        g = g[:, :E]
+        g.copy_(contiguous)
+        assert fused_module.plan(g, 4, s).constexprs["ROW_ALIGN"] == fused_module.row_align(E, E + extra, vec)
+        w2, ids2 = kernel(g, 4, s)
+        assert torch.equal(ids2, ids)
+        assert torch.equal(w2.view(torch.int32), w.view(torch.int32))
+
+
 @pytest.mark.parametrize("scale_dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_scale_in_any_float_dtype(scale_dtype, dev):
     g = logits(100, 128, torch.float32, dev, seed=6)

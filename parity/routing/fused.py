@@ -67,6 +67,7 @@ from parity.routing.kernel_parts import (
     softmax_denominator,
     softmax_over_all,
     store_routing,
+    vectors_in_row,
 )
 
 MAX_EXPERTS = 4096
@@ -84,14 +85,14 @@ def route_kernel(
     LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr,
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
-    SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr,
+    SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr, ROW_ALIGN: tl.constexpr = 1,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
     slots = tl.arange(0, BLOCK_K)
     row_ok = rows < T
     rows64 = rows.to(tl.int64)  # T * stride can pass 2**31
-    row_ptr = gating_ptr + rows64 * stride_gt
+    row_ptr = gating_ptr + tl.multiple_of(rows64 * stride_gt, [ROW_ALIGN])
     cols = ((tl.arange(0, BLOCK_E // VEC) * VEC)[:, None] + tl.arange(0, VEC)[None, :])[None, :, :]
 
     # bf16/fp16 keys are made without the NaN case (three integer ops a key where it took seven);
@@ -101,11 +102,15 @@ def route_kernel(
     UNCHECKED: tl.constexpr = KEY16 and SCORE != 2
     if PAIRS:
         packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
-                                     NAN_CHECKED=not UNCHECKED)
+                                     NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
+        if ROW_ALIGN == VEC:
+            col_ok = vectors_in_row(E, BLOCK_E, VEC)
+        else:
+            col_ok = cols < E
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
-                                     cols < E, COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
+                                     col_ok, COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
                                      NAN_CHECKED=not UNCHECKED)
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
 
@@ -295,6 +300,14 @@ def reads_pairs(gating_output: torch.Tensor) -> bool:
             and (gating_output.stride(0) % 2 == 0 or T == 1) and gating_output.data_ptr() % 4 == 0)
 
 
+def row_align(E: int, stride: int, vec: int) -> int:
+    """route_kernel's ROW_ALIGN: the largest power of two, at most ``vec``, that divides both E and
+    the row stride (in logits), so every row starts on a multiple of it and is a whole number of
+    them long. Told to the compiler, the loads are that wide (reports/bench/NOTES.md, "Rows that
+    start aligned"): a stride that is no multiple of 16 bytes is otherwise taken as unaligned."""
+    return min(vec, E & -E, stride & -stride if stride else vec)
+
+
 @dataclass(frozen=True)
 class Launch:
     """One call's launch, decided once from the validated problem: its tile (so its grid and
@@ -338,6 +351,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "EVEN_E": E == t.block_e, "KEY16": gating_output.dtype.itemsize == 2,
         "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype], "PAIRS": reads_pairs(gating_output),
         "SCORE": score, "RENORM": renormalize, "LOG2_BLOCK_E": t.block_e.bit_length() - 1,
+        "ROW_ALIGN": row_align(E, gating_output.stride(0), t.vec),
     })
 
 

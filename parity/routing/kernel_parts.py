@@ -282,6 +282,15 @@ def nan_keys_on_top(packed, NAN_MAG: tl.constexpr, COL_BITS: tl.constexpr):
 
 
 @triton.jit
+def vectors_in_row(E, BLOCK_E: tl.constexpr, VEC: tl.constexpr):
+    """[1, BLOCK_E // VEC, 1]: which vectors of a tile [BLOCK_T, BLOCK_E // VEC, VEC] lie in a row of
+    E logits, for E a multiple of VEC. A mask constant along each vector lets the load be one
+    vector wide where a per-logit mask splits it (Qwen2-MoE's E=60: four 8-byte loads a thread
+    where it took eight 4-byte ones; reports/bench/NOTES.md, "Rows that start aligned")."""
+    return (tl.arange(0, BLOCK_E // VEC) * VEC)[None, :, None] < E
+
+
+@triton.jit
 def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.constexpr,
                  EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
                  VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True):
@@ -330,14 +339,18 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
 @triton.jit
 def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, COL_BITS: tl.constexpr,
                       EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
-                      VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True):
+                      VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True, ROW_ALIGN: tl.constexpr = 1):
     """packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
     BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
     its even column's is the word shifted up by 16. Returns (packed, under VALUES the logits as fp32
-    with padding -inf, else a stand-in). NAN_CHECKED as in packed_keys."""
+    with padding -inf, else a stand-in). NAN_CHECKED as in packed_keys; ROW_ALIGN as in fused's
+    route_kernel (where it is VEC, a vector is in the row or wholly beyond it)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
-    in_row = words * 2 < E  # E is even: a word is in the row or wholly beyond it
+    if ROW_ALIGN == VEC:
+        in_row = vectors_in_row(E, BLOCK_E, VEC)
+    else:
+        in_row = words * 2 < E  # E is even: a word is in the row or wholly beyond it
     mask = row_ok[:, None, None]
     if not EVEN_E:
         mask = mask & in_row
