@@ -92,7 +92,10 @@ def route_kernel(
     slots = tl.arange(0, BLOCK_K)
     row_ok = rows < T
     rows64 = rows.to(tl.int64)  # T * stride can pass 2**31
-    row_ptr = gating_ptr + tl.multiple_of(rows64 * stride_gt, [ROW_ALIGN])
+    row_off = rows64 * stride_gt
+    if ROW_ALIGN > 1:  # a hint of 1 would replace what the compiler knows of a stride specialised as 16k
+        row_off = tl.multiple_of(row_off, [ROW_ALIGN])
+    row_ptr = gating_ptr + row_off
     cols = ((tl.arange(0, BLOCK_E // VEC) * VEC)[:, None] + tl.arange(0, VEC)[None, :])[None, :, :]
 
     # bf16/fp16 keys are made without the NaN case (three integer ops a key where it took seven);
@@ -219,10 +222,12 @@ def ranked_by_logit(top_id, v, slots, K: tl.constexpr):
 # Small T is latency-bound: rows are spread so that at least FILL_PROGRAMS programs run (about two
 # per SM), down to one row per program.
 KEYS_PER_WARP = {torch.bfloat16: 2048, torch.float16: 2048, torch.float32: 512}
-SOFTMAX_ALL_KEYS_PER_WARP = 512
+SOFTMAX_ALL_KEYS_PER_WARP = 1024
 """Keys per warp, at most, under the softmax over all E, whose denominator keeps the row's logits
 live beside the keys: Qwen2-MoE (E=60, bf16) at T=250000 took 41.9 us at 2048 keys (32 rows, 141
-registers) and 29.2 us at 512 (8 rows) on the H200 (reports/bench/NOTES.md, "Softmax over all E")."""
+registers) and 29.2 us at 512 (8 rows) on the H200 (reports/bench/NOTES.md, "Softmax over all E");
+with its rows' alignment told (ROW_ALIGN) 27.2 at 2048, 22.1 at 1024, 23.0 at 512 ("Rows that
+start aligned")."""
 FILL_PROGRAMS = 264
 INTERPRETER_KEYS_PER_PROGRAM = 2**19  # the interpreter pays per program in Python: make them large (2**17: 11.6 s for 250000 bf16 rows of 128 on the 2-core CPU, 2**19: 7.7 s; 2**21 passes triton's largest tensor)
 MAX_WARPS = 8
