@@ -156,6 +156,31 @@ def test_vectors_fit_the_row():
     assert fused_module.tile(250000, 60, torch.bfloat16, interpreter=False, score=kernel_parts.SOFTMAX_ALL).vec == 4
 
 
+@pytest.mark.parametrize("epilogue", ["softmax_k", "softmax_all", "sigmoid"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("E,K", [(60, 4), (7, 7), (100, 8), (6, 6)])
+def test_padding_reads_as_minus_inf_and_ranks_after_every_expert(E, K, dtype, epilogue, dev):
+    """Columns past E read as -inf and tie a real -inf's key: their ids must put them after every
+    expert (rows of -inf, rows with fewer than K finite logits, K = E), in pair and single reads,
+    at one row a program and several."""
+    g = logits(40, E, dtype, dev, seed=E + K)
+    g[0] = -float("inf")
+    g[1, 1:] = -float("inf")
+    g[2, : E - K + 1] = -float("inf")        # K - 1 finite logits
+    g[3, ::2] = -float("inf")
+    g[4] = float("nan")
+    g[5, -1] = float("nan")
+    s = scale(E, dev)
+    kernel = {"softmax_k": fused, "softmax_all": fused_module.fused_softmax_all,
+              "sigmoid": fused_module.fused_sigmoid}[epilogue]
+    want = route64(g, K, s)[1]
+    for other in (g, g.t().contiguous().t()):
+        for T in (1, 6, 40):
+            ids = kernel(other[:T], K, s)[1].long()
+            assert torch.equal(ids, want[:T])
+            assert (ids < E).all()
+
+
 def test_row_align_divides_the_stride_and_the_row():
     """ROW_ALIGN, what route_kernel tells the compiler of its rows' alignment, divides both the row
     stride and E and is at most the vector: a promise the compiler cannot check."""

@@ -298,9 +298,12 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
     COL_BITS bits (unique in its row; larger packed = larger logit, then lower id). Returns
     (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16, and under
     VALUES the logits as fp32 with padding -inf, else a stand-in: the interpreter runs what it is
-    given, and decoding unused values cost it time). bf16/fp16 padding: ``-(NAN_MAG << 16) - 1``,
-    just below -inf's keys. Without NAN_CHECKED, bf16/fp16 keys come from top_half_key_unchecked
-    (the caller checks with half_keys_hold_nan) and the full key returned is the packed one."""
+    given, and decoding unused values cost it time). Columns past E read as -inf (the masked
+    load's value; rows past T as 0, whatever they route to is not stored): their keys tie a real -inf's and their ids, past E, rank them after every
+    expert's (ties go to the lower id), so nothing selects a padding value after the load
+    (reports/bench/NOTES.md, "Padding read as -inf").
+    Without NAN_CHECKED, bf16/fp16 keys come from top_half_key_unchecked (the caller checks with
+    half_keys_hold_nan) and the full key returned is the packed one."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     if not EVEN_E:
         mask = mask & col_ok
@@ -308,22 +311,16 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
         # bf16/fp16: the 16-bit pattern moved to the top half is keyed there, so the packed key
         # keeps all of it and the expert id takes the low 16 bits. (Keying the pattern in the top
         # half, not shifting a 16-bit key up, saves the sign extensions; reports/bench/NOTES.md, "v5".)
-        raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0)
+        raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0 if EVEN_E else NAN_MAG - 0x8000)
         if NAN_CHECKED:
             key = top_half_key(raw.to(tl.int32) << 16, NAN_MAG)
-            if not EVEN_E:
-                key = tl.where(col_ok, key, -(NAN_MAG << 16) - 1)  # padding below -inf
             packed = key | (COL_MASK - cols)
         else:
             packed = top_half_key_unchecked(raw.to(tl.int32) << 16, COL_MASK - cols)
-            if not EVEN_E:
-                packed = tl.where(col_ok, packed, -(NAN_MAG << 16) - 1)
             key = packed
     else:
-        raw = tl.load(ptrs.to(tl.pointer_type(tl.int32)), mask=mask, other=0)
+        raw = tl.load(ptrs.to(tl.pointer_type(tl.int32)), mask=mask, other=0 if EVEN_E else NAN_MAG - 2147483648)
         key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
-        if not EVEN_E:
-            key = tl.where(col_ok, key, -2147483647 - 1)  # padding below -inf
         packed = (key & ~COL_MASK) | (COL_MASK - cols)
     x = key  # a stand-in (compiled functions cannot return None)
     if VALUES:
@@ -331,8 +328,6 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
             x = _half_value(raw.to(tl.int32), IS_BF16)
         else:
             x = raw.to(tl.float32, bitcast=True)
-        if not EVEN_E:
-            x = tl.where(col_ok, x, -float("inf"))
     return packed, key, x
 
 
@@ -354,16 +349,15 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     mask = row_ok[:, None, None]
     if not EVEN_E:
         mask = mask & in_row
-    w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None, None] + words, mask=mask, other=0)
+    TWO_NEG_INF: tl.constexpr = (NAN_MAG - 0x8000) * 65536 + (NAN_MAG + 0x8000)  # a word of two -inf
+    w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None, None] + words, mask=mask,
+                other=0 if EVEN_E else TWO_NEG_INF)
     if NAN_CHECKED:
         even = top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
         odd = top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
     else:
         even = top_half_key_unchecked(w << 16, COL_MASK - 2 * words)
         odd = top_half_key_unchecked(w, COL_MASK - 1 - 2 * words)
-    if not EVEN_E:
-        even = tl.where(in_row, even, -(NAN_MAG << 16) - 1)  # padding just below -inf
-        odd = tl.where(in_row, odd, -(NAN_MAG << 16) - 1)
     shape: tl.constexpr = [even.shape[0], BLOCK_E // VEC, VEC]
     x = even  # a stand-in (compiled functions cannot return None)
     if VALUES:
@@ -373,9 +367,6 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
         else:
             x_even = _half_value(w, IS_BF16)
             x_odd = _half_value(w >> 16, IS_BF16)
-        if not EVEN_E:
-            x_even = tl.where(in_row, x_even, -float("inf"))
-            x_odd = tl.where(in_row, x_odd, -float("inf"))
         x = tl.reshape(tl.join(x_even, x_odd), shape)
     return tl.reshape(tl.join(even, odd), shape), x
 
