@@ -100,9 +100,9 @@ def route_kernel(
 
     # bf16/fp16 keys are made without the NaN case (three integer ops a key where it took seven);
     # a block that holds a NaN, seen from its extreme keys, makes those keys NaN-checked ones
-    # (reports/bench/NOTES.md, "Keys without the NaN select"). Not under the softmax over all E,
-    # where it measured slower (Qwen2-MoE: 26.9 against 28.3 us at T=250000 on the H200).
-    UNCHECKED: tl.constexpr = KEY16 and SCORE != 2
+    # (reports/bench/NOTES.md, "Keys without the NaN select"; under the softmax over all E too
+    # since its rows are read as vectors: Qwen2-MoE 19.99 -> 18.99 us on the H200, "Padding read as -inf").
+    UNCHECKED: tl.constexpr = KEY16
     if PAIRS:
         packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
                                      NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN)
