@@ -299,7 +299,8 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
     (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16, and under
     VALUES the logits as fp32 with padding -inf, else a stand-in: the interpreter runs what it is
     given, and decoding unused values cost it time). Columns past E read as -inf (the masked
-    load's value; rows past T as 0, whatever they route to is not stored): their keys tie a real -inf's and their ids, past E, rank them after every
+    load's value for fp32, a select for bf16/fp16; rows past T as 0, whatever they route to is
+    not stored): their keys tie a real -inf's and their ids, past E, rank them after every
     expert's (ties go to the lower id), so nothing selects a padding value after the load
     (reports/bench/NOTES.md, "Padding read as -inf").
     Without NAN_CHECKED, bf16/fp16 keys come from top_half_key_unchecked (the caller checks with
@@ -311,7 +312,11 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
         # bf16/fp16: the 16-bit pattern moved to the top half is keyed there, so the packed key
         # keeps all of it and the expert id takes the low 16 bits. (Keying the pattern in the top
         # half, not shifting a 16-bit key up, saves the sign extensions; reports/bench/NOTES.md, "v5".)
-        raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0 if EVEN_E else NAN_MAG - 0x8000)
+        # A 16-bit `other` other than 0 reached a vectorised load's odd halves as 0xFFFF (a NaN) on
+        # the H200 (triton 3.6; the interpreter was right): -inf is put in by a select here.
+        raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0)
+        if not EVEN_E:
+            raw = tl.where(col_ok, raw.to(tl.int32), NAN_MAG - 0x8000)  # -inf's bits, sign-extended
         if NAN_CHECKED:
             key = top_half_key(raw.to(tl.int32) << 16, NAN_MAG)
             packed = key | (COL_MASK - cols)
