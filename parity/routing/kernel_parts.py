@@ -261,23 +261,28 @@ def top_half_key_unchecked(bits, low):
 
 
 @triton.jit
+def half_nan_bounds(NAN_MAG: tl.constexpr, COL_BITS: tl.constexpr):
+    """The two bounds of top_half_key_unchecked keys that are no NaN's: +inf's key with the largest
+    id bits (a positive NaN's lies above it) and a key just below -inf's (a negative NaN's lies
+    below it; padding columns read as -inf and stay above it)."""
+    return (NAN_MAG << 16) | ((1 << COL_BITS) - 1), -(NAN_MAG << 16) - 1
+
+
+@triton.jit
 def half_keys_hold_nan(packed, best, NAN_MAG: tl.constexpr, COL_BITS: tl.constexpr):
-    """Whether any of these top_half_key_unchecked keys [BLOCK_T, C, V] is a NaN's: a key above
-    +inf's with the largest id bits (a positive NaN; ``best``: the rows' largest keys) or below
-    the padding, ``-(NAN_MAG << 16) - 1``, which lies just below -inf's keys (a negative NaN). One
-    min per key; a block that holds a NaN makes those keys top_half_key's (nan_keys_on_top)."""
-    INF_TOP: tl.constexpr = (NAN_MAG << 16) | ((1 << COL_BITS) - 1)
-    PAD: tl.constexpr = -(NAN_MAG << 16) - 1
-    return (tl.max(best, axis=0) > INF_TOP) | (tl.min(tl.min(tl.min(packed, axis=2), axis=1), axis=0) < PAD)
+    """Whether any of these top_half_key_unchecked keys [BLOCK_T, C, V] is a NaN's (half_nan_bounds;
+    ``best``: the rows' largest keys). One min per key; a block that holds a NaN makes those keys
+    top_half_key's (nan_keys_on_top)."""
+    inf_top, below_neg_inf = half_nan_bounds(NAN_MAG, COL_BITS)
+    return (tl.max(best, axis=0) > inf_top) | (tl.min(tl.min(tl.min(packed, axis=2), axis=1), axis=0) < below_neg_inf)
 
 
 @triton.jit
 def nan_keys_on_top(packed, NAN_MAG: tl.constexpr, COL_BITS: tl.constexpr):
-    """top_half_key_unchecked keys made top_half_key's: a NaN's key (beyond +inf's or below the
-    padding) becomes the NaN key, 0x7FFF0000, with its id bits kept."""
-    INF_TOP: tl.constexpr = (NAN_MAG << 16) | ((1 << COL_BITS) - 1)
-    PAD: tl.constexpr = -(NAN_MAG << 16) - 1
-    is_nan = (packed > INF_TOP) | (packed < PAD)
+    """top_half_key_unchecked keys made top_half_key's: a NaN's key (outside half_nan_bounds)
+    becomes the NaN key, 0x7FFF0000, with its id bits kept."""
+    inf_top, below_neg_inf = half_nan_bounds(NAN_MAG, COL_BITS)
+    is_nan = (packed > inf_top) | (packed < below_neg_inf)
     return tl.where(is_nan, 0x7FFF0000 | (packed & ((1 << COL_BITS) - 1)), packed)
 
 
