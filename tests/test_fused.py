@@ -215,7 +215,7 @@ def test_row_align_divides_the_stride_and_the_row():
 @pytest.mark.parametrize("E", [60, 100])
 def test_rows_read_by_vectors_stop_at_the_row(E, dtype, epilogue, dev):
     """Where ROW_ALIGN is the vector, the loads are masked a vector at a time
-    (kernel_parts.vectors_in_row): rows whose next columns in memory hold NaN and +inf (strides
+    (kernel_parts.columns_in_row): rows whose next columns in memory hold NaN and +inf (strides
     E + 4, + 2, + 1) route as the contiguous rows do, bits and all, and as the oracle does."""
     s = scale(E, dev)
     kernel = {"softmax_k": fused, "softmax_all": fused_module.fused_softmax_all,

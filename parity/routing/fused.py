@@ -56,6 +56,7 @@ from parity.routing.kernel_parts import (
     SOFTMAX_ALL,
     SOFTMAX_K,
     chosen_scores,
+    columns_in_row,
     exact_topk,
     half_keys_hold_nan,
     nan_keys_on_top,
@@ -67,7 +68,6 @@ from parity.routing.kernel_parts import (
     softmax_denominator,
     softmax_over_all,
     store_routing,
-    vectors_in_row,
 )
 
 MAX_EXPERTS = 4096
@@ -108,12 +108,8 @@ def route_kernel(
                                      NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
-        if ROW_ALIGN == VEC:
-            col_ok = vectors_in_row(E, BLOCK_E, VEC)
-        else:
-            col_ok = cols < E
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
-                                     col_ok, COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
+                                     columns_in_row(cols, E, BLOCK_E, VEC, ROW_ALIGN), COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
                                      NAN_CHECKED=not UNCHECKED)
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
 

@@ -287,12 +287,16 @@ def nan_keys_on_top(packed, NAN_MAG: tl.constexpr, COL_BITS: tl.constexpr):
 
 
 @triton.jit
-def vectors_in_row(E, BLOCK_E: tl.constexpr, VEC: tl.constexpr):
-    """[1, BLOCK_E // VEC, 1]: which vectors of a tile [BLOCK_T, BLOCK_E // VEC, VEC] lie in a row of
-    E logits, for E a multiple of VEC. A mask constant along each vector lets the load be one
-    vector wide where a per-logit mask splits it (Qwen2-MoE's E=60: four 8-byte loads a thread
-    where it took eight 4-byte ones; reports/bench/NOTES.md, "Rows that start aligned")."""
-    return (tl.arange(0, BLOCK_E // VEC) * VEC)[None, :, None] < E
+def columns_in_row(cols, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, ROW_ALIGN: tl.constexpr):
+    """Which columns ``cols`` (an element's first column, in a tile [BLOCK_T, BLOCK_E // VEC, VEC]
+    or its words) lie in a row of E logits. Where ROW_ALIGN (fused's route_kernel) is the vector, E
+    is a multiple of VEC and the mask is [1, BLOCK_E // VEC, 1], constant along each vector: the
+    load is then one vector wide where a per-element mask splits it (Qwen2-MoE's E=60: four 8-byte
+    loads a thread where it took eight 4-byte ones; reports/bench/NOTES.md, "Rows that start aligned")."""
+    if ROW_ALIGN == VEC:
+        return (tl.arange(0, BLOCK_E // VEC) * VEC)[None, :, None] < E
+    else:
+        return cols < E
 
 
 @triton.jit
@@ -348,14 +352,11 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     """packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
     BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
     its even column's is the word shifted up by 16. Returns (packed, under VALUES the logits as fp32
-    with padding -inf, else a stand-in). NAN_CHECKED as in packed_keys; ROW_ALIGN as in fused's
-    route_kernel (where it is VEC, a vector is in the row or wholly beyond it)."""
+    with padding -inf, else a stand-in). NAN_CHECKED as in packed_keys; ROW_ALIGN as in
+    columns_in_row."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
-    if ROW_ALIGN == VEC:
-        in_row = vectors_in_row(E, BLOCK_E, VEC)
-    else:
-        in_row = words * 2 < E  # E is even: a word is in the row or wholly beyond it
+    in_row = columns_in_row(2 * words, E, BLOCK_E, VEC, ROW_ALIGN)  # E is even: a word is in the row or wholly beyond it
     mask = row_ok[:, None, None]
     if not EVEN_E:
         mask = mask & in_row
