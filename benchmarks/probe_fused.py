@@ -22,7 +22,7 @@ import triton
 import triton.testing
 
 from parity.provenance import Run
-from parity.routing.fused import plan, route_kernel, row_align, sixteen_byte_vec, tile, vec_for
+from parity.routing.fused import plan, route_kernel, row_align, sixteen_byte_vec, tile, vec_for, warps_for
 from parity.routing.kernel_parts import SIGMOID, SOFTMAX_ALL, SOFTMAX_K
 from parity.routing.oracle import route64
 
@@ -112,7 +112,7 @@ def configs_for(T, E, dtype, kinds, score="k"):
         # the table's tile with the rows' alignment kept from the compiler (ROW_ALIGN 1: the kernel
         # before it was told), then other rows a warp with it told
         out += [{**out[0], "ROW_ALIGN": 1}]
-        out += [{**out[0], "BLOCK_T": bt, "warps": max(1, bt * table.block_e // 2048)} for bt in (4, 16, 32)
+        out += [{**out[0], "BLOCK_T": bt, "warps": warps_for(bt, table.block_e, dtype)} for bt in (4, 16, 32)
                 if bt != table.block_t]
     if "regs" in kinds:
         # the table's tile under a register cap: more warps resident a scheduler, or spills
