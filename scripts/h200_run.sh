@@ -3,7 +3,8 @@
 # and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact]
-#        [bench] [probegrouped] [probefused] [peers] [properties] [multigpu] [split] [smallvec]
+#        [bench] [ncu] [probegrouped] [probefused] [peers] [properties] [multigpu] [split] [smallvec]
+# ncu: Nsight Compute over benchmarks/profile_ncu.py (NCU_ARGS), one launch a model; counters and per-instruction stall samples as CSV in logs/.
 # peers needs the git-ignored peers/ directory carried (device tool: carry ["peers"]; benchmarks/peers.py).
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5), FUZZ_LIMIT,
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
@@ -65,6 +66,11 @@ for step in $steps; do
     properties) PARITY_HYPOTHESIS_PROFILE=long PARITY_HYPOTHESIS_LONG_FACTOR=${LONG_FACTOR:-5} \
         PARITY_RELIABILITY_OUT=reports/h200-reliability timeout -s INT ${PROPS_LIMIT:-260} \
         python3 -m pytest -n 14 -q -rA -p no:cacheprovider tests/test_properties.py tests/test_special_semantics.py > "$LOGS/properties.log" 2>&1 ;;
+    ncu) { timeout ${NCU_LIMIT:-300} ncu --clock-control none --profile-from-start off --set full --import-source yes \
+          -k regex:'route_kernel|grouped_kernel' -f -o "$LOGS/ncu" python3 -m benchmarks.profile_ncu ${NCU_ARGS:-}
+        ncu -i "$LOGS/ncu.ncu-rep" --page details --csv > "$LOGS/ncu-details.csv"
+        ncu -i "$LOGS/ncu.ncu-rep" --page source --csv --print-source sass > "$LOGS/ncu-source.csv"
+        ncu --version; } > "$LOGS/ncu.log" 2>&1 ;;
     split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;
