@@ -115,33 +115,6 @@ def exact_topk(key, cols, slots, K: tl.constexpr, BLOCK_E: tl.constexpr, top_id)
 
 
 @triton.jit
-def min_u32(a, b, NATIVE: tl.constexpr):
-    """The unsigned minimum of two int32 bit patterns. Compiled for the GPU, one PTX min.u32 in inline
-    asm: LLVM folds any chain of tl.minimum into a vector reduction and expands it as a balanced tree,
-    and cannot see through the asm, so ptxas gets the chain as written (gap_chain). In the interpreter
-    (no inline asm), tl.minimum of the patterns as uint32: the same value."""
-    if NATIVE:
-        return tl.inline_asm_elementwise("min.u32 $0, $1, $2;", "=r,r,r", [a, b], dtype=tl.int32, is_pure=True, pack=1)
-    else:
-        return tl.minimum(a.to(tl.uint32, bitcast=True), b.to(tl.uint32, bitcast=True)).to(tl.int32, bitcast=True)
-
-
-@triton.jit
-def gap_chain(acc, c, keys, NATIVE: tl.constexpr):
-    """``acc`` [BLOCK_T, C] lowered to the unsigned minimum of itself and ``c - keys[:, :, v]`` for
-    every v of ``keys`` [BLOCK_T, C, V] (V a power of two, each vector in one thread), one v after
-    another: per element of acc a chain of V dependent ``min(c - key, acc)``, which ptxas issues as
-    one VIADDMNMX a key, where tl.min's tree costs an add and half a three-input min a key
-    (reports/bench/NOTES.md, "Rounds as add-min chains")."""
-    V: tl.constexpr = keys.shape[2]
-    if V == 1:
-        return min_u32(acc, c - tl.reshape(keys, [keys.shape[0], keys.shape[1]]), NATIVE)
-    else:
-        lo, hi = tl.split(tl.reshape(keys, [keys.shape[0], keys.shape[1], V // 2, 2]))
-        return gap_chain(gap_chain(acc, c, lo, NATIVE), c, hi, NATIVE)
-
-
-@triton.jit
 def pairwise_sum(e, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr):
     """Row sums of e [BLOCK_T, BLOCK_K] by a fixed pairwise tree of neighbours. tl.sum's tree
     follows the layout (rows per program, warps), so its last bit would change with the launch
