@@ -70,6 +70,7 @@ for step in $steps; do
           -k regex:'route_kernel|grouped_kernel' -f -o "$LOGS/ncu" python3 -m benchmarks.profile_ncu ${NCU_ARGS:-}
         ncu -i "$LOGS/ncu.ncu-rep" --page details --csv > "$LOGS/ncu-details.csv"
         ncu -i "$LOGS/ncu.ncu-rep" --page source --csv --print-source sass > "$LOGS/ncu-source.csv"
+        ncu -i "$LOGS/ncu.ncu-rep" --page raw --csv > "$LOGS/ncu-raw.csv"
         ncu --version; } > "$LOGS/ncu.log" 2>&1 ;;
     split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
