@@ -5,10 +5,9 @@ rotated beyond L2: a Triton launch with many compile-time arguments costs the ho
 which plain event timing would report instead of any shorter kernel. Every configuration's ids are
 checked against the oracle and its weights against the first configuration's, bit for bit.
 
-python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small,regs,vec,align,chain] [--out FILE.json] [T ...]
+python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small,regs,vec,align] [--out FILE.json] [T ...]
 (regs: the table's tile under register caps 64 / 72 / 80; vec: with 2 to 64 logits a vector; align:
-without ROW_ALIGN, and other rows a warp with it; chain: the rounds' minimum as tl.min's tree
-instead of kernel_parts.gap_chain.)
+without ROW_ALIGN, and other rows a warp with it.)
 A shape is E:dtype[:K[:score]], K 8 unless given, score k (softmax over the K, Gemma4), all (softmax
 over all E, Qwen2-MoE) or sigmoid (Llama 4): 60:bf16:4:all is Qwen2-MoE's router.
 The first configuration of each (shape, T) is the launch table's at that T.
@@ -84,7 +83,6 @@ def launcher(cfg, g, s, w, i, K, score="k"):
     const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"],
              **plan(g, K, s, score=sc, renormalize=renorm).constexprs}
     const["PAIRS"] = const["PAIRS"] and cfg.get("PAIRS", True)
-    const["CHAIN"] = const["CHAIN"] and cfg.get("CHAIN", True)
     if "maxnreg" in cfg:
         const["maxnreg"] = cfg["maxnreg"]
     if cfg["kernel"] == "rounds":
@@ -116,9 +114,6 @@ def configs_for(T, E, dtype, kinds, score="k"):
         out += [{**out[0], "ROW_ALIGN": 1}]
         out += [{**out[0], "BLOCK_T": bt, "warps": warps_for(bt, table.block_e, dtype)} for bt in (4, 16, 32)
                 if bt != table.block_t]
-    if "chain" in kinds:
-        # the table's tile with each round's minimum as tl.min's tree, not as add-min chains
-        out += [{**out[0], "CHAIN": False}]
     if "regs" in kinds:
         # the table's tile under a register cap: more warps resident a scheduler, or spills
         out += [{**out[0], "maxnreg": r} for r in (64, 72, 80)]

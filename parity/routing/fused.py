@@ -58,7 +58,6 @@ from parity.routing.kernel_parts import (
     chosen_scores,
     columns_in_row,
     exact_topk,
-    gap_chain,
     half_keys_hold_nan,
     nan_keys_on_top,
     order_key,
@@ -87,7 +86,6 @@ def route_kernel(
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
     SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr, ROW_ALIGN: tl.constexpr = 1,
-    CHAIN: tl.constexpr = False, NATIVE: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -130,8 +128,7 @@ def route_kernel(
             row_max = key_value(tl.max(tl.max(key, axis=2), axis=1), KEY16, IS_BF16)
         den = softmax_denominator(x, row_max, LOG2_BLOCK_E, ACCURATE_EXP, not KEY16)
     ROUNDS: tl.constexpr = K + 1 if CHECK_LOSS else K  # one more pick shows a tie across the K-th place
-    minus_one = -((E >> 13) | 1)  # -1 (E <= MAX_EXPERTS), which the compiler cannot fold: kernel_parts.gap_chain
-    top, ambiguous, at_kth = pick_rounds(packed, best, slots, K, ROUNDS, COL_BITS, CHECK_LOSS, CHAIN, NATIVE, minus_one)
+    top, ambiguous, at_kth = pick_rounds(packed, best, slots, K, ROUNDS, COL_BITS, CHECK_LOSS)
     top_id = COL_MASK - (top & COL_MASK)
 
     if CHECK_LOSS:
@@ -164,25 +161,19 @@ def route_kernel(
 
 @triton.jit
 def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_BITS: tl.constexpr,
-                CHECK_LOSS: tl.constexpr, CHAIN: tl.constexpr = False, NATIVE: tl.constexpr = False, minus_one=-1):
+                CHECK_LOSS: tl.constexpr):
     """The picks' packed keys [BLOCK_T, BLOCK_K] by slot, largest first, from packed keys
     [BLOCK_T, C, V] whose rows' largest is ``best``: each round the largest key below the last
     pick, ``prev - 1 - min_unsigned((prev - 1) - packed)``. Also, under CHECK_LOSS, which rows
     have two consecutive picks of the ROUNDS sharing a truncated key, and which have the K-th and
-    the (K + 1)-th sharing one (ROUNDS = K + 1). Under CHAIN (V >= 2, each vector in one thread)
-    the minimum over V is kernel_parts.gap_chain's, three-input mins of IMAD gaps; else tl.min's."""
+    the (K + 1)-th sharing one (ROUNDS = K + 1)."""
     top = tl.where(slots[None, :] == 0, best[:, None], 0)
     ambiguous = tl.zeros(best.shape, dtype=tl.int1)
     at_kth = ambiguous
     for k in tl.static_range(1, ROUNDS):
         prev = best
-        if CHAIN:
-            below = gap_chain(tl.full([packed.shape[0], packed.shape[1]], -1, tl.int32), (prev - 1)[:, None], packed,
-                              minus_one, NATIVE)
-            gap_min = tl.min(below.to(tl.uint32, bitcast=True), axis=1)
-        else:
-            gap_min = tl.min(tl.min(((prev - 1)[:, None, None] - packed).to(tl.uint32, bitcast=True), axis=2), axis=1)
-        best = prev - 1 - gap_min.to(tl.int32, bitcast=True)
+        gap = ((prev - 1)[:, None, None] - packed).to(tl.uint32, bitcast=True)
+        best = prev - 1 - tl.min(tl.min(gap, axis=2), axis=1).to(tl.int32, bitcast=True)
         if CHECK_LOSS:
             tie = (best >> COL_BITS) == (prev >> COL_BITS)
             ambiguous = ambiguous | tie
@@ -362,7 +353,6 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype], "PAIRS": reads_pairs(gating_output),
         "SCORE": score, "RENORM": renormalize, "LOG2_BLOCK_E": t.block_e.bit_length() - 1,
         "ROW_ALIGN": row_align(E, gating_output.stride(0), t.vec),
-        "CHAIN": 2 <= t.vec and t.vec * gating_output.dtype.itemsize <= 16, "NATIVE": not interpreter,
     })
 
 

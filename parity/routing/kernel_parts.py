@@ -115,39 +115,6 @@ def exact_topk(key, cols, slots, K: tl.constexpr, BLOCK_E: tl.constexpr, top_id)
 
 
 @triton.jit
-def min3_u32(a, b, c, NATIVE: tl.constexpr):
-    """The unsigned minimum of three int32 bit patterns. Compiled for the GPU, two PTX min.u32 in one
-    inline asm, which ptxas issues as one three-input VIMNMX3: LLVM folds chains of tl.minimum into
-    a vector reduction and expands it as a balanced binary tree, of which ptxas makes a mix of two-
-    and three-input mins (~41 a reduction of 64 keys where 32 would do), and cannot see through the
-    asm. In the interpreter (no inline asm), tl.minimum of the patterns as uint32: the same value."""
-    if NATIVE:
-        return tl.inline_asm_elementwise("{ .reg .u32 t; min.u32 t, $1, $2; min.u32 $0, t, $3; }", "=r,r,r,r",
-                                         [a, b, c], dtype=tl.int32, is_pure=True, pack=1)
-    else:
-        u = tl.minimum(tl.minimum(a.to(tl.uint32, bitcast=True), b.to(tl.uint32, bitcast=True)),
-                       c.to(tl.uint32, bitcast=True))
-        return u.to(tl.int32, bitcast=True)
-
-
-@triton.jit
-def gap_chain(acc, c, keys, minus_one, NATIVE: tl.constexpr):
-    """``acc`` [BLOCK_T, C] lowered to the unsigned minimum of itself and the gaps ``c - keys[:, :,
-    v]`` for every v of ``keys`` [BLOCK_T, C, V] (V >= 2 a power of two, each vector in one
-    thread), two v at a time: one three-input min (min3_u32) for two keys. The gaps are computed
-    as ``c + key * minus_one`` (-1, not known to the compiler): one IMAD each on the FMA pipe,
-    which ptxas cannot fold into the min as a VIADDMNMX on the ALU pipe, the pipe these kernels
-    are bound by (reports/bench/NOTES.md, "What bounds route_kernel: the ALU pipe")."""
-    V: tl.constexpr = keys.shape[2]
-    if V == 2:
-        lo, hi = tl.split(keys)
-        return min3_u32(acc, c + lo * minus_one, c + hi * minus_one, NATIVE)
-    else:
-        lo, hi = tl.split(tl.reshape(keys, [keys.shape[0], keys.shape[1], V // 2, 2]))
-        return gap_chain(gap_chain(acc, c, lo, minus_one, NATIVE), c, hi, minus_one, NATIVE)
-
-
-@triton.jit
 def pairwise_sum(e, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr):
     """Row sums of e [BLOCK_T, BLOCK_K] by a fixed pairwise tree of neighbours. tl.sum's tree
     follows the layout (rows per program, warps), so its last bit would change with the launch
