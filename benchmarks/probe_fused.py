@@ -6,7 +6,7 @@ which plain event timing would report instead of any shorter kernel. Every confi
 checked against the oracle and its weights against the first configuration's, bit for bit.
 
 python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small,regs,vec,align] [--out FILE.json] [T ...]
-(regs: the table's tile under register caps 64 / 72 / 80; vec: with 2 to 64 logits a vector; align:
+(regs: the table's tile under register caps 64 / 72 / 80 / 96; vec: with 2 to 64 logits a vector; align:
 without ROW_ALIGN, and other rows a warp with it.)
 A shape is E:dtype[:K[:score]], K 8 unless given, score k (softmax over the K, Gemma4), all (softmax
 over all E, Qwen2-MoE) or sigmoid (Llama 4): 60:bf16:4:all is Qwen2-MoE's router.
@@ -115,8 +115,8 @@ def configs_for(T, E, dtype, kinds, score="k"):
         out += [{**out[0], "BLOCK_T": bt, "warps": warps_for(bt, table.block_e, dtype)} for bt in (4, 16, 32)
                 if bt != table.block_t]
     if "regs" in kinds:
-        # the table's tile under a register cap: more warps resident a scheduler, or spills
-        out += [{**out[0], "maxnreg": r} for r in (64, 72, 80)]
+        # the table's tile under a register cap (64, 72, 80, 96): more warps resident a scheduler, or spills
+        out += [{**out[0], "maxnreg": r} for r in (64, 72, 80, 96)]
     if "rounds" in kinds:
         # The tile is [BLOCK_T, BLOCK_E // VEC, VEC]: rows go across lanes first (32 // BLOCK_T
         # lanes per row). VEC = BLOCK_E gave the old layout (a row across 16-32 lanes): slower at
