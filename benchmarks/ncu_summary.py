@@ -4,7 +4,7 @@ registers, occupancy, issue, the pipes' utilisation (ALU, FMA, LSU, XU), DRAM th
 stall mix (Nsight's per-instruction samples, summed) and the instructions a warp. Writes JSON for
 reports/bench/probes/ and prints a table.
 
-python3 -m benchmarks.ncu_summary LOGS_DIR [--raw RAW.csv] [--out FILE.json]
+python3 -m benchmarks.ncu_summary LOGS_DIR [--raw RAW.csv] [--out FILE.json] [--git SHA]
 (LOGS_DIR holds ncu.log, ncu-details.csv, ncu-source.csv and, unless --raw names it, ncu-raw.csv)
 """
 from __future__ import annotations
@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("logs")
     ap.add_argument("--raw", default=None, help="ncu --page raw --csv export, if not LOGS/ncu-raw.csv")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--git", default=None, help="the commit profiled (PARITY_GIT_SHA of the run), kept in the JSON")
     a = ap.parse_args()
     rows = summarise(a.logs, a.raw)
     cols = ["duration_us", "registers", "occupancy_pct", "issue_busy_pct", "pipe_alu_pct", "pipe_fma_pct", "dram_pct",
@@ -103,7 +104,8 @@ def main() -> None:
         print(f"| {r['launch']} | " + " | ".join(str(r.get(c, "")) for c in cols) + f" | {top} |")
     if a.out:
         with open(a.out, "w") as f:
-            json.dump({"source": "Nsight Compute 2025.3.1, --set full, --clock-control none", "rows": rows}, f, indent=1)
+            json.dump({"source": "Nsight Compute, --set full, --clock-control none (scripts/h200_run.sh ncu)",
+                       "git_sha": a.git, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
