@@ -66,6 +66,36 @@ def test_fp32_truncated_ties_inside_the_k_are_ranked_by_logit(T, dev):
     check_against_oracle(g.to(dev), 8, scale(128, dev))
 
 
+def test_one_row_programs_rank_tied_picks_by_all_pairs(dev):
+    """One row a program (the GPU's tile at T <= 512) ranks picks whose truncated keys tie by all
+    pairs at once (ranked_by_logit's PAIRWISE; other tiles take 2K passes of sums): the oracle's
+    ids in its order, and the weights of the other tiles' kernel bit for bit. Rows hold one-ulp
+    pairs, a run of three, -0.0 beside +0.0 and a NaN among the picks."""
+    T, E, K = 16, 128, 8
+    gen = torch.Generator().manual_seed(11)
+    g = torch.randn(T, E, generator=gen)
+    up = lambda x: torch.nextafter(x, torch.tensor(float("inf")))  # noqa: E731
+    for r in range(T):
+        a, b, c = sorted(torch.randperm(E, generator=gen)[:3].tolist())
+        g[r, a] = 4.0 + r % 3
+        g[r, b] = up(g[r, a])
+        if r % 2:
+            g[r, c] = up(g[r, b])  # three picks sharing one truncated key, the larger logits later
+    g[5, :K] = 0.0
+    g[5, 3] = -0.0  # ties +0.0: the lower id first
+    g[6, 9] = float("nan")
+    g = g.to(dev)
+    s = scale(E, dev)
+    const = fused_module.plan(g, K, s).constexprs
+    w = torch.empty(T, K, device=dev)
+    ids = torch.empty(T, K, dtype=torch.int32, device=dev)
+    fused_module.route_kernel[(T,)](g, s, w, ids, T, E, g.stride(0), g.stride(1), s.stride(0), BLOCK_T=1,
+                                    BLOCK_E=E, VEC=4, num_warps=1, **const)
+    assert torch.equal(ids.long(), route64(g, K, s)[1])
+    want_w, want_ids = fused(g, K, s)
+    assert torch.equal(ids, want_ids) and torch.equal(w.view(torch.int32), want_w.view(torch.int32))  # NaN weights too
+
+
 def test_fp32_exact_ties_on_a_coarse_grid(dev):
     """fp32 logits holding bf16 values: exact ties, lossless truncated keys, ties to the lower id."""
     g = tied_logits(2048, 128, dev).float()

@@ -151,7 +151,7 @@ def route_kernel(
     v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
     if CHECK_LOSS:
         if order_in_doubt:
-            top_id, v = ranked_by_logit(top_id, v, slots, K)
+            top_id, v = ranked_by_logit(top_id, v, slots, K, PAIRWISE=BLOCK_T == 1 and BLOCK_K <= 16)
     if SCORE == 2:
         probs = softmax_over_all(v, den, slots, ACCURATE_EXP)
     else:
@@ -185,28 +185,42 @@ def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_
 
 
 @triton.jit
-def ranked_by_logit(top_id, v, slots, K: tl.constexpr):
+def ranked_by_logit(top_id, v, slots, K: tl.constexpr, PAIRWISE: tl.constexpr = False):
     """The K picks (ids [BLOCK_T, BLOCK_K] and their fp32 logits v) put in the oracle's order:
     larger logit first (by order key: every NaN ties above +inf, -0.0 ties +0.0), then lower id.
     Ranks by all pairs, one pick against the row's K per pass (K passes to rank, K to place, not
     unrolled: a rare path); slots from K on stay where they are. Values move as sums of one term
-    and zeros, the logits by their bits (a float sum would turn -0.0 into +0.0)."""
+    and zeros, the logits by their bits (a float sum would turn -0.0 into +0.0).
+    PAIRWISE (one row a program, BLOCK_K <= 16: the GPU's tile at small T) compares all pairs at
+    once in a [BLOCK_T, BLOCK_K, BLOCK_K] tile, which the GPU lays out through shared memory (1 KB),
+    instead of 2K dependent passes of cross-lane sums: a program with such a row is the slowest of a
+    small batch, and sets its time (reports/bench/NOTES.md, "All pairs at once"). Larger tiles keep
+    the passes: the pairs' tile grows with BLOCK_T, past the interpreter's largest tensor at K = 64."""
     f = order_key(v)[0]
     bits = v.to(tl.int32, bitcast=True)
-    rank = tl.zeros_like(top_id)
-    for j in tl.range(K, loop_unroll_factor=1):
-        at_j = slots[None, :] == j
-        f_j = tl.sum(tl.where(at_j, f, 0), axis=1)[:, None]
-        id_j = tl.sum(tl.where(at_j, top_id, 0), axis=1)[:, None]
-        rank += ((f_j > f) | ((f_j == f) & (id_j < top_id))).to(tl.int32)
-    rank = tl.where(slots[None, :] < K, rank, slots[None, :])
-    ranked_id = top_id
-    ranked_bits = bits
-    for i in tl.range(K, loop_unroll_factor=1):
-        at_i = slots[None, :] == i
-        to = slots[None, :] == tl.sum(tl.where(at_i, rank, 0), axis=1)[:, None]
-        ranked_id = tl.where(to, tl.sum(tl.where(at_i, top_id, 0), axis=1)[:, None], ranked_id)
-        ranked_bits = tl.where(to, tl.sum(tl.where(at_i, bits, 0), axis=1)[:, None], ranked_bits)
+    if PAIRWISE:
+        f_i, f_j = f[:, :, None], f[:, None, :]
+        j_first = (f_j > f_i) | ((f_j == f_i) & (top_id[:, None, :] < top_id[:, :, None]))  # [row, i, j]
+        rank = tl.sum((j_first & (slots < K)[None, None, :]).to(tl.int32), axis=2)
+        rank = tl.where(slots[None, :] < K, rank, slots[None, :])
+        to = rank[:, :, None] == slots[None, None, :]
+        ranked_id = tl.sum(tl.where(to, top_id[:, :, None], 0), axis=1)
+        ranked_bits = tl.sum(tl.where(to, bits[:, :, None], 0), axis=1)
+    else:
+        rank = tl.zeros_like(top_id)
+        for j in tl.range(K, loop_unroll_factor=1):
+            at_j = slots[None, :] == j
+            f_j = tl.sum(tl.where(at_j, f, 0), axis=1)[:, None]
+            id_j = tl.sum(tl.where(at_j, top_id, 0), axis=1)[:, None]
+            rank += ((f_j > f) | ((f_j == f) & (id_j < top_id))).to(tl.int32)
+        rank = tl.where(slots[None, :] < K, rank, slots[None, :])
+        ranked_id = top_id
+        ranked_bits = bits
+        for i in tl.range(K, loop_unroll_factor=1):
+            at_i = slots[None, :] == i
+            to = slots[None, :] == tl.sum(tl.where(at_i, rank, 0), axis=1)[:, None]
+            ranked_id = tl.where(to, tl.sum(tl.where(at_i, top_id, 0), axis=1)[:, None], ranked_id)
+            ranked_bits = tl.where(to, tl.sum(tl.where(at_i, bits, 0), axis=1)[:, None], ranked_bits)
     return ranked_id, ranked_bits.to(tl.float32, bitcast=True)
 
 
