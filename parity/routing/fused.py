@@ -55,6 +55,7 @@ from parity.routing.kernel_parts import (
     SIGMOID,
     SOFTMAX_ALL,
     SOFTMAX_K,
+    chosen_scores,
     columns_in_row,
     exact_topk,
     half_keys_hold_nan,
@@ -65,7 +66,8 @@ from parity.routing.kernel_parts import (
     packed_keys,
     packed_pair_keys,
     softmax_denominator,
-    write_routing,
+    softmax_over_all,
+    store_routing,
 )
 
 MAX_EXPERTS = 4096
@@ -147,27 +149,14 @@ def route_kernel(
     # from the packed keys instead left the softmax below replicated 16 times (reports/bench/NOTES.md,
     # "v2, trimmed").
     v = load_fp32(row_ptr[:, None] + top_id * stride_ge, out_ok, IS_BF16)
-    if SCORE != 2:
-        den = 0.0  # write_routing's stand-in: only the softmax over all E divides by the row's sum
-    PAIRWISE: tl.constexpr = CHECK_LOSS and BLOCK_T == 1 and BLOCK_K <= 16
-    if PAIRWISE:
-        # One row a program: picks in doubt are ranked by all pairs at once and take an epilogue of
-        # their own, so that the all-pairs tile's layouts stay out of the path without ties (sharing
-        # the epilogue, that path took them on too: +0.07 µs a small batch; reports/bench/NOTES.md,
-        # "All pairs at once").
+    if CHECK_LOSS:
         if order_in_doubt:
-            ranked_id, ranked_v = ranked_by_logit(top_id, v, slots, K, PAIRWISE=True)
-            write_routing(ranked_v, ranked_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K,
-                          BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCALE_IS_BF16, SCORE, RENORM, den)
-        else:
-            write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K,
-                          BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCALE_IS_BF16, SCORE, RENORM, den)
+            top_id, v = ranked_by_logit(top_id, v, slots, K, PAIRWISE=BLOCK_T == 1 and BLOCK_K <= 16)
+    if SCORE == 2:
+        probs = softmax_over_all(v, den, slots, ACCURATE_EXP)
     else:
-        if CHECK_LOSS:
-            if order_in_doubt:
-                top_id, v = ranked_by_logit(top_id, v, slots, K)
-        write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K,
-                      BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCALE_IS_BF16, SCORE, RENORM, den)
+        probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCORE, RENORM)
+    store_routing(probs, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K, SCALE_IS_BF16)
 
 
 @triton.jit
@@ -214,12 +203,9 @@ def ranked_by_logit(top_id, v, slots, K: tl.constexpr, PAIRWISE: tl.constexpr = 
         j_first = (f_j > f_i) | ((f_j == f_i) & (top_id[:, None, :] < top_id[:, :, None]))  # [row, i, j]
         rank = tl.sum((j_first & (slots < K)[None, None, :]).to(tl.int32), axis=2)
         rank = tl.where(slots[None, :] < K, rank, slots[None, :])
-        # [row, slot, pick]: reduced over the last axis, as the rank was, the picks come out in the
-        # layout they came in (over the middle axis, the compiler converted every later use, the
-        # path without ties too: +0.07 µs a small batch)
-        to = slots[None, :, None] == rank[:, None, :]
-        ranked_id = tl.sum(tl.where(to, top_id[:, None, :], 0), axis=2)
-        ranked_bits = tl.sum(tl.where(to, bits[:, None, :], 0), axis=2)
+        to = rank[:, :, None] == slots[None, None, :]
+        ranked_id = tl.sum(tl.where(to, top_id[:, :, None], 0), axis=1)
+        ranked_bits = tl.sum(tl.where(to, bits[:, :, None], 0), axis=1)
     else:
         rank = tl.zeros_like(top_id)
         for j in tl.range(K, loop_unroll_factor=1):

@@ -234,15 +234,11 @@ def store_weights(weights, top_id, rows64, out_ok, slots, weights_ptr, ids_ptr, 
 def write_routing(v, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr,
                    K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
                    LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
-                   SCORE: tl.constexpr = 0, RENORM: tl.constexpr = True, den=0.0):
+                   SCORE: tl.constexpr = 0, RENORM: tl.constexpr = True):
     """Weights from the chosen logits v [BLOCK_T, BLOCK_K] (largest first) and their ids
-    (chosen_scores, or under the softmax over all E softmax_over_all with the rows' denominator
-    ``den``; then store_routing). Every kernel that ends here (fused, the variants under
+    (chosen_scores, then store_routing). Every kernel that ends here (fused, the variants under
     benchmarks/variants) gives the same weights bit for bit whenever its ids agree."""
-    if SCORE == 2:  # SOFTMAX_ALL (a jit function reads no plain global)
-        probs = softmax_over_all(v, den, slots, ACCURATE_EXP)
-    else:
-        probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCORE, RENORM)
+    probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, SCORE, RENORM)
     store_routing(probs, top_id, rows64, out_ok, slots, scale_ptr, stride_s, weights_ptr, ids_ptr, K, SCALE_IS_BF16)
 
 
