@@ -4,7 +4,8 @@
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact]
 #        [bench] [ncu] [probegrouped] [probefused] [peers] [properties] [multigpu] [split] [smallvec]
-# ncu: Nsight Compute over benchmarks/profile_ncu.py (NCU_ARGS), one launch a model; counters and per-instruction stall samples as CSV in logs/.
+# ncu: Nsight Compute over benchmarks/profile_ncu.py (NCU_ARGS), one launch a model; counters and per-instruction stall samples as CSV in logs/,
+# and their summary (benchmarks/ncu_summary.py) in logs/ncu-summary.json and at the end of logs/ncu.log.
 # peers needs the git-ignored peers/ directory carried (device tool: carry ["peers"]; benchmarks/peers.py).
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5), FUZZ_LIMIT,
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
@@ -71,6 +72,7 @@ for step in $steps; do
         ncu -i "$LOGS/ncu.ncu-rep" --page details --csv > "$LOGS/ncu-details.csv"
         ncu -i "$LOGS/ncu.ncu-rep" --page source --csv --print-source sass > "$LOGS/ncu-source.csv"
         ncu -i "$LOGS/ncu.ncu-rep" --page raw --csv > "$LOGS/ncu-raw.csv"
+        python3 -m benchmarks.ncu_summary "$LOGS" --git "${PARITY_GIT_SHA:-}" --out "$LOGS/ncu-summary.json"
         ncu --version; } > "$LOGS/ncu.log" 2>&1 ;;
     split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \

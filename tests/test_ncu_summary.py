@@ -4,7 +4,9 @@ launch, mixes their order or miscounts the stall samples fails here, not on the 
 import json
 import sys
 
-from benchmarks import ncu_summary
+import pytest
+
+from benchmarks import ncu_summary, profile_ncu
 
 HEADER = ('"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size",'
           '"Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"\n')
@@ -47,3 +49,23 @@ def test_summary_of_two_launches(tmp_path):
     # 40 samples: long_sb 15, math 5; the "(Not Issued)" columns are a subset, not added again
     assert first["stalls_pct"] == {"long_sb": 37.5, "math": 12.5}
     assert second["stalls_pct"] == {"math": 100.0}
+
+
+def _profile(argv):
+    saved, sys.argv = sys.argv, ["profile_ncu", *argv]
+    try:
+        profile_ncu.main()
+    finally:
+        sys.argv = saved
+
+
+def test_profile_driver_checks_every_family_against_the_oracle(monkeypatch, capsys):
+    """The driver that ncu runs launches every family's kernel once (here in the interpreter, on
+    the device under ncu) and refuses a launch whose ids are not the oracle's."""
+    _profile(["--T", "16"])
+    out = capsys.readouterr().out
+    assert out.count("ids as the oracle's: True") == 6 and "deepseek-v3" in out and "qwen2-moe" in out
+    real = profile_ncu.route64
+    monkeypatch.setattr(profile_ncu, "route64", lambda g, K, arg: (None, real(g, K, arg)[1].flip(1)))
+    with pytest.raises(SystemExit, match="ids differ"):
+        _profile(["--T", "16", "--models", "gemma4", "--dtypes", "bf16"])
