@@ -51,6 +51,7 @@ import triton.language as tl
 from parity import device
 from parity.routing.kernel_parts import (
     TritonRouting,
+    by_rank,
     dtype_flags,
     SIGMOID,
     SOFTMAX_ALL,
@@ -62,6 +63,7 @@ from parity.routing.kernel_parts import (
     nan_keys_on_top,
     order_key,
     key_value,
+    ranks_before,
     load_fp32,
     packed_keys,
     packed_pair_keys,
@@ -199,20 +201,18 @@ def ranked_by_logit(top_id, v, slots, K: tl.constexpr, PAIRWISE: tl.constexpr = 
     f = order_key(v)[0]
     bits = v.to(tl.int32, bitcast=True)
     if PAIRWISE:
-        f_i, f_j = f[:, :, None], f[:, None, :]
-        j_first = (f_j > f_i) | ((f_j == f_i) & (top_id[:, None, :] < top_id[:, :, None]))  # [row, i, j]
+        j_first = ranks_before(f[:, None, :], top_id[:, None, :], f[:, :, None], top_id[:, :, None])  # [row, i, j]
         rank = tl.sum((j_first & (slots < K)[None, None, :]).to(tl.int32), axis=2)
         rank = tl.where(slots[None, :] < K, rank, slots[None, :])
-        to = rank[:, :, None] == slots[None, None, :]
-        ranked_id = tl.sum(tl.where(to, top_id[:, :, None], 0), axis=1)
-        ranked_bits = tl.sum(tl.where(to, bits[:, :, None], 0), axis=1)
+        ranked_id = by_rank(rank, top_id, slots)
+        ranked_bits = by_rank(rank, bits, slots)
     else:
         rank = tl.zeros_like(top_id)
         for j in tl.range(K, loop_unroll_factor=1):
             at_j = slots[None, :] == j
             f_j = tl.sum(tl.where(at_j, f, 0), axis=1)[:, None]
             id_j = tl.sum(tl.where(at_j, top_id, 0), axis=1)[:, None]
-            rank += ((f_j > f) | ((f_j == f) & (id_j < top_id))).to(tl.int32)
+            rank += ranks_before(f_j, id_j, f, top_id).to(tl.int32)
         rank = tl.where(slots[None, :] < K, rank, slots[None, :])
         ranked_id = top_id
         ranked_bits = bits

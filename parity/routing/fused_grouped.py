@@ -41,11 +41,13 @@ import triton.language as tl
 
 from parity import device
 from parity.routing.kernel_parts import (
+    by_rank,
     chosen_scores,
     dtype_flags,
     empty_outputs,
     load_fp32,
     load_scale,
+    ranks_before,
     require_kernel_device,
     sigmoid,
     store_weights,
@@ -379,13 +381,6 @@ def _group_after(prev, packed):
 
 
 @triton.jit
-def _by_rank(rank, values, slots):
-    """values [BLOCK_T, BLOCK_C] (ints) placed by rank into slots [BLOCK_T, BLOCK_K] (a sum of one
-    value and zeros: the bits as they are)."""
-    return tl.sum(tl.where(rank[:, :, None] == slots[None, None, :], values[:, :, None], 0), axis=1)
-
-
-@triton.jit
 def _reorder(row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, after, slots, stride_ge, stride_b, stride_s,
              COL_MASK: tl.constexpr, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
              BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr):
@@ -407,14 +402,14 @@ def _reorder(row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, after, slots, str
     scale = load_scale(scale_ptr + at * stride_s, ok, SCALE_IS_BF16)
     key = tl.where(ok, _f64_key(sigmoid(x.to(tl.float64), ACCURATE_EXP) + b), MIN64)
     ki, kj = key[:, :, None], key[:, None, :]
-    ahead = (kj > ki) | ((kj == ki) & (cand[:, None, :] < cand[:, :, None]))
+    ahead = ranks_before(kj, cand[:, None, :], ki, cand[:, :, None])
     rank = tl.sum(ahead.to(tl.int32), axis=2)
-    ids = _by_rank(rank, cand, slots)
-    v = _by_rank(rank, x.to(tl.int32, bitcast=True), slots).to(tl.float32, bitcast=True)
+    ids = by_rank(rank, cand, slots)
+    v = by_rank(rank, x.to(tl.int32, bitcast=True), slots).to(tl.float32, bitcast=True)
     if scale.dtype == tl.float64:
-        scale = _by_rank(rank, scale.to(tl.int64, bitcast=True), slots).to(tl.float64, bitcast=True)
+        scale = by_rank(rank, scale.to(tl.int64, bitcast=True), slots).to(tl.float64, bitcast=True)
     else:
-        scale = _by_rank(rank, scale.to(tl.int32, bitcast=True), slots).to(tl.float32, bitcast=True)
+        scale = by_rank(rank, scale.to(tl.int32, bitcast=True), slots).to(tl.float32, bitcast=True)
     return ids, v, scale
 
 

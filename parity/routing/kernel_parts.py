@@ -103,6 +103,20 @@ def exp_shifted(v, first, ACCURATE_EXP: tl.constexpr):
 
 
 @triton.jit
+def ranks_before(key_a, id_a, key_b, id_b):
+    """Whether pick a ranks before pick b (broadcast): the larger key first, equal keys by the lower
+    id, the oracle's tie rule (parity.routing.oracle)."""
+    return (key_a > key_b) | ((key_a == key_b) & (id_a < id_b))
+
+
+@triton.jit
+def by_rank(rank, values, slots):
+    """values [BLOCK_T, BLOCK_C] (ints) placed by rank into slots [BLOCK_T, BLOCK_K] (a sum of one
+    value and zeros: the bits as they are)."""
+    return tl.sum(tl.where(rank[:, :, None] == slots[None, None, :], values[:, :, None], 0), axis=1)
+
+
+@triton.jit
 def exact_topk(key, cols, slots, K: tl.constexpr, BLOCK_E: tl.constexpr, top_id):
     """Iterative max on full keys [BLOCK_T, C, V] (column ids cols [1, C, V]), ties to the lower
     id: the slow, always-exact path."""
