@@ -20,6 +20,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def family_of(model: str):
+    """The routing family that has a model of this name (exit with the known names if none has)."""
     for fam in routing.FAMILIES.values():
         if model in {m.name for m in fam.models}:
             return fam

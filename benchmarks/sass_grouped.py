@@ -57,6 +57,7 @@ class _Sm90:
 
 driver.set_active(_Sm90())
 
+from benchmarks.profile_ncu import family_of  # noqa: E402
 from parity import routing  # noqa: E402
 from parity.routing import fused, fused_grouped  # noqa: E402
 
@@ -88,10 +89,7 @@ def compile_one(model: str, dtype: torch.dtype, block_t: int, lists: bool, inlin
 def compile_route(model: str, dtype: torch.dtype, T: int = 250000):
     """The compiled route_kernel (parity.routing.fused) for a model of a family that chooses by the
     logits, at the launch table's tile for T rows, its weight epilogue the router's."""
-    fam = next((f for f in routing.FAMILIES.values() if model in {m.name for m in f.models}), None)
-    if fam is None:
-        known = sorted(m.name for f in routing.FAMILIES.values() for m in f.models)
-        raise SystemExit(f"unknown model {model!r}; models: {', '.join(known)}")
+    fam = family_of(model)
     m = fam.model(model)
     router = fam.make_router(m, "randn", 0, device="cpu")
     score, renormalize = fused.SCORES[(router.score, router.renormalize)]

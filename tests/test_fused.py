@@ -13,6 +13,11 @@ from parity.routing.fused import MAX_EXPERTS, fused, reads_pairs, tile
 from parity.routing.oracle import route64
 from routing_cases import DTYPES, FUSED_MAX_ULP, logits, scale, tied_logits
 
+EPILOGUE_KERNELS = {"softmax_k": fused, "softmax_all": fused_module.fused_softmax_all,
+                    "sigmoid": fused_module.fused_sigmoid}
+"""route_kernel's weight epilogues by the name the tests parametrize them with."""
+
+
 def check_against_oracle(g, K, s):
     assert_routing_close(fused(g, K, s), route64(g, K, s), ordered=True, max_ulp=FUSED_MAX_ULP)
 
@@ -168,8 +173,7 @@ def test_nan_of_either_sign_and_any_payload_ranks_on_top(dtype, E, epilogue, dev
     s = scale(E, dev)
     K = min(E, 8)
     want = route64(g, K, s)[1]
-    kernel = {"softmax_k": fused, "softmax_all": fused_module.fused_softmax_all,
-              "sigmoid": fused_module.fused_sigmoid}[epilogue]
+    kernel = EPILOGUE_KERNELS[epilogue]
     for other in (g, g.t().contiguous().t()):
         for T in (1, 7, 200):
             assert torch.equal(kernel(other[:T], K, s)[1].long(), want[:T])
@@ -201,8 +205,7 @@ def test_padding_reads_as_minus_inf_and_ranks_after_every_expert(E, K, dtype, ep
     g[4] = float("nan")
     g[5, -1] = float("nan")
     s = scale(E, dev)
-    kernel = {"softmax_k": fused, "softmax_all": fused_module.fused_softmax_all,
-              "sigmoid": fused_module.fused_sigmoid}[epilogue]
+    kernel = EPILOGUE_KERNELS[epilogue]
     want = route64(g, K, s)[1]
     for other in (g, g.t().contiguous().t()):
         for T in (1, 6, 40):
@@ -248,8 +251,7 @@ def test_rows_read_by_vectors_stop_at_the_row(E, dtype, epilogue, dev):
     (kernel_parts.columns_in_row): rows whose next columns in memory hold NaN and +inf (strides
     E + 4, + 2, + 1) route as the contiguous rows do, bits and all, and as the oracle does."""
     s = scale(E, dev)
-    kernel = {"softmax_k": fused, "softmax_all": fused_module.fused_softmax_all,
-              "sigmoid": fused_module.fused_sigmoid}[epilogue]
+    kernel = EPILOGUE_KERNELS[epilogue]
     contiguous = logits(300, E, dtype, dev, seed=E)
     w, ids = kernel(contiguous, 4, s)
     assert torch.equal(ids.long(), route64(contiguous, 4, s)[1])
