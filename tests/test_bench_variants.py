@@ -42,3 +42,28 @@ def test_v6_persistent_routes_like_fused(dtype, E, K, prefetch, dev):
     v6.launcher(g, K, s, w, ids, programs=3, prefetch=prefetch, block_t=16)()
     assert torch.equal(ids.long(), route64(g, K, s)[1])
     assert torch.equal(w.nan_to_num(7.0), fused(g, K, s)[0].nan_to_num(7.0))
+
+
+NAN_BITS = {torch.bfloat16: {"payloads": (0x7F81, 0x7FC1), "negative": (-64, None)},    # -64: 0xFFC0
+            torch.float16: {"payloads": (0x7C01, 0x7E00), "negative": (-512, None)}}   # -512: 0xFE00
+
+
+@pytest.mark.parametrize("nan", ["payloads", "negative"])
+@pytest.mark.parametrize("dtype,E,K", [(torch.bfloat16, 128, 8), (torch.float16, 64, 6)], ids=str)
+def test_v7_pipelined_routes_like_fused(dtype, E, K, nan, dev):
+    """The pipelined variant's main loop routes without the NaN case; a program that met a NaN
+    routes its blocks again in its second loop. Without it a negative NaN ranks below -inf and two
+    NaNs rank by payload, not by the lower id (torch canonicalises a NaN assigned as a float, so the
+    bits are set as integers)."""
+    from benchmarks.variants import v7_pipelined as v7
+    g = logits(300, E, dtype, dev, seed=E + K)
+    first, second = NAN_BITS[dtype][nan]
+    g.view(torch.int16)[7, 3] = first
+    if second is not None:
+        g.view(torch.int16)[7, E - 5] = second
+    s = scale(E, dev)
+    w = torch.full((300, K), float("nan"), device=dev)
+    ids = torch.full((300, K), -1, dtype=torch.int32, device=dev)
+    v7.launcher(g, K, s, w, ids, programs=3, stages=3, block_t=16)()
+    assert torch.equal(ids.long(), route64(g, K, s)[1])
+    assert torch.equal(w.nan_to_num(7.0), fused(g, K, s)[0].nan_to_num(7.0))

@@ -194,7 +194,11 @@ def test_the_flags_catch_every_row_the_fp32_keys_get_wrong(shape, dtype, block_t
         assert wrong[3:7].all(), "the planted rows no longer tie in fp32: the flag test shows nothing"
 
 
-@pytest.mark.parametrize("shape,dtype,block_t,bias_kind", FLAG_CASES[:6], ids=str)
+ONE_ROW_FLAG_CASES = [("deepseek-v3", torch.bfloat16, 1, "spread"), ("kimi-k2", torch.float32, 1, "spread")]
+"""One row a program: the near picks are reordered beside the fast path, for every row (SPECULATE)."""
+
+
+@pytest.mark.parametrize("shape,dtype,block_t,bias_kind", FLAG_CASES[:6] + ONE_ROW_FLAG_CASES, ids=str)
 def test_near_picks_reordered_route_as_the_whole_rows_float64_pass(shape, dtype, block_t, bias_kind, dev):
     """A flagged row whose doubt is only the order of its K + 1 first picks is settled from those
     float64 keys (flag 1); the rest (NaN, groups in doubt, a third key near the K-th: flag 2) take

@@ -544,14 +544,46 @@ def grouped_kernel(
     # two picks (or the K-th and the next) too close for the fp32 keys to order; the (K+1)-th pick
     # is the farthest of them
     flagged = hard | (closest <= error_bound(top, best >> COL_BITS, SHIFT))
-    tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
     fast = row_ok & (flagged == 0) if INLINE_EXACT else row_ok
     # a flagged row's picks may be padding (ids past E): read at an expert's column whatever they are
     picks = tl.minimum(top_packed & COL_MASK, N_GROUP * PER - 1)
-    _weights_and_store(picks, row_ptr, rows, fast[:, None] & (slots < K)[None, :], slots, stride_ge,
-                       scale_ptr, stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP,
-                       IS_BF16, SCALE_IS_BF16, RENORM, row_ok[:, None] & (slots < K)[None, :])
-    if INLINE_EXACT:
+    SPECULATE: tl.constexpr = INLINE_EXACT and REORDER and ONE_ROW and not GROUP_LISTS
+    if SPECULATE:
+        # One row a program (small T): the program is the batch's latency, so a reordered row's
+        # float64 keys are computed for every row, beside the fast path's weights rather than after
+        # them, and the weights are computed once, from whichever picks hold (reports/bench/NOTES.md,
+        # "DeepSeek-V3 at one row a program"). Only a row in doubt beyond its K + 1 picks (flag 2)
+        # still takes a pass after the store: the whole row's float64 keys.
+        kth = tl.max(tl.where(slots[None, :] == K - 1, top_packed, 0), axis=1)
+        third = _next_pick(best, packed, flat, ONE_ROW)
+        hard = hard | ((third >> COL_BITS) - (kth >> COL_BITS) <= error_bound(top, third >> COL_BITS, SHIFT))
+        redo = flagged & row_ok
+        near = redo & (hard == 0)
+        tl.store(flags_ptr + rows, flagged.to(tl.int8) + (flagged & hard).to(tl.int8), mask=row_ok)   # 2: whole row
+        BLOCK_C: tl.constexpr = 2 * BLOCK_K if K == BLOCK_K else BLOCK_K
+        near_ids, near_v, near_scale = _reorder(
+            row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, tl.minimum(best, N_GROUP * PER - 1 + (best & ~COL_MASK)),
+            slots, stride_ge, stride_b, stride_s, COL_MASK, K, BLOCK_K, BLOCK_C, BLOCK_G * BLOCK_P, ACCURATE_EXP,
+            IS_BF16, SCALE_IS_BF16)
+        read_ok = row_ok[:, None] & (slots < K)[None, :]
+        at = tl.where(read_ok, picks, 0)
+        scale = load_scale(scale_ptr + at * stride_s, read_ok, SCALE_IS_BF16)
+        v = load_fp32(row_ptr[:, None] + at * stride_ge, read_ok, IS_BF16)
+        chosen_near = near[:, None]
+        _store_weights_of(tl.where(chosen_near, near_v, v), tl.where(chosen_near, near_scale, scale),
+                          tl.where(chosen_near, near_ids, picks), rows, (fast | near)[:, None] & (slots < K)[None, :],
+                          slots, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
+        redo = redo & hard
+        if tl.max(redo.to(tl.int32), axis=0) > 0:
+            _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt, stride_ge,
+                     stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, BLOCK_T, BLOCK_G, BLOCK_P, BLOCK_K,
+                     LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
+    else:
+        tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
+        _weights_and_store(picks, row_ptr, rows, fast[:, None] & (slots < K)[None, :], slots, stride_ge,
+                           scale_ptr, stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP,
+                           IS_BF16, SCALE_IS_BF16, RENORM, row_ok[:, None] & (slots < K)[None, :])
+    if INLINE_EXACT and not SPECULATE:
         redo = flagged & row_ok
         if tl.max(redo.to(tl.int32), axis=0) > 0:
             if REORDER:

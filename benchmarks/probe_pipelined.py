@@ -1,0 +1,84 @@
+"""Probe: route_kernel's launch table against the pipelined persistent variant (benchmarks/
+variants/v7_pipelined.py: programs loop over row blocks; Triton's pipeliner moves the next blocks'
+words into shared memory by cp.async while the current block is routed) on the GPU, for
+reports/bench/NOTES.md ("Pipelined loads"). CUDA-graph replay, inputs rotated beyond L2, every
+configuration's ids checked against the oracle and its weights against the table's, bit for bit;
+then one batch holding NaNs of both signs (the variant's second loop) checked against fused.
+
+python3 -m benchmarks.probe_pipelined [--shapes 128:bf16:8,...] [--out FILE.json] [T ...]
+"""
+import argparse
+import itertools
+import json
+
+from parity.routing.fused import fused, plan  # first: parity decides TRITON_INTERPRET before triton loads
+from benchmarks.probe_fused import DTYPES, Case, write_rows
+from benchmarks.variants import v7_pipelined as v7
+
+import torch
+
+# (stages, rows a block, warps a program, ptxas's register cap, programs an SM)
+CONFIGS = [(1, 16, 1, 96, 16), (2, 16, 1, 96, 16), (3, 16, 1, 96, 12), (3, 16, 1, 96, 16), (3, 16, 1, 96, 20),
+           (3, 16, 1, 96, 24), (4, 16, 1, 96, 16), (4, 16, 1, 96, 20), (3, 16, 1, 104, 16), (3, 16, 1, 80, 20),
+           (3, 16, 1, 80, 24), (3, 8, 1, 80, 24), (3, 8, 1, 80, 32), (3, 8, 1, 80, 40), (3, 32, 2, 96, 8),
+           (3, 32, 2, 96, 10)]
+
+
+def configs():
+    yield {"kernel": "table"}
+    for stages, bt, warps, cap, per_sm in CONFIGS:
+        yield {"kernel": "pipelined", "stages": stages, "block_t": bt, "warps": warps, "max_registers": cap,
+               "programs_per_sm": per_sm}
+
+
+def nan_check(sms: int) -> list[dict]:
+    """A batch with NaNs of both signs in a few rows: the variant's ids and weights against fused's."""
+    out = []
+    torch.manual_seed(1)
+    T, E, K = 250000, 128, 8
+    g = torch.randn(T, E, device="cuda").bfloat16()
+    bits = g.view(torch.int16)
+    for r, c, v in ((7, 3, 0x7FC1), (7, 90, -1), (123457, 5, 0x7F81), (249999, 127, -0x7F)):
+        bits[r, c] = v   # 0xFFFF and 0xFF81 (two's complement) are negative NaNs
+    s = torch.rand(E, device="cuda")
+    want_w, want_ids = fused(g, K, s)
+    for stages, bt, warps, cap, per_sm in CONFIGS[:4]:
+        w, ids = torch.full_like(want_w, float("nan")), torch.full_like(want_ids, -1)
+        v7.launcher(g, K, s, w, ids, programs=per_sm * sms, stages=stages, block_t=bt, num_warps=warps,
+                    max_registers=cap)()
+        out.append({"nan_batch": True, "stages": stages, "block_t": bt, "ids_same": torch.equal(ids, want_ids),
+                    "weights_same": torch.equal(w.nan_to_num(0), want_w.nan_to_num(0))})
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    ap.add_argument("--shapes", default="128:bf16:8")
+    ap.add_argument("T", nargs="*", type=int, default=[250000, 65536])
+    a = ap.parse_args()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    rows = []
+    for shape, T in itertools.product(a.shapes.split(","), a.T):
+        E, dt, K = shape.split(":")
+        E, dtype, K = int(E), DTYPES[dt], int(K)
+        case = Case(T, E, dtype, K)
+        for cfg in configs():
+            def launch(g, cfg=cfg):
+                if cfg["kernel"] == "table":
+                    p = plan(g, K, case.scale)
+                    return lambda: p.run(g, case.scale, case.w, case.ids)
+                return v7.launcher(g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms,
+                                   stages=cfg["stages"], block_t=cfg["block_t"], num_warps=cfg["warps"],
+                                   max_registers=cfg["max_registers"])
+            row = {"T": T, "E": E, "K": K, "dtype": dt, **cfg, **case.measure(launch)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    rows += nan_check(sms)
+    if a.out:
+        write_rows(a.out, rows)
+
+
+if __name__ == "__main__":
+    main()
