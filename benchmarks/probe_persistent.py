@@ -28,28 +28,37 @@ def configs():
             yield {"kernel": "persistent", "prefetch": prefetch, "max_registers": cap, "programs_per_sm": per_sm}
 
 
+def sweep(shapes: str, Ts, configs, variant_launch) -> list[dict]:
+    """Every configuration (the launch table's first, {"kernel": "table"}) at every shape
+    ("E:dtype:K", comma-separated) and T, checked and timed (probe_fused.Case); variant_launch(cfg,
+    g, K, case, sms) gives a variant configuration's no-argument launch."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    rows = []
+    for shape, T in itertools.product(shapes.split(","), Ts):
+        E, dt, K = shape.split(":")
+        E, dtype, K = int(E), DTYPES[dt], int(K)
+        case = Case(T, E, dtype, K)
+        for cfg in configs:
+            def launch(g, cfg=cfg):
+                if cfg["kernel"] == "table":
+                    p = plan(g, K, case.scale)
+                    return lambda: p.run(g, case.scale, case.w, case.ids)
+                return variant_launch(cfg, g, K, case, sms)
+            row = {"T": T, "E": E, "K": K, "dtype": dt, **cfg, **case.measure(launch)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
     ap.add_argument("--shapes", default="128:bf16:8,128:bf16:4")
     ap.add_argument("T", nargs="*", type=int, default=[250000, 65536])
     a = ap.parse_args()
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    rows = []
-    for shape, T in itertools.product(a.shapes.split(","), a.T):
-        E, dt, K = shape.split(":")
-        E, dtype, K = int(E), DTYPES[dt], int(K)
-        case = Case(T, E, dtype, K)
-        for cfg in configs():
-            def launch(g, cfg=cfg):
-                if cfg["kernel"] == "table":
-                    p = plan(g, K, case.scale)
-                    return lambda: p.run(g, case.scale, case.w, case.ids)
-                return v6.launcher(g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms,
-                                   prefetch=cfg["prefetch"], max_registers=cfg["max_registers"])
-            row = {"T": T, "E": E, "K": K, "dtype": dt, **cfg, **case.measure(launch)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    rows = sweep(a.shapes, a.T, list(configs()), lambda cfg, g, K, case, sms: v6.launcher(
+        g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms, prefetch=cfg["prefetch"],
+        max_registers=cfg["max_registers"]))
     if a.out:
         write_rows(a.out, rows)
 

@@ -8,11 +8,11 @@ then one batch holding NaNs of both signs (the variant's second loop) checked ag
 python3 -m benchmarks.probe_pipelined [--shapes 128:bf16:8,...] [--out FILE.json] [T ...]
 """
 import argparse
-import itertools
 import json
 
-from parity.routing.fused import fused, plan  # first: parity decides TRITON_INTERPRET before triton loads
-from benchmarks.probe_fused import DTYPES, Case, write_rows
+from parity.routing.fused import fused  # first: parity decides TRITON_INTERPRET before triton loads
+from benchmarks.probe_fused import write_rows
+from benchmarks.probe_persistent import sweep
 from benchmarks.variants import v7_pipelined as v7
 
 import torch
@@ -58,24 +58,10 @@ def main() -> None:
     ap.add_argument("--shapes", default="128:bf16:8")
     ap.add_argument("T", nargs="*", type=int, default=[250000, 65536])
     a = ap.parse_args()
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    rows = []
-    for shape, T in itertools.product(a.shapes.split(","), a.T):
-        E, dt, K = shape.split(":")
-        E, dtype, K = int(E), DTYPES[dt], int(K)
-        case = Case(T, E, dtype, K)
-        for cfg in configs():
-            def launch(g, cfg=cfg):
-                if cfg["kernel"] == "table":
-                    p = plan(g, K, case.scale)
-                    return lambda: p.run(g, case.scale, case.w, case.ids)
-                return v7.launcher(g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms,
-                                   stages=cfg["stages"], block_t=cfg["block_t"], num_warps=cfg["warps"],
-                                   max_registers=cfg["max_registers"])
-            row = {"T": T, "E": E, "K": K, "dtype": dt, **cfg, **case.measure(launch)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    rows += nan_check(sms)
+    rows = sweep(a.shapes, a.T, list(configs()), lambda cfg, g, K, case, sms: v7.launcher(
+        g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms, stages=cfg["stages"],
+        block_t=cfg["block_t"], num_warps=cfg["warps"], max_registers=cfg["max_registers"]))
+    rows += nan_check(torch.cuda.get_device_properties(0).multi_processor_count)
     if a.out:
         write_rows(a.out, rows)
 

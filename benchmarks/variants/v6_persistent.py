@@ -86,26 +86,32 @@ def persistent_kernel(
             w = w_next
 
 
-def launcher(g: torch.Tensor, K: int, scale: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, *,
-             programs: int, prefetch: bool, num_stages: int = 1, block_t: int | None = None,
-             max_registers: int | None = None):
-    """A no-argument launch of the persistent kernel on ``programs`` programs (g: contiguous bf16/fp16
-    rows of a power-of-two length; the tile and compile-time arguments as fused.plan gives them;
-    max_registers: ptxas's cap, which the prefetching kernel needs: uncapped it takes 168 registers,
-    at 128 it compiles without a spill, sm_90, triton 3.6)."""
+def word_kernel_args(g: torch.Tensor, K: int, scale: torch.Tensor, programs: int, block_t: int | None = None,
+                     max_registers: int | None = None):
+    """(grid, compile-time arguments) of a persistent kernel over ``programs`` programs that reads
+    contiguous bf16/fp16 rows of a power-of-two length as words (this variant and v7_pipelined):
+    the tile and arguments as fused.plan gives them; max_registers: ptxas's cap."""
     launch = plan(g, K, scale)
     assert launch.constexprs["PAIRS"] and launch.constexprs["EVEN_E"], \
-        "the persistent variant reads contiguous 16-bit rows of a power-of-two length as words"
+        "the persistent variants read contiguous 16-bit rows of a power-of-two length as words"
     c = launch.constexprs
     bt = block_t or launch.tile.block_t
     grid = (max(1, min(programs, triton.cdiv(g.shape[0], bt))),)
+    return grid, {"K": K, "BLOCK_T": bt, "BLOCK_E": launch.tile.block_e, "BLOCK_K": c["BLOCK_K"],
+                  "LOG2_BLOCK_K": c["LOG2_BLOCK_K"], "COL_BITS": c["COL_BITS"], "ACCURATE_EXP": c["ACCURATE_EXP"],
+                  "IS_BF16": c["IS_BF16"], "SCALE_IS_BF16": c["SCALE_IS_BF16"], "NAN_MAG": c["NAN_MAG"],
+                  "VEC": launch.tile.vec if bt > 1 else 8, **({"maxnreg": max_registers} if max_registers else {})}
+
+
+def launcher(g: torch.Tensor, K: int, scale: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, *,
+             programs: int, prefetch: bool, num_stages: int = 1, block_t: int | None = None,
+             max_registers: int | None = None):
+    """A no-argument launch of the persistent kernel on ``programs`` programs (word_kernel_args;
+    max_registers: the prefetching kernel needs a cap: uncapped it takes 168 registers, at 128 it
+    compiles without a spill, sm_90, triton 3.6)."""
+    grid, args = word_kernel_args(g, K, scale, programs, block_t, max_registers)
 
     def run():
-        persistent_kernel[grid](
-            g, scale, weights, ids, g.shape[0], g.stride(0), scale.stride(0),
-            K=K, BLOCK_T=bt, BLOCK_E=launch.tile.block_e, BLOCK_K=c["BLOCK_K"], LOG2_BLOCK_K=c["LOG2_BLOCK_K"],
-            COL_BITS=c["COL_BITS"], ACCURATE_EXP=c["ACCURATE_EXP"], IS_BF16=c["IS_BF16"],
-            SCALE_IS_BF16=c["SCALE_IS_BF16"], NAN_MAG=c["NAN_MAG"], VEC=launch.tile.vec if bt > 1 else 8,
-            PREFETCH=prefetch, num_warps=1, num_stages=num_stages,
-            **({"maxnreg": max_registers} if max_registers else {}))
+        persistent_kernel[grid](g, scale, weights, ids, g.shape[0], g.stride(0), scale.stride(0),
+                                PREFETCH=prefetch, num_warps=1, num_stages=num_stages, **args)
     return run

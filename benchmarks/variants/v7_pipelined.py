@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from benchmarks.variants.v6_persistent import _packed, _words
-from parity.routing.fused import pick_rounds, plan
+from benchmarks.variants.v6_persistent import _packed, _words, word_kernel_args
+from parity.routing.fused import pick_rounds
 from parity.routing.kernel_parts import (
     chosen_scores,
     half_keys_hold_nan,
@@ -90,20 +90,10 @@ def pipelined_kernel(
 def launcher(g: torch.Tensor, K: int, scale: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, *,
              programs: int, stages: int = 3, block_t: int | None = None, num_warps: int = 1,
              max_registers: int | None = None):
-    """A no-argument launch of the pipelined kernel on ``programs`` programs (g: contiguous bf16/fp16
-    rows of a power-of-two length; the compile-time arguments as fused.plan gives them)."""
-    launch = plan(g, K, scale)
-    assert launch.constexprs["PAIRS"] and launch.constexprs["EVEN_E"], \
-        "the pipelined variant reads contiguous 16-bit rows of a power-of-two length as words"
-    c = launch.constexprs
-    bt = block_t or launch.tile.block_t
-    grid = (max(1, min(programs, triton.cdiv(g.shape[0], bt))),)
+    """A no-argument launch of the pipelined kernel on ``programs`` programs (v6's word_kernel_args)."""
+    grid, args = word_kernel_args(g, K, scale, programs, block_t, max_registers)
 
     def run():
-        pipelined_kernel[grid](
-            g, scale, weights, ids, g.shape[0], g.stride(0), scale.stride(0),
-            K=K, BLOCK_T=bt, BLOCK_E=launch.tile.block_e, BLOCK_K=c["BLOCK_K"], LOG2_BLOCK_K=c["LOG2_BLOCK_K"],
-            COL_BITS=c["COL_BITS"], ACCURATE_EXP=c["ACCURATE_EXP"], IS_BF16=c["IS_BF16"],
-            SCALE_IS_BF16=c["SCALE_IS_BF16"], NAN_MAG=c["NAN_MAG"], VEC=8, STAGES=stages,
-            num_warps=num_warps, **({"maxnreg": max_registers} if max_registers else {}))
+        pipelined_kernel[grid](g, scale, weights, ids, g.shape[0], g.stride(0), scale.stride(0), STAGES=stages,
+                               num_warps=num_warps, **args)
     return run
