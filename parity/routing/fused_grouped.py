@@ -561,6 +561,8 @@ def grouped_kernel(
         near = redo & (hard == 0)
         tl.store(flags_ptr + rows, flagged.to(tl.int8) + (flagged & hard).to(tl.int8), mask=row_ok)   # 2: whole row
         BLOCK_C: tl.constexpr = 2 * BLOCK_K if K == BLOCK_K else BLOCK_K
+        # every row reads its candidates now, so the (K+1)-th pick's column is clamped to an expert's
+        # (a padding pick there saturates, so that row is hard, never reordered)
         near_ids, near_v, near_scale = _reorder(
             row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, tl.minimum(best, N_GROUP * PER - 1 + (best & ~COL_MASK)),
             slots, stride_ge, stride_b, stride_s, COL_MASK, K, BLOCK_K, BLOCK_C, BLOCK_G * BLOCK_P, ACCURATE_EXP,
