@@ -217,11 +217,19 @@ def _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_pt
     ptxas otherwise left the scale's read after the weights' sums, its latency exposed: SASS sm_90)."""
     if read_ok is None:
         read_ok = out_ok
+    v, scale = _picks_read(top_id, row_ptr, read_ok, stride_ge, scale_ptr, stride_s, IS_BF16, SCALE_IS_BF16)
+    _store_weights_of(v, scale, top_id, rows, out_ok, slots, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K,
+                      ACCURATE_EXP, RENORM)
+
+
+@triton.jit
+def _picks_read(top_id, row_ptr, read_ok, stride_ge, scale_ptr, stride_s, IS_BF16: tl.constexpr,
+                SCALE_IS_BF16: tl.constexpr):
+    """The chosen ids' logits (fp32: cache hits) and scales [BLOCK_T, BLOCK_K], read where read_ok."""
     at = tl.where(read_ok, top_id, 0)
     scale = load_scale(scale_ptr + at * stride_s, read_ok, SCALE_IS_BF16)
     v = load_fp32(row_ptr[:, None] + at * stride_ge, read_ok, IS_BF16)
-    _store_weights_of(v, scale, top_id, rows, out_ok, slots, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K,
-                      ACCURATE_EXP, RENORM)
+    return v, scale
 
 
 @triton.jit
@@ -249,6 +257,29 @@ def _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, 
     _weights_and_store(top_id, row_ptr, rows, redo[:, None] & (slots < K)[None, :], slots, stride_ge, scale_ptr,
                        stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16,
                        SCALE_IS_BF16, RENORM)
+
+
+@triton.jit
+def _reroute_flagged(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt, stride_ge,
+                     stride_b, stride_s, slots, K: tl.constexpr, TOPK_GROUP: tl.constexpr, N_GROUP: tl.constexpr,
+                     PER: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr,
+                     BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr,
+                     IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr, EVEN: tl.constexpr,
+                     NATIVE: tl.constexpr):
+    """_reroute for the rows of a block where redo holds (the fast kernel's inline float64 pass). On
+    the GPU (NATIVE) several rows go one at a time: a whole tile of float64 keys raised the registers
+    every program is built with from 72 to 146 at BLOCK_T=4, and so cut the warps an SM holds."""
+    if NATIVE and BLOCK_T > 1:
+        for i in tl.range(BLOCK_T, loop_unroll_factor=1):
+            if tl.max(tl.where(tl.arange(0, BLOCK_T) == i, redo.to(tl.int32), 0), axis=0) > 0:
+                one = tl.program_id(0) * BLOCK_T + i + tl.arange(0, 1)
+                _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, one, one < T, T, stride_gt, stride_ge,
+                         stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, 1, BLOCK_G, BLOCK_P, BLOCK_K,
+                         LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
+    else:
+        _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt, stride_ge, stride_b,
+                 stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, BLOCK_T, BLOCK_G, BLOCK_P, BLOCK_K, LOG2_BLOCK_K,
+                 ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
 
 
 NATIVE = not device.INTERPRETER
@@ -378,6 +409,18 @@ def _list_rounds(h1, h2, h3, h4, h5, h6, slots, K: tl.constexpr, COL_BITS: tl.co
 def _group_after(prev, packed):
     """_group_next_up, INT32_MAX after INT32_MAX (a group with no key left)."""
     return tl.where(prev == 2147483647, prev, _group_next_up(prev, packed))
+
+
+@triton.jit
+def _third_near_kth(top_packed, best, packed, flat, third, top, slots, K: tl.constexpr, COL_BITS: tl.constexpr,
+                    SHIFT: tl.constexpr, ONE_ROW: tl.constexpr, GROUP_LISTS: tl.constexpr):
+    """Whether the (K+2)-th pick lies near the K-th (in top_packed), by the keys' error bound: then
+    the top K may lie beyond the K + 1 picks, and _reorder cannot settle the row. The (K+2)-th pick
+    is ``third`` from the groups' lists (GROUP_LISTS), else the next below best ((K+1)-th)."""
+    kth = tl.max(tl.where(slots[None, :] == K - 1, top_packed, 0), axis=1)
+    if not GROUP_LISTS:
+        third = _next_pick(best, packed, flat, ONE_ROW)
+    return (third >> COL_BITS) - (kth >> COL_BITS) <= error_bound(top, third >> COL_BITS, SHIFT)
 
 
 @triton.jit
@@ -554,9 +597,8 @@ def grouped_kernel(
         # them, and the weights are computed once, from whichever picks hold (reports/bench/NOTES.md,
         # "DeepSeek-V3 at one row a program"). Only a row in doubt beyond its K + 1 picks (flag 2)
         # still takes a pass after the store: the whole row's float64 keys.
-        kth = tl.max(tl.where(slots[None, :] == K - 1, top_packed, 0), axis=1)
-        third = _next_pick(best, packed, flat, ONE_ROW)
-        hard = hard | ((third >> COL_BITS) - (kth >> COL_BITS) <= error_bound(top, third >> COL_BITS, SHIFT))
+        hard = hard | _third_near_kth(top_packed, best, packed, flat, best, top, slots, K, COL_BITS, SHIFT, ONE_ROW,
+                                      GROUP_LISTS)
         redo = flagged & row_ok
         near = redo & (hard == 0)
         tl.store(flags_ptr + rows, flagged.to(tl.int8) + (flagged & hard).to(tl.int8), mask=row_ok)   # 2: whole row
@@ -567,19 +609,17 @@ def grouped_kernel(
             row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, tl.minimum(best, N_GROUP * PER - 1 + (best & ~COL_MASK)),
             slots, stride_ge, stride_b, stride_s, COL_MASK, K, BLOCK_K, BLOCK_C, BLOCK_G * BLOCK_P, ACCURATE_EXP,
             IS_BF16, SCALE_IS_BF16)
-        read_ok = row_ok[:, None] & (slots < K)[None, :]
-        at = tl.where(read_ok, picks, 0)
-        scale = load_scale(scale_ptr + at * stride_s, read_ok, SCALE_IS_BF16)
-        v = load_fp32(row_ptr[:, None] + at * stride_ge, read_ok, IS_BF16)
+        v, scale = _picks_read(picks, row_ptr, row_ok[:, None] & (slots < K)[None, :], stride_ge, scale_ptr, stride_s,
+                               IS_BF16, SCALE_IS_BF16)
         chosen_near = near[:, None]
         _store_weights_of(tl.where(chosen_near, near_v, v), tl.where(chosen_near, near_scale, scale),
                           tl.where(chosen_near, near_ids, picks), rows, (fast | near)[:, None] & (slots < K)[None, :],
                           slots, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
         redo = redo & hard
         if tl.max(redo.to(tl.int32), axis=0) > 0:
-            _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt, stride_ge,
-                     stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, BLOCK_T, BLOCK_G, BLOCK_P, BLOCK_K,
-                     LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
+            _reroute_flagged(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt, stride_ge,
+                             stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, BLOCK_T, BLOCK_G, BLOCK_P, BLOCK_K,
+                             LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN, NATIVE)
     else:
         tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
         _weights_and_store(picks, row_ptr, rows, fast[:, None] & (slots < K)[None, :], slots, stride_ge,
@@ -593,10 +633,10 @@ def grouped_kernel(
                 # K + 1 picks (every other key is surely below K of them) and only their order is in
                 # doubt: _reorder settles it from K + 1 float64 keys instead of the whole row's.
                 BLOCK_C: tl.constexpr = 2 * BLOCK_K if K == BLOCK_K else BLOCK_K
-                kth = tl.max(tl.where(slots[None, :] == K - 1, top_packed, 0), axis=1)
                 if not GROUP_LISTS:
-                    third = _next_pick(best, packed, flat, ONE_ROW)
-                hard = hard | ((third >> COL_BITS) - (kth >> COL_BITS) <= error_bound(top, third >> COL_BITS, SHIFT))
+                    third = best   # a stand-in: _third_near_kth finds the pick itself
+                hard = hard | _third_near_kth(top_packed, best, packed, flat, third, top, slots, K, COL_BITS, SHIFT,
+                                              ONE_ROW, GROUP_LISTS)
                 near = redo & (hard == 0)
                 tl.store(flags_ptr + rows, (redo.to(tl.int8) + (redo & hard).to(tl.int8)), mask=redo)   # 2: whole row
                 if tl.max(near.to(tl.int32), axis=0) > 0:
@@ -607,20 +647,9 @@ def grouped_kernel(
                                       weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
                 redo = redo & hard
             if tl.max(redo.to(tl.int32), axis=0) > 0:
-                if NATIVE:
-                    # the flagged rows one at a time (a whole tile of float64 keys raised the registers
-                    # every program is built with from 72 to 146 at BLOCK_T=4, and so cut the warps an
-                    # SM holds)
-                    for i in tl.range(BLOCK_T, loop_unroll_factor=1):
-                        if tl.max(tl.where(tl.arange(0, BLOCK_T) == i, redo.to(tl.int32), 0), axis=0) > 0:
-                            one = tl.program_id(0) * BLOCK_T + i + tl.arange(0, 1)
-                            _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, one, one < T, T, stride_gt,
-                                     stride_ge, stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, 1, BLOCK_G,
-                                     BLOCK_P, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
-                else:
-                    _reroute(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt, stride_ge,
-                             stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, BLOCK_T, BLOCK_G, BLOCK_P, BLOCK_K,
-                             LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN)
+                _reroute_flagged(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt,
+                                 stride_ge, stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, BLOCK_T, BLOCK_G,
+                                 BLOCK_P, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN, NATIVE)
 
 
 @triton.jit(do_not_specialize=["T"])
