@@ -13,8 +13,13 @@ keys alone cost and how many rows they would get wrong); ``rows_flagged`` counts
 (The "v2" layout, once a variant under benchmarks/variants timed here with --variant v2, is the
 kernel since its H200 run: reports/bench/NOTES.md.)
 
+One row a program (small T) is also timed with its near picks reordered after the store, for flagged
+rows only (speculate=False), beside the default that reorders them for every row.
+
 python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--registers 64,80]
-    [--out FILE.json] [T ...]
+    [--bench-inputs] [--out FILE.json] [T ...]
+--bench-inputs: `make bench`'s logits and router for the model at each T (parity.bench; its T=64 and
+T=512 batches of DeepSeek-V3 hold one near row each) instead of the probe's own.
 """
 import argparse
 import json
@@ -38,14 +43,19 @@ def launcher(g, K, router, bias, scale, w, ids, **override):
     return launch, (lambda: launch.run(g, bias, scale, w, ids))
 
 
-def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,)) -> list[dict]:
+def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_inputs: bool = False) -> list[dict]:
     fam = routing.family("deepseek_v3")
     m = fam.model(model)
-    router = fam.make_router(m, "randn", 0, device="cuda")
-    gen = torch.Generator().manual_seed(T)
-    size = T * m.E * dtype.itemsize
-    copies = max(1, min(16, ROTATE_BYTES // size)) if size * 4 > (60 << 20) else 1
-    gs = [torch.randn(T, m.E, generator=gen).to(dtype).cuda() for _ in range(copies)]
+    if bench_inputs:
+        from parity import bench
+        gs, router = bench._inputs(bench.Case(fam.name, m.name, m.E, m.K, str(dtype).removeprefix("torch.")), T,
+                                   on_gpu=True)
+    else:
+        router = fam.make_router(m, "randn", 0, device="cuda")
+        gen = torch.Generator().manual_seed(T)
+        size = T * m.E * dtype.itemsize
+        copies = max(1, min(16, ROTATE_BYTES // size)) if size * 4 > (60 << 20) else 1
+        gs = [torch.randn(T, m.E, generator=gen).to(dtype).cuda() for _ in range(copies)]
     oid = route64(gs[0], m.K, router)[1].cpu()
     bias, scale = router.correction_bias.float(), fused.router_scale(router, m.E, gs[0].device)
     rows = []
@@ -56,8 +66,10 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,)) -> list[dic
     # at all), under each register cap asked for (rows record the cap the launch used: the plan caps
     # rows of at most 256 experts itself, fused_grouped.MAX_REGISTERS), then the other tiles as the
     # table would route their flagged rows
-    base = dict(fallback=True, inline=default.inline, max_registers=None, reorder=None, lists=None)
+    base = dict(fallback=True, inline=default.inline, max_registers=None, reorder=None, lists=None, speculate=None)
     configs = [(*table, base), (*table, {**base, "inline": not default.inline}), (*table, {**base, "reorder": False})]
+    if default.kernel_options().get("SPECULATE"):
+        configs.append((*table, {**base, "speculate": False}))
     if default.constexprs["GROUP_LISTS"]:
         configs.append((*table, {**base, "lists": False}))
     configs += [(*table, {**base, "max_registers": cap}) for cap in caps]
@@ -86,6 +98,7 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,)) -> list[dic
                          "dtype": str(dtype).removeprefix("torch."), "T": T, "kernel": kernel, "block_t": block_t,
                          "warps": warps, "fallback": fallback, "inline": fallback and inline, "max_registers": launch.max_registers,
                          "reorder": launch.constexprs["REORDER"], "lists": launch.constexprs["GROUP_LISTS"],
+                         "speculate": bool(launch.kernel_options().get("SPECULATE", False)),
                          "us": us, "rows_not_the_oracles": wrong, "rows_flagged": flagged,
                          "rows_whole_float64": whole,
                          "table": (block_t, warps) == table and over == base})
@@ -99,6 +112,7 @@ def main() -> None:
     ap.add_argument("--dtypes", default="bf16,fp32")
     ap.add_argument("--out", default=None)
     ap.add_argument("--registers", default="80", help="register caps to time at the table's tile (comma-separated)")
+    ap.add_argument("--bench-inputs", action="store_true", help="make bench's inputs (see the module docstring)")
     ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
     a = ap.parse_args()
     rows = []
@@ -106,7 +120,7 @@ def main() -> None:
         for dt in a.dtypes.split(","):
             for T in a.Ts:
                 rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3] if T > 1 else TILES[:1],
-                              [int(c) for c in a.registers.split(",") if c])
+                              [int(c) for c in a.registers.split(",") if c], a.bench_inputs)
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)

@@ -221,6 +221,26 @@ def test_near_picks_reordered_route_as_the_whole_rows_float64_pass(shape, dtype,
     assert torch.equal(flags[True] != 0, flags[False] != 0)
 
 
+@pytest.mark.parametrize("shape,dtype,block_t,bias_kind", ONE_ROW_FLAG_CASES, ids=str)
+def test_one_row_reorder_after_the_store_routes_as_speculated(shape, dtype, block_t, bias_kind, dev):
+    """plan(speculate=False) keeps a one-row program's reorder after its store, for flagged rows
+    only (the probes' A/B): the same ids, weight bits and flags as the speculative default."""
+    g, K, router = _flag_inputs(shape, dtype, bias_kind, dev)
+    bias = router.correction_bias.float()
+    s = fused.router_scale(router, g.shape[1], g.device)
+    outs = {}
+    for speculate in (True, False):
+        launch = fused_grouped.plan(g, K, bias, s, router.n_group, router.topk_group, router.renormalize,
+                                    block_t=block_t, speculate=speculate)
+        assert launch.kernel_options()["SPECULATE"] is speculate
+        w, ids = empty_outputs(g, K)
+        flags = launch.run(g, bias, s, w, ids).cpu()
+        outs[speculate] = (w.view(torch.int32).cpu(), ids.cpu(), flags)
+    assert (outs[False][2][3:7] == 1).all(), "the planted near ties are no longer reordered: the test shows nothing"
+    for a, b, what in zip(outs[True], outs[False], ("weights", "ids", "flags")):
+        assert torch.equal(a, b), f"{what} differ between the speculative reorder and the reorder after the store"
+
+
 @pytest.mark.parametrize("shape,block_t", [("deepseek-v3", 4), ("deepseek-v3", 2), ("odd-groups", 4), ("k64", 8)],
                          ids=str)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)

@@ -466,6 +466,7 @@ def grouped_kernel(
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr,
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
     ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False, GROUP_LISTS: tl.constexpr = False,
+    SPECULATE: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
@@ -476,6 +477,9 @@ def grouped_kernel(
     picks' rounds) run over the flattened row, one REDUX each where nested reductions took a
     shuffle tree (SASS sm_90: 75 -> 10 SHFL); the order of a flattened row is the compiler's, so
     only values that carry their own id (packed keys, group scores) or reductions use it.
+
+    SPECULATE (one row a program, inline, REORDER, no lists): the near picks' float64 keys are
+    computed for every row, beside the fast path, and the weights once (plan's default there).
 
     GROUP_LISTS (groups, several rows a program: a group in one thread): the picks come from each
     chosen group's GROUP_LIST smallest keys (``_list_rounds``), the whole tile's rounds only for a
@@ -493,6 +497,7 @@ def grouped_kernel(
     some valid group's second key (when groups are chosen) or the (K+1)-th pick."""
     tl.static_assert(BLOCK_T == 1 or not ONE_ROW)
     tl.static_assert(not GROUP_LISTS or (N_GROUP > 1 and not ONE_ROW))
+    tl.static_assert(not SPECULATE or (INLINE_EXACT and REORDER and ONE_ROW and not GROUP_LISTS))
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
@@ -590,7 +595,6 @@ def grouped_kernel(
     fast = row_ok & (flagged == 0) if INLINE_EXACT else row_ok
     # a flagged row's picks may be padding (ids past E): read at an expert's column whatever they are
     picks = tl.minimum(top_packed & COL_MASK, N_GROUP * PER - 1)
-    SPECULATE: tl.constexpr = INLINE_EXACT and REORDER and ONE_ROW and not GROUP_LISTS
     if SPECULATE:
         # One row a program (small T): the program is the batch's latency, so a reordered row's
         # float64 keys are computed for every row, beside the fast path's weights rather than after
@@ -726,6 +730,7 @@ class GroupedLaunch:
     exact_rows: int = EXACT_ROWS
     inline: bool = True
     max_registers: int | None = None
+    speculate: bool = True
 
     SHARED = ("K", "TOPK_GROUP", "N_GROUP", "PER", "BLOCK_G", "BLOCK_P", "BLOCK_K", "LOG2_BLOCK_K", "ACCURATE_EXP",
               "IS_BF16", "SCALE_IS_BF16", "RENORM", "EVEN")
@@ -737,6 +742,8 @@ class GroupedLaunch:
         options = {"BLOCK_T": self.block_t, "num_warps": self.num_warps, **self.constexprs}
         if self.fallback and self.inline:
             options["INLINE_EXACT"] = True
+            c = self.constexprs
+            options["SPECULATE"] = self.speculate and c["ONE_ROW"] and c["REORDER"] and not c["GROUP_LISTS"]
         if self.max_registers is not None:
             options["maxnreg"] = self.max_registers
         return options
@@ -760,7 +767,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
          topk_group: int, renormalize: bool, *, interpreter: bool = device.INTERPRETER,
          block_t: int | None = None, num_warps: int | None = None, fallback: bool = True,
          inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None,
-         lists: bool | None = None) -> GroupedLaunch:
+         lists: bool | None = None, speculate: bool | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
     fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
     (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
@@ -768,7 +775,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     sends every flagged row through the whole row's float64 pass (the default reorders near picks
     alone where K + 1 <= REORDER_MAX_CANDIDATES); lists=False takes the K + 1 picks from the whole
     tile where the default takes them from each group's GROUP_LIST smallest keys (rows in groups,
-    several rows a program)."""
+    several rows a program); speculate=False keeps a one-row program's reorder after its store, for
+    flagged rows only (the default computes it for every row: grouped_kernel's SPECULATE)."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -796,7 +804,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per, "ONE_ROW": block_t == 1,
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
         "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
-    }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers)
+    }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
+        True if speculate is None else speculate)
 
 
 @torch.library.custom_op("parity::fused_grouped_route", mutates_args=())
