@@ -101,6 +101,40 @@ def test_one_row_programs_rank_tied_picks_by_all_pairs(dev):
     assert torch.equal(ids, want_ids) and torch.equal(w.view(torch.int32), want_w.view(torch.int32))  # NaN weights too
 
 
+@pytest.mark.parametrize("block_t", [1, 4])
+@pytest.mark.parametrize("K", [3, 8])
+def test_ranked_picks_tie_by_the_lower_id_and_skip_the_slots_past_k(K, block_t, dev):
+    """fp32 picks whose truncated keys tie are ranked again by their logits (ranked_by_logit: all
+    pairs at one row a program, passes otherwise): equal logits among them (two copies of x, -0.0
+    beside +0.0) keep the lower id first, and with K below its power of two (K = 3) the empty slots
+    past K take no part in the rank. Every logit is negative or zero, so an empty slot (read as
+    +0.0, id 0) would rank before them if it were counted."""
+    T, E = 8, 128
+    gen = torch.Generator().manual_seed(K)
+    g = -8.0 - torch.rand(T, E, generator=gen)
+    up = lambda x: torch.nextafter(x, torch.tensor(float("inf")))  # noqa: E731
+    for r in range(T):
+        a, b, c = sorted(torch.randperm(E, generator=gen)[:3].tolist())
+        if r % 2:
+            x = torch.tensor(-1.0 - r / 8)
+            g[r, a], g[r, b], g[r, c] = x, x, up(x)   # oracle: c, a, b; truncated keys tie (id order a, b, c)
+        else:
+            g[r, a], g[r, b], g[r, c] = -0.0, 0.0, 1e-45  # oracle: c, a, b (-0.0 ties +0.0)
+    g = g.to(dev)
+    s = scale(E, dev)
+    want_ids = route64(g, K, s)[1]
+    assert want_ids[:, 0].tolist() == [max(row) for row in want_ids[:, :3].tolist()], "the planted order changed"
+    const = fused_module.plan(g, K, s).constexprs
+    assert const["CHECK_LOSS"], "fp32 logits: the truncated keys must be checked"
+    w = torch.empty(T, K, device=dev)
+    ids = torch.empty(T, K, dtype=torch.int32, device=dev)
+    fused_module.route_kernel[(triton.cdiv(T, block_t),)](g, s, w, ids, T, E, g.stride(0), g.stride(1), s.stride(0),
+                                                          BLOCK_T=block_t, BLOCK_E=E, VEC=4, num_warps=1, **const)
+    assert torch.equal(ids.long().cpu(), want_ids.cpu())
+    want_w, _ = fused(g, K, s)
+    assert torch.equal(w.view(torch.int32), want_w.view(torch.int32))
+
+
 def test_fp32_exact_ties_on_a_coarse_grid(dev):
     """fp32 logits holding bf16 values: exact ties, lossless truncated keys, ties to the lower id."""
     g = tied_logits(2048, 128, dev).float()
@@ -175,8 +209,8 @@ def test_nan_of_either_sign_and_any_payload_ranks_on_top(dtype, E, epilogue, dev
     want = route64(g, K, s)[1]
     kernel = EPILOGUE_KERNELS[epilogue]
     for other in (g, g.t().contiguous().t()):
-        for T in (1, 7, 200):
-            assert torch.equal(kernel(other[:T], K, s)[1].long(), want[:T])
+        for rows in (slice(0, 1), slice(0, 7), slice(0, 200), slice(3, 4)):   # 3:4: a negative NaN alone
+            assert torch.equal(kernel(other[rows], K, s)[1].long(), want[rows])
 
 
 def test_vectors_fit_the_row():

@@ -254,6 +254,31 @@ def test_a_third_pick_near_the_kth_takes_the_whole_rows_pass(block_t, dev):
     check(g, K, router, out=(w, ids))
 
 
+@pytest.mark.parametrize("block_t", [1, 4])
+def test_groups_too_close_to_order_take_the_whole_rows_pass(block_t, dev):
+    """The 4th and 5th groups' scores (sums of their top two keys) 1.25e-7 apart, one fp32 key each
+    (groups 3 and 4, logits 0 and 0 against 0 and 5e-7, bias 5.0): the fp32 keys choose group 3 (the
+    lower id) where the oracle chooses group 4, and the picks 7 and 8 come from that group. Only a
+    group gap checked against the error bound sends the row to the whole row's float64 pass."""
+    E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
+    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=torch.full((E,), 5.0, device=dev))
+    g = torch.full((4, E), -4.0)
+    for col, x in {0: 1.0, 1: 0.9, 32: 0.95, 33: 0.85, 64: 0.8, 65: 0.75, 96: 0.0, 97: 0.0, 128: 0.0, 129: 5e-7}.items():
+        g[:, col] = x
+    for grp in range(5, 8):
+        g[:, grp * 32:grp * 32 + 2] = -1.0 - 0.1 * grp
+    g = torch.cat([logits(4, E, torch.float32, dev, seed=5), g.to(dev)])
+    oid = route64(g, K, router)[1].cpu()
+    assert set(oid[4, 6:].tolist()) == {128, 129}, "the oracle no longer chooses group 4: the test shows nothing"
+    bias = router.correction_bias.float()
+    s = fused.router_scale(router, E, g.device)
+    w, ids = empty_outputs(g, K)
+    flags = fused_grouped.plan(g, K, bias, s, n_group, topk_group, router.renormalize,
+                               block_t=block_t).run(g, bias, s, w, ids).cpu()
+    assert (flags[4:] == 2).all(), f"flags {flags.tolist()}: groups in doubt need the whole row's pass"
+    check(g, K, router, out=(w, ids))
+
+
 @pytest.mark.parametrize("shape,dtype,block_t,bias_kind", ONE_ROW_FLAG_CASES, ids=str)
 def test_one_row_reorder_after_the_store_routes_as_speculated(shape, dtype, block_t, bias_kind, dev):
     """plan(speculate=False) keeps a one-row program's reorder after its store, for flagged rows
