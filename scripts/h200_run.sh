@@ -3,12 +3,14 @@
 # and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact]
-#        [bench] [ncu] [ncurow] [probegrouped] [probefused] [peers] [properties] [multigpu] [split] [smallvec]
+#        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [peers] [properties] [multigpu] [split] [smallvec]
 # ncu: Nsight Compute over benchmarks/profile_ncu.py (NCU_ARGS), one launch a model; counters and per-instruction stall samples as CSV in logs/,
 # and their summary (benchmarks/ncu_summary.py) in logs/ncu-summary.json and at the end of logs/ncu.log.
 # ncurow: one bench row's program under Nsight Compute (NCU_ROW_ARGS for benchmarks/profile_ncu: by default DeepSeek-V3's
 # near row of the T=64 batch, 132 copies, one a program), samples every 32 cycles, summed per source line by
 # benchmarks/ncu_lines (NCU_LINES_ARGS: the same kernel configuration) into logs/ncu-row-lines.json and logs/ncu-row.log.
+# mutants: scripts/mutate_kernels.py --gpu over MUTANTS_ONLY (default: the three that only the GPU can show) into
+# reports/h200-kernel-mutants.
 # peers needs the git-ignored peers/ directory carried (device tool: carry ["peers"]; benchmarks/peers.py).
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5), FUZZ_LIMIT,
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
@@ -84,6 +86,8 @@ for step in $steps; do
         ncu -i "$LOGS/ncu-row.ncu-rep" --page source --csv --print-source sass > "$LOGS/ncu-row-source.csv"
         python3 -m benchmarks.ncu_lines "$LOGS/ncu-row-source.csv" ${NCU_LINES_ARGS:-} --out "$LOGS/ncu-row-lines.json"
         ncu --version; } > "$LOGS/ncu-row.log" 2>&1 ;;
+    mutants) timeout ${MUTANTS_LIMIT:-500} python3 scripts/mutate_kernels.py --gpu --workers 16 --out reports/h200-kernel-mutants \
+        --only ${MUTANTS_ONLY:-bound-without-sigmoid-term,bound-halved,sum-by-layout} > "$LOGS/mutants.log" 2>&1 ;;
     split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;

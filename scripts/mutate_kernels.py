@@ -5,7 +5,9 @@ interpreter, as CI does), records whether any failed, and restores the file. A m
 survives is a check no test exercises (or a change that cannot alter a result: the table says
 which, after reading it).
 
-python3 scripts/mutate_kernels.py [--only NAME,...] [--out reports/kernel-mutants] [--workers 2]
+python3 scripts/mutate_kernels.py [--only NAME,...] [--out reports/kernel-mutants] [--workers 2] [--gpu]
+--gpu: the tests run on CUDA, not in the interpreter (scripts/h200_run.sh step `mutants`): the
+mutants that survive on the CPU because the interpreter computes exactly what the GPU approximates.
 
 Nothing else may run the tests or edit parity/routing while it runs: it rewrites the kernel files.
 """
@@ -130,12 +132,16 @@ def check_mutants(mutants=MUTANTS, root: Path = ROOT) -> None:
             raise ValueError(f"{m.name}: its text occurs {n} times in {m.path} (the source changed: update the mutant)")
 
 
-def run_mutant(m: Mutant, root: Path = ROOT, workers: int = 2, timeout: int = 900) -> dict:
+def run_mutant(m: Mutant, root: Path = ROOT, workers: int = 2, timeout: int = 900, gpu: bool = False) -> dict:
     """Apply m, run its tests (stop at the first failure), restore the file; the outcome: killed
     (a test failed), survived (all passed), invalid (the mutant does not compile) or timeout."""
     path = root / m.path
     source = path.read_text()
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    if gpu:
+        env.pop("TRITON_INTERPRET", None)
+    else:
+        env["TRITON_INTERPRET"] = "1"
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *m.tests]
     if workers > 1:
         cmd[4:4] = ["-n", str(workers)]
@@ -163,8 +169,8 @@ def run_mutant(m: Mutant, root: Path = ROOT, workers: int = 2, timeout: int = 90
 def markdown(rows: list[dict], meta: dict) -> str:
     killed = sum(r["outcome"] == "killed" for r in rows)
     out = ["# Kernel source mutants", "",
-           f"git {meta['git']}, triton {meta['triton']}, torch {meta['torch']}, {meta['when']}; tests in Triton's "
-           f"interpreter (scripts/mutate_kernels.py). {killed} of {len(rows)} mutants killed. Why each survivor "
+           f"git {meta['git']}, triton {meta['triton']}, torch {meta['torch']}, {meta['when']}; tests in "
+           f"{meta.get('where', 'the interpreter')} (scripts/mutate_kernels.py). {killed} of {len(rows)} mutants killed. Why each survivor "
            "survives (GPU-only terms, checks that cover each other): reports/bench/NOTES.md, \"Ninth round\".", "",
            "| mutant | file | what it breaks | outcome | first failing test | s |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -178,6 +184,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated mutant names (default: all)")
     ap.add_argument("--out", default=str(ROOT / "reports" / "kernel-mutants"))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--gpu", action="store_true", help="run the tests on CUDA, not in the interpreter")
     a = ap.parse_args()
     check_mutants()
     chosen = [m for m in MUTANTS if not a.only or m.name in a.only.split(",")]
@@ -190,10 +197,11 @@ def main() -> None:
                            text=True).stdout.strip()
     git += " with uncommitted changes" if dirty else ""
     meta = {"git": git, "triton": triton.__version__, "torch": torch.__version__,
+            "where": "CUDA (" + torch.cuda.get_device_name() + ")" if a.gpu else "Triton's interpreter",
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     rows = []
     for i, m in enumerate(chosen, 1):
-        rows.append(run_mutant(m, workers=a.workers))
+        rows.append(run_mutant(m, workers=a.workers, gpu=a.gpu))
         print(f"[{i}/{len(chosen)}] {m.name}: {rows[-1]['outcome']} ({rows[-1]['seconds']} s)", flush=True)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

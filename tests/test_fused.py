@@ -86,6 +86,7 @@ def test_one_row_programs_rank_tied_picks_by_all_pairs(dev):
         g[r, b] = up(g[r, a])
         if r % 2:
             g[r, c] = up(g[r, b])  # three picks sharing one truncated key, the larger logits later
+    g[5] = -3.0 - torch.rand(E, generator=gen)  # low bits set: the zeros' truncated tie is ranked
     g[5, :K] = 0.0
     g[5, 3] = -0.0  # ties +0.0: the lower id first
     g[6, 9] = float("nan")
