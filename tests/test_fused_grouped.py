@@ -221,37 +221,46 @@ def test_near_picks_reordered_route_as_the_whole_rows_float64_pass(shape, dtype,
     assert torch.equal(flags[True] != 0, flags[False] != 0)
 
 
-def third_near_kth_rows(dev) -> torch.Tensor:
-    """DeepSeek-V3 rows (bias 5.0 everywhere) whose 8th, 9th and 10th fp32 picks tie: experts 65, 97
-    and 98 at logits 0, 1e-7 and 5e-7 (float64 keys ~1e-7 apart, one fp32 key). The fp32 keys pick
-    them in id order, but the oracle's 8th is 98, the (K+2)-th pick: only the whole row's float64 pass
-    finds it, and reordering the K + 1 first picks would choose 97. Seven clear picks before them lie
-    in groups 0-2 (three, three, one), so the groups' lists (several rows a program) do not run out."""
+def _planted_deepseek_rows(logit_at: dict, quiet_groups: range, dev) -> torch.Tensor:
+    """Four DeepSeek-V3 rows of -4.0 with the logits ``logit_at`` (column -> value) and, in each
+    quiet group, two experts at -1 - 0.1 * group: those groups' scores below, and apart."""
     g = torch.full((4, 256), -4.0)
-    for col, x in {0: 1.0, 1: 0.9, 2: 0.8, 32: 0.95, 33: 0.85, 34: 0.75, 64: 0.7, 65: 0.0, 97: 1e-7, 98: 5e-7}.items():
+    for col, x in logit_at.items():
         g[:, col] = x
-    for grp in range(4, 8):   # the other groups below, and apart
+    for grp in quiet_groups:
         g[:, grp * 32:grp * 32 + 2] = -1.0 - 0.1 * grp
     return g.to(dev)
+
+
+def _routed_with_flags(g, block_t, dev):
+    """DeepSeek-V3's shape with bias 5.0 everywhere: the router, its oracle's ids, the kernel's
+    flags and its (weights, ids) at block_t rows a program."""
+    E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
+    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=torch.full((E,), 5.0, device=dev))
+    bias = router.correction_bias.float()
+    s = fused.router_scale(router, E, g.device)
+    w, ids = empty_outputs(g, K)
+    flags = fused_grouped.plan(g, K, bias, s, n_group, topk_group, router.renormalize,
+                               block_t=block_t).run(g, bias, s, w, ids).cpu()
+    return router, route64(g, K, router)[1].cpu(), flags, (w, ids)
 
 
 @pytest.mark.parametrize("block_t", [1, 4])
 def test_a_third_pick_near_the_kth_takes_the_whole_rows_pass(block_t, dev):
     """_third_near_kth: when the (K+2)-th pick lies near the K-th, the top K may lie beyond the K + 1
     first picks, so the row must take the whole row's float64 pass (flag 2), not the reorder (which
-    would choose the (K+1)-th). One row a program (the speculative path) and four (the groups' lists)."""
-    E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
-    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=torch.full((E,), 5.0, device=dev))
-    g = torch.cat([logits(4, E, torch.float32, dev, seed=3), third_near_kth_rows(dev)])
-    oid = route64(g, K, router)[1].cpu()
+    would choose the (K+1)-th). The planted rows' 8th, 9th and 10th fp32 picks tie: experts 65, 97
+    and 98 at logits 0, 1e-7 and 5e-7 (float64 keys ~1e-7 apart, one fp32 key); the fp32 keys pick
+    them in id order, but the oracle's 8th is 98. Seven clear picks before them lie in groups 0-2
+    (three, three, one), so the groups' lists do not run out. One row a program (the speculative
+    path) and four (the groups' lists)."""
+    planted = _planted_deepseek_rows({0: 1.0, 1: 0.9, 2: 0.8, 32: 0.95, 33: 0.85, 34: 0.75, 64: 0.7, 65: 0.0,
+                                      97: 1e-7, 98: 5e-7}, range(4, 8), dev)
+    g = torch.cat([logits(4, 256, torch.float32, dev, seed=3), planted])
+    router, oid, flags, out = _routed_with_flags(g, block_t, dev)
     assert (oid[4:, 7] == 98).all(), "the planted rows' 8th pick is no longer the (K+2)-th fp32 pick"
-    bias = router.correction_bias.float()
-    s = fused.router_scale(router, E, g.device)
-    w, ids = empty_outputs(g, K)
-    flags = fused_grouped.plan(g, K, bias, s, n_group, topk_group, router.renormalize,
-                               block_t=block_t).run(g, bias, s, w, ids).cpu()
     assert (flags[4:] == 2).all(), f"flags {flags.tolist()}: the planted rows must take the whole row's pass"
-    check(g, K, router, out=(w, ids))
+    check(g, 8, router, out=out)
 
 
 @pytest.mark.parametrize("block_t", [1, 4])
@@ -260,23 +269,13 @@ def test_groups_too_close_to_order_take_the_whole_rows_pass(block_t, dev):
     (groups 3 and 4, logits 0 and 0 against 0 and 5e-7, bias 5.0): the fp32 keys choose group 3 (the
     lower id) where the oracle chooses group 4, and the picks 7 and 8 come from that group. Only a
     group gap checked against the error bound sends the row to the whole row's float64 pass."""
-    E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
-    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=torch.full((E,), 5.0, device=dev))
-    g = torch.full((4, E), -4.0)
-    for col, x in {0: 1.0, 1: 0.9, 32: 0.95, 33: 0.85, 64: 0.8, 65: 0.75, 96: 0.0, 97: 0.0, 128: 0.0, 129: 5e-7}.items():
-        g[:, col] = x
-    for grp in range(5, 8):
-        g[:, grp * 32:grp * 32 + 2] = -1.0 - 0.1 * grp
-    g = torch.cat([logits(4, E, torch.float32, dev, seed=5), g.to(dev)])
-    oid = route64(g, K, router)[1].cpu()
+    planted = _planted_deepseek_rows({0: 1.0, 1: 0.9, 32: 0.95, 33: 0.85, 64: 0.8, 65: 0.75, 96: 0.0, 97: 0.0,
+                                      128: 0.0, 129: 5e-7}, range(5, 8), dev)
+    g = torch.cat([logits(4, 256, torch.float32, dev, seed=5), planted])
+    router, oid, flags, out = _routed_with_flags(g, block_t, dev)
     assert set(oid[4, 6:].tolist()) == {128, 129}, "the oracle no longer chooses group 4: the test shows nothing"
-    bias = router.correction_bias.float()
-    s = fused.router_scale(router, E, g.device)
-    w, ids = empty_outputs(g, K)
-    flags = fused_grouped.plan(g, K, bias, s, n_group, topk_group, router.renormalize,
-                               block_t=block_t).run(g, bias, s, w, ids).cpu()
     assert (flags[4:] == 2).all(), f"flags {flags.tolist()}: groups in doubt need the whole row's pass"
-    check(g, K, router, out=(w, ids))
+    check(g, 8, router, out=out)
 
 
 @pytest.mark.parametrize("shape,dtype,block_t,bias_kind", ONE_ROW_FLAG_CASES, ids=str)
