@@ -16,6 +16,8 @@
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
 # Probes and bench take their arguments from PROBE_GROUPED_ARGS / PROBE_TS, PROBE_FUSED_ARGS, BENCH_ARGS and
 # BENCH_OUT (a partial bench, e.g. BENCH_ARGS="--family mixtral" BENCH_OUT=reports/bench/h200-partial).
+# PARITY_TREE=DIR puts DIR first on PYTHONPATH: another tree's parity/ (e.g. `git archive <sha> parity | tar -x -C va/t<sha>`,
+# carried) under this tree's benchmarks and scripts, for A/B calls of two kernels in one device call.
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
 # at c2cb7bf the whole suite did not fit one 600 s device call (8 of 630 tests unfinished); at
 # eb30433, on a fresh machine, its halves took 79 s and 97 s (reports/h200-reliability).
@@ -23,9 +25,9 @@
 # PARITY_GIT_SHA=<the sha, written out here: git rev-parse on the device gives the landed one> bash scripts/h200_run.sh ..., or the reports name the wrong one
 # (reports/h200-user was re-labelled by hand for this reason).
 set -uo pipefail
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PARITY_TREE:+$PARITY_TREE:}$PWD
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-LOGS=logs; mkdir -p "$LOGS"
+LOGS=${LOGS_DIR:-logs}; mkdir -p "$LOGS"   # LOGS_DIR: a second call in one device command keeps the first's logs
 steps=${*:-tests default upstream bench}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
