@@ -21,10 +21,7 @@ import csv
 import io
 import json
 import os
-import re
 import sys
-
-ADDRESS = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)")
 
 
 def samples(path: str, launch: int = 0) -> list[dict]:
@@ -48,20 +45,8 @@ def samples(path: str, launch: int = 0) -> list[dict]:
 def line_map(kernel) -> dict[int, tuple[str, str]]:
     """address -> (file:line, opcode) of a compiled kernel, from nvdisasm's line info."""
     from benchmarks import sass_grouped   # only here: importing it points Triton at a stand-in sm_90 driver
-    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ncu_lines_{os.getpid()}.cubin")
-    with open(path, "wb") as f:
-        f.write(kernel.asm["cubin"])
-    try:
-        where, out = "?", {}
-        for ln in sass_grouped._tool("nvdisasm", "--print-line-info", "-c", path).splitlines():
-            m = re.search(r'File "(.*)", line (\d+)', ln)
-            if m:
-                where = f"{os.path.basename(m.group(1))}:{m.group(2)}"
-            elif op := ADDRESS.search(ln):
-                out[int(op.group(1), 16)] = (where, op.group(2))
-    finally:
-        os.remove(path)
-    return out
+    with sass_grouped.cubin_file(kernel) as path:
+        return {address: (where, op) for address, where, op in sass_grouped.line_info(path)}
 
 
 def by_line(rows: list[dict], lines: dict[int, tuple[str, str]]) -> list[dict]:

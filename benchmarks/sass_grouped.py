@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import re
@@ -62,7 +63,7 @@ from parity import routing  # noqa: E402
 from parity.routing import fused, fused_grouped  # noqa: E402
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-INSTRUCTION = re.compile(r"\s+/\*[0-9a-f]{4,}\*/\s+(@!?U?P\w+\s+)?([A-Z0-9_.]+)")
+INSTRUCTION = re.compile(r"\s+/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)")   # address, opcode
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # (rows a program, lists, the float64 passes inline): the table's two tiles for DeepSeek-V3, the
 # old rounds beside the lists, and the fast path alone
@@ -107,25 +108,37 @@ def _tool(name: str, *args: str) -> str:
     return subprocess.run([os.path.join(BIN, name), *args], capture_output=True, text=True, check=True).stdout
 
 
-def count(kernel, lines: bool) -> dict:
-    """SASS counts of one compiled kernel (see the module docstring)."""
+@contextlib.contextmanager
+def cubin_file(kernel):
+    """A compiled kernel's cubin written to a temporary file for the SASS tools: its path."""
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"sass_grouped_{os.getpid()}.cubin")
     with open(path, "wb") as f:
         f.write(kernel.asm["cubin"])
     try:
-        sass = [ln for ln in _tool("cuobjdump", "-sass", path).splitlines() if INSTRUCTION.match(ln)]
-        res = _tool("cuobjdump", "-res-usage", path).strip().splitlines()[-1]
-        by_line = collections.Counter()
-        if lines:
-            where = "?"
-            for ln in _tool("nvdisasm", "--print-line-info", "-c", path).splitlines():
-                m = re.search(r'File "(.*)", line (\d+)', ln)
-                if m:
-                    where = f"{os.path.basename(m.group(1))}:{m.group(2)}"
-                elif (op := INSTRUCTION.match(ln)) and op.group(2) != "NOP":
-                    by_line[where] += 1
+        yield path
     finally:
         os.remove(path)
+
+
+def line_info(path: str) -> list[tuple[int, str, str]]:
+    """Every instruction of a cubin as (address, "file:line" of its source, opcode), from nvdisasm's
+    line info ("?" before the first line marker)."""
+    where, out = "?", []
+    for ln in _tool("nvdisasm", "--print-line-info", "-c", path).splitlines():
+        m = re.search(r'File "(.*)", line (\d+)', ln)
+        if m:
+            where = f"{os.path.basename(m.group(1))}:{m.group(2)}"
+        elif op := INSTRUCTION.match(ln):
+            out.append((int(op.group(1), 16), where, op.group(2)))
+    return out
+
+
+def count(kernel, lines: bool) -> dict:
+    """SASS counts of one compiled kernel (see the module docstring)."""
+    with cubin_file(kernel) as path:
+        sass = [ln for ln in _tool("cuobjdump", "-sass", path).splitlines() if INSTRUCTION.match(ln)]
+        res = _tool("cuobjdump", "-res-usage", path).strip().splitlines()[-1]
+        by_line = collections.Counter(where for _, where, op in line_info(path) if op != "NOP") if lines else {}
     first_flag = next((i for i, ln in enumerate(sass) if "STG.E.U8" in ln), len(sass))
     spills = sum(1 for ln in sass[:first_flag] if re.search(r"\b(STL|LDL)", ln))
     out = {"instructions": len(sass), "before_flags": first_flag, "spills_before_flags": spills,
