@@ -48,8 +48,7 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
     m = fam.model(model)
     if bench_inputs:
         from parity import bench
-        gs, router = bench._inputs(bench.Case(fam.name, m.name, m.E, m.K, str(dtype).removeprefix("torch.")), T,
-                                   on_gpu=True)
+        gs, router = bench.model_inputs(fam.name, m, dtype, T, on_gpu=True)
     else:
         router = fam.make_router(m, "randn", 0, device="cuda")
         gen = torch.Generator().manual_seed(T)

@@ -36,8 +36,7 @@ def bench_row(fam, m, dtype, spec: str, T: int):
     t0, row = (int(v) for v in spec.split(":"))
     if not 0 <= row < t0:
         raise SystemExit(f"--bench-row {spec}: the bench's batch at T={t0} has rows 0..{t0 - 1}")
-    case = bench.Case(fam.name, m.name, m.E, m.K, str(dtype).removeprefix("torch."))
-    gs, arg = bench._inputs(case, t0, on_gpu=False)
+    gs, arg = bench.model_inputs(fam.name, m, dtype, t0, on_gpu=False)
     return gs[0][row:row + 1].expand(T, m.E).contiguous().to(device.default()), arg
 
 

@@ -240,6 +240,12 @@ def _inputs(case: Case, T: int, on_gpu: bool):
     return gs, fam.argument(router)
 
 
+def model_inputs(family: str, model, dtype: torch.dtype, T: int, on_gpu: bool):
+    """`make bench`'s inputs for one of a family's models (its E and K) in dtype at T, as _inputs
+    draws them: for probes that time or profile what the bench times."""
+    return _inputs(Case(family, model.name, model.E, model.K, str(dtype).removeprefix("torch.")), T, on_gpu)
+
+
 def run(out_dir: Path, *, Ts=None, dtypes=None, families=None, progress: bool = True,
         only: tuple[str, ...] = ROLES, candidates: dict[str, Callable] | None = None) -> dict:
     """Time every case of ``families`` (default: all) over ``Ts``; write bench.json, bench.md and
