@@ -18,6 +18,19 @@ EPILOGUE_KERNELS = {"softmax_k": fused, "softmax_all": fused_module.fused_softma
 """route_kernel's weight epilogues by the name the tests parametrize them with."""
 
 
+def route_at_tile(g, K, s, block_t, **constexprs):
+    """route_kernel launched directly at a tile the launch table would not choose: block_t rows a
+    program, 4-wide vectors, one warp; the plan's compile-time arguments, with overrides. (weights, ids)"""
+    T, E = g.shape
+    const = {**fused_module.plan(g, K, s).constexprs, **constexprs}
+    w = torch.empty(T, K, device=g.device)
+    ids = torch.empty(T, K, dtype=torch.int32, device=g.device)
+    fused_module.route_kernel[(triton.cdiv(T, block_t),)](g, s, w, ids, T, E, g.stride(0), g.stride(1), s.stride(0),
+                                                          BLOCK_T=block_t, BLOCK_E=triton.next_power_of_2(E), VEC=4,
+                                                          num_warps=1, **const)
+    return w, ids
+
+
 def check_against_oracle(g, K, s):
     assert_routing_close(fused(g, K, s), route64(g, K, s), ordered=True, max_ulp=FUSED_MAX_ULP)
 
@@ -92,11 +105,7 @@ def test_one_row_programs_rank_tied_picks_by_all_pairs(dev):
     g[6, 9] = float("nan")
     g = g.to(dev)
     s = scale(E, dev)
-    const = fused_module.plan(g, K, s).constexprs
-    w = torch.empty(T, K, device=dev)
-    ids = torch.empty(T, K, dtype=torch.int32, device=dev)
-    fused_module.route_kernel[(T,)](g, s, w, ids, T, E, g.stride(0), g.stride(1), s.stride(0), BLOCK_T=1,
-                                    BLOCK_E=E, VEC=4, num_warps=1, **const)
+    w, ids = route_at_tile(g, K, s, block_t=1)
     assert torch.equal(ids.long(), route64(g, K, s)[1])
     want_w, want_ids = fused(g, K, s)
     assert torch.equal(ids, want_ids) and torch.equal(w.view(torch.int32), want_w.view(torch.int32))  # NaN weights too
@@ -125,12 +134,8 @@ def test_ranked_picks_tie_by_the_lower_id_and_skip_the_slots_past_k(K, block_t, 
     s = scale(E, dev)
     want_ids = route64(g, K, s)[1]
     assert want_ids[:, 0].tolist() == [max(row) for row in want_ids[:, :3].tolist()], "the planted order changed"
-    const = fused_module.plan(g, K, s).constexprs
-    assert const["CHECK_LOSS"], "fp32 logits: the truncated keys must be checked"
-    w = torch.empty(T, K, device=dev)
-    ids = torch.empty(T, K, dtype=torch.int32, device=dev)
-    fused_module.route_kernel[(triton.cdiv(T, block_t),)](g, s, w, ids, T, E, g.stride(0), g.stride(1), s.stride(0),
-                                                          BLOCK_T=block_t, BLOCK_E=E, VEC=4, num_warps=1, **const)
+    assert fused_module.plan(g, K, s).constexprs["CHECK_LOSS"], "fp32 logits: the truncated keys must be checked"
+    w, ids = route_at_tile(g, K, s, block_t)
     assert torch.equal(ids.long().cpu(), want_ids.cpu())
     want_w, _ = fused(g, K, s)
     assert torch.equal(w.view(torch.int32), want_w.view(torch.int32))
@@ -260,12 +265,7 @@ def test_single_reads_of_aligned_rows_pad_with_minus_inf(E, dtype, block_t, dev)
     T, K = (4096 if torch.device(dev).type == "cuda" else 64), 4  # the interpreter pays per program
     g = logits(T, E, dtype, dev, seed=E)
     s = scale(E, dev)
-    const = {**fused_module.plan(g, K, s).constexprs, "PAIRS": False, "ROW_ALIGN": fused_module.row_align(E, E, 4)}
-    w = torch.empty(T, K, device=dev)
-    ids = torch.empty(T, K, dtype=torch.int32, device=dev)
-    fused_module.route_kernel[(triton.cdiv(T, block_t),)](
-        g, s, w, ids, T, E, g.stride(0), g.stride(1), s.stride(0), BLOCK_T=block_t,
-        BLOCK_E=triton.next_power_of_2(E), VEC=4, num_warps=1, **const)
+    w, ids = route_at_tile(g, K, s, block_t, PAIRS=False, ROW_ALIGN=fused_module.row_align(E, E, 4))
     assert torch.equal(ids.long(), route64(g, K, s)[1])
 
 
