@@ -146,9 +146,8 @@ def run_mutant(m: Mutant, root: Path = ROOT, workers: int = 2, timeout: int = 90
         env.pop("TRITON_INTERPRET", None)
     else:
         env["TRITON_INTERPRET"] = "1"
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *m.tests]
-    if workers > 1:
-        cmd[4:4] = ["-n", str(workers)]
+    parallel = ["-n", str(workers)] if workers > 1 else []
+    cmd = [sys.executable, "-m", "pytest", *parallel, "-x", "-q", "-p", "no:cacheprovider", *m.tests]
     t0 = time.time()
     try:
         path.write_text(source.replace(m.old, m.new, 1))
