@@ -10,7 +10,7 @@ import argparse
 import itertools
 import json
 
-from parity.routing.fused import plan  # first: parity decides TRITON_INTERPRET before triton loads
+from parity.routing.fused import fused, plan  # first: parity decides TRITON_INTERPRET before triton loads
 from benchmarks.probe_fused import DTYPES, Case, write_rows
 from benchmarks.variants import v6_persistent as v6
 
@@ -26,6 +26,25 @@ def configs():
     for prefetch, cap in ((False, None), (True, None), (True, 128)):
         for per_sm in PROGRAMS_PER_SM:
             yield {"kernel": "persistent", "prefetch": prefetch, "max_registers": cap, "programs_per_sm": per_sm}
+
+
+def nan_batch(E: int, dtype: torch.dtype, K: int = 8, T: int = 250000):
+    """A batch with NaNs of both signs in a few rows (seed 1), a scale, and fused's weights and ids
+    for it: what a variant that routes without the NaN case first must still match."""
+    torch.manual_seed(1)
+    g = torch.randn(T, E, device="cuda").to(dtype)
+    bits = g.view(torch.int16)
+    for r, c, v in ((7, 3, 0x7FC1), (7, 90 % E, -1), (123457 % T, 5, 0x7F81), (T - 1, E - 1, -0x7F)):
+        bits[r, c] = v   # -1 (0xFFFF) and -0x7F (0xFF81) are negative NaNs in bf16 and fp16
+    s = torch.rand(E, device="cuda")
+    return (g, s, *fused(g, K, s))
+
+
+def same_as_fused(route_into, want_w: torch.Tensor, want_ids: torch.Tensor) -> dict:
+    """route_into(weights, ids) fills fresh outputs; whether they equal fused's (NaN weights as 0)."""
+    w, ids = torch.full_like(want_w, float("nan")), torch.full_like(want_ids, -1)
+    route_into(w, ids)
+    return {"ids_same": torch.equal(ids, want_ids), "weights_same": torch.equal(w.nan_to_num(0), want_w.nan_to_num(0))}
 
 
 def sweep(shapes: str, Ts, configs, variant_launch) -> list[dict]:

@@ -10,9 +10,9 @@ python3 -m benchmarks.probe_pipelined [--shapes 128:bf16:8,...] [--out FILE.json
 import argparse
 import json
 
-from parity.routing.fused import fused  # first: parity decides TRITON_INTERPRET before triton loads
+from parity.routing.fused import fused  # noqa: F401  first: parity decides TRITON_INTERPRET before triton loads
 from benchmarks.probe_fused import write_rows
-from benchmarks.probe_persistent import sweep
+from benchmarks.probe_persistent import nan_batch, same_as_fused, sweep
 from benchmarks.variants import v7_pipelined as v7
 
 import torch
@@ -34,20 +34,11 @@ def configs():
 def nan_check(sms: int) -> list[dict]:
     """A batch with NaNs of both signs in a few rows: the variant's ids and weights against fused's."""
     out = []
-    torch.manual_seed(1)
-    T, E, K = 250000, 128, 8
-    g = torch.randn(T, E, device="cuda").bfloat16()
-    bits = g.view(torch.int16)
-    for r, c, v in ((7, 3, 0x7FC1), (7, 90, -1), (123457, 5, 0x7F81), (249999, 127, -0x7F)):
-        bits[r, c] = v   # 0xFFFF and 0xFF81 (two's complement) are negative NaNs
-    s = torch.rand(E, device="cuda")
-    want_w, want_ids = fused(g, K, s)
+    g, s, want_w, want_ids = nan_batch(128, torch.bfloat16)
     for stages, bt, warps, cap, per_sm in CONFIGS[:4]:
-        w, ids = torch.full_like(want_w, float("nan")), torch.full_like(want_ids, -1)
-        v7.launcher(g, K, s, w, ids, programs=per_sm * sms, stages=stages, block_t=bt, num_warps=warps,
-                    max_registers=cap)()
-        out.append({"nan_batch": True, "stages": stages, "block_t": bt, "ids_same": torch.equal(ids, want_ids),
-                    "weights_same": torch.equal(w.nan_to_num(0), want_w.nan_to_num(0))})
+        out.append({"nan_batch": True, "stages": stages, "block_t": bt, **same_as_fused(
+            lambda w, ids: v7.launcher(g, 8, s, w, ids, programs=per_sm * sms, stages=stages, block_t=bt,
+                                       num_warps=warps, max_registers=cap)(), want_w, want_ids)})
         print(json.dumps(out[-1]), flush=True)
     return out
 

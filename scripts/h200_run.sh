@@ -3,7 +3,7 @@
 # and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact]
-#        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [peers] [properties] [multigpu] [split] [smallvec]
+#        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [tmaring] [peers] [properties] [multigpu] [split] [smallvec]
 # ncu: Nsight Compute over benchmarks/profile_ncu.py (NCU_ARGS), one launch a model; counters and per-instruction stall samples as CSV in logs/,
 # and their summary (benchmarks/ncu_summary.py) in logs/ncu-summary.json and at the end of logs/ncu.log.
 # ncurow: one bench row's program under Nsight Compute (NCU_ROW_ARGS for benchmarks/profile_ncu: by default DeepSeek-V3's
@@ -11,6 +11,8 @@
 # benchmarks/ncu_lines (NCU_LINES_ARGS: the same kernel configuration) into logs/ncu-row-lines.json and logs/ncu-row.log.
 # mutants: scripts/mutate_kernels.py --gpu over MUTANTS_ONLY (default: the three that only the GPU can show) into
 # reports/h200-kernel-mutants.
+# tmaring: the TMA-ring variant's CUDA tests (tests/test_bench_variants.py -k v8), then benchmarks/probe_tma_ring
+# (PROBE_RING_ARGS; default Gemma4's and GPT-OSS's shapes at T=250000 and 65536) into logs/probe-tma-ring.json.
 # peers needs the git-ignored peers/ directory carried (device tool: carry ["peers"]; benchmarks/peers.py).
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5), FUZZ_LIMIT,
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
@@ -43,6 +45,9 @@ for step in $steps; do
         ${PROBE_GROUPED_ARGS:-} ${PROBE_TS:-250000 2048 64} > "$LOGS/probe-grouped.log" 2>&1 ;;
     probefused) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --out "$LOGS/probe-fused.json" \
         ${PROBE_FUSED_ARGS:---shapes 60:bf16:4:all,60:bf16:4:k --configs rounds,small 250000 2048 512 8} > "$LOGS/probe-fused.log" 2>&1 ;;
+    tmaring) { timeout 200 python3 -m pytest -n 8 -q -rA -p no:cacheprovider -k v8 tests/test_bench_variants.py
+        timeout ${PROBE_LIMIT:-300} python3 -m benchmarks.probe_tma_ring --out "$LOGS/probe-tma-ring.json" \
+          ${PROBE_RING_ARGS:---shapes 128:bf16:8,128:bf16:4 250000 65536}; } > "$LOGS/tma-ring.log" 2>&1 ;;
     peers) { python3 -m benchmarks.peers
         timeout 200 python3 -m parity.cli sweep --grid smoke --family gpt_oss --candidate benchmarks.peers:triton_kernels_topk \
           --out reports/h200-peers --no-progress

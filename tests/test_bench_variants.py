@@ -8,7 +8,7 @@ import triton
 from benchmarks.variants import v3_bitonic_network as v3
 from parity.routing.fused import fused, plan
 from parity.routing.oracle import route64
-from routing_cases import logits, scale
+from routing_cases import logits, scale, tied_logits
 
 
 @pytest.mark.parametrize("lanes", [1, 4])
@@ -67,3 +67,42 @@ def test_v7_pipelined_routes_like_fused(dtype, E, K, nan, dev):
     v7.launcher(g, K, s, w, ids, programs=3, stages=3, block_t=16)()
     assert torch.equal(ids.long(), route64(g, K, s)[1])
     assert torch.equal(w.nan_to_num(7.0), fused(g, K, s)[0].nan_to_num(7.0))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("stages", [1, 3])
+@pytest.mark.parametrize("nan", [None, "ties", "payloads", "negative"])
+@pytest.mark.parametrize("dtype,E,K", [(torch.bfloat16, 128, 8), (torch.bfloat16, 128, 1), (torch.float16, 64, 6),
+                                       (torch.bfloat16, 256, 8), (torch.float16, 128, 4)], ids=str)
+def test_v8_tma_ring_routes_like_fused(dtype, E, K, nan, stages, dev):
+    """The TMA-ring variant (Gluon, sm_90 and later): ids the oracle's and weights fused's, bit for bit,
+    over a batch that ends inside a block and more blocks than programs (each program's ring wraps);
+    a block with a NaN takes the NaN-checked keys; rows on a coarse grid tie at the K-th place."""
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs sm_90 or later")
+    from benchmarks.variants import v8_tma_ring as v8
+    T = 1000 + 3
+    g = logits(T, E, dtype, dev, seed=E + K) if nan != "ties" else tied_logits(T, E, dev).to(dtype)
+    if nan in NAN_BITS[dtype]:
+        first, second = NAN_BITS[dtype][nan]
+        g.view(torch.int16)[7, 3] = first
+        if second is not None:
+            g.view(torch.int16)[T - 1, E - 5] = second
+    s = scale(E, dev)
+    w = torch.full((T, K), float("nan"), device=dev)
+    ids = torch.full((T, K), -1, dtype=torch.int32, device=dev)
+    v8.launcher(g, K, s, w, ids, programs=5, stages=stages, max_registers=96)()
+    assert torch.equal(ids.long(), route64(g, K, s)[1])
+    assert torch.equal(w.nan_to_num(7.0), fused(g, K, s)[0].nan_to_num(7.0))
+
+
+def test_v8_tma_ring_takes_only_what_it_was_written_for():
+    """The variant's scope is checked before any launch (CPU: no kernel runs)."""
+    from benchmarks.variants import v8_tma_ring as v8
+    s = torch.ones(128)
+    with pytest.raises(ValueError, match="64, 128 or 256"):
+        v8.kernel_args(torch.zeros(4, 100, dtype=torch.bfloat16), 8, s, stages=3)
+    with pytest.raises(ValueError, match="64, 128 or 256"):
+        v8.kernel_args(torch.zeros(4, 128), 8, s, stages=3)
+    with pytest.raises(ValueError, match="contiguous"):
+        v8.kernel_args(torch.zeros(4, 256, dtype=torch.bfloat16)[:, :128], 8, s, stages=3)

@@ -44,3 +44,36 @@ def test_the_sass_probe_counts_route_kernel(tmp_path):
     assert row["kernel"] == "route_kernel" and row["vec"] == 4  # 120-byte rows: 8-byte vectors
     assert row["instructions"] > 0 and "before_flags" not in row
     assert any(k.startswith("fused.py:") for k in row["by_line"]), "no instruction traced to the kernel's source"
+
+
+def _tma_ring_sass(tmp_path, *args):
+    out = tmp_path / "ring.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TRITON_INTERPRET", None)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.probe_tma_ring", "--sass", "--quick", "--out", str(out),
+                           *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return done, out
+
+
+@pytest.mark.skipif(not PTXAS.exists(), reason="this Triton ships no ptxas")
+def test_the_tma_ring_compiles_for_sm90_without_bank_conflicts_or_spills(tmp_path):
+    """benchmarks/variants/v8_tma_ring.py runs on a GPU only (Gluon has no interpreter); here it
+    compiles for sm_90 with the installed Triton. The kernel asserts at compile time that its read
+    from the ring is free of bank conflicts (gl.bank_conflicts), and under a cap of 96 registers it
+    must not spill: at more, fewer warps an SM than route_kernel's would hide its latency."""
+    done, out = _tma_ring_sass(tmp_path, "--shapes", "128:bf16:8,256:fp16:4")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["E"], r["K"]) for r in rows] == [(128, 8), (256, 4)]
+    for r in rows:
+        assert r["spills"] == 0 and r["registers"] <= 96, r
+        assert 0 < r["loop_without_nan_pass"] < r["loop"] < r["instructions"], r
+
+
+@pytest.mark.skipif(not PTXAS.exists(), reason="this Triton ships no ptxas")
+def test_the_tma_ring_refuses_a_ring_whose_read_conflicts(tmp_path):
+    """Without the swizzle, sixteen rows' words 128 bytes apart fall in the same banks (v7's
+    layout, reports/bench/NOTES.md "Pipelined loads"): the kernel's static assertion stops the compile."""
+    done, _ = _tma_ring_sass(tmp_path, "--shapes", "128:bf16:8", "--swizzle", "0")
+    assert done.returncode != 0
+    assert "must not conflict in the banks" in done.stderr

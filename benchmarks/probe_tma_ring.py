@@ -1,0 +1,123 @@
+"""Probe: route_kernel's launch table against the TMA-ring variant (benchmarks/variants/v8_tma_ring.py:
+persistent one-warp programs whose next blocks arrive by TMA into a swizzled shared-memory ring) on
+the GPU, for reports/bench/NOTES.md ("A ring of TMA stages"). CUDA-graph replay, inputs rotated
+beyond L2, every configuration's ids checked against the oracle and its weights against the
+table's, bit for bit; then batches holding NaNs of both signs checked against fused.
+
+Without a GPU, --sass compiles every configuration for sm_90 with the installed Triton and prints
+its registers, spill instructions and the instructions of one pass of the loop (the notes' counts).
+
+python3 -m benchmarks.probe_tma_ring [--shapes 128:bf16:8,...] [--out FILE.json] [T ...]
+python3 -m benchmarks.probe_tma_ring --sass [--shapes ...]
+"""
+import argparse
+import json
+import re
+import sys
+
+# (stages, ptxas's register cap, programs an SM): the stages at the route_kernel's occupancy (95
+# registers under a cap of 96, no spill: ~21 warps an SM), then programs an SM, then the caps
+CONFIGS = [(1, 96, 16), (2, 96, 16), (3, 96, 16), (4, 96, 16), (3, 96, 12), (3, 96, 20), (3, 96, 21), (2, 96, 21),
+           (3, None, 16), (3, None, 12), (3, 88, 20), (3, 88, 23), (6, 96, 16), (3, 128, 14)]
+
+
+def configs():
+    yield {"kernel": "table"}
+    for stages, cap, per_sm in CONFIGS:
+        yield {"kernel": "tma_ring", "stages": stages, "max_registers": cap, "programs_per_sm": per_sm}
+
+
+def loop_instructions(sass: list[str]) -> tuple[int, int]:
+    """Instructions from the loop's head to its backward branch, and the same without the longest
+    forward jump inside it (the branch around the NaN pass, taken by every block without a NaN):
+    one pass of the loop as laid out, and the path a block without a NaN takes (the divergence
+    fallbacks ptxas adds to the rounds' shuffles are counted, ~10 instructions)."""
+    addr = [(int(m.group(1), 16), m.group(2)) for m in (re.match(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?);", ln) for ln in sass) if m]
+    branches = [(a, int(t.group(1), 16)) for a, text in addr if (t := re.search(r"@!?P\d (?:BRA|BRA P\d,) ?(0x[0-9a-f]+)", text))]
+    back = [(a, to) for a, to in branches if to < a]
+    if not back:
+        return 0, 0
+    end, head = max(back, key=lambda ab: ab[0] - ab[1])
+    skips = [to - a for a, to in branches if head <= a < to <= end]
+    loop = (end - head) // 16 + 1
+    return loop, loop - (max(skips, default=16) - 16) // 16
+
+
+def sass_counts(shapes: str, quick: bool = False, swizzle: int = 128) -> list[dict]:
+    """Compile every configuration for sm_90 (no GPU) and count its SASS (quick: 3 stages under a
+    cap of 96 registers alone; swizzle: the ring's, for the test that a conflicting read fails)."""
+    from benchmarks import sass_grouped as sg   # patches torch.cuda and Triton's driver: this process runs nothing
+    import torch
+    from benchmarks.variants import v8_tma_ring as v8
+    rows = []
+    for shape in shapes.split(","):
+        E, dt, K = shape.split(":")
+        E, dtype, K = int(E), sg.DTYPES[dt], int(K)
+        T = 250000
+        g = torch.empty(T, E, dtype=dtype)
+        s, w, ids = torch.empty(E), torch.empty(T, K), torch.empty(T, K, dtype=torch.int32)
+        for stages, cap in [(3, 96)] if quick else sorted({(c[0], c[1]) for c in CONFIGS}, key=str):
+            desc, args = v8.kernel_args(g, K, s, stages=stages, swizzle=swizzle)
+            extra = {} if cap is None else {"maxnreg": cap}
+            kernel = v8.tma_ring_kernel.warmup(desc, g, s, w, ids, T, g.stride(0), s.stride(0), grid=(1,),
+                                               num_warps=1, **args, **extra)
+            with sg.cubin_file(kernel) as path:
+                sass = [ln for ln in sg._tool("cuobjdump", "-sass", path).splitlines() if sg.INSTRUCTION.match(ln)]
+                res = sg._tool("cuobjdump", "-res-usage", path).strip().splitlines()[-1]
+            row = {"E": E, "dtype": dt, "K": K, "stages": stages, "max_registers": cap,
+                   "registers": int(re.search(r"REG:(\d+)", res).group(1)),
+                   "spills": sum(1 for ln in sass if re.search(r"\b(STL|LDL)", ln)),
+                   "instructions": len(sass)}
+            row["loop"], row["loop_without_nan_pass"] = loop_instructions(sass)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def nan_check(sms: int) -> list[dict]:
+    """Batches with NaNs of both signs in a few rows: the variant's ids and weights against fused's."""
+    import torch
+    from benchmarks.probe_persistent import nan_batch, same_as_fused
+    from benchmarks.variants import v8_tma_ring as v8
+    out = []
+    for E, dtype in ((128, torch.bfloat16), (256, torch.float16)):
+        g, s, want_w, want_ids = nan_batch(E, dtype)
+        for stages, cap, per_sm in CONFIGS[:4]:
+            out.append({"nan_batch": True, "E": E, "dtype": str(dtype), "stages": stages, **same_as_fused(
+                lambda w, ids: v8.launcher(g, 8, s, w, ids, programs=per_sm * sms, stages=stages, max_registers=cap)(),
+                want_w, want_ids)})
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    ap.add_argument("--shapes", default="128:bf16:8,128:bf16:4,128:bf16:1,256:bf16:8")
+    ap.add_argument("--sass", action="store_true", help="compile for sm_90 and count, no GPU needed")
+    ap.add_argument("--quick", action="store_true", help="with --sass: 3 stages, 96 registers alone")
+    ap.add_argument("--swizzle", type=int, default=128, help="with --sass: the ring's swizzle (0: conflicts)")
+    ap.add_argument("T", nargs="*", type=int, default=[250000, 65536])
+    a = ap.parse_args()
+    if a.sass:
+        rows = sass_counts(a.shapes, a.quick, a.swizzle)
+    else:
+        from parity.routing.fused import fused  # noqa: F401  first: parity decides TRITON_INTERPRET
+        from benchmarks.probe_persistent import sweep
+        from benchmarks.variants import v8_tma_ring as v8
+        import torch
+        rows = sweep(a.shapes, a.T, list(configs()), lambda cfg, g, K, case, sms: v8.launcher(
+            g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms, stages=cfg["stages"],
+            max_registers=cfg["max_registers"]))
+        rows += nan_check(torch.cuda.get_device_properties(0).multi_processor_count)
+    if a.out and a.sass:
+        import triton
+        with open(a.out, "w") as f:
+            json.dump({"triton": triton.__version__, "target": "sm_90 (compiled, not run)", "rows": rows}, f, indent=1)
+    elif a.out:
+        from benchmarks.probe_fused import write_rows
+        write_rows(a.out, rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
