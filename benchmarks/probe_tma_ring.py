@@ -15,16 +15,20 @@ import json
 import re
 import sys
 
-# (stages, ptxas's register cap, programs an SM): the stages at the route_kernel's occupancy (95
-# registers under a cap of 96, no spill: ~21 warps an SM), then programs an SM, then the caps
-CONFIGS = [(1, 96, 16), (2, 96, 16), (3, 96, 16), (4, 96, 16), (3, 96, 12), (3, 96, 20), (3, 96, 21), (2, 96, 21),
-           (3, None, 16), (3, None, 12), (3, 88, 20), (3, 88, 23), (6, 96, 16), (3, 128, 14)]
+# (stages, ptxas's register cap, programs an SM, fused.pick_rounds itself): the stages at route_kernel's
+# occupancy (95 registers under a cap of 96, no spill: ~21 warps an SM), then programs an SM, then the
+# caps, then the rounds as fused writes them
+CONFIGS = [(1, 96, 16, False), (2, 96, 16, False), (3, 96, 16, False), (4, 96, 16, False), (3, 96, 12, False),
+           (3, 96, 20, False), (3, 96, 21, False), (2, 96, 21, False), (3, None, 16, False), (3, None, 12, False),
+           (3, 88, 20, False), (3, 88, 23, False), (6, 96, 16, False), (3, 128, 14, False), (3, None, 16, True),
+           (3, None, 18, True)]
 
 
 def configs():
     yield {"kernel": "table"}
-    for stages, cap, per_sm in CONFIGS:
-        yield {"kernel": "tma_ring", "stages": stages, "max_registers": cap, "programs_per_sm": per_sm}
+    for stages, cap, per_sm, fused_rounds in CONFIGS:
+        yield {"kernel": "tma_ring", "stages": stages, "max_registers": cap, "programs_per_sm": per_sm,
+               "fused_rounds": fused_rounds}
 
 
 def loop_instructions(sass: list[str]) -> tuple[int, int]:
@@ -56,15 +60,15 @@ def sass_counts(shapes: str, quick: bool = False, swizzle: int = 128) -> list[di
         T = 250000
         g = torch.empty(T, E, dtype=dtype)
         s, w, ids = torch.empty(E), torch.empty(T, K), torch.empty(T, K, dtype=torch.int32)
-        for stages, cap in [(3, 96)] if quick else sorted({(c[0], c[1]) for c in CONFIGS}, key=str):
-            desc, args = v8.kernel_args(g, K, s, stages=stages, swizzle=swizzle)
+        for stages, cap, fused_rounds in [(3, 96, False)] if quick else sorted({(c[0], c[1], c[3]) for c in CONFIGS}, key=str):
+            desc, args = v8.kernel_args(g, K, s, stages=stages, swizzle=swizzle, fused_rounds=fused_rounds)
             extra = {} if cap is None else {"maxnreg": cap}
             kernel = v8.tma_ring_kernel.warmup(desc, g, s, w, ids, T, g.stride(0), s.stride(0), grid=(1,),
                                                num_warps=1, **args, **extra)
             with sg.cubin_file(kernel) as path:
                 sass = [ln for ln in sg._tool("cuobjdump", "-sass", path).splitlines() if sg.INSTRUCTION.match(ln)]
                 res = sg._tool("cuobjdump", "-res-usage", path).strip().splitlines()[-1]
-            row = {"E": E, "dtype": dt, "K": K, "stages": stages, "max_registers": cap,
+            row = {"E": E, "dtype": dt, "K": K, "stages": stages, "max_registers": cap, "fused_rounds": fused_rounds,
                    "registers": int(re.search(r"REG:(\d+)", res).group(1)),
                    "spills": sum(1 for ln in sass if re.search(r"\b(STL|LDL)", ln)),
                    "instructions": len(sass)}
@@ -82,10 +86,11 @@ def nan_check(sms: int) -> list[dict]:
     out = []
     for E, dtype in ((128, torch.bfloat16), (256, torch.float16)):
         g, s, want_w, want_ids = nan_batch(E, dtype)
-        for stages, cap, per_sm in CONFIGS[:4]:
-            out.append({"nan_batch": True, "E": E, "dtype": str(dtype), "stages": stages, **same_as_fused(
-                lambda w, ids: v8.launcher(g, 8, s, w, ids, programs=per_sm * sms, stages=stages, max_registers=cap)(),
-                want_w, want_ids)})
+        for stages, cap, per_sm, fused_rounds in CONFIGS[:4] + CONFIGS[-1:]:
+            out.append({"nan_batch": True, "E": E, "dtype": str(dtype), "stages": stages, "fused_rounds": fused_rounds,
+                        **same_as_fused(lambda w, ids: v8.launcher(g, 8, s, w, ids, programs=per_sm * sms, stages=stages,
+                                                                   max_registers=cap, fused_rounds=fused_rounds)(),
+                                        want_w, want_ids)})
             print(json.dumps(out[-1]), flush=True)
     return out
 
@@ -108,7 +113,7 @@ def main() -> None:
         import torch
         rows = sweep(a.shapes, a.T, list(configs()), lambda cfg, g, K, case, sms: v8.launcher(
             g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms, stages=cfg["stages"],
-            max_registers=cfg["max_registers"]))
+            max_registers=cfg["max_registers"], fused_rounds=cfg["fused_rounds"]))
         rows += nan_check(torch.cuda.get_device_properties(0).multi_processor_count)
     if a.out and a.sass:
         import triton

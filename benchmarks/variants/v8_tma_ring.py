@@ -31,9 +31,10 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from parity.routing.fused import NAN_MAGNITUDE
+from parity.routing.fused import NAN_MAGNITUDE, pick_rounds
 from parity.routing.kernel_parts import (
     exp_shifted,
+    half_keys_hold_nan,
     half_nan_bounds,
     load_fp32,
     nan_keys_on_top,
@@ -81,7 +82,7 @@ def _route_stage(words, blk, gating_ptr, scale_ptr, weights_ptr, ids_ptr, T, str
                  K: gl.constexpr, BLOCK_T: gl.constexpr, BOXES: gl.constexpr, BLOCK_K: gl.constexpr,
                  LOG2_BLOCK_K: gl.constexpr, COL_BITS: gl.constexpr, ACCURATE_EXP: gl.constexpr,
                  IS_BF16: gl.constexpr, SCALE_IS_BF16: gl.constexpr, NAN_MAG: gl.constexpr,
-                 WORDS_LAYOUT: gl.constexpr, OUT_LAYOUT: gl.constexpr):
+                 WORDS_LAYOUT: gl.constexpr, OUT_LAYOUT: gl.constexpr, FUSED_ROUNDS: gl.constexpr):
     """Route block ``blk`` from its words [BOXES, BLOCK_T, BOX_WORDS] (box b, word j: logits b * 64 + 2j
     in the low half and b * 64 + 2j + 1 in the high half)."""
     COL_MASK: gl.constexpr = (1 << COL_BITS) - 1
@@ -92,19 +93,29 @@ def _route_stage(words, blk, gating_ptr, scale_ptr, weights_ptr, ids_ptr, T, str
     col = box * (2 * BOX_WORDS) + 2 * j + zero            # the even column of each word
     packed = gl.join(top_half_key_unchecked(words << 16, COL_MASK - col),
                      top_half_key_unchecked(words, COL_MASK - 1 - col))   # [BOXES, BLOCK_T, BOX_WORDS, 2]
-    best = _row_max(packed)
-    inf_top, below_neg_inf = half_nan_bounds(NAN_MAG, COL_BITS)
-    has_nan = (gl.max(best, axis=0) > inf_top) | (gl.min(_row_min(packed), axis=0) < below_neg_inf)
-    for _ in range(has_nan.to(gl.int32)):   # a block with a NaN: its keys made NaN-checked ones (fused)
-        packed = nan_keys_on_top(packed, NAN_MAG, COL_BITS)
-        best = _row_max(packed)
-
-    slots = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, OUT_LAYOUT))
     row_layout: gl.constexpr = gl.SliceLayout(1, OUT_LAYOUT)
-    top = gl.where(slots[None, :] == 0, gl.convert_layout(best, row_layout)[:, None], 0)
-    for k in gl.static_range(1, K):
-        best = _below(best, packed)
-        top = gl.where(slots[None, :] == k, gl.convert_layout(best, row_layout)[:, None], top)
+    if FUSED_ROUNDS:   # fused's own functions on the tile as fused holds it, [rows, C, V]
+        packed = gl.reshape(gl.permute(packed, (1, 0, 2, 3)), [BLOCK_T, BOXES * BOX_WORDS, 2])
+        best = gl.max(gl.max(packed, axis=2), axis=1)
+        for _ in range(half_keys_hold_nan(packed, best, NAN_MAG, COL_BITS).to(gl.int32)):
+            packed = nan_keys_on_top(packed, NAN_MAG, COL_BITS)
+            best = gl.max(gl.max(packed, axis=2), axis=1)
+        top, _, _ = pick_rounds(packed, best, gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, gl.SliceLayout(
+            2, packed.type.layout))), K, K, COL_BITS, False)
+        top = gl.convert_layout(top, OUT_LAYOUT)
+    else:              # the same rounds over the tile as it arrives, [boxes, rows, words, 2]
+        best = _row_max(packed)
+        inf_top, below_neg_inf = half_nan_bounds(NAN_MAG, COL_BITS)
+        has_nan = (gl.max(best, axis=0) > inf_top) | (gl.min(_row_min(packed), axis=0) < below_neg_inf)
+        for _ in range(has_nan.to(gl.int32)):   # a block with a NaN: its keys made NaN-checked ones (fused)
+            packed = nan_keys_on_top(packed, NAN_MAG, COL_BITS)
+            best = _row_max(packed)
+        slots = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, OUT_LAYOUT))
+        top = gl.where(slots[None, :] == 0, gl.convert_layout(best, row_layout)[:, None], 0)
+        for k in gl.static_range(1, K):
+            best = _below(best, packed)
+            top = gl.where(slots[None, :] == k, gl.convert_layout(best, row_layout)[:, None], top)
+    slots = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, OUT_LAYOUT))
 
     rows = blk * BLOCK_T + gl.arange(0, BLOCK_T, layout=row_layout)
     row_ok = rows < T
@@ -125,7 +136,7 @@ def tma_ring_kernel(
     desc, gating_ptr, scale_ptr, weights_ptr, ids_ptr, T, stride_gt, stride_s,
     K: gl.constexpr, BLOCK_T: gl.constexpr, BOXES: gl.constexpr, BLOCK_K: gl.constexpr,
     LOG2_BLOCK_K: gl.constexpr, COL_BITS: gl.constexpr, ACCURATE_EXP: gl.constexpr, IS_BF16: gl.constexpr,
-    SCALE_IS_BF16: gl.constexpr, NAN_MAG: gl.constexpr, STAGES: gl.constexpr,
+    SCALE_IS_BF16: gl.constexpr, NAN_MAG: gl.constexpr, STAGES: gl.constexpr, FUSED_ROUNDS: gl.constexpr = False,
 ):
     # one warp: lanes 0..BLOCK_T-1 hold rows, each row's 16-byte chunks dealt to its lanes in turn (as in
     # fused's tile: one block routed outside a loop takes 92 registers so, 101 with each lane holding a box)
@@ -150,7 +161,7 @@ def tma_ring_kernel(
                          "the words' read from the ring must not conflict in the banks")
         _route_stage(words, first + i * step, gating_ptr, scale_ptr, weights_ptr, ids_ptr, T, stride_gt, stride_s,
                      K, BLOCK_T, BOXES, BLOCK_K, LOG2_BLOCK_K, COL_BITS, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16,
-                     NAN_MAG, WORDS_LAYOUT, OUT_LAYOUT)
+                     NAN_MAG, WORDS_LAYOUT, OUT_LAYOUT, FUSED_ROUNDS)
         # the stage's words are consumed (the keys are made of them): refill it with the block STAGES ahead
         _CTA_BARRIER()
         nxt = first + (i + STAGES) * step
@@ -166,8 +177,12 @@ def ring_layout(swizzle: int = 128) -> gl.NVMMASharedLayout:
     return gl.NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=32, rank=3)
 
 
-def kernel_args(g: torch.Tensor, K: int, scale: torch.Tensor, *, stages: int, swizzle: int = 128) -> tuple:
-    """The descriptor and compile-time arguments for a batch g (checked against the variant's scope)."""
+def kernel_args(g: torch.Tensor, K: int, scale: torch.Tensor, *, stages: int, swizzle: int = 128,
+                fused_rounds: bool = False) -> tuple:
+    """The descriptor and compile-time arguments for a batch g (checked against the variant's scope).
+    fused_rounds: the rounds by fused.pick_rounds itself on the tile reshaped to fused's [rows, C, V]
+    (the code route_kernel runs; 110 registers, and spills under a cap of 96), else the same rule
+    written for the tile as it arrives (95 registers under the cap, no spill)."""
     T, E = g.shape
     if g.dtype not in (torch.bfloat16, torch.float16) or E not in (64, 128, 256):
         raise ValueError(f"v8 takes bf16/fp16 rows of 64, 128 or 256 logits, not {g.dtype} x {E}")
@@ -183,13 +198,14 @@ def kernel_args(g: torch.Tensor, K: int, scale: torch.Tensor, *, stages: int, sw
     return desc, dict(
         K=K, BLOCK_T=block_t, BOXES=boxes, BLOCK_K=block_k, LOG2_BLOCK_K=block_k.bit_length() - 1,
         COL_BITS=max(1, (E - 1).bit_length()), ACCURATE_EXP=True, IS_BF16=g.dtype == torch.bfloat16,
-        SCALE_IS_BF16=scale.dtype == torch.bfloat16, NAN_MAG=NAN_MAGNITUDE[g.dtype], STAGES=stages)
+        SCALE_IS_BF16=scale.dtype == torch.bfloat16, NAN_MAG=NAN_MAGNITUDE[g.dtype], STAGES=stages,
+        FUSED_ROUNDS=fused_rounds)
 
 
 def launcher(g: torch.Tensor, K: int, scale: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, *,
-             programs: int, stages: int = 3, max_registers: int | None = None):
-    """A no-argument launch of the ring kernel on ``programs`` one-warp programs."""
-    desc, args = kernel_args(g, K, scale, stages=stages)
+             programs: int, stages: int = 3, max_registers: int | None = None, fused_rounds: bool = False):
+    """A no-argument launch of the ring kernel on ``programs`` one-warp programs (kernel_args)."""
+    desc, args = kernel_args(g, K, scale, stages=stages, fused_rounds=fused_rounds)
     grid = (max(1, min(programs, triton.cdiv(g.shape[0], args["BLOCK_T"]))),)
     extra = {} if max_registers is None else {"maxnreg": max_registers}
 

@@ -170,7 +170,7 @@ def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_
     have two consecutive picks of the ROUNDS sharing a truncated key, and which have the K-th and
     the (K + 1)-th sharing one (ROUNDS = K + 1)."""
     top = tl.where(slots[None, :] == 0, best[:, None], 0)
-    ambiguous = tl.zeros(best.shape, dtype=tl.int1)
+    ambiguous = best < best   # all False, in best's layout (a Gluon caller's too: tl.zeros would need one)
     at_kth = ambiguous
     for k in tl.static_range(1, ROUNDS):
         prev = best
