@@ -15,36 +15,53 @@ import json
 import re
 import sys
 
-# (stages, ptxas's register cap, programs an SM, fused.pick_rounds itself): the stages at route_kernel's
-# occupancy (95 registers under a cap of 96, no spill: ~21 warps an SM), then programs an SM, then the
-# caps, then the rounds as fused writes them
+# (stages, ptxas's register cap, programs an SM, fused.pick_rounds itself), bf16/fp16: the stages at
+# route_kernel's occupancy (95 registers under a cap of 96, no spill: ~21 warps an SM), then programs an
+# SM, then the caps, then the rounds as fused writes them
 CONFIGS = [(1, 96, 16, False), (2, 96, 16, False), (3, 96, 16, False), (4, 96, 16, False), (3, 96, 12, False),
            (3, 96, 20, False), (3, 96, 21, False), (2, 96, 21, False), (3, None, 16, False), (3, None, 12, False),
            (3, 88, 20, False), (3, 88, 23, False), (6, 96, 16, False), (3, 128, 14, False), (3, None, 16, True),
            (3, None, 18, True)]
+CONFIGS_FP32 = [(1, 64, 32, True), (2, 64, 32, True), (3, 64, 32, True), (4, 64, 32, True), (3, 64, 24, True),
+                (3, 72, 28, True), (3, None, 24, True), (6, 64, 32, True)]
+"""fp32: fused's selection itself (picks_of, exact paths included), 80 registers uncapped, none spilled
+at 64 (route_kernel's count: 32 warps an SM)."""
 
 
-def configs():
+def configs_for(dtype: str):
     yield {"kernel": "table"}
-    for stages, cap, per_sm, fused_rounds in CONFIGS:
+    for stages, cap, per_sm, fused_rounds in CONFIGS_FP32 if dtype == "fp32" else CONFIGS:
         yield {"kernel": "tma_ring", "stages": stages, "max_registers": cap, "programs_per_sm": per_sm,
                "fused_rounds": fused_rounds}
 
 
 def loop_instructions(sass: list[str]) -> tuple[int, int]:
-    """Instructions from the loop's head to its backward branch, and the same without the longest
-    forward jump inside it (the branch around the NaN pass, taken by every block without a NaN):
-    one pass of the loop as laid out, and the path a block without a NaN takes (the divergence
-    fallbacks ptxas adds to the rounds' shuffles are counted, ~10 instructions)."""
-    addr = [(int(m.group(1), 16), m.group(2)) for m in (re.match(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?);", ln) for ln in sass) if m]
-    branches = [(a, int(t.group(1), 16)) for a, text in addr if (t := re.search(r"@!?P\d (?:BRA|BRA P\d,) ?(0x[0-9a-f]+)", text))]
-    back = [(a, to) for a, to in branches if to < a]
+    """Instructions from the loop's head to its backward branch, and those a block without a NaN or
+    a near tie executes: walking from the head, every forward branch that stays inside the loop is
+    taken (past the NaN pass, fp32's exact and ranked paths), every other falls through (the
+    mbarrier's retry and the shuffles' divergence fallbacks, laid out after the loop), unconditional
+    branches followed. A count of the laid-out code, not of a run: Nsight Compute's executed
+    instructions a warp are the measured equivalent."""
+    addr = [(int(m.group(1), 16), m.group(2).strip()) for m in
+            (re.match(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?);", ln) for ln in sass) if m]
+    target = {a: int(t.group(1), 16) for a, text in addr
+              if (t := re.search(r"BRA(?:\.\w+)? (?:!?U?P\w+, )?(0x[0-9a-f]+)", text)) and "BRA.DIV" not in text}
+    conditional = {a for a, text in addr if text.startswith("@")}
+    back = [(a, to) for a, to in target.items() if to < a and a in conditional]   # out-of-line code returns unconditionally
     if not back:
         return 0, 0
     end, head = max(back, key=lambda ab: ab[0] - ab[1])
-    skips = [to - a for a, to in branches if head <= a < to <= end]
-    loop = (end - head) // 16 + 1
-    return loop, loop - (max(skips, default=16) - 16) // 16
+    index = {a: i for i, (a, _) in enumerate(addr)}
+    i, walked = index[head], 0
+    while addr[i][0] != end and walked <= len(addr):
+        a, text = addr[i]
+        walked += 1
+        to = target.get(a)
+        if to is not None and (a not in conditional or head <= to <= end) and to > a:
+            i = index[to]
+        else:
+            i += 1
+    return (end - head) // 16 + 1, walked + 1
 
 
 def sass_counts(shapes: str, quick: bool = False, swizzle: int = 128) -> list[dict]:
@@ -60,7 +77,9 @@ def sass_counts(shapes: str, quick: bool = False, swizzle: int = 128) -> list[di
         T = 250000
         g = torch.empty(T, E, dtype=dtype)
         s, w, ids = torch.empty(E), torch.empty(T, K), torch.empty(T, K, dtype=torch.int32)
-        for stages, cap, fused_rounds in [(3, 96, False)] if quick else sorted({(c[0], c[1], c[3]) for c in CONFIGS}, key=str):
+        listed = CONFIGS_FP32 if dt == "fp32" else CONFIGS
+        for stages, cap, fused_rounds in [listed[2][:2] + listed[2][3:]] if quick else sorted(
+                {(c[0], c[1], c[3]) for c in listed}, key=str):
             desc, args = v8.kernel_args(g, K, s, stages=stages, swizzle=swizzle, fused_rounds=fused_rounds)
             extra = {} if cap is None else {"maxnreg": cap}
             kernel = v8.tma_ring_kernel.warmup(desc, g, s, w, ids, T, g.stride(0), s.stride(0), grid=(1,),
@@ -72,7 +91,7 @@ def sass_counts(shapes: str, quick: bool = False, swizzle: int = 128) -> list[di
                    "registers": int(re.search(r"REG:(\d+)", res).group(1)),
                    "spills": sum(1 for ln in sass if re.search(r"\b(STL|LDL)", ln)),
                    "instructions": len(sass)}
-            row["loop"], row["loop_without_nan_pass"] = loop_instructions(sass)
+            row["loop"], row["common_path"] = loop_instructions(sass)
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -98,9 +117,9 @@ def nan_check(sms: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
-    ap.add_argument("--shapes", default="128:bf16:8,128:bf16:4,128:bf16:1,256:bf16:8")
+    ap.add_argument("--shapes", default="128:bf16:8,128:bf16:4,128:bf16:1,256:bf16:8,128:fp32:8")
     ap.add_argument("--sass", action="store_true", help="compile for sm_90 and count, no GPU needed")
-    ap.add_argument("--quick", action="store_true", help="with --sass: 3 stages, 96 registers alone")
+    ap.add_argument("--quick", action="store_true", help="with --sass: one configuration a shape (3 stages)")
     ap.add_argument("--swizzle", type=int, default=128, help="with --sass: the ring's swizzle (0: conflicts)")
     ap.add_argument("T", nargs="*", type=int, default=[250000, 65536])
     a = ap.parse_args()
@@ -111,9 +130,11 @@ def main() -> None:
         from benchmarks.probe_persistent import sweep
         from benchmarks.variants import v8_tma_ring as v8
         import torch
-        rows = sweep(a.shapes, a.T, list(configs()), lambda cfg, g, K, case, sms: v8.launcher(
-            g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms, stages=cfg["stages"],
-            max_registers=cfg["max_registers"], fused_rounds=cfg["fused_rounds"]))
+        rows = []
+        for shape in a.shapes.split(","):
+            rows += sweep(shape, a.T, list(configs_for(shape.split(":")[1])), lambda cfg, g, K, case, sms: v8.launcher(
+                g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms, stages=cfg["stages"],
+                max_registers=cfg["max_registers"], fused_rounds=cfg["fused_rounds"]))
         rows += nan_check(torch.cuda.get_device_properties(0).multi_processor_count)
     if a.out and a.sass:
         import triton

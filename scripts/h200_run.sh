@@ -12,7 +12,7 @@
 # mutants: scripts/mutate_kernels.py --gpu over MUTANTS_ONLY (default: the three that only the GPU can show) into
 # reports/h200-kernel-mutants.
 # tmaring: the TMA-ring variant's CUDA tests (tests/test_bench_variants.py -k v8), then benchmarks/probe_tma_ring
-# (PROBE_RING_ARGS; default Gemma4's and GPT-OSS's shapes at T=250000 and 65536) into logs/probe-tma-ring.json.
+# (PROBE_RING_ARGS; default Gemma4's bf16 and fp32 and GPT-OSS's shapes at T=250000 and 65536) into logs/probe-tma-ring.json.
 # peers needs the git-ignored peers/ directory carried (device tool: carry ["peers"]; benchmarks/peers.py).
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5), FUZZ_LIMIT,
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
@@ -45,9 +45,9 @@ for step in $steps; do
         ${PROBE_GROUPED_ARGS:-} ${PROBE_TS:-250000 2048 64} > "$LOGS/probe-grouped.log" 2>&1 ;;
     probefused) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --out "$LOGS/probe-fused.json" \
         ${PROBE_FUSED_ARGS:---shapes 60:bf16:4:all,60:bf16:4:k --configs rounds,small 250000 2048 512 8} > "$LOGS/probe-fused.log" 2>&1 ;;
-    tmaring) { timeout 200 python3 -m pytest -n 8 -q -rA -p no:cacheprovider -k v8 tests/test_bench_variants.py
-        timeout ${PROBE_LIMIT:-300} python3 -m benchmarks.probe_tma_ring --out "$LOGS/probe-tma-ring.json" \
-          ${PROBE_RING_ARGS:---shapes 128:bf16:8,128:bf16:4 250000 65536}; } > "$LOGS/tma-ring.log" 2>&1 ;;
+    tmaring) { timeout 150 python3 -m pytest -n 8 -q -rA -p no:cacheprovider -k v8 tests/test_bench_variants.py
+        timeout ${RING_LIMIT:-420} python3 -m benchmarks.probe_tma_ring --out "$LOGS/probe-tma-ring.json" \
+          ${PROBE_RING_ARGS:---shapes 128:bf16:8,128:fp32:8,128:bf16:4 250000 65536}; } > "$LOGS/tma-ring.log" 2>&1 ;;
     peers) { python3 -m benchmarks.peers
         timeout 200 python3 -m parity.cli sweep --grid smoke --family gpt_oss --candidate benchmarks.peers:triton_kernels_topk \
           --out reports/h200-peers --no-progress

@@ -96,13 +96,40 @@ def test_v8_tma_ring_routes_like_fused(dtype, E, K, nan, stages, fused_rounds, d
     assert torch.equal(w.nan_to_num(7.0), fused(g, K, s)[0].nan_to_num(7.0))
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("stages", [1, 3])
+@pytest.mark.parametrize("case", ["randn", "near_ties", "nan_inf"])
+def test_v8_tma_ring_routes_fp32_like_fused(case, stages, dev):
+    """fp32 rows of 128 through the ring run fused's whole selection (picks_of): rows near 1.0 whose
+    keys tie once truncated take the ranked and the exact paths; NaNs (a payload, a negative one)
+    and infinities keep fused's order."""
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs sm_90 or later")
+    from benchmarks.variants import v8_tma_ring as v8
+    T, E, K = 1000 + 3, 128, 8
+    g = logits(T, E, torch.float32, dev, seed=5)
+    if case == "near_ties":
+        g[::3] = (1.0 + 1e-6 * torch.randn(g[::3].shape, generator=torch.Generator().manual_seed(1))).to(dev)
+    elif case == "nan_inf":
+        bits = g.view(torch.int32)
+        bits[7, 3], bits[7, 90], bits[T - 1, E - 5] = 0x7FC00001, -0x400000, 0x7F800001   # NaNs, one negative
+        g[11, 4], g[11, 5], g[12, :] = float("inf"), float("-inf"), float("-inf")
+    s = scale(E, dev)
+    w = torch.full((T, K), float("nan"), device=dev)
+    ids = torch.full((T, K), -1, dtype=torch.int32, device=dev)
+    v8.launcher(g, K, s, w, ids, programs=5, stages=stages, max_registers=64)()
+    want_w, want_ids = fused(g, K, s)
+    assert torch.equal(ids.long(), route64(g, K, s)[1])
+    assert torch.equal(ids, want_ids) and torch.equal(w.nan_to_num(7.0), want_w.nan_to_num(7.0))
+
+
 def test_v8_tma_ring_takes_only_what_it_was_written_for():
     """The variant's scope is checked before any launch (CPU: no kernel runs)."""
     from benchmarks.variants import v8_tma_ring as v8
     s = torch.ones(128)
     with pytest.raises(ValueError, match="64, 128 or 256"):
         v8.kernel_args(torch.zeros(4, 100, dtype=torch.bfloat16), 8, s, stages=3)
-    with pytest.raises(ValueError, match="64, 128 or 256"):
-        v8.kernel_args(torch.zeros(4, 128), 8, s, stages=3)
+    with pytest.raises(ValueError, match="fp32 rows of 128"):
+        v8.kernel_args(torch.zeros(4, 256), 8, s, stages=3)
     with pytest.raises(ValueError, match="contiguous"):
         v8.kernel_args(torch.zeros(4, 256, dtype=torch.bfloat16)[:, :128], 8, s, stages=3)

@@ -113,7 +113,6 @@ def route_kernel(
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
                                      columns_in_row(cols, E, BLOCK_E, VEC, ROW_ALIGN), COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
                                      NAN_CHECKED=not UNCHECKED)
-    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
 
     best = tl.max(tl.max(packed, axis=2), axis=1)
     if UNCHECKED:
@@ -129,20 +128,7 @@ def route_kernel(
         else:
             row_max = key_value(tl.max(tl.max(key, axis=2), axis=1), KEY16, IS_BF16)
         den = softmax_denominator(x, row_max, LOG2_BLOCK_E, ACCURATE_EXP, not KEY16)
-    ROUNDS: tl.constexpr = K + 1 if CHECK_LOSS else K  # one more pick shows a tie across the K-th place
-    top, ambiguous, at_kth = pick_rounds(packed, best, slots, K, ROUNDS, COL_BITS, CHECK_LOSS)
-    top_id = COL_MASK - (top & COL_MASK)
-
-    if CHECK_LOSS:
-        # Truncated fp32 keys that tie are ordered by id, not by their dropped bits. A tie inside
-        # the K picks leaves the set right and only its order in doubt: the picks are ranked again
-        # by their logits below. A tie across the K-th place leaves the set in doubt: the block
-        # takes the exact iterative max (reports/bench/NOTES.md, "fp32 truncated ties inside the K").
-        in_doubt = ambiguous & (tl.max(tl.max(key & COL_MASK, axis=2), axis=1) != 0) & row_ok
-        set_in_doubt = tl.max((in_doubt & at_kth).to(tl.int32), axis=0)
-        if set_in_doubt > 0:
-            top_id = exact_topk(key, cols, slots, K, BLOCK_E, top_id)
-        order_in_doubt = tl.max(in_doubt.to(tl.int32), axis=0) > set_in_doubt
+    top_id, order_in_doubt = picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, COL_BITS, CHECK_LOSS)
 
     out_ok = row_ok[:, None] & (slots < K)[None, :]
     top_id = tl.where(out_ok, top_id, 0)
@@ -187,6 +173,32 @@ def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_
 
 
 @triton.jit
+def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: tl.constexpr, COL_BITS: tl.constexpr,
+             CHECK_LOSS: tl.constexpr):
+    """The K picks' ids [BLOCK_T, BLOCK_K] from packed keys [BLOCK_T, C, V] (``best``: the rows'
+    largest; ``key``: the full keys, for fp32's exact path; ``cols``: the columns [1, C, V]), and,
+    under CHECK_LOSS, whether some row's picks are right as a set but in doubt as to their order
+    (the caller ranks them again by their logits: ranked_by_logit). route_kernel and the TMA-ring
+    variant (benchmarks/variants/v8_tma_ring.py) select through here."""
+    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+    ROUNDS: tl.constexpr = K + 1 if CHECK_LOSS else K  # one more pick shows a tie across the K-th place
+    top, ambiguous, at_kth = pick_rounds(packed, best, slots, K, ROUNDS, COL_BITS, CHECK_LOSS)
+    top_id = COL_MASK - (top & COL_MASK)
+    order_in_doubt = 0
+    if CHECK_LOSS:
+        # Truncated fp32 keys that tie are ordered by id, not by their dropped bits. A tie inside
+        # the K picks leaves the set right and only its order in doubt: the picks are ranked again
+        # by their logits (the caller). A tie across the K-th place leaves the set in doubt: the
+        # block takes the exact iterative max (reports/bench/NOTES.md, "fp32 truncated ties inside the K").
+        in_doubt = ambiguous & (tl.max(tl.max(key & COL_MASK, axis=2), axis=1) != 0) & row_ok
+        set_in_doubt = tl.max((in_doubt & at_kth).to(tl.int32), axis=0)
+        if set_in_doubt > 0:
+            top_id = exact_topk(key, cols, slots, K, BLOCK_E, top_id)
+        order_in_doubt = tl.max(in_doubt.to(tl.int32), axis=0) > set_in_doubt
+    return top_id, order_in_doubt
+
+
+@triton.jit
 def ranked_by_logit(top_id, v, slots, K: tl.constexpr, PAIRWISE: tl.constexpr = False):
     """The K picks (ids [BLOCK_T, BLOCK_K] and their fp32 logits v) put in the oracle's order:
     larger logit first (by order key: every NaN ties above +inf, -0.0 ties +0.0), then lower id.
@@ -207,7 +219,7 @@ def ranked_by_logit(top_id, v, slots, K: tl.constexpr, PAIRWISE: tl.constexpr = 
         ranked_id = by_rank(rank, top_id, slots)
         ranked_bits = by_rank(rank, bits, slots)
     else:
-        rank = tl.zeros_like(top_id)
+        rank = top_id * 0   # zeros in top_id's layout (tl.zeros_like needs a layout under Gluon)
         for j in tl.range(K, loop_unroll_factor=1):
             at_j = slots[None, :] == j
             f_j = tl.sum(tl.where(at_j, f, 0), axis=1)[:, None]
