@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import torch
 import triton
-import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma
@@ -53,7 +52,7 @@ _TMA_LOAD = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 _CTA_BARRIER = getattr(gl, "thread_barrier", None) or gl.barrier
 """gl.thread_barrier in Triton 3.6, gl.barrier in 3.9."""
 BOX_WORDS = gl.constexpr(32)
-"""A TMA box's row: 32 words, 64 logits, 128 bytes (the 128-byte swizzle's width)."""
+"""A TMA box's row: 32 words, 128 bytes (the 128-byte swizzle's width): 64 bf16/fp16 logits or 32 fp32."""
 
 
 @gluon.jit
@@ -124,6 +123,7 @@ def _route_stage(words, blk, gating_ptr, scale_ptr, weights_ptr, ids_ptr, T, str
             for _ in range(half_keys_hold_nan(packed, best, NAN_MAG, COL_BITS).to(gl.int32)):
                 packed = nan_keys_on_top(packed, NAN_MAG, COL_BITS)
                 best = gl.max(gl.max(packed, axis=2), axis=1)
+            # without CHECK_LOSS picks_of reads neither the full keys, the columns nor row_ok: stand-ins
             top_id, _ = picks_of(packed, packed, best, packed, gl.arange(0, BLOCK_K, layout=gl.SliceLayout(
                 0, gl.SliceLayout(2, packed.type.layout))), best > 0, K, 2 * BOXES * BOX_WORDS, COL_BITS, False)
             top_id = gl.convert_layout(top_id, OUT_LAYOUT)
@@ -171,7 +171,7 @@ def tma_ring_kernel(
         # fp32, 128 logits (four boxes) a row, four rows: lane bits 0-1 the row, bit 2 the chunk's bit 2
         # (4 chunks apart: with the swizzle, a quarter-warp's four rows and two chunks fall in eight
         # distinct bank groups), bits 3-4 its bits 0-1; registers the chunk's four words and the box
-        tl.static_assert(BOXES == 4 and BLOCK_T == 4, "the fp32 ring is laid out for rows of 128 logits")
+        gl.static_assert(BOXES == 4 and BLOCK_T == 4, "the fp32 ring is laid out for rows of 128 logits")
         WORDS_LAYOUT: gl.constexpr = gl.DistributedLinearLayout(
             [[0, 0, 1], [0, 0, 2], [1, 0, 0], [2, 0, 0]], [[0, 1, 0], [0, 2, 0], [0, 0, 16], [0, 0, 4], [0, 0, 8]],
             [], [], [BOXES, BLOCK_T, BOX_WORDS])
