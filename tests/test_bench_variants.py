@@ -123,6 +123,29 @@ def test_v8_tma_ring_routes_fp32_like_fused(case, stages, dev):
     assert torch.equal(ids, want_ids) and torch.equal(w.nan_to_num(7.0), want_w.nan_to_num(7.0))
 
 
+@pytest.mark.parametrize("dtype,E", [(torch.bfloat16, 128), (torch.float16, 256), (torch.bfloat16, 64),
+                                     (torch.float32, 128)], ids=str)
+def test_v8_tma_ring_descriptor_views_the_words_the_kernel_keys(dtype, E):
+    """CPU: the ring's descriptor, read as the strided view TMA copies from, puts row r's box b, word j
+    at [b, r, j], and that word holds the logits the kernel's ids name: columns 64b + 2j and
+    64b + 2j + 1 (low half, high half) for 16-bit rows, 32b + j for fp32."""
+    from benchmarks.variants import v8_tma_ring as v8
+    T = 37
+    bits = torch.arange(T * E, dtype=torch.int32).reshape(T, E)   # every element a distinct bit pattern
+    g = (bits % 32768).to(torch.int16).view(dtype) if dtype.itemsize == 2 else bits.view(dtype)
+    desc, args = v8.kernel_args(g, 8, torch.ones(E), stages=3)
+    view = torch.as_strided(g.view(torch.int32), desc.shape, desc.strides)
+    assert list(view.shape) == [args["BOXES"], T, 32] and list(desc.block_shape) == [args["BOXES"], args["BLOCK_T"], 32]
+    b, r, j = torch.meshgrid(torch.arange(args["BOXES"]), torch.arange(T), torch.arange(32), indexing="ij")
+    if dtype.itemsize == 2:
+        halves = view.contiguous().view(torch.int16).reshape(args["BOXES"], T, 32, 2)
+        g16 = g.view(torch.int16)
+        assert torch.equal(halves[..., 0], g16[r, 64 * b + 2 * j]) and torch.equal(halves[..., 1], g16[r, 64 * b + 2 * j + 1])
+    else:
+        assert torch.equal(view, bits[r, 32 * b + j])
+    assert args["BLOCK_T"] * args["BOXES"] * 32 * 4 == {2: 4096, 4: 2048}[dtype.itemsize]   # fused's keys a warp
+
+
 def test_v8_tma_ring_takes_only_what_it_was_written_for():
     """The variant's scope is checked before any launch (CPU: no kernel runs)."""
     from benchmarks.variants import v8_tma_ring as v8
