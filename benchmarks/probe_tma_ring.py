@@ -9,6 +9,9 @@ its registers, spill instructions and the instructions of one pass of the loop (
 
 python3 -m benchmarks.probe_tma_ring [--shapes 128:bf16:8,...] [--out FILE.json] [T ...]
 python3 -m benchmarks.probe_tma_ring --sass [--shapes ...]
+python3 -m benchmarks.probe_tma_ring --profile 3:96:16,3:96:21 [--shapes ...] [T]: for Nsight Compute
+(scripts/h200_run.sh ncuring): per shape, the table's launch and each STAGES:CAP:PROGRAMS_AN_SM ring
+once between cudaProfilerStart and Stop (after a compiling launch), ids checked against the oracle
 """
 import argparse
 import json
@@ -114,6 +117,45 @@ def nan_check(sms: int) -> list[dict]:
     return out
 
 
+def profile(shapes: str, specs: str, T: int) -> None:
+    """One profiled launch of the table and of each ring configuration a shape, labelled as
+    benchmarks/profile_ncu labels its launches (benchmarks/ncu_summary reads the labels); exits
+    non-zero if a launch's ids are not the oracle's (a profile of a wrong kernel is no profile)."""
+    import torch
+    from parity.routing.fused import plan
+    from parity.routing.oracle import route64
+    from benchmarks.variants import v8_tma_ring as v8
+    from benchmarks.probe_fused import DTYPES
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    wrong = []
+    for shape in shapes.split(","):
+        E, dt, K = shape.split(":")
+        E, K = int(E), int(K)
+        torch.manual_seed(0)
+        g = torch.randn(T, E, device="cuda").to(DTYPES[dt])
+        s = torch.rand(E, device="cuda")
+        want = route64(g, K, s)[1]
+        w, ids = torch.empty(T, K, device="cuda"), torch.empty(T, K, dtype=torch.int32, device="cuda")
+        launches = [("table", lambda: plan(g, K, s).run(g, s, w, ids))]
+        for spec in specs.split(","):
+            stages, cap, per_sm = (int(v) if v not in ("", "none") else None for v in spec.split(":")[:3])
+            launches.append((f"ring{spec.replace(':', '/')}", v8.launcher(
+                g, K, s, w, ids, programs=per_sm * sms, stages=stages, max_registers=cap, fused_rounds=dt == "fp32")))
+        for name, run in launches:
+            run()   # compiles
+            torch.cuda.synchronize()
+            ids.fill_(-1)
+            torch.cuda.profiler.start()
+            run()
+            torch.cuda.synchronize()
+            torch.cuda.profiler.stop()
+            ok = torch.equal(ids.long(), want)
+            wrong += [] if ok else [f"{name} {shape}"]
+            print(f"{name} {dt} T={T} E={E} K={K}: profiled one launch; ids as the oracle's: {ok}", flush=True)
+    if wrong:
+        sys.exit(f"ids differ from the oracle's: {', '.join(wrong)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out")
@@ -121,8 +163,12 @@ def main() -> None:
     ap.add_argument("--sass", action="store_true", help="compile for sm_90 and count, no GPU needed")
     ap.add_argument("--quick", action="store_true", help="with --sass: one configuration a shape (3 stages)")
     ap.add_argument("--swizzle", type=int, default=128, help="with --sass: the ring's swizzle (0: conflicts)")
+    ap.add_argument("--profile", default=None, metavar="STAGES:CAP:PER_SM,...",
+                    help="one profiled launch each (table first) for Nsight Compute, at the first T")
     ap.add_argument("T", nargs="*", type=int, default=[250000, 65536])
     a = ap.parse_args()
+    if a.profile:
+        return profile(a.shapes, a.profile, a.T[0])
     if a.sass:
         rows = sass_counts(a.shapes, a.quick, a.swizzle)
     else:

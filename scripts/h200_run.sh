@@ -3,7 +3,7 @@
 # and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact]
-#        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [tmaring] [peers] [properties] [multigpu] [split] [smallvec]
+#        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [tmaring] [ncuring] [peers] [properties] [multigpu] [split] [smallvec]
 # ncu: Nsight Compute over benchmarks/profile_ncu.py (NCU_ARGS), one launch a model; counters and per-instruction stall samples as CSV in logs/,
 # and their summary (benchmarks/ncu_summary.py) in logs/ncu-summary.json and at the end of logs/ncu.log.
 # ncurow: one bench row's program under Nsight Compute (NCU_ROW_ARGS for benchmarks/profile_ncu: by default DeepSeek-V3's
@@ -13,6 +13,8 @@
 # reports/h200-kernel-mutants.
 # tmaring: the TMA-ring variant's CUDA tests (tests/test_bench_variants.py -k v8), then benchmarks/probe_tma_ring
 # (PROBE_RING_ARGS; default Gemma4's bf16 and fp32 and GPT-OSS's shapes at T=250000 and 65536) into logs/probe-tma-ring.json.
+# ncuring: Nsight Compute (as ncu) over the table's launch and the ring's (NCU_RING_CONFIGS, STAGES:CAP:PER_SM) at
+# Gemma4's bf16 and fp32 shapes, T=250000, into $LOGS/ring/ (ncu-summary.json there).
 # peers needs the git-ignored peers/ directory carried (device tool: carry ["peers"]; benchmarks/peers.py).
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5), FUZZ_LIMIT,
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
@@ -86,6 +88,15 @@ for step in $steps; do
         ncu -i "$LOGS/ncu.ncu-rep" --page raw --csv > "$LOGS/ncu-raw.csv"
         python3 -m benchmarks.ncu_summary "$LOGS" --git "${PARITY_GIT_SHA:-}" --out "$LOGS/ncu-summary.json"
         ncu --version; } > "$LOGS/ncu.log" 2>&1 ;;
+    ncuring) { mkdir -p "$LOGS/ring"; timeout ${NCU_LIMIT:-300} ncu --clock-control none --profile-from-start off --set full \
+          --import-source yes -k regex:'route_kernel|tma_ring_kernel' -f -o "$LOGS/ring/ncu" \
+          python3 -m benchmarks.probe_tma_ring --shapes ${NCU_RING_SHAPES:-128:bf16:8,128:fp32:8} \
+          --profile ${NCU_RING_CONFIGS:-3:96:16,3:96:21} 250000 > "$LOGS/ring/ncu.log" 2>&1
+        ncu -i "$LOGS/ring/ncu.ncu-rep" --page details --csv > "$LOGS/ring/ncu-details.csv"
+        ncu -i "$LOGS/ring/ncu.ncu-rep" --page source --csv --print-source sass > "$LOGS/ring/ncu-source.csv"
+        ncu -i "$LOGS/ring/ncu.ncu-rep" --page raw --csv > "$LOGS/ring/ncu-raw.csv"
+        python3 -m benchmarks.ncu_summary "$LOGS/ring" --git "${PARITY_GIT_SHA:-}" --out "$LOGS/ring/ncu-summary.json"
+        } > "$LOGS/ncu-ring.log" 2>&1 ;;
     ncurow) { timeout ${NCU_LIMIT:-300} ncu --clock-control none --profile-from-start off --section SourceCounters \
           --section WarpStateStats --section LaunchStats --section SpeedOfLight --sampling-interval 0 \
           -k regex:'route_kernel|grouped_kernel' -f -o "$LOGS/ncu-row" \
@@ -106,4 +117,4 @@ rm -f reports/*/records-gw*.jsonl
 tar czf "$OUT/results.tar.gz" reports/h200* reports/bench/h200* reports/notebooks "$LOGS" \
     $([ -d .hypothesis ] && echo .hypothesis) 2>/dev/null
 cat "$OUT/steps.txt"; tail -3 "$LOGS/pytest_cuda.log" "$LOGS/properties.log" 2>/dev/null
-grep -h '"us"\|nan_batch\|passed\|failed\|Error' "$LOGS/tma-ring.log" 2>/dev/null | cut -c1-240 | tail -60; tail -6 "$LOGS"/sweep_*.log 2>/dev/null; tail -22 "$LOGS"/fuzz*.log "$LOGS"/impact.log 2>/dev/null
+grep -h '"us"\|nan_batch\|passed\|failed\|Error' "$LOGS/tma-ring.log" 2>/dev/null | cut -c1-240 | tail -60 tail -14 "$LOGS/ncu-ring.log" 2>/dev/null | cut -c1-300; tail -6 "$LOGS"/sweep_*.log 2>/dev/null; tail -22 "$LOGS"/fuzz*.log "$LOGS"/impact.log 2>/dev/null

@@ -146,6 +146,25 @@ def test_v8_tma_ring_descriptor_views_the_words_the_kernel_keys(dtype, E):
     assert args["BLOCK_T"] * args["BOXES"] * 32 * 4 == {2: 4096, 4: 2048}[dtype.itemsize]   # fused's keys a warp
 
 
+@pytest.mark.gpu
+def test_v8_probe_profiles_the_table_and_the_ring(tmp_path):
+    """benchmarks/probe_tma_ring --profile (what `h200_run.sh ncuring` runs under Nsight Compute; without
+    a profiler attached cudaProfilerStart is a no-op): one labelled launch each, ids the oracle's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs sm_90 or later")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.probe_tma_ring", "--shapes", "128:bf16:8,128:fp32:8",
+                           "--profile", "3:96:16,2:none:12", "20000"], cwd=root, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    labels = [ln.split(":")[0] for ln in done.stdout.splitlines() if "profiled one launch; ids as the oracle's: True" in ln]
+    assert labels == [f"{k} {dt} T=20000 E=128 K=8" for dt in ("bf16", "fp32")
+                      for k in ("table", "ring3/96/16", "ring2/none/12")], done.stdout
+
+
 def test_v8_tma_ring_takes_only_what_it_was_written_for():
     """The variant's scope is checked before any launch (CPU: no kernel runs)."""
     from benchmarks.variants import v8_tma_ring as v8
