@@ -31,11 +31,22 @@ CONFIGS_FP32 = [(1, 64, 32, True), (2, 64, 32, True), (3, 64, 32, True), (4, 64,
 at 64 (route_kernel's count: 32 warps an SM)."""
 
 
-def configs_for(dtype: str):
+def parse_configs(text: str) -> list[tuple]:
+    """--configs: STAGES:CAP:PER_SM[:fused][:decode],... (CAP "none": uncapped) -> CONFIGS' tuples + decode."""
+    out = []
+    for spec in text.split(","):
+        parts = spec.split(":")
+        stages, cap, per_sm = int(parts[0]), None if parts[1] == "none" else int(parts[1]), int(parts[2])
+        out.append((stages, cap, per_sm, "fused" in parts[3:], "decode" in parts[3:]))
+    return out
+
+
+def configs_for(dtype: str, chosen: list[tuple] | None = None):
     yield {"kernel": "table"}
-    for stages, cap, per_sm, fused_rounds in CONFIGS_FP32 if dtype == "fp32" else CONFIGS:
+    listed = chosen or [c + (False,) for c in (CONFIGS_FP32 if dtype == "fp32" else CONFIGS)]
+    for stages, cap, per_sm, fused_rounds, decode in listed:
         yield {"kernel": "tma_ring", "stages": stages, "max_registers": cap, "programs_per_sm": per_sm,
-               "fused_rounds": fused_rounds}
+               "fused_rounds": fused_rounds, "decode": decode}
 
 
 def loop_instructions(sass: list[str]) -> tuple[int, int]:
@@ -138,9 +149,10 @@ def profile(shapes: str, specs: str, T: int) -> None:
         w, ids = torch.empty(T, K, device="cuda"), torch.empty(T, K, dtype=torch.int32, device="cuda")
         launches = [("table", lambda: plan(g, K, s).run(g, s, w, ids))]
         for spec in specs.split(","):
-            stages, cap, per_sm = (int(v) if v not in ("", "none") else None for v in spec.split(":")[:3])
+            stages, cap, per_sm, fused_rounds, decode = parse_configs(spec)[0]
             launches.append((f"ring{spec.replace(':', '/')}", v8.launcher(
-                g, K, s, w, ids, programs=per_sm * sms, stages=stages, max_registers=cap, fused_rounds=dt == "fp32")))
+                g, K, s, w, ids, programs=per_sm * sms, stages=stages, max_registers=cap, fused_rounds=fused_rounds,
+                decode=decode)))
         for name, run in launches:
             run()   # compiles
             torch.cuda.synchronize()
@@ -165,6 +177,9 @@ def main() -> None:
     ap.add_argument("--swizzle", type=int, default=128, help="with --sass: the ring's swizzle (0: conflicts)")
     ap.add_argument("--profile", default=None, metavar="STAGES:CAP:PER_SM,...",
                     help="one profiled launch each (table first) for Nsight Compute, at the first T")
+    ap.add_argument("--configs", default=None, metavar="STAGES:CAP:PER_SM[:fused][:decode],...",
+                    help="the ring's configurations instead of the lists above (every shape)")
+    ap.add_argument("--no-nan-check", action="store_true")
     ap.add_argument("T", nargs="*", type=int, default=[250000, 65536])
     a = ap.parse_args()
     if a.profile:
@@ -178,10 +193,12 @@ def main() -> None:
         import torch
         rows = []
         for shape in a.shapes.split(","):
-            rows += sweep(shape, a.T, list(configs_for(shape.split(":")[1])), lambda cfg, g, K, case, sms: v8.launcher(
+            chosen = parse_configs(a.configs) if a.configs else None
+            rows += sweep(shape, a.T, list(configs_for(shape.split(":")[1], chosen)), lambda cfg, g, K, case, sms: v8.launcher(
                 g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms, stages=cfg["stages"],
-                max_registers=cfg["max_registers"], fused_rounds=cfg["fused_rounds"]))
-        rows += nan_check(torch.cuda.get_device_properties(0).multi_processor_count)
+                max_registers=cfg["max_registers"], fused_rounds=cfg["fused_rounds"], decode=cfg["decode"]))
+        if not a.no_nan_check:
+            rows += nan_check(torch.cuda.get_device_properties(0).multi_processor_count)
     if a.out and a.sass:
         import triton
         with open(a.out, "w") as f:

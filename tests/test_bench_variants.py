@@ -70,11 +70,12 @@ def test_v7_pipelined_routes_like_fused(dtype, E, K, nan, dev):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("stages,fused_rounds", [(1, False), (3, False), (3, True)])
+@pytest.mark.parametrize("stages,fused_rounds,decode", [(1, False, False), (3, False, False), (3, True, False),
+                                                         (2, False, True)])
 @pytest.mark.parametrize("nan", [None, "ties", "payloads", "negative"])
 @pytest.mark.parametrize("dtype,E,K", [(torch.bfloat16, 128, 8), (torch.bfloat16, 128, 1), (torch.float16, 64, 6),
                                        (torch.bfloat16, 256, 8), (torch.float16, 128, 4)], ids=str)
-def test_v8_tma_ring_routes_like_fused(dtype, E, K, nan, stages, fused_rounds, dev):
+def test_v8_tma_ring_routes_like_fused(dtype, E, K, nan, stages, fused_rounds, decode, dev):
     """The TMA-ring variant (Gluon, sm_90 and later): ids the oracle's and weights fused's, bit for bit,
     over a batch that ends inside a block and more blocks than programs (each program's ring wraps);
     a block with a NaN takes the NaN-checked keys; rows on a coarse grid tie at the K-th place."""
@@ -91,7 +92,8 @@ def test_v8_tma_ring_routes_like_fused(dtype, E, K, nan, stages, fused_rounds, d
     s = scale(E, dev)
     w = torch.full((T, K), float("nan"), device=dev)
     ids = torch.full((T, K), -1, dtype=torch.int32, device=dev)
-    v8.launcher(g, K, s, w, ids, programs=5, stages=stages, max_registers=96, fused_rounds=fused_rounds)()
+    v8.launcher(g, K, s, w, ids, programs=5, stages=stages, max_registers=96, fused_rounds=fused_rounds,
+                decode=decode)()
     assert torch.equal(ids.long(), route64(g, K, s)[1])
     assert torch.equal(w.nan_to_num(7.0), fused(g, K, s)[0].nan_to_num(7.0))
 

@@ -38,6 +38,7 @@ from parity.routing.kernel_parts import (
     exp_shifted,
     half_keys_hold_nan,
     half_nan_bounds,
+    key_value,
     load_fp32,
     nan_keys_on_top,
     pairwise_sum,
@@ -85,7 +86,8 @@ def _route_stage(words, blk, gating_ptr, scale_ptr, weights_ptr, ids_ptr, T, str
                  K: gl.constexpr, BLOCK_T: gl.constexpr, BOXES: gl.constexpr, BLOCK_K: gl.constexpr,
                  LOG2_BLOCK_K: gl.constexpr, COL_BITS: gl.constexpr, ACCURATE_EXP: gl.constexpr,
                  KEY16: gl.constexpr, IS_BF16: gl.constexpr, SCALE_IS_BF16: gl.constexpr, NAN_MAG: gl.constexpr,
-                 WORDS_LAYOUT: gl.constexpr, OUT_LAYOUT: gl.constexpr, FUSED_ROUNDS: gl.constexpr):
+                 WORDS_LAYOUT: gl.constexpr, OUT_LAYOUT: gl.constexpr, FUSED_ROUNDS: gl.constexpr,
+                 DECODE: gl.constexpr):
     """Route block ``blk`` from its words [BOXES, BLOCK_T, BOX_WORDS]: a bf16/fp16 word j of box b holds
     logits b * 64 + 2j (low half) and b * 64 + 2j + 1 (high half), an fp32 word logit b * 32 + j."""
     COL_MASK: gl.constexpr = (1 << COL_BITS) - 1
@@ -143,7 +145,12 @@ def _route_stage(words, blk, gating_ptr, scale_ptr, weights_ptr, ids_ptr, T, str
     rows64 = rows.to(gl.int64)
     out_ok = row_ok[:, None] & (slots < K)[None, :]
     top_id = gl.where(out_ok, top_id, 0)
-    v = load_fp32(gating_ptr + rows64[:, None] * stride_gt + top_id, out_ok, IS_BF16)
+    if DECODE and KEY16 and not FUSED_ROUNDS:
+        # the picks' logits decoded from their keys (exact for 16-bit logits; a NaN's as a NaN), not
+        # gathered: TMA does not fill L1, so the gather route_kernel makes from L1 goes to L2 here
+        v = key_value(top >> 16, True, IS_BF16)
+    else:
+        v = load_fp32(gating_ptr + rows64[:, None] * stride_gt + top_id, out_ok, IS_BF16)
     if not KEY16:
         if order_in_doubt:
             top_id, v = ranked_by_logit(top_id, v, slots, K)
@@ -161,7 +168,7 @@ def tma_ring_kernel(
     K: gl.constexpr, BLOCK_T: gl.constexpr, BOXES: gl.constexpr, BLOCK_K: gl.constexpr,
     LOG2_BLOCK_K: gl.constexpr, COL_BITS: gl.constexpr, ACCURATE_EXP: gl.constexpr, KEY16: gl.constexpr,
     IS_BF16: gl.constexpr, SCALE_IS_BF16: gl.constexpr, NAN_MAG: gl.constexpr, STAGES: gl.constexpr,
-    FUSED_ROUNDS: gl.constexpr = False,
+    FUSED_ROUNDS: gl.constexpr = False, DECODE: gl.constexpr = False,
 ):
     if KEY16:
         # one warp: lanes 0..BLOCK_T-1 hold rows, each row's 16-byte chunks dealt to its lanes in turn (as
@@ -195,7 +202,7 @@ def tma_ring_kernel(
                          "the words' read from the ring must not conflict in the banks")
         _route_stage(words, first + i * step, gating_ptr, scale_ptr, weights_ptr, ids_ptr, T, stride_gt, stride_s,
                      K, BLOCK_T, BOXES, BLOCK_K, LOG2_BLOCK_K, COL_BITS, ACCURATE_EXP, KEY16, IS_BF16,
-                     SCALE_IS_BF16, NAN_MAG, WORDS_LAYOUT, OUT_LAYOUT, FUSED_ROUNDS)
+                     SCALE_IS_BF16, NAN_MAG, WORDS_LAYOUT, OUT_LAYOUT, FUSED_ROUNDS, DECODE)
         # the stage's words are consumed (the keys are made of them): refill it with the block STAGES ahead
         _CTA_BARRIER()
         nxt = first + (i + STAGES) * step
@@ -212,7 +219,7 @@ def ring_layout(swizzle: int = 128) -> gl.NVMMASharedLayout:
 
 
 def kernel_args(g: torch.Tensor, K: int, scale: torch.Tensor, *, stages: int, swizzle: int = 128,
-                fused_rounds: bool = False) -> tuple:
+                fused_rounds: bool = False, decode: bool = False) -> tuple:
     """The descriptor and compile-time arguments for a batch g (checked against the variant's scope).
     fused_rounds: the rounds by fused.pick_rounds itself on the tile reshaped to fused's [rows, C, V]
     (the code route_kernel runs; 110 registers, and spills under a cap of 96), else the same rule
@@ -236,13 +243,14 @@ def kernel_args(g: torch.Tensor, K: int, scale: torch.Tensor, *, stages: int, sw
         COL_BITS=max(1, (E - 1).bit_length()), ACCURATE_EXP=True, KEY16=g.dtype.itemsize == 2,
         IS_BF16=g.dtype == torch.bfloat16,
         SCALE_IS_BF16=scale.dtype == torch.bfloat16, NAN_MAG=NAN_MAGNITUDE[g.dtype], STAGES=stages,
-        FUSED_ROUNDS=fused_rounds)
+        FUSED_ROUNDS=fused_rounds, DECODE=decode)
 
 
 def launcher(g: torch.Tensor, K: int, scale: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, *,
-             programs: int, stages: int = 3, max_registers: int | None = None, fused_rounds: bool = False):
+             programs: int, stages: int = 3, max_registers: int | None = None, fused_rounds: bool = False,
+             decode: bool = False):
     """A no-argument launch of the ring kernel on ``programs`` one-warp programs (kernel_args)."""
-    desc, args = kernel_args(g, K, scale, stages=stages, fused_rounds=fused_rounds)
+    desc, args = kernel_args(g, K, scale, stages=stages, fused_rounds=fused_rounds, decode=decode)
     grid = (max(1, min(programs, triton.cdiv(g.shape[0], args["BLOCK_T"]))),)
     extra = {} if max_registers is None else {"maxnreg": max_registers}
 
