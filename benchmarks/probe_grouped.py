@@ -13,8 +13,8 @@ keys alone cost and how many rows they would get wrong); ``rows_flagged`` counts
 (The "v2" layout, once a variant under benchmarks/variants timed here with --variant v2, is the
 kernel since its H200 run: reports/bench/NOTES.md.)
 
-One row a program (small T) is also timed with its near picks reordered after the store, for flagged
-rows only (speculate=False), beside the default that reorders them for every row.
+One row a program (small T) is also timed with its near picks reordered for every row beside the fast
+path (speculate=True), beside the default that reorders flagged rows only, after the store.
 
 python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--registers 64,80]
     [--bench-inputs] [--out FILE.json] [T ...]
@@ -67,8 +67,9 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
     # table would route their flagged rows
     base = dict(fallback=True, inline=default.inline, max_registers=None, reorder=None, lists=None, speculate=None)
     configs = [(*table, base), (*table, {**base, "inline": not default.inline}), (*table, {**base, "reorder": False})]
-    if default.kernel_options().get("SPECULATE"):
-        configs.append((*table, {**base, "speculate": False}))
+    speculated = fused_grouped.plan(gs[0], m.K, bias, scale, router.n_group, router.topk_group, True, speculate=True)
+    if speculated.kernel_options().get("SPECULATE"):
+        configs.append((*table, {**base, "speculate": True}))
     if default.constexprs["GROUP_LISTS"]:
         configs.append((*table, {**base, "lists": False}))
     configs += [(*table, {**base, "max_registers": cap}) for cap in caps]

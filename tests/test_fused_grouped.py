@@ -280,8 +280,9 @@ def test_groups_too_close_to_order_take_the_whole_rows_pass(block_t, dev):
 
 @pytest.mark.parametrize("shape,dtype,block_t,bias_kind", ONE_ROW_FLAG_CASES, ids=str)
 def test_one_row_reorder_after_the_store_routes_as_speculated(shape, dtype, block_t, bias_kind, dev):
-    """plan(speculate=False) keeps a one-row program's reorder after its store, for flagged rows
-    only (the probes' A/B): the same ids, weight bits and flags as the speculative default."""
+    """plan(speculate=True) reorders a one-row program's near picks for every row beside the fast
+    path; the default after its store, for flagged rows only (the probes' A/B): the same ids, weight
+    bits and flags either way."""
     g, K, router = _flag_inputs(shape, dtype, bias_kind, dev)
     bias = router.correction_bias.float()
     s = fused.router_scale(router, g.shape[1], g.device)

@@ -478,8 +478,9 @@ def grouped_kernel(
     shuffle tree (SASS sm_90: 75 -> 10 SHFL); the order of a flattened row is the compiler's, so
     only values that carry their own id (packed keys, group scores) or reductions use it.
 
-    SPECULATE (one row a program, inline, REORDER, no lists): the near picks' float64 keys are
-    computed for every row, beside the fast path, and the weights once (plan's default there).
+    SPECULATE (one row a program, inline, REORDER, no lists; plan(speculate=True)): the near picks'
+    float64 keys are computed for every row, beside the fast path, and the weights once. Not the
+    default: it cost every one-row program 0.74 µs on the H200 to save 0.1 on a batch with a near row.
 
     GROUP_LISTS (groups, several rows a program: a group in one thread): the picks come from each
     chosen group's GROUP_LIST smallest keys (``_list_rounds``), the whole tile's rounds only for a
@@ -730,7 +731,7 @@ class GroupedLaunch:
     exact_rows: int = EXACT_ROWS
     inline: bool = True
     max_registers: int | None = None
-    speculate: bool = True
+    speculate: bool = False
 
     SHARED = ("K", "TOPK_GROUP", "N_GROUP", "PER", "BLOCK_G", "BLOCK_P", "BLOCK_K", "LOG2_BLOCK_K", "ACCURATE_EXP",
               "IS_BF16", "SCALE_IS_BF16", "RENORM", "EVEN")
@@ -775,8 +776,11 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     sends every flagged row through the whole row's float64 pass (the default reorders near picks
     alone where K + 1 <= REORDER_MAX_CANDIDATES); lists=False takes the K + 1 picks from the whole
     tile where the default takes them from each group's GROUP_LIST smallest keys (rows in groups,
-    several rows a program); speculate=False keeps a one-row program's reorder after its store, for
-    flagged rows only (the default computes it for every row: grouped_kernel's SPECULATE)."""
+    several rows a program); speculate=True computes a one-row program's reorder for every row, beside
+    the fast path (grouped_kernel's SPECULATE), where the default reorders flagged rows only, after the
+    store: on the H200 speculating cost every one-row program 0.74 µs (DeepSeek-V3 bf16, the bench's
+    batches: T = 1 / 8 2.86 / 2.86 µs speculated, 2.12 / 2.09 not) to save 0.1 on a batch with a near
+    row (T = 64: 2.88 against 2.99; reports/bench/NOTES.md, "Tenth round")."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -805,7 +809,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
         "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
-        True if speculate is None else speculate)
+        bool(speculate))
 
 
 @torch.library.custom_op("parity::fused_grouped_route", mutates_args=())
