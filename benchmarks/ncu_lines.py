@@ -25,8 +25,8 @@ import sys
 
 
 def samples(path: str, launch: int = 0) -> list[dict]:
-    """Per instruction of one profiled launch (the launch-th) in an ncu source-page CSV: address,
-    SASS text, all samples and the stall reasons' samples (the "(Not Issued)" columns are a subset
+    """Per instruction of one profiled launch (the launch-th) in an ncu source-page CSV: address
+    (from the kernel's first instruction, as the cubin counts them), SASS text, all samples and the stall reasons' samples (the "(Not Issued)" columns are a subset
     of these and are left out)."""
     blocks = open(path).read().split('"Kernel Name",')[1:]
     if not launch < len(blocks):
@@ -39,6 +39,9 @@ def samples(path: str, launch: int = 0) -> list[dict]:
                   if k and k.startswith("stall_") and "Not Issued" not in k and v not in ("", "-", None) and int(v)}
         out.append({"address": int(r["Address"], 16), "source": (r.get("Source") or "").strip(),
                     "samples": int(r.get("Warp Stall Sampling (All Samples)") or 0), "stalls": stalls})
+    base = min((r["address"] for r in out), default=0)   # Nsight 2025.3 prints the loaded code's addresses
+    for r in out:
+        r["address"] -= base
     return out
 
 
@@ -68,6 +71,15 @@ def by_line(rows: list[dict], lines: dict[int, tuple[str, str]]) -> list[dict]:
     return sorted(out, key=lambda d: -d["samples"])
 
 
+def past_first_exit(rows: list[dict], lines: dict[int, tuple[str, str]]) -> dict:
+    """The samples at or after the kernel's first EXIT: where the common path ends, what a row
+    taking a rarer branch (DeepSeek-V3's near-row reorder) adds to its program."""
+    first = min((a for a, (_, op) in lines.items() if op == "EXIT"), default=0)
+    after = sum(r["samples"] for r in rows if r["address"] >= first)
+    return {"address": first, "samples": after,
+            "pct": round(100 * after / max(1, sum(r["samples"] for r in rows)), 1)}
+
+
 def main() -> None:
     from benchmarks import sass_grouped
     ap = argparse.ArgumentParser()
@@ -86,13 +98,18 @@ def main() -> None:
     else:
         kernel, _ = sass_grouped.compile_one(a.model, sass_grouped.DTYPES[a.dtype], a.block_t, False, True)
     rows = samples(a.csv, a.launch)
-    lines = by_line(rows, line_map(kernel))
-    print(f"{sum(r['samples'] for r in rows)} samples over {len(rows)} instructions")
+    where = line_map(kernel)
+    lines = by_line(rows, where)
+    total = sum(r["samples"] for r in rows)
+    split = past_first_exit(rows, where)
+    print(f"{total} samples over {len(rows)} instructions; {split['samples']} ({split['pct']}%) past the first EXIT "
+          f"at {split['address']:#x} (a row's rare path when the common one ends there)")
     for d in lines[:a.top]:
         print(f"{d['pct']:5.1f}% {d['samples']:6d} {d['instructions']:4d} instr  {d['line']:28s} {d['stalls']}")
     if a.out:
         with open(a.out, "w") as f:
-            json.dump({"csv": os.path.basename(a.csv), "model": a.model, "dtype": a.dtype, "lines": lines}, f, indent=1)
+            json.dump({"csv": os.path.basename(a.csv), "model": a.model, "dtype": a.dtype, "samples": total,
+                       "past_first_exit": split, "lines": lines}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ for step in $steps; do
         python3 -m benchmarks.ncu_summary "$LOGS/ring" --git "${PARITY_GIT_SHA:-}" --out "$LOGS/ring/ncu-summary.json"
         } > "$LOGS/ncu-ring.log" 2>&1 ;;
     ncurow) { timeout ${NCU_LIMIT:-300} ncu --clock-control none --profile-from-start off --section SourceCounters \
-          --section WarpStateStats --section LaunchStats --section SpeedOfLight --sampling-interval 0 \
+          --section WarpStateStats --section LaunchStats --section SpeedOfLight --warp-sampling-interval 0 \
           -k regex:'route_kernel|grouped_kernel' -f -o "$LOGS/ncu-row" \
           python3 -m benchmarks.profile_ncu ${NCU_ROW_ARGS:---models deepseek-v3 --dtypes bf16 --T 132 --bench-row 64:6}
         ncu -i "$LOGS/ncu-row.ncu-rep" --page source --csv --print-source sass > "$LOGS/ncu-row-source.csv"

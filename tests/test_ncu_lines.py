@@ -39,6 +39,21 @@ def test_samples_are_summed_per_source_line(tmp_path):
         ncu_lines.samples(str(path), launch=2)
 
 
+def test_loaded_addresses_count_from_the_kernels_first_instruction(tmp_path):
+    """Nsight Compute 2025.3 prints where the code was loaded (0x7fae977bc900, ...), the cubin counts
+    from 0: the H200's first ncurow profile was refused as another kernel until samples() rebased."""
+    base = 0x7FAE977BC900
+    lines = {0x0: ("k.py:10", "LDG.E.128"), 0x10: ("k.py:11", "EXIT"), 0x20: ("k.py:12", "DFMA"),
+             0x30: ("k.py:12", "EXIT")}
+    path = tmp_path / "src.csv"
+    path.write_text(_csv([(base, "LDG.E.128 R4, desc[UR4][R2.64]", 6, 6, 0), (base + 0x10, "@P0 EXIT", 0, 0, 0),
+                          (base + 0x20, "DFMA R2, R4, R6, R2", 3, 0, 3), (base + 0x30, "EXIT", 1, 0, 1)]))
+    rows = ncu_lines.samples(str(path))
+    assert [r["address"] for r in rows] == [0x0, 0x10, 0x20, 0x30]
+    assert [d["line"] for d in ncu_lines.by_line(rows, lines)] == ["k.py:10", "k.py:12", "k.py:11"]
+    assert ncu_lines.past_first_exit(rows, lines) == {"address": 0x10, "samples": 4, "pct": 40.0}
+
+
 def test_a_different_kernel_is_refused(tmp_path):
     path = tmp_path / "src.csv"
     path.write_text(_csv([(0x0, "LDG.E.128 R4, desc[UR4][R2.64]", 5, 5, 0), (0x10, "SHFL.BFLY PT, R3, R2, 0x1, 0x1f", 3, 0, 3)]))
