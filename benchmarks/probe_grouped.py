@@ -57,7 +57,7 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
         copies = max(1, min(16, ROTATE_BYTES // size)) if size * 4 > (60 << 20) else 1
         gs = [torch.randn(T, m.E, generator=gen).to(dtype).cuda() for _ in range(copies)]
     oid = route64(gs[0], m.K, router)[1].cpu()
-    bias, scale = router.correction_bias.float(), fused_grouped.grouped_scale(router, m.E, gs[0].device)
+    bias, scale = router.correction_bias.float(), fused.router_scale(router, m.E, gs[0].device)
     rows = []
     default = fused_grouped.plan(gs[0], m.K, bias, scale, router.n_group, router.topk_group, True)
     table = (default.block_t, default.num_warps)

@@ -77,7 +77,7 @@ def compile_one(model: str, dtype: torch.dtype, block_t: int, lists: bool, inlin
     router = fam.make_router(m, "randn", 0, device="cpu")
     T = 512
     g = torch.empty(T, m.E, dtype=dtype)
-    bias, scale = router.correction_bias.float(), fused_grouped.grouped_scale(router, m.E, "cpu")
+    bias, scale = router.correction_bias.float(), fused.router_scale(router, m.E, "cpu")
     launch = fused_grouped.plan(g, m.K, bias, scale, router.n_group, router.topk_group, router.renormalize,
                                 interpreter=False, block_t=block_t, lists=lists, inline=inline)
     w, ids = torch.empty(T, m.K), torch.empty(T, m.K, dtype=torch.int32)

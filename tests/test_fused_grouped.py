@@ -335,36 +335,3 @@ def test_group_lists_pick_as_the_whole_tile(shape, block_t, dtype, dev):
     check(g, K, router, out=launch(g, K, router, block_t=block_t))
     for a, b, what in zip(outs[True], outs[False], ("weights", "ids", "flags")):
         assert torch.equal(a, b), f"{what} differ between the group lists and the whole tile's rounds"
-
-
-@pytest.mark.parametrize("shape,dtype,block_t,bias_kind", [FLAG_CASES[0], FLAG_CASES[3]] + ONE_ROW_FLAG_CASES, ids=str)
-@pytest.mark.parametrize("scale_dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
-def test_a_uniform_scale_read_once_gives_the_gathered_bits(shape, dtype, block_t, bias_kind, scale_dtype, dev):
-    """A scale with stride 0 (grouped_scale's view of the scaling factor) is read once at the
-    program's start (SCALE_UNIFORM) instead of gathered for every pick: on rows decided by the fp32
-    keys, near rows reordered from their K + 1 picks and rows routed the whole way, the weights are
-    the gathered scale's bit for bit."""
-    g, K, router = _flag_inputs(shape, dtype, bias_kind, dev)
-    bias = router.correction_bias.float()
-    value = torch.tensor([2.827], dtype=scale_dtype, device=g.device)
-    outs = {}
-    for name, s in (("gathered", value.expand(g.shape[1]).contiguous()), ("uniform", value.expand(g.shape[1]))):
-        launch_ = fused_grouped.plan(g, K, bias, s, router.n_group, router.topk_group, router.renormalize,
-                                     block_t=block_t)
-        assert launch_.constexprs["SCALE_UNIFORM"] == (name == "uniform")
-        w, ids = empty_outputs(g, K)
-        flags = launch_.run(g, bias, s, w, ids).cpu()
-        outs[name] = (w.view(torch.int32), ids)
-    assert set(flags.tolist()) >= {0, 1, 2}, "the batch no longer holds fast, reordered and whole-row rows"
-    assert torch.equal(outs["uniform"][1], outs["gathered"][1])
-    assert torch.equal(outs["uniform"][0], outs["gathered"][0])
-
-
-def test_route_reads_a_scaling_factor_once_and_a_per_expert_scale_by_pick(dev):
-    router = router_for("deepseek-v3", dev)
-    assert fused_grouped.grouped_scale(router, 256, torch.device(dev)).stride(0) == 0
-    per_expert = torch.linspace(0.5, 2.0, 256, device=dev)
-    scaled = Router("sigmoid", True, 2.5, 8, 4, per_expert_scale=per_expert, correction_bias=router.correction_bias)
-    s = fused_grouped.grouped_scale(scaled, 256, torch.device(dev))
-    assert s.stride(0) == 1 and torch.equal(s.cpu(), per_expert.double().cpu() * 2.5)
-    check(logits(64, 256, torch.bfloat16, dev, seed=3, spread=2.0), 8, scaled)

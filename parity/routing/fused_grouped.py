@@ -210,44 +210,26 @@ def _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP: tl.constexpr, PER:
 def _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_ptr, stride_s, weights_ptr, ids_ptr,
                        K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr,
                        ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
-                       RENORM: tl.constexpr, read_ok=None, scale0=None):
+                       RENORM: tl.constexpr, read_ok=None):
     """Weights of the chosen ids (their logits read again: cache hits, and their scales), stored
     where out_ok. read_ok (default out_ok) masks the reads: the fast path reads for every row in
     range, flagged or not, so that the reads need not wait for the flags (with the reorder code,
-    ptxas otherwise left the scale's read after the weights' sums, its latency exposed: SASS sm_90).
-    scale0: a uniform scale read at the program's start (_uniform_scale), or None: gathered here."""
+    ptxas otherwise left the scale's read after the weights' sums, its latency exposed: SASS sm_90)."""
     if read_ok is None:
         read_ok = out_ok
-    v, scale = _picks_read(top_id, row_ptr, read_ok, stride_ge, scale_ptr, stride_s, IS_BF16, SCALE_IS_BF16, scale0)
+    v, scale = _picks_read(top_id, row_ptr, read_ok, stride_ge, scale_ptr, stride_s, IS_BF16, SCALE_IS_BF16)
     _store_weights_of(v, scale, top_id, rows, out_ok, slots, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K,
                       ACCURATE_EXP, RENORM)
 
 
 @triton.jit
 def _picks_read(top_id, row_ptr, read_ok, stride_ge, scale_ptr, stride_s, IS_BF16: tl.constexpr,
-                SCALE_IS_BF16: tl.constexpr, scale0=None):
-    """The chosen ids' logits (fp32: cache hits) and scales [BLOCK_T, BLOCK_K] (scale0 as it is, when
-    the scale is uniform), read where read_ok."""
+                SCALE_IS_BF16: tl.constexpr):
+    """The chosen ids' logits (fp32: cache hits) and scales [BLOCK_T, BLOCK_K], read where read_ok."""
     at = tl.where(read_ok, top_id, 0)
-    if scale0 is None:
-        scale = load_scale(scale_ptr + at * stride_s, read_ok, SCALE_IS_BF16)
-    else:
-        scale = scale0
+    scale = load_scale(scale_ptr + at * stride_s, read_ok, SCALE_IS_BF16)
     v = load_fp32(row_ptr[:, None] + at * stride_ge, read_ok, IS_BF16)
     return v, scale
-
-
-@triton.jit
-def _uniform_scale(scale_ptr, SCALE_IS_BF16: tl.constexpr):
-    """A uniform scale (stride 0: every expert's the same, e.g. DeepSeek-V3's routed scaling factor),
-    read once: at the program's start its latency hides behind the row's, where a gather after the
-    rounds waited on it (reports/bench/NOTES.md, "Eleventh round")."""
-    if scale_ptr.dtype.element_ty == tl.float64:
-        return tl.load(scale_ptr)
-    elif SCALE_IS_BF16:
-        return (tl.load(scale_ptr.to(tl.pointer_type(tl.int16))).to(tl.int32) << 16).to(tl.float32, bitcast=True)
-    else:
-        return tl.load(scale_ptr).to(tl.float32)
 
 
 @triton.jit
@@ -444,8 +426,7 @@ def _third_near_kth(top_packed, best, packed, flat, third, top, slots, K: tl.con
 @triton.jit
 def _reorder(row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, after, slots, stride_ge, stride_b, stride_s,
              COL_MASK: tl.constexpr, K: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
-             BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
-             scale0=None):
+             BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr):
     """The top K of K + 1 candidates (the K picks in top_packed and the next, after) by their
     float64 keys, ties to the lower id: ids, logits (fp32) and scales [BLOCK_T, BLOCK_K], by a rank
     by all-pairs comparison of BLOCK_C <= 16 keys a row. The candidates' logits and scales are read
@@ -461,17 +442,14 @@ def _reorder(row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, after, slots, str
     at = tl.where(ok, cand, 0)
     x = load_fp32(row_ptr[:, None] + at * stride_ge, ok & row_ok[:, None], IS_BF16)
     b = tl.load(bias_ptr + at * stride_b, mask=ok, other=0.0).to(tl.float64)
-    if scale0 is None:
-        scale = load_scale(scale_ptr + at * stride_s, ok, SCALE_IS_BF16)
+    scale = load_scale(scale_ptr + at * stride_s, ok, SCALE_IS_BF16)
     key = tl.where(ok, _f64_key(sigmoid(x.to(tl.float64), ACCURATE_EXP) + b), MIN64)
     ki, kj = key[:, :, None], key[:, None, :]
     ahead = ranks_before(kj, cand[:, None, :], ki, cand[:, :, None])
     rank = tl.sum(ahead.to(tl.int32), axis=2)
     ids = by_rank(rank, cand, slots)
     v = by_rank(rank, x.to(tl.int32, bitcast=True), slots).to(tl.float32, bitcast=True)
-    if scale0 is not None:
-        scale = scale0
-    elif scale.dtype == tl.float64:
+    if scale.dtype == tl.float64:
         scale = by_rank(rank, scale.to(tl.int64, bitcast=True), slots).to(tl.float64, bitcast=True)
     else:
         scale = by_rank(rank, scale.to(tl.int32, bitcast=True), slots).to(tl.float32, bitcast=True)
@@ -488,7 +466,7 @@ def grouped_kernel(
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr,
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
     ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False, GROUP_LISTS: tl.constexpr = False,
-    SPECULATE: tl.constexpr = False, SCALE_UNIFORM: tl.constexpr = False,
+    SPECULATE: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
@@ -503,9 +481,6 @@ def grouped_kernel(
     SPECULATE (one row a program, inline, REORDER, no lists; plan(speculate=True)): the near picks'
     float64 keys are computed for every row, beside the fast path, and the weights once. Not the
     default: it cost every one-row program 0.74 µs on the H200 to save 0.1 on a batch with a near row.
-
-    SCALE_UNIFORM (the scale has stride 0: grouped_scale's view of a scaling factor): the scale is read
-    once, before the row, instead of gathered for every pick after the rounds.
 
     GROUP_LISTS (groups, several rows a program: a group in one thread): the picks come from each
     chosen group's GROUP_LIST smallest keys (``_list_rounds``), the whole tile's rounds only for a
@@ -524,9 +499,6 @@ def grouped_kernel(
     tl.static_assert(BLOCK_T == 1 or not ONE_ROW)
     tl.static_assert(not GROUP_LISTS or (N_GROUP > 1 and not ONE_ROW))
     tl.static_assert(not SPECULATE or (INLINE_EXACT and REORDER and ONE_ROW and not GROUP_LISTS))
-    scale0 = None
-    if SCALE_UNIFORM:   # read before the row: its latency hides behind the row's
-        scale0 = _uniform_scale(scale_ptr, SCALE_IS_BF16)
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
@@ -641,9 +613,9 @@ def grouped_kernel(
         near_ids, near_v, near_scale = _reorder(
             row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, tl.minimum(best, N_GROUP * PER - 1 + (best & ~COL_MASK)),
             slots, stride_ge, stride_b, stride_s, COL_MASK, K, BLOCK_K, BLOCK_C, BLOCK_G * BLOCK_P, ACCURATE_EXP,
-            IS_BF16, SCALE_IS_BF16, scale0)
+            IS_BF16, SCALE_IS_BF16)
         v, scale = _picks_read(picks, row_ptr, row_ok[:, None] & (slots < K)[None, :], stride_ge, scale_ptr, stride_s,
-                               IS_BF16, SCALE_IS_BF16, scale0)
+                               IS_BF16, SCALE_IS_BF16)
         chosen_near = near[:, None]
         _store_weights_of(tl.where(chosen_near, near_v, v), tl.where(chosen_near, near_scale, scale),
                           tl.where(chosen_near, near_ids, picks), rows, (fast | near)[:, None] & (slots < K)[None, :],
@@ -657,7 +629,7 @@ def grouped_kernel(
         tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
         _weights_and_store(picks, row_ptr, rows, fast[:, None] & (slots < K)[None, :], slots, stride_ge,
                            scale_ptr, stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP,
-                           IS_BF16, SCALE_IS_BF16, RENORM, row_ok[:, None] & (slots < K)[None, :], scale0)
+                           IS_BF16, SCALE_IS_BF16, RENORM, row_ok[:, None] & (slots < K)[None, :])
     if INLINE_EXACT and not SPECULATE:
         redo = flagged & row_ok
         if tl.max(redo.to(tl.int32), axis=0) > 0:
@@ -675,7 +647,7 @@ def grouped_kernel(
                 if tl.max(near.to(tl.int32), axis=0) > 0:
                     near_ids, near_v, near_scale = _reorder(
                         row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, best, slots, stride_ge, stride_b, stride_s,
-                        COL_MASK, K, BLOCK_K, BLOCK_C, BLOCK_G * BLOCK_P, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, scale0)
+                        COL_MASK, K, BLOCK_K, BLOCK_C, BLOCK_G * BLOCK_P, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16)
                     _store_weights_of(near_v, near_scale, near_ids, rows, near[:, None] & (slots < K)[None, :], slots,
                                       weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
                 redo = redo & hard
@@ -836,7 +808,6 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per, "ONE_ROW": block_t == 1,
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
         "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
-        "SCALE_UNIFORM": scale.stride(0) == 0,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
         bool(speculate))
 
@@ -855,21 +826,11 @@ def _(gating_output, topk, bias, scale, n_group, topk_group, renormalize):
     return empty_outputs(gating_output, topk)
 
 
-def grouped_scale(router, E: int, device_: torch.device) -> torch.Tensor:
-    """parity.routing.fused.router_scale, as a view with stride 0 where every expert's scale is the
-    same (no per_expert_scale: the scaling factor alone), which grouped_kernel reads once, at the
-    program's start (SCALE_UNIFORM), instead of gathering it for every pick after the rounds."""
-    from parity.routing.fused import router_scale
-
-    scale = router_scale(router, E, device_)
-    return scale if router.per_expert_scale is not None else scale[:1].expand(E)
-
-
 def route(gating_output: torch.Tensor, topk: int, router) -> tuple[torch.Tensor, torch.Tensor]:
     """The grouped sigmoid router (a Router with score "sigmoid"; a correction bias, groups, or
     both): (weights fp32 [T, K], ids int32 [T, K]), ids exactly the oracle's."""
     from parity.routing.contract import validate_router
-    from parity.routing.fused import constant_vector
+    from parity.routing.fused import constant_vector, router_scale
 
     validate_router(gating_output, topk, router, max_experts=MAX_EXPERTS)
     if router.score != "sigmoid":
@@ -880,5 +841,5 @@ def route(gating_output: torch.Tensor, topk: int, router) -> tuple[torch.Tensor,
     bias = router.correction_bias
     if bias is None:
         bias = constant_vector(E, 0.0, torch.float32, gating_output.device)
-    return _op(gating_output, int(topk), bias, grouped_scale(router, E, gating_output.device),
+    return _op(gating_output, int(topk), bias, router_scale(router, E, gating_output.device),
                router.n_group, router.topk_group, router.renormalize)
