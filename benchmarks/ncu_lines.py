@@ -26,8 +26,8 @@ import sys
 
 def samples(path: str, launch: int = 0) -> list[dict]:
     """Per instruction of one profiled launch (the launch-th) in an ncu source-page CSV: address
-    (from the kernel's first instruction, as the cubin counts them), SASS text, all samples and the stall reasons' samples (the "(Not Issued)" columns are a subset
-    of these and are left out)."""
+    (from the kernel's first instruction, as the cubin counts them), SASS text, all samples and the
+    stall reasons' samples (the "(Not Issued)" columns are a subset of these and are left out)."""
     blocks = open(path).read().split('"Kernel Name",')[1:]
     if not launch < len(blocks):
         raise SystemExit(f"{path}: {len(blocks)} profiled launches, no launch {launch}")
