@@ -3,7 +3,11 @@
 # and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact]
-#        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [tmaring] [ncuring] [peers] [properties] [multigpu] [split] [smallvec]
+#        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [ab] [tmaring] [ncuring] [peers] [properties] [multigpu] [split] [smallvec]
+# ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
+# parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>` and carried),
+# by AB_PROBE (default benchmarks.probe_grouped) with AB_ARGS, then benchmarks.ab_summary (AB_WHERE, e.g.
+# "--where table=True") into logs/ab/summary.json: per configuration both sides' medians, the change, and the oracle.
 # ncu: Nsight Compute over benchmarks/profile_ncu.py (NCU_ARGS), one launch a model; counters and per-instruction stall samples as CSV in logs/,
 # and their summary (benchmarks/ncu_summary.py) in logs/ncu-summary.json and at the end of logs/ncu.log.
 # ncurow: one bench row's program under Nsight Compute (NCU_ROW_ARGS for benchmarks/profile_ncu: by default DeepSeek-V3's
@@ -45,6 +49,13 @@ for step in $steps; do
         tests/test_invariance.py > "$LOGS/pytest_kernels.log" 2>&1 ;;
     probegrouped) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --out "$LOGS/probe-grouped.json" \
         ${PROBE_GROUPED_ARGS:-} ${PROBE_TS:-250000 2048 64} > "$LOGS/probe-grouped.log" 2>&1 ;;
+    ab) { mkdir -p "$LOGS/ab"; for i in $(seq ${AB_REPS:-2}); do for side in base new; do
+            tree=$([ $side = base ] && echo "${AB_BASE:?AB_BASE=va/<dir>: the base tree (see ab above), carried}:")
+            PYTHONPATH=$tree$PWD timeout ${PROBE_LIMIT:-240} python3 -m ${AB_PROBE:-benchmarks.probe_grouped} \
+              --out "$LOGS/ab/$side$i.json" ${AB_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 1 8 64 512} \
+              > "$LOGS/ab/$side$i.log" 2>&1; done; done
+        python3 -m benchmarks.ab_summary --base "$LOGS"/ab/base*.json --new "$LOGS"/ab/new*.json ${AB_WHERE:-} \
+          --out "$LOGS/ab/summary.json"; } > "$LOGS/ab.log" 2>&1; cat "$LOGS/ab.log" ;;
     probefused) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --out "$LOGS/probe-fused.json" \
         ${PROBE_FUSED_ARGS:---shapes 60:bf16:4:all,60:bf16:4:k --configs rounds,small 250000 2048 512 8} > "$LOGS/probe-fused.log" 2>&1 ;;
     tmaring) { timeout 150 python3 -m pytest -n 8 -q -rA -p no:cacheprovider -k v8 tests/test_bench_variants.py
