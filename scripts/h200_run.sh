@@ -49,13 +49,16 @@ for step in $steps; do
         tests/test_invariance.py > "$LOGS/pytest_kernels.log" 2>&1 ;;
     probegrouped) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --out "$LOGS/probe-grouped.json" \
         ${PROBE_GROUPED_ARGS:-} ${PROBE_TS:-250000 2048 64} > "$LOGS/probe-grouped.log" 2>&1 ;;
-    ab) { mkdir -p "$LOGS/ab"; for i in $(seq ${AB_REPS:-2}); do for side in base new; do
-            tree=$([ $side = base ] && echo "${AB_BASE:?AB_BASE=va/<dir>: the base tree (see ab above), carried}:")
+    ab) if [ ! -d "${AB_BASE:-/nonexistent}/parity" ]; then   # else the "base" runs would time this tree twice
+          echo "ab: AB_BASE=${AB_BASE:-(unset)} holds no parity/: make it with git archive (see ab above) and carry it" \
+            | tee "$LOGS/ab.log"
+        else { mkdir -p "$LOGS/ab"; for i in $(seq ${AB_REPS:-2}); do for side in base new; do
+            tree=$([ $side = base ] && echo "$AB_BASE:")
             PYTHONPATH=$tree$PWD timeout ${PROBE_LIMIT:-240} python3 -m ${AB_PROBE:-benchmarks.probe_grouped} \
               --out "$LOGS/ab/$side$i.json" ${AB_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 1 8 64 512} \
               > "$LOGS/ab/$side$i.log" 2>&1; done; done
         python3 -m benchmarks.ab_summary --base "$LOGS"/ab/base*.json --new "$LOGS"/ab/new*.json ${AB_WHERE:-} \
-          --out "$LOGS/ab/summary.json"; } > "$LOGS/ab.log" 2>&1; cat "$LOGS/ab.log" ;;
+          --out "$LOGS/ab/summary.json"; } > "$LOGS/ab.log" 2>&1; cat "$LOGS/ab.log"; fi ;;
     probefused) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --out "$LOGS/probe-fused.json" \
         ${PROBE_FUSED_ARGS:---shapes 60:bf16:4:all,60:bf16:4:k --configs rounds,small 250000 2048 512 8} > "$LOGS/probe-fused.log" 2>&1 ;;
     tmaring) { timeout 150 python3 -m pytest -n 8 -q -rA -p no:cacheprovider -k v8 tests/test_bench_variants.py
