@@ -192,8 +192,8 @@ def main() -> None:
         from benchmarks.variants import v8_tma_ring as v8
         import torch
         rows = []
+        chosen = parse_configs(a.configs) if a.configs else None
         for shape in a.shapes.split(","):
-            chosen = parse_configs(a.configs) if a.configs else None
             rows += sweep(shape, a.T, list(configs_for(shape.split(":")[1], chosen)), lambda cfg, g, K, case, sms: v8.launcher(
                 g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms, stages=cfg["stages"],
                 max_registers=cfg["max_registers"], fused_rounds=cfg["fused_rounds"], decode=cfg["decode"]))
