@@ -7,7 +7,7 @@ checked against the oracle and its weights against the first configuration's, bi
 
 python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small,regs,vec,align] [--out FILE.json] [T ...]
 (regs: the table's tile under register caps 64 / 72 / 80 / 96; vec: with 2 to 64 logits a vector; align:
-without ROW_ALIGN, and other rows a warp with it.)
+without ROW_ALIGN, and other rows a warp with it; words: picks_by_word off and on, and on under caps.)
 A shape is E:dtype[:K[:score]], K 8 unless given, score k (softmax over the K, Gemma4), all (softmax
 over all E, Qwen2-MoE) or sigmoid (Llama 4): 60:bf16:4:all is Qwen2-MoE's router.
 The first configuration of each (shape, T) is the launch table's at that T.
@@ -81,7 +81,7 @@ def launcher(cfg, g, s, w, i, K, score="k"):
     grid = (triton.cdiv(T, cfg["BLOCK_T"]),)
     sc, renorm = SCORES[score]
     const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"],
-             **plan(g, K, s, score=sc, renormalize=renorm).constexprs}
+             **plan(g, K, s, score=sc, renormalize=renorm, word_maxima=cfg.get("WORD_MAXIMA")).constexprs}
     const["PAIRS"] = const["PAIRS"] and cfg.get("PAIRS", True)
     if "maxnreg" in cfg:
         const["maxnreg"] = cfg["maxnreg"]
@@ -114,6 +114,11 @@ def configs_for(T, E, dtype, kinds, score="k"):
         out += [{**out[0], "ROW_ALIGN": 1}]
         out += [{**out[0], "BLOCK_T": bt, "warps": warps_for(bt, table.block_e, dtype)} for bt in (4, 16, 32)
                 if bt != table.block_t]
+    if "words" in kinds:
+        # picks_by_word (fused.WORD_MAXIMA) on and off at the table's tile, and on under register caps
+        # (its SASS at the T=250000 tile holds 118 registers, 80 with one spill under a cap)
+        out += [{**out[0], "WORD_MAXIMA": on} for on in (False, True)]
+        out += [{**out[0], "WORD_MAXIMA": True, "maxnreg": r} for r in (96, 88, 80, 72)]
     if "regs" in kinds:
         # the table's tile under a register cap (64, 72, 80, 96): more warps resident a scheduler, or spills
         out += [{**out[0], "maxnreg": r} for r in (64, 72, 80, 96)]

@@ -87,9 +87,10 @@ def compile_one(model: str, dtype: torch.dtype, block_t: int, lists: bool, inlin
     return kernel, launch
 
 
-def compile_route(model: str, dtype: torch.dtype, T: int = 250000):
+def compile_route(model: str, dtype: torch.dtype, T: int = 250000, overrides: dict | None = None):
     """The compiled route_kernel (parity.routing.fused) for a model of a family that chooses by the
-    logits, at the launch table's tile for T rows, its weight epilogue the router's."""
+    logits, at the launch table's tile for T rows, its weight epilogue the router's; ``overrides``:
+    compile-time arguments set otherwise than the plan sets them."""
     fam = family_of(model)
     m = fam.model(model)
     router = fam.make_router(m, "randn", 0, device="cpu")
@@ -100,7 +101,8 @@ def compile_route(model: str, dtype: torch.dtype, T: int = 250000):
     w, ids = torch.empty(T, m.K), torch.empty(T, m.K, dtype=torch.int32)
     t = launch.tile
     kernel = fused.route_kernel.warmup(g, scale, w, ids, T, m.E, m.E, 1, 1, grid=(1,), BLOCK_T=t.block_t,
-                                       BLOCK_E=t.block_e, VEC=t.vec, num_warps=t.num_warps, **launch.constexprs)
+                                       BLOCK_E=t.block_e, VEC=t.vec, num_warps=t.num_warps,
+                                       **{**launch.constexprs, **(overrides or {})})
     return kernel, launch
 
 
@@ -158,16 +160,19 @@ def main() -> None:
     ap.add_argument("--route", action="store_true",
                     help="route_kernel instead, for --model of a family that chooses by the logits (gemma4, "
                          "qwen3-moe, qwen2-moe, gpt-oss-120b, llama4-maverick...), at the table's tile for T=250000")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=INT",
+                    help="with --route: a compile-time argument of route_kernel set to INT (repeatable)")
     a = ap.parse_args()
     rows = []
     if a.route:
-        kernel, launch = compile_route(a.model, DTYPES[a.dtype])
+        overrides = {k: int(v) for k, v in (item.split("=", 1) for item in a.set)}
+        kernel, launch = compile_route(a.model, DTYPES[a.dtype], overrides=overrides)
         t = launch.tile
         counts = count(kernel, a.lines)
         for flags_only in ("before_flags", "spills_before_flags"):   # route_kernel stores no flags
             counts.pop(flags_only)
         rows.append({"model": a.model, "dtype": a.dtype, "kernel": "route_kernel", "block_t": t.block_t,
-                     "vec": t.vec, "warps": t.num_warps, **counts})
+                     "vec": t.vec, "warps": t.num_warps, **overrides, **counts})
     for block_t, lists, inline in [] if a.route else CONFIGS[:1] if a.quick else CONFIGS:
         if lists and block_t == 1:
             continue

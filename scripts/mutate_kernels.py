@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GROUPED_TESTS = ("tests/test_fused_grouped.py",)
 ROUTE_TESTS = ("tests/test_fused.py", "tests/test_fused_families.py", "tests/test_kernel_parts.py")
+WORD_TESTS = ("tests/test_word_maxima.py",)
 INVALID = ("CompilationError", "CompileTimeAssertionFailure", "SyntaxError", "NameError")
 
 
@@ -122,6 +123,18 @@ MUTANTS = [
     _m("aligned-mask-one-past", "kernel_parts.py", "return (tl.arange(0, BLOCK_E // VEC) * VEC)[None, :, None] < E",
        "return (tl.arange(0, BLOCK_E // VEC) * VEC)[None, :, None] <= E", ROUTE_TESTS,
        "aligned rows: the vector starting at E is read as part of the row"),
+    # route_kernel's selection through each word's larger key (fused.picks_by_word, WORD_MAXIMA; off by default)
+    _m("word-partners-dropped", "fused.py", "tl.where(slot_ok, partner, -2147483647 - 1))",
+       "tl.where(slot_ok, partner * 0 - 2147483647 - 1, -2147483647 - 1))", WORD_TESTS,
+       "picks_by_word: the chosen words' smaller keys never compete"),
+    _m("word-partner-wrong-half", "fused.py", "tl.where((col & 1) == 1, w << 16, w)", "tl.where((col & 1) == 1, w, w << 16)",
+       WORD_TESTS, "picks_by_word: a pick's partner is read from its own half"),
+    _m("word-slots-past-k-unmasked", "fused.py", "tl.where(slot_ok, top, -2147483647 - 1)", "top", WORD_TESTS,
+       "picks_by_word: the slots past K compete as +0.0 keys"),
+    _m("word-nan-pass-skipped", "fused.py", "                packed = tl.max(word_pair, axis=3)",
+       "                packed = packed", WORD_TESTS, "picks_by_word: a block holding a NaN keeps its unchecked keys"),
+    _m("word-partner-id", "fused.py", "| (COL_MASK - (col ^ 1))", "| (COL_MASK - col)", WORD_TESTS,
+       "picks_by_word: a partner carries its pick's id"),
 ]
 
 

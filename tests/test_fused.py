@@ -18,15 +18,15 @@ EPILOGUE_KERNELS = {"softmax_k": fused, "softmax_all": fused_module.fused_softma
 """route_kernel's weight epilogues by the name the tests parametrize them with."""
 
 
-def route_at_tile(g, K, s, block_t, **constexprs):
+def route_at_tile(g, K, s, block_t, vec=4, **constexprs):
     """route_kernel launched directly at a tile the launch table would not choose: block_t rows a
-    program, 4-wide vectors, one warp; the plan's compile-time arguments, with overrides. (weights, ids)"""
+    program, ``vec``-wide vectors, one warp; the plan's compile-time arguments, with overrides. (weights, ids)"""
     T, E = g.shape
     const = {**fused_module.plan(g, K, s).constexprs, **constexprs}
     w = torch.empty(T, K, device=g.device)
     ids = torch.empty(T, K, dtype=torch.int32, device=g.device)
     fused_module.route_kernel[(triton.cdiv(T, block_t),)](g, s, w, ids, T, E, g.stride(0), g.stride(1), s.stride(0),
-                                                          BLOCK_T=block_t, BLOCK_E=triton.next_power_of_2(E), VEC=4,
+                                                          BLOCK_T=block_t, BLOCK_E=triton.next_power_of_2(E), VEC=vec,
                                                           num_warps=1, **const)
     return w, ids
 

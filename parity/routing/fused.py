@@ -63,6 +63,7 @@ from parity.routing.kernel_parts import (
     nan_keys_on_top,
     order_key,
     key_value,
+    top_half_key,
     ranks_before,
     load_fp32,
     packed_keys,
@@ -88,7 +89,9 @@ def route_kernel(
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
     SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr, ROW_ALIGN: tl.constexpr = 1,
+    WORD_MAXIMA: tl.constexpr = False,
 ):
+    tl.static_assert(PAIRS or not WORD_MAXIMA, "picks_by_word reads rows as words")
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
     slots = tl.arange(0, BLOCK_K)
@@ -107,18 +110,32 @@ def route_kernel(
     UNCHECKED: tl.constexpr = KEY16
     if PAIRS:
         packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
-                                     NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN)
+                                     NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN, BY_WORD=WORD_MAXIMA)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
                                      columns_in_row(cols, E, BLOCK_E, VEC, ROW_ALIGN), COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
                                      NAN_CHECKED=not UNCHECKED)
 
+    if WORD_MAXIMA:
+        # the rounds run over each word's larger key; picks_by_word adds the smaller ones back
+        every_key = tl.reshape(packed, [BLOCK_T, BLOCK_E // VEC, VEC])   # for the NaN check's min
+        packed = tl.max(packed, axis=3)
+    else:
+        every_key = packed
     best = tl.max(tl.max(packed, axis=2), axis=1)
     if UNCHECKED:
         # a loop of zero or one pass, not an if: ptxas then keeps the registers of the path without NaN
-        for _ in tl.range(half_keys_hold_nan(packed, best, NAN_MAG, COL_BITS).to(tl.int32), loop_unroll_factor=1):
-            packed = nan_keys_on_top(packed, NAN_MAG, COL_BITS)
+        for _ in tl.range(half_keys_hold_nan(every_key, best, NAN_MAG, COL_BITS).to(tl.int32), loop_unroll_factor=1):
+            if WORD_MAXIMA:
+                # read the row again (a rare path) rather than keep both keys of every word live; a
+                # volatile read, which the compiler cannot move out of the branch: with a plain one the
+                # pass was if-converted and its ~600 instructions issued in every block (SASS, sm_90)
+                word_pair, _ = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16,
+                                                ROW_ALIGN=ROW_ALIGN, BY_WORD=True, VOLATILE=True)
+                packed = tl.max(word_pair, axis=3)
+            else:
+                packed = nan_keys_on_top(packed, NAN_MAG, COL_BITS)
             best = tl.max(tl.max(packed, axis=2), axis=1)
     if SCORE == 2:
         # the softmax's denominator over all E, from the tile already in registers (x: the logits
@@ -128,9 +145,13 @@ def route_kernel(
         else:
             row_max = key_value(tl.max(tl.max(key, axis=2), axis=1), KEY16, IS_BF16)
         den = softmax_denominator(x, row_max, LOG2_BLOCK_E, ACCURATE_EXP, not KEY16)
-    top_id, order_in_doubt = picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, COL_BITS, CHECK_LOSS)
-
     out_ok = row_ok[:, None] & (slots < K)[None, :]
+    if WORD_MAXIMA:
+        top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG)
+        order_in_doubt = 0
+    else:
+        top_id, order_in_doubt = picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, COL_BITS, CHECK_LOSS)
+
     top_id = tl.where(out_ok, top_id, 0)
     # Gathering the chosen logits again (cache hits) also moves the K picks from the reduction's
     # layout, where each row's picks sit in every lane of the row, to a compact one: decoding them
@@ -196,6 +217,27 @@ def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: t
             top_id = exact_topk(key, cols, slots, K, BLOCK_E, top_id)
         order_in_doubt = tl.max(in_doubt.to(tl.int32), axis=0) > set_in_doubt
     return top_id, order_in_doubt
+
+
+@triton.jit
+def picks_by_word(word_max, best, row_ptr, out_ok, slots, K: tl.constexpr, COL_BITS: tl.constexpr,
+                  NAN_MAG: tl.constexpr):
+    """The K picks' ids [BLOCK_T, BLOCK_K] of bf16/fp16 rows read as 32-bit words, from each word's
+    larger packed key (word_max [BLOCK_T, C, V]; ``best``: the rows' largest). The rounds run over
+    the words' maxima, half the keys: their K largest are the K words that can hold a pick (a key
+    among the row's K largest is either its word's larger, then among the K largest maxima, or its
+    smaller, whose word's larger ranks above it). Those K words are read again (from L1, where the
+    row's load left them), and the rounds run once more over their 2K keys."""
+    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+    top, _, _ = pick_rounds(word_max, best, slots, K, K, COL_BITS, False)
+    col = COL_MASK - (top & COL_MASK)
+    w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None] + (col >> 1), mask=out_ok, other=0)
+    # the other logit of each chosen word: the low half when the pick is the odd column
+    partner = top_half_key(tl.where((col & 1) == 1, w << 16, w), NAN_MAG) | (COL_MASK - (col ^ 1))
+    slot_ok = (slots < K)[None, :]
+    candidates = tl.join(tl.where(slot_ok, top, -2147483647 - 1), tl.where(slot_ok, partner, -2147483647 - 1))
+    top, _, _ = pick_rounds(candidates, best, slots, K, K, COL_BITS, False)
+    return COL_MASK - (top & COL_MASK)
 
 
 @triton.jit
@@ -335,6 +377,15 @@ def row_align(E: int, stride: int, vec: int) -> int:
     return min(vec, E & -E, stride & -stride if stride else vec)
 
 
+WORD_MAXIMA = False
+"""Whether plan lets route_kernel select through each 32-bit word's larger key (picks_by_word):
+the rounds over half the keys, then once more over the K chosen words' 2K. Exact on the CPU
+(tests/test_fused.py), SASS compiled here for sm_90 (triton 3.6): Gemma4 bf16's common path 1450
+-> 1301 instructions a warp at the T=250000 tile, 118 registers against 92 (80 under a cap, one
+spill); GPT-OSS 930 -> 887, Qwen2-MoE none. Off until timed on the GPU
+(benchmarks/probe_fused.py --configs words; reports/bench/NOTES.md, "Twelfth round")."""
+
+
 @dataclass(frozen=True)
 class Launch:
     """One call's launch, decided once from the validated problem: its tile (so its grid and
@@ -359,11 +410,13 @@ class Launch:
 
 
 def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor, *,
-         interpreter: bool = device.INTERPRETER, score: int = SOFTMAX_K, renormalize: bool = True) -> Launch:
+         interpreter: bool = device.INTERPRETER, score: int = SOFTMAX_K, renormalize: bool = True,
+         word_maxima: bool | None = None) -> Launch:
     """The launch for these (validated) arguments: the table's tile, and the compile-time
     arguments that follow from the problem, not from tuning. ``score``: what the weights are
     (kernel_parts.SOFTMAX_K, SIGMOID, SOFTMAX_ALL); ``renormalize``: a sigmoid's renormalisation
-    over the K."""
+    over the K; ``word_maxima``: select through each word's larger key (picks_by_word) where the
+    row is read as words and holds at least K of them (None: as WORD_MAXIMA says)."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter, score=score)
     col_bits = max(1, (t.block_e - 1).bit_length())
@@ -379,6 +432,8 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype], "PAIRS": reads_pairs(gating_output),
         "SCORE": score, "RENORM": renormalize, "LOG2_BLOCK_E": t.block_e.bit_length() - 1,
         "ROW_ALIGN": row_align(E, gating_output.stride(0), t.vec),
+        "WORD_MAXIMA": ((WORD_MAXIMA if word_maxima is None else word_maxima) and reads_pairs(gating_output)
+                        and 1 < topk <= t.block_e // 2),
     })
 
 

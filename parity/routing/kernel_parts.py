@@ -362,13 +362,14 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
 @triton.jit
 def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, COL_BITS: tl.constexpr,
                       EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
-                      VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True, ROW_ALIGN: tl.constexpr = 1):
+                      VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True, ROW_ALIGN: tl.constexpr = 1,
+                      BY_WORD: tl.constexpr = False, VOLATILE: tl.constexpr = False):
     """packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
     BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
     its even column's is the word shifted up by 16. Returns (packed, under VALUES the logits as fp32
     with padding -inf, else a stand-in). NAN_CHECKED as in packed_keys; ROW_ALIGN as in
-    columns_in_row."""
-    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+    columns_in_row. BY_WORD: packed as [BLOCK_T, BLOCK_E // VEC, VEC // 2, 2], a word's two keys
+    (even column's, odd column's) along the last axis."""
     words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
     in_row = columns_in_row(2 * words, E, BLOCK_E, VEC, ROW_ALIGN)  # E is even: a word is in the row or wholly beyond it
     mask = row_ok[:, None, None]
@@ -376,13 +377,8 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
         mask = mask & in_row
     TWO_NEG_INF: tl.constexpr = (NAN_MAG - 0x8000) * 65536 + (NAN_MAG + 0x8000)  # a word of two -inf
     w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None, None] + words, mask=mask,
-                other=0 if EVEN_E else TWO_NEG_INF)
-    if NAN_CHECKED:
-        even = top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
-        odd = top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
-    else:
-        even = top_half_key_unchecked(w << 16, COL_MASK - 2 * words)
-        odd = top_half_key_unchecked(w, COL_MASK - 1 - 2 * words)
+                other=0 if EVEN_E else TWO_NEG_INF, volatile=VOLATILE)
+    even, odd = word_keys(w, words, COL_BITS, NAN_MAG, NAN_CHECKED)
     shape: tl.constexpr = [even.shape[0], BLOCK_E // VEC, VEC]
     x = even  # a stand-in (compiled functions cannot return None)
     if VALUES:
@@ -393,7 +389,26 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
             x_even = _half_value(w, IS_BF16)
             x_odd = _half_value(w >> 16, IS_BF16)
         x = tl.reshape(tl.join(x_even, x_odd), shape)
-    return tl.reshape(tl.join(even, odd), shape), x
+    if BY_WORD:
+        packed = tl.join(even, odd)
+    else:
+        packed = tl.reshape(tl.join(even, odd), shape)
+    return packed, x
+
+
+@triton.jit
+def word_keys(w, words, COL_BITS: tl.constexpr, NAN_MAG: tl.constexpr, NAN_CHECKED: tl.constexpr = True):
+    """The packed keys (packed_keys) of the two bf16/fp16 logits in each 32-bit word w of a row
+    (``words``: the words' indices in their rows): (even column's, odd column's). The even column's
+    pattern is the word's low half, the odd column's its high half."""
+    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+    if NAN_CHECKED:
+        even = top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
+        odd = top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
+    else:
+        even = top_half_key_unchecked(w << 16, COL_MASK - 2 * words)
+        odd = top_half_key_unchecked(w, COL_MASK - 1 - 2 * words)
+    return even, odd
 
 
 @triton.jit

@@ -1,0 +1,89 @@
+"""route_kernel selecting through each word's larger key (fused.picks_by_word, fused.WORD_MAXIMA):
+the same ids and weights, bit for bit, as the rounds over every key, and the oracle's ids."""
+import pytest
+import torch
+
+from parity.routing import fused as fused_module
+from parity.routing.fused import fused, plan
+from parity.routing.oracle import route64
+from routing_cases import logits, scale, tied_logits
+from test_fused import route_at_tile
+
+NAN_BITS = {torch.bfloat16: [0x7FC0, 0xFFC0, 0x7F81, 0xFFFF], torch.float16: [0x7E00, 0xFE00, 0x7C01, 0xFFFF]}
+
+
+def with_specials(g: torch.Tensor) -> torch.Tensor:
+    """g with NaNs of both signs (alone in a word, both halves of a word, a whole row), -inf in
+    every other column of a row, signed zeros, +inf, a row of negative logits but one: rows 3 to 11."""
+    g = g.clone()
+    E = g.shape[1]
+    bits = g.view(torch.int16)
+    nan = [b - 65536 if b > 32767 else b for b in NAN_BITS[g.dtype]]
+    bits[3, min(5, E - 1)] = nan[0]
+    bits[4, :] = nan[2]
+    bits[5, E - 1] = nan[1]          # a negative NaN in the odd half of the last word
+    bits[6, 0], bits[6, 1] = nan[3], nan[1]   # both halves of one word
+    bits[7, 0] = nan[1]              # a negative NaN in an even half, its partner an ordinary value
+    g[8, ::2] = -float("inf")
+    g[9, ::2], g[9, 1::2] = 0.0, -0.0
+    g[10, 1::2] = float("inf")
+    g[11] = -g[11].abs() - 1         # every key but one below a padding slot's zero
+    g[11, 1] = 1.0
+    return g
+
+
+def assert_same_as_every_key(g, K, s, monkeypatch, **tile):
+    """picks_by_word gives the oracle's ids and the rounds over every key's bits (public op, or
+    route_kernel at a tile when ``tile`` names block_t and vec)."""
+    if tile:
+        base = route_at_tile(g, K, s, tile["block_t"], tile["vec"], WORD_MAXIMA=False)
+        words = route_at_tile(g, K, s, tile["block_t"], tile["vec"], WORD_MAXIMA=True)
+    else:
+        monkeypatch.setattr(fused_module, "WORD_MAXIMA", False)
+        base = fused(g, K, s)
+        monkeypatch.setattr(fused_module, "WORD_MAXIMA", True)
+        assert plan(g, K, s).constexprs["WORD_MAXIMA"]   # the path under test is the one launched
+        words = fused(g, K, s)
+    assert torch.equal(words[1].long(), route64(g, K, s)[1])
+    assert torch.equal(words[1], base[1])
+    assert torch.equal(words[0].nan_to_num(7.0), base[0].nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("E,K", [(128, 8), (128, 64), (100, 6), (60, 4), (8, 4), (256, 32), (4, 2)])
+def test_words_pick_as_every_key(E, K, dtype, dev, monkeypatch):
+    g = with_specials(logits(150, E, dtype, dev, seed=E + K))
+    assert_same_as_every_key(g, K, scale(E, dev), monkeypatch)
+
+
+def test_words_pick_bf16_ties_by_the_lower_id(dev, monkeypatch):
+    """A coarse grid ties most rows' K-th place; a tie inside one word and across words."""
+    g = tied_logits(200, 128, dev, seed=3)
+    g[0] = 1.0                     # every word tied in both halves
+    g[1, 10], g[1, 11] = 5.0, 5.0  # a tie inside one word, above the rest
+    assert_same_as_every_key(g, 8, scale(128, dev), monkeypatch)
+
+
+@pytest.mark.parametrize("block_t,vec", [(4, 4), (1, 128), (16, 8)])
+def test_words_pick_as_every_key_at_other_tiles(block_t, vec, dev, monkeypatch):
+    """The GPU's tiles (one row a program with the row one vector; 16 rows of 16-byte vectors) and
+    a small one, rows past T included (T = 37)."""
+    g = with_specials(logits(37, 128, torch.bfloat16, dev, seed=block_t))
+    assert_same_as_every_key(g, 8, scale(128, dev), monkeypatch, block_t=block_t, vec=vec)
+
+
+def test_words_only_where_a_row_holds_k_words(dev, monkeypatch):
+    """plan turns picks_by_word off where it cannot hold: fewer words than K (E = 6, K = 5),
+    rows not read as words (odd E, fp32, a column-major view), K = 1 (one round: nothing to save)."""
+    monkeypatch.setattr(fused_module, "WORD_MAXIMA", True)
+    s8, s7 = scale(8, dev), scale(7, dev)
+    g = logits(10, 8, torch.bfloat16, dev)
+    assert plan(g, 4, s8).constexprs["WORD_MAXIMA"]
+    assert not plan(g[:, :6].contiguous(), 5, s8[:6]).constexprs["WORD_MAXIMA"]
+    assert not plan(g, 1, s8).constexprs["WORD_MAXIMA"]
+    assert not plan(logits(10, 7, torch.bfloat16, dev), 4, s7).constexprs["WORD_MAXIMA"]
+    assert not plan(g.float(), 4, s8).constexprs["WORD_MAXIMA"]
+    assert not plan(g.t().contiguous().t(), 4, s8).constexprs["WORD_MAXIMA"]
+    assert not plan(g, 4, s8, word_maxima=False).constexprs["WORD_MAXIMA"]
+    e6 = g[:, :6].contiguous()
+    assert torch.equal(fused(e6, 5, s8[:6])[1].long(), route64(e6, 5, s8[:6])[1])
