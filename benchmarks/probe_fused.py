@@ -115,13 +115,16 @@ def configs_for(T, E, dtype, kinds, score="k"):
         out += [{**out[0], "BLOCK_T": bt, "warps": warps_for(bt, table.block_e, dtype)} for bt in (4, 16, 32)
                 if bt != table.block_t]
     if "words" in kinds:
-        # picks_by_word (fused.WORD_MAXIMA) on and off at the table's tile, and on under register caps
-        # (its SASS at the T=250000 tile holds 118 registers, 80 with one spill under a cap)
+        # picks_by_word (fused.WORD_MAXIMA) off and on at the table's tile, and on under register caps (its
+        # SASS at Gemma4's T=250000 tile holds 118 registers uncapped, one spill at 88 / 80 / 72: 23 / 25 / 28
+        # one-warp programs an SM against the table's 21), beside the table's kernel at the caps without a spill
         out += [{**out[0], "WORD_MAXIMA": on} for on in (False, True)]
         out += [{**out[0], "WORD_MAXIMA": True, "maxnreg": r} for r in (96, 88, 80, 72)]
+        out += [{**out[0], "WORD_MAXIMA": False, "maxnreg": r} for r in (88, 84)]
     if "regs" in kinds:
-        # the table's tile under a register cap (64, 72, 80, 96): more warps resident a scheduler, or spills
-        out += [{**out[0], "maxnreg": r} for r in (64, 72, 80, 96)]
+        # the table's tile under a register cap: more warps resident a scheduler, or spills (Gemma4 bf16's
+        # tile: 92 registers, 21 one-warp programs an SM; 88 / 84 hold no spill in its SASS and give 23 / 24)
+        out += [{**out[0], "maxnreg": r} for r in (64, 72, 80, 84, 88, 96)]
     if "rounds" in kinds:
         # The tile is [BLOCK_T, BLOCK_E // VEC, VEC]: rows go across lanes first (32 // BLOCK_T
         # lanes per row). VEC = BLOCK_E gave the old layout (a row across 16-32 lanes): slower at

@@ -7,7 +7,7 @@ from parity.routing import fused as fused_module
 from parity.routing.fused import fused, plan
 from parity.routing.oracle import route64
 from routing_cases import logits, scale, tied_logits
-from test_fused import route_at_tile
+from test_fused import EPILOGUE_KERNELS, route_at_tile
 
 NAN_BITS = {torch.bfloat16: [0x7FC0, 0xFFC0, 0x7F81, 0xFFFF], torch.float16: [0x7E00, 0xFE00, 0x7C01, 0xFFFF]}
 
@@ -32,7 +32,7 @@ def with_specials(g: torch.Tensor) -> torch.Tensor:
     return g
 
 
-def assert_same_as_every_key(g, K, s, monkeypatch, **tile):
+def assert_same_as_every_key(g, K, s, monkeypatch, kernel=fused, **tile):
     """picks_by_word gives the oracle's ids and the rounds over every key's bits (public op, or
     route_kernel at a tile when ``tile`` names block_t and vec)."""
     if tile:
@@ -40,10 +40,10 @@ def assert_same_as_every_key(g, K, s, monkeypatch, **tile):
         words = route_at_tile(g, K, s, tile["block_t"], tile["vec"], WORD_MAXIMA=True)
     else:
         monkeypatch.setattr(fused_module, "WORD_MAXIMA", False)
-        base = fused(g, K, s)
+        base = kernel(g, K, s)
         monkeypatch.setattr(fused_module, "WORD_MAXIMA", True)
         assert plan(g, K, s).constexprs["WORD_MAXIMA"]   # the path under test is the one launched
-        words = fused(g, K, s)
+        words = kernel(g, K, s)
     assert torch.equal(words[1].long(), route64(g, K, s)[1])
     assert torch.equal(words[1], base[1])
     assert torch.equal(words[0].nan_to_num(7.0), base[0].nan_to_num(7.0))
@@ -54,6 +54,15 @@ def assert_same_as_every_key(g, K, s, monkeypatch, **tile):
 def test_words_pick_as_every_key(E, K, dtype, dev, monkeypatch):
     g = with_specials(logits(150, E, dtype, dev, seed=E + K))
     assert_same_as_every_key(g, K, scale(E, dev), monkeypatch)
+
+
+@pytest.mark.parametrize("epilogue", ["softmax_all", "sigmoid"])
+@pytest.mark.parametrize("E,K", [(60, 4), (128, 8)])
+def test_words_pick_under_every_epilogue(E, K, epilogue, dev, monkeypatch):
+    """The softmax over all E (Qwen2-MoE: its denominator from the same read) and the sigmoid (Llama 4's
+    weights) select through the words as the softmax over the K does."""
+    g = with_specials(logits(150, E, torch.bfloat16, dev, seed=E))
+    assert_same_as_every_key(g, K, scale(E, dev), monkeypatch, kernel=EPILOGUE_KERNELS[epilogue])
 
 
 def test_words_pick_bf16_ties_by_the_lower_id(dev, monkeypatch):
