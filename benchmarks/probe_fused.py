@@ -120,11 +120,12 @@ def configs_for(T, E, dtype, kinds, score="k"):
         # one-warp programs an SM against the table's 21), beside the table's kernel at the caps without a spill
         out += [{**out[0], "WORD_MAXIMA": on} for on in (False, True)]
         out += [{**out[0], "WORD_MAXIMA": True, "maxnreg": r} for r in (96, 88, 80, 72)]
-        out += [{**out[0], "WORD_MAXIMA": False, "maxnreg": r} for r in (88, 84)]
+        out += [{**out[0], "WORD_MAXIMA": False, "maxnreg": 88}]
     if "regs" in kinds:
-        # the table's tile under a register cap: more warps resident a scheduler, or spills (Gemma4 bf16's
-        # tile: 92 registers, 21 one-warp programs an SM; 88 / 84 hold no spill in its SASS and give 23 / 24)
-        out += [{**out[0], "maxnreg": r} for r in (64, 72, 80, 84, 88, 96)]
+        # the table's tile under a register cap: more warps resident a scheduler, or spills (registers are
+        # allocated 8 a thread at a time: Gemma4 bf16's tile, 92 -> 96, runs 21 one-warp programs an SM;
+        # 88, without a spill in its SASS, 23)
+        out += [{**out[0], "maxnreg": r} for r in (64, 72, 80, 88, 96)]
     if "rounds" in kinds:
         # The tile is [BLOCK_T, BLOCK_E // VEC, VEC]: rows go across lanes first (32 // BLOCK_T
         # lanes per row). VEC = BLOCK_E gave the old layout (a row across 16-32 lanes): slower at
