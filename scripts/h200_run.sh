@@ -46,7 +46,7 @@ for step in $steps; do
         python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=25 tests > "$LOGS/pytest_cuda.log" 2>&1 ;;
     kernels) timeout ${KERNELS_LIMIT:-300} python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=10 tests/test_fused.py \
         tests/test_fused_families.py tests/test_fused_grouped.py tests/test_bench.py tests/test_compile.py tests/test_kernel_parts.py \
-        tests/test_invariance.py tests/test_word_maxima.py > "$LOGS/pytest_kernels.log" 2>&1 ;;
+        tests/test_invariance.py tests/test_word_maxima.py tests/test_fp32_unchecked.py > "$LOGS/pytest_kernels.log" 2>&1 ;;
     probegrouped) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --out "$LOGS/probe-grouped.json" \
         ${PROBE_GROUPED_ARGS:-} ${PROBE_TS:-250000 2048 64} > "$LOGS/probe-grouped.log" 2>&1 ;;
     ab) if [ ! -d "${AB_BASE:-/nonexistent}/parity" ]; then   # else the "base" runs would time this tree twice

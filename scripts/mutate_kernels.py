@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPED_TESTS = ("tests/test_fused_grouped.py",)
 ROUTE_TESTS = ("tests/test_fused.py", "tests/test_fused_families.py", "tests/test_kernel_parts.py")
 WORD_TESTS = ("tests/test_word_maxima.py",)
+FP32_KEY_TESTS = ("tests/test_fp32_unchecked.py",)
 INVALID = ("CompilationError", "CompileTimeAssertionFailure", "SyntaxError", "NameError")
 
 
@@ -135,6 +136,17 @@ MUTANTS = [
        "                packed = packed", WORD_TESTS, "picks_by_word: a block holding a NaN keeps its unchecked keys"),
     _m("word-partner-id", "fused.py", "| (COL_MASK - (col ^ 1))", "| (COL_MASK - col)", WORD_TESTS,
        "picks_by_word: a partner carries its pick's id"),
+    # route_kernel's fp32 keys without the NaN select (fused.FP32_UNCHECKED; off by default)
+    _m("fp32-nan-pass-skipped", "fused.py", "            key = fp32_keys_on_top(key)\n", "", FP32_KEY_TESTS,
+       "fp32, unchecked keys: a block holding a NaN keeps them"),
+    _m("fp32-small-positive-nan", "kernel_parts.py", "return tl.where((key > 0x7F800000) | (key < -0x7F800000)",
+       "return tl.where((key > 0x7F800001) | (key < -0x7F800000)", FP32_KEY_TESTS,
+       "fp32, unchecked keys: a NaN of the smallest payload passes for +inf"),
+    _m("fp32-small-negative-nan", "kernel_parts.py", "return tl.where((key > 0x7F800000) | (key < -0x7F800000)",
+       "return tl.where((key > 0x7F800000) | (key < -0x7F800001)", FP32_KEY_TESTS,
+       "fp32, unchecked keys: a negative NaN of the smallest payload passes for -inf"),
+    _m("fp32-repacked-ids-lost", "fused.py", "packed = (key & ~((1 << COL_BITS) - 1)) | (packed & ((1 << COL_BITS) - 1))",
+       "packed = key", FP32_KEY_TESTS, "fp32, unchecked keys: the NaN pass packs the keys without their ids"),
 ]
 
 

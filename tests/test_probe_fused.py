@@ -13,3 +13,9 @@ def test_words_configurations_follow_the_table_tile():
     words = [(c.get("WORD_MAXIMA"), c.get("maxnreg")) for c in cfgs[1:]]
     assert words == [(False, None), (True, None), (True, 96), (True, 88), (True, 80), (True, 72), (False, 88)]
     assert all(c["BLOCK_T"] == table.block_t and c["VEC"] == table.vec for c in cfgs)
+
+
+def test_fp32keys_configurations_only_for_fp32():
+    cfgs = configs_for(250000, 128, torch.float32, ["fp32keys"])
+    assert [c.get("FP32_UNCHECKED") for c in cfgs] == [None, False, True]
+    assert configs_for(250000, 128, torch.bfloat16, ["fp32keys"]) == configs_for(250000, 128, torch.bfloat16, [])

@@ -39,6 +39,11 @@ per logit but measured slower on the H200; it is kept as a variant
 
 The selection pieces (packed keys, the exact fallback, the softmax-and-scale epilogue) live in
 kernel_parts, where the variants reuse them.
+
+Two paths are prepared and off until timed on the GPU (plan's word_maxima and fp32_unchecked):
+rounds over each 32-bit word's larger key (picks_by_word, WORD_MAXIMA) and fp32 keys without the
+NaN select (FP32_UNCHECKED); both exact in the CPU suite, both counted in SASS only
+(reports/bench/NOTES.md, "Twelfth round").
 """
 from __future__ import annotations
 
@@ -64,6 +69,7 @@ from parity.routing.kernel_parts import (
     order_key,
     key_value,
     top_half_key,
+    fp32_keys_on_top,
     ranks_before,
     load_fp32,
     packed_keys,
@@ -89,7 +95,7 @@ def route_kernel(
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
     SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr, ROW_ALIGN: tl.constexpr = 1,
-    WORD_MAXIMA: tl.constexpr = False,
+    WORD_MAXIMA: tl.constexpr = False, FP32_UNCHECKED: tl.constexpr = False,
 ):
     tl.static_assert(PAIRS or not WORD_MAXIMA, "picks_by_word reads rows as words")
     pid = tl.program_id(0)
@@ -107,15 +113,17 @@ def route_kernel(
     # a block that holds a NaN, seen from its extreme keys, makes those keys NaN-checked ones
     # (reports/bench/NOTES.md, "Keys without the NaN select"; under the softmax over all E too
     # since its rows are read as vectors: Qwen2-MoE 19.99 -> 18.99 us on the H200, "Padding read as -inf").
-    UNCHECKED: tl.constexpr = KEY16
+    # fp32 keys likewise where the row has no padding: a block holding a NaN or an inf (x * 0 is NaN
+    # there: FMA-pipe work where the keys' is ALU) makes its keys NaN-checked ones (padding reads -inf)
+    UNCHECKED: tl.constexpr = KEY16 or (EVEN_E and FP32_UNCHECKED)
     if PAIRS:
         packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
                                      NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN, BY_WORD=WORD_MAXIMA)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
-                                     columns_in_row(cols, E, BLOCK_E, VEC, ROW_ALIGN), COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
-                                     NAN_CHECKED=not UNCHECKED)
+                                     columns_in_row(cols, E, BLOCK_E, VEC, ROW_ALIGN), COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16,
+                                     SCORE == 2 or (UNCHECKED and not KEY16), NAN_CHECKED=not UNCHECKED)
 
     if WORD_MAXIMA:
         # the rounds run over each word's larger key; picks_by_word adds the smaller ones back
@@ -124,7 +132,13 @@ def route_kernel(
     else:
         every_key = packed
     best = tl.max(tl.max(packed, axis=2), axis=1)
-    if UNCHECKED:
+    if UNCHECKED and not KEY16:
+        nan_or_inf = tl.sum(tl.sum(tl.sum(x * 0.0, axis=2), axis=1), axis=0)
+        for _ in tl.range((nan_or_inf != nan_or_inf).to(tl.int32), loop_unroll_factor=1):
+            key = fp32_keys_on_top(key)
+            packed = (key & ~((1 << COL_BITS) - 1)) | (packed & ((1 << COL_BITS) - 1))
+            best = tl.max(tl.max(packed, axis=2), axis=1)
+    if UNCHECKED and KEY16:
         # a loop of zero or one pass, not an if: ptxas then keeps the registers of the path without NaN
         for _ in tl.range(half_keys_hold_nan(every_key, best, NAN_MAG, COL_BITS).to(tl.int32), loop_unroll_factor=1):
             if WORD_MAXIMA:
@@ -386,6 +400,16 @@ spill); GPT-OSS 930 -> 887, Qwen2-MoE none. Off until timed on the GPU
 (benchmarks/probe_fused.py --configs words; reports/bench/NOTES.md, "Twelfth round")."""
 
 
+FP32_UNCHECKED = False
+"""Whether plan lets route_kernel key fp32 logits without the NaN select where rows need no padding
+(E a power of two): three ALU instructions a key where the select took five, and one sum of x * 0
+over the block (FMA pipe) that is NaN where a NaN or an inf sits, which sends that block through
+fp32_keys_on_top. Exact on the CPU (tests/test_fp32_unchecked.py); SASS sm_90 (triton 3.6), Gemma4
+fp32's T=250000 tile: ALU-pipe instructions 392 -> 348 a warp, FMA 148 -> 171, 64 registers both.
+Off until timed on the GPU (benchmarks/probe_fused.py --configs fp32keys; reports/bench/NOTES.md,
+"Twelfth round")."""
+
+
 @dataclass(frozen=True)
 class Launch:
     """One call's launch, decided once from the validated problem: its tile (so its grid and
@@ -411,12 +435,14 @@ class Launch:
 
 def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor, *,
          interpreter: bool = device.INTERPRETER, score: int = SOFTMAX_K, renormalize: bool = True,
-         word_maxima: bool | None = None) -> Launch:
+         word_maxima: bool | None = None, fp32_unchecked: bool | None = None) -> Launch:
     """The launch for these (validated) arguments: the table's tile, and the compile-time
     arguments that follow from the problem, not from tuning. ``score``: what the weights are
     (kernel_parts.SOFTMAX_K, SIGMOID, SOFTMAX_ALL); ``renormalize``: a sigmoid's renormalisation
     over the K; ``word_maxima``: select through each word's larger key (picks_by_word) where the
-    row is read as words and holds at least K of them (None: as WORD_MAXIMA says)."""
+    row is read as words and holds at least K of them (None: as WORD_MAXIMA says); ``fp32_unchecked``:
+    fp32 keys without the NaN case, a block holding a NaN or an inf checked once (None: as
+    FP32_UNCHECKED says)."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter, score=score)
     col_bits = max(1, (t.block_e - 1).bit_length())
@@ -432,8 +458,12 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype], "PAIRS": reads_pairs(gating_output),
         "SCORE": score, "RENORM": renormalize, "LOG2_BLOCK_E": t.block_e.bit_length() - 1,
         "ROW_ALIGN": row_align(E, gating_output.stride(0), t.vec),
+        # both prepared paths save pipe work, not latency: a program of one row (small T, latency-bound)
+        # would only pay their extra dependent steps (a gather's round trip, a cross-lane sum)
         "WORD_MAXIMA": ((WORD_MAXIMA if word_maxima is None else word_maxima) and reads_pairs(gating_output)
-                        and 1 < topk <= t.block_e // 2),
+                        and 1 < topk <= t.block_e // 2 and t.block_t > 1),
+        "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
+                           and gating_output.dtype == torch.float32 and t.block_t > 1),
     })
 
 

@@ -301,6 +301,13 @@ def nan_keys_on_top(packed, NAN_MAG: tl.constexpr, COL_BITS: tl.constexpr):
 
 
 @triton.jit
+def fp32_keys_on_top(key):
+    """fp32 keys made without the NaN case made sign_magnitude_key's: a NaN's key (beyond +inf's or
+    below -inf's) becomes the NaN key, 0x7FFFFFFF."""
+    return tl.where((key > 0x7F800000) | (key < -0x7F800000), 0x7FFFFFFF, key)
+
+
+@triton.jit
 def columns_in_row(cols, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, ROW_ALIGN: tl.constexpr):
     """Which columns ``cols`` (an element's first column, in a tile [BLOCK_T, BLOCK_E // VEC, VEC]
     or its words) lie in a row of E logits. Where ROW_ALIGN (fused's route_kernel) is the vector, E
@@ -327,7 +334,9 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
     expert's (ties go to the lower id), so nothing selects a padding value after the load
     (reports/bench/NOTES.md, "Padding read as -inf").
     Without NAN_CHECKED, bf16/fp16 keys come from top_half_key_unchecked (the caller checks with
-    half_keys_hold_nan) and the full key returned is the packed one."""
+    half_keys_hold_nan) and the full key returned is the packed one; fp32 keys are
+    sign_magnitude_key's without the NaN case (a NaN's key lands beyond +inf's or below -inf's; the
+    caller checks: fp32_keys_on_top)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     if not EVEN_E:
         mask = mask & col_ok
@@ -348,7 +357,11 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
             key = packed
     else:
         raw = tl.load(ptrs.to(tl.pointer_type(tl.int32)), mask=mask, other=0 if EVEN_E else NAN_MAG - 2147483648)
-        key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
+        if NAN_CHECKED:
+            key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
+        else:
+            sign = raw >> 31
+            key = ((raw & 0x7FFFFFFF) ^ sign) - sign
         packed = (key & ~COL_MASK) | (COL_MASK - cols)
     x = key  # a stand-in (compiled functions cannot return None)
     if VALUES:
