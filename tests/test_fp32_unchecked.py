@@ -4,10 +4,9 @@ import pytest
 import torch
 
 from parity.routing import fused as fused_module
-from parity.routing.fused import fused, plan
-from parity.routing.oracle import route64
+from parity.routing.fused import plan
 from routing_cases import logits, scale
-from test_fused import EPILOGUE_KERNELS, route_at_tile
+from test_fused import EPILOGUE_KERNELS, assert_prepared_path_matches
 
 NAN_BITS = [0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FFFFFFF, 0xFFFFFFFF]
 """NaNs of both signs, the smallest payloads (which truncating the key's low bits would make +inf's
@@ -34,32 +33,17 @@ def with_specials(g: torch.Tensor) -> torch.Tensor:
     return g
 
 
-def assert_same_as_checked(g, K, s, monkeypatch, kernel=fused, **tile):
-    if tile:
-        base = route_at_tile(g, K, s, tile["block_t"], tile["vec"], FP32_UNCHECKED=False)
-        new = route_at_tile(g, K, s, tile["block_t"], tile["vec"], FP32_UNCHECKED=True)
-    else:
-        monkeypatch.setattr(fused_module, "FP32_UNCHECKED", False)
-        base = kernel(g, K, s)
-        monkeypatch.setattr(fused_module, "FP32_UNCHECKED", True)
-        assert plan(g, K, s).constexprs["FP32_UNCHECKED"]   # the path under test is the one launched
-        new = kernel(g, K, s)
-    assert torch.equal(new[1].long(), route64(g, K, s)[1])
-    assert torch.equal(new[1], base[1])
-    assert torch.equal(new[0].nan_to_num(7.0), base[0].nan_to_num(7.0))
-
-
 @pytest.mark.parametrize("E,K", [(128, 8), (128, 64), (64, 6), (256, 32), (16, 16), (100, 8)])
 def test_unchecked_fp32_keys_pick_as_checked_ones(E, K, dev, monkeypatch):
     """E = 100 pads its rows (-inf): those keep the NaN-checked keys."""
     g = with_specials(logits(150, E, torch.float32, dev, seed=E + K))
-    assert_same_as_checked(g, K, scale(E, dev), monkeypatch)
+    assert_prepared_path_matches("FP32_UNCHECKED", g, K, scale(E, dev), monkeypatch)
 
 
 @pytest.mark.parametrize("epilogue", ["softmax_all", "sigmoid"])
 def test_unchecked_fp32_keys_under_every_epilogue(epilogue, dev, monkeypatch):
     g = with_specials(logits(150, 64, torch.float32, dev, seed=2))
-    assert_same_as_checked(g, 4, scale(64, dev), monkeypatch, kernel=EPILOGUE_KERNELS[epilogue])
+    assert_prepared_path_matches("FP32_UNCHECKED", g, 4, scale(64, dev), monkeypatch, kernel=EPILOGUE_KERNELS[epilogue])
 
 
 @pytest.mark.parametrize("block_t,vec", [(1, 4), (4, 4), (2, 128)])
@@ -67,7 +51,7 @@ def test_unchecked_fp32_keys_at_other_tiles(block_t, vec, dev, monkeypatch):
     """The GPU's tiles (one row a program; four rows of 16-byte vectors) and the row as one vector;
     blocks with and without a NaN (T = 37)."""
     g = with_specials(logits(37, 128, torch.float32, dev, seed=block_t))
-    assert_same_as_checked(g, 8, scale(128, dev), monkeypatch, block_t=block_t, vec=vec)
+    assert_prepared_path_matches("FP32_UNCHECKED", g, 8, scale(128, dev), monkeypatch, tile=(block_t, vec))
 
 
 def test_unchecked_fp32_keys_only_for_fp32(dev, monkeypatch):

@@ -31,6 +31,24 @@ def route_at_tile(g, K, s, block_t, vec=4, **constexprs):
     return w, ids
 
 
+def assert_prepared_path_matches(flag, g, K, s, monkeypatch, kernel=fused, tile=None):
+    """A prepared route_kernel path (``flag``: its fused module constant and compile-time argument,
+    WORD_MAXIMA or FP32_UNCHECKED) gives the oracle's ids and the default path's ids and weights bit for
+    bit: through the public op, or at ``tile`` = (block_t, vec) launched directly."""
+    if tile:
+        base = route_at_tile(g, K, s, *tile, **{flag: False})
+        new = route_at_tile(g, K, s, *tile, **{flag: True})
+    else:
+        monkeypatch.setattr(fused_module, flag, False)
+        base = kernel(g, K, s)
+        monkeypatch.setattr(fused_module, flag, True)
+        assert fused_module.plan(g, K, s).constexprs[flag]   # the path under test is the one launched
+        new = kernel(g, K, s)
+    assert torch.equal(new[1].long(), route64(g, K, s)[1])
+    assert torch.equal(new[1], base[1])
+    assert torch.equal(new[0].nan_to_num(7.0), base[0].nan_to_num(7.0))
+
+
 def check_against_oracle(g, K, s):
     assert_routing_close(fused(g, K, s), route64(g, K, s), ordered=True, max_ulp=FUSED_MAX_ULP)
 

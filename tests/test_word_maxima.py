@@ -7,7 +7,7 @@ from parity.routing import fused as fused_module
 from parity.routing.fused import fused, plan
 from parity.routing.oracle import route64
 from routing_cases import logits, scale, tied_logits
-from test_fused import EPILOGUE_KERNELS, route_at_tile
+from test_fused import EPILOGUE_KERNELS, assert_prepared_path_matches
 
 NAN_BITS = {torch.bfloat16: [0x7FC0, 0xFFC0, 0x7F81, 0xFFFF], torch.float16: [0x7E00, 0xFE00, 0x7C01, 0xFFFF]}
 
@@ -32,28 +32,11 @@ def with_specials(g: torch.Tensor) -> torch.Tensor:
     return g
 
 
-def assert_same_as_every_key(g, K, s, monkeypatch, kernel=fused, **tile):
-    """picks_by_word gives the oracle's ids and the rounds over every key's bits (public op, or
-    route_kernel at a tile when ``tile`` names block_t and vec)."""
-    if tile:
-        base = route_at_tile(g, K, s, tile["block_t"], tile["vec"], WORD_MAXIMA=False)
-        words = route_at_tile(g, K, s, tile["block_t"], tile["vec"], WORD_MAXIMA=True)
-    else:
-        monkeypatch.setattr(fused_module, "WORD_MAXIMA", False)
-        base = kernel(g, K, s)
-        monkeypatch.setattr(fused_module, "WORD_MAXIMA", True)
-        assert plan(g, K, s).constexprs["WORD_MAXIMA"]   # the path under test is the one launched
-        words = kernel(g, K, s)
-    assert torch.equal(words[1].long(), route64(g, K, s)[1])
-    assert torch.equal(words[1], base[1])
-    assert torch.equal(words[0].nan_to_num(7.0), base[0].nan_to_num(7.0))
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("E,K", [(128, 8), (128, 64), (100, 6), (60, 4), (8, 4), (256, 32), (4, 2)])
 def test_words_pick_as_every_key(E, K, dtype, dev, monkeypatch):
     g = with_specials(logits(150, E, dtype, dev, seed=E + K))
-    assert_same_as_every_key(g, K, scale(E, dev), monkeypatch)
+    assert_prepared_path_matches("WORD_MAXIMA", g, K, scale(E, dev), monkeypatch)
 
 
 @pytest.mark.parametrize("epilogue", ["softmax_all", "sigmoid"])
@@ -62,7 +45,7 @@ def test_words_pick_under_every_epilogue(E, K, epilogue, dev, monkeypatch):
     """The softmax over all E (Qwen2-MoE: its denominator from the same read) and the sigmoid (Llama 4's
     weights) select through the words as the softmax over the K does."""
     g = with_specials(logits(150, E, torch.bfloat16, dev, seed=E))
-    assert_same_as_every_key(g, K, scale(E, dev), monkeypatch, kernel=EPILOGUE_KERNELS[epilogue])
+    assert_prepared_path_matches("WORD_MAXIMA", g, K, scale(E, dev), monkeypatch, kernel=EPILOGUE_KERNELS[epilogue])
 
 
 def test_words_pick_bf16_ties_by_the_lower_id(dev, monkeypatch):
@@ -70,7 +53,7 @@ def test_words_pick_bf16_ties_by_the_lower_id(dev, monkeypatch):
     g = tied_logits(200, 128, dev, seed=3)
     g[0] = 1.0                     # every word tied in both halves
     g[1, 10], g[1, 11] = 5.0, 5.0  # a tie inside one word, above the rest
-    assert_same_as_every_key(g, 8, scale(128, dev), monkeypatch)
+    assert_prepared_path_matches("WORD_MAXIMA", g, 8, scale(128, dev), monkeypatch)
 
 
 @pytest.mark.parametrize("block_t,vec", [(4, 4), (1, 128), (16, 8)])
@@ -78,7 +61,7 @@ def test_words_pick_as_every_key_at_other_tiles(block_t, vec, dev, monkeypatch):
     """The GPU's tiles (one row a program with the row one vector; 16 rows of 16-byte vectors) and
     a small one, rows past T included (T = 37)."""
     g = with_specials(logits(37, 128, torch.bfloat16, dev, seed=block_t))
-    assert_same_as_every_key(g, 8, scale(128, dev), monkeypatch, block_t=block_t, vec=vec)
+    assert_prepared_path_matches("WORD_MAXIMA", g, 8, scale(128, dev), monkeypatch, tile=(block_t, vec))
 
 
 def test_words_only_where_a_row_holds_k_words(dev, monkeypatch):
