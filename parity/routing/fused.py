@@ -394,9 +394,9 @@ def row_align(E: int, stride: int, vec: int) -> int:
 WORD_MAXIMA = False
 """Whether plan lets route_kernel select through each 32-bit word's larger key (picks_by_word):
 the rounds over half the keys, then once more over the K chosen words' 2K. Exact on the CPU
-(tests/test_fused.py), SASS compiled here for sm_90 (triton 3.6): Gemma4 bf16's common path 1450
--> 1301 instructions a warp at the T=250000 tile, 118 registers against 92 (80 under a cap, one
-spill); GPT-OSS 930 -> 887, Qwen2-MoE none. Off until timed on the GPU
+(tests/test_word_maxima.py), SASS compiled here for sm_90 (triton 3.6): Gemma4 bf16's common path
+1450 -> 1301 instructions a warp at the T=250000 tile, the ALU pipe's share unchanged, 118 registers
+against 92 (72 under a cap, one spill); GPT-OSS 930 -> 887, Qwen2-MoE none. Off until timed on the GPU
 (benchmarks/probe_fused.py --configs words; reports/bench/NOTES.md, "Twelfth round")."""
 
 

@@ -382,7 +382,8 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     its even column's is the word shifted up by 16. Returns (packed, under VALUES the logits as fp32
     with padding -inf, else a stand-in). NAN_CHECKED as in packed_keys; ROW_ALIGN as in
     columns_in_row. BY_WORD: packed as [BLOCK_T, BLOCK_E // VEC, VEC // 2, 2], a word's two keys
-    (even column's, odd column's) along the last axis."""
+    (even column's, odd column's) along the last axis. VOLATILE: a volatile read, for a rare path
+    that must stay behind its branch (the compiler may not move it out and predicate it)."""
     words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
     in_row = columns_in_row(2 * words, E, BLOCK_E, VEC, ROW_ALIGN)  # E is even: a word is in the row or wholly beyond it
     mask = row_ok[:, None, None]
