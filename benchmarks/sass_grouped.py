@@ -59,6 +59,7 @@ class _Sm90:
 driver.set_active(_Sm90())
 
 from benchmarks.profile_ncu import family_of  # noqa: E402
+from benchmarks.sass_common import common_path  # noqa: E402
 from parity import routing  # noqa: E402
 from parity.routing import fused, fused_grouped  # noqa: E402
 
@@ -144,7 +145,8 @@ def count(kernel, lines: bool) -> dict:
     first_flag = next((i for i, ln in enumerate(sass) if "STG.E.U8" in ln), len(sass))
     spills = sum(1 for ln in sass[:first_flag] if re.search(r"\b(STL|LDL)", ln))
     out = {"instructions": len(sass), "before_flags": first_flag, "spills_before_flags": spills,
-           "registers": int(re.search(r"REG:(\d+)", res).group(1)), "stack": int(re.search(r"STACK:(\d+)", res).group(1))}
+           "registers": int(re.search(r"REG:(\d+)", res).group(1)), "stack": int(re.search(r"STACK:(\d+)", res).group(1)),
+           "spills": sum(1 for ln in sass if re.search(r"\b(STL|LDL)", ln)), **common_path(sass)}
     if lines:
         out["by_line"] = dict(by_line.most_common())
     return out

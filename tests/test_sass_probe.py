@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import triton
 
+from benchmarks.sass_common import common_path
+
 ROOT = Path(__file__).resolve().parents[1]
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 
@@ -43,6 +45,7 @@ def test_the_sass_probe_counts_route_kernel(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["kernel"] == "route_kernel" and row["vec"] == 4  # 120-byte rows: 8-byte vectors
     assert row["instructions"] > 0 and "before_flags" not in row
+    assert 0 < row["path_alu"] + row["path_fma"] < row["path"] < row["instructions"]
     assert any(k.startswith("fused.py:") for k in row["by_line"]), "no instruction traced to the kernel's source"
 
 
@@ -81,3 +84,26 @@ def test_the_tma_ring_refuses_a_ring_whose_read_conflicts(tmp_path):
     done, _ = _tma_ring_sass(tmp_path, "--shapes", "128:bf16:8", "--swizzle", "0")
     assert done.returncode != 0
     assert "must not conflict in the banks" in done.stderr
+
+
+def test_the_common_path_skips_rare_branches_and_divergence_fallbacks():
+    """sass_grouped.common_path on laid-out SASS written by hand (cuobjdump's form): a forward
+    conditional branch is taken past its rare block, a BRA.DIV falls through, an unconditional
+    branch is followed, the walk stops at the first EXIT; pipes by opcode class."""
+    sass = [
+        "        /*0000*/                   LDG.E.128 R4, desc[UR4][R2.64] ;",
+        "        /*0010*/                   LOP3.LUT R6, R4, 0x7fff0000, RZ, 0xc0, !PT ;",
+        "        /*0020*/              @!P0 BRA 0x50 ;",
+        "        /*0030*/                   SEL R6, R6, 0x7fff0000, P1 ;",       # the rare block
+        "        /*0040*/                   VIMNMX3 R6, R6, R7, R8, !PT ;",
+        "        /*0050*/                   BRA.DIV UR7, 0xa0 ;",
+        "        /*0060*/                   SHFL.BFLY PT, R9, R6, 0x10, 0x1f ;",
+        "        /*0070*/                   IMAD.IADD R10, R9, 0x1, -R6 ;",
+        "        /*0080*/                   BRA 0xb0 ;",
+        "        /*0090*/                   FFMA R1, R1, R1, R1 ;",                # jumped over
+        "        /*00a0*/                   WARPSYNC 0xffffffff ;",
+        "        /*00b0*/                   VIMNMX3.U32 R11, R10, R9, R6, PT ;",
+        "        /*00c0*/                   EXIT ;",
+        "        /*00d0*/                   FADD R1, R1, R1 ;",
+    ]
+    assert common_path(sass) == {"path": 9, "path_alu": 2, "path_fma": 1}

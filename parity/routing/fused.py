@@ -405,7 +405,7 @@ FP32_UNCHECKED = False
 (E a power of two): three ALU instructions a key where the select took five, and one sum of x * 0
 over the block (FMA pipe) that is NaN where a NaN or an inf sits, which sends that block through
 fp32_keys_on_top. Exact on the CPU (tests/test_fp32_unchecked.py); SASS sm_90 (triton 3.6), Gemma4
-fp32's T=250000 tile: ALU-pipe instructions 392 -> 348 a warp, FMA 148 -> 171, 64 registers both.
+fp32's T=250000 tile: ALU-pipe instructions 390 -> 346 a warp, FMA 148 -> 171, 64 registers both.
 Off until timed on the GPU (benchmarks/probe_fused.py --configs fp32keys; reports/bench/NOTES.md,
 "Twelfth round")."""
 
