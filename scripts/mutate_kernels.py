@@ -110,8 +110,8 @@ MUTANTS = [
     _m("denominator-nan-guard-dropped", "kernel_parts.py",
        'return tl.where(first - first == 0.0, total, float("nan"))', "return total", ROUTE_TESTS,
        "softmax over all E: a row of NaN, +inf or -inf gets finite weights"),
-    _m("zeros-untied", "kernel_parts.py", "return tl.where(mag > NAN_MAG, MAG_MASK, (mag ^ sign) - sign)",
-       "return tl.where(mag > NAN_MAG, MAG_MASK, mag ^ sign)", ROUTE_TESTS,
+    _m("zeros-untied", "kernel_parts.py", "    return ((bits & MAG_MASK) ^ sign) - sign\n",
+       "    return (bits & MAG_MASK) ^ sign\n", ROUTE_TESTS + FP32_KEY_TESTS,
        "-0.0 ranks below +0.0 instead of tying it"),
     _m("f64-scale-in-fp32", "kernel_parts.py", "return (probs.to(tl.float64) * scale).to(tl.float32)",
        "return probs * scale.to(tl.float32)",
@@ -145,7 +145,7 @@ MUTANTS = [
     _m("fp32-small-negative-nan", "kernel_parts.py", "return tl.where((key > 0x7F800000) | (key < -0x7F800000)",
        "return tl.where((key > 0x7F800000) | (key < -0x7F800001)", FP32_KEY_TESTS,
        "fp32, unchecked keys: a negative NaN of the smallest payload passes for -inf"),
-    _m("fp32-repacked-ids-lost", "fused.py", "packed = (key & ~((1 << COL_BITS) - 1)) | (packed & ((1 << COL_BITS) - 1))",
+    _m("fp32-repacked-ids-lost", "fused.py", "packed = (key & ~COL_MASK) | (packed & COL_MASK)",
        "packed = key", FP32_KEY_TESTS, "fp32, unchecked keys: the NaN pass packs the keys without their ids"),
 ]
 

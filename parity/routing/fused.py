@@ -98,6 +98,7 @@ def route_kernel(
     WORD_MAXIMA: tl.constexpr = False, FP32_UNCHECKED: tl.constexpr = False,
 ):
     tl.static_assert(PAIRS or not WORD_MAXIMA, "picks_by_word reads rows as words")
+    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
     slots = tl.arange(0, BLOCK_K)
@@ -136,7 +137,7 @@ def route_kernel(
         nan_or_inf = tl.sum(tl.sum(tl.sum(x * 0.0, axis=2), axis=1), axis=0)
         for _ in tl.range((nan_or_inf != nan_or_inf).to(tl.int32), loop_unroll_factor=1):
             key = fp32_keys_on_top(key)
-            packed = (key & ~((1 << COL_BITS) - 1)) | (packed & ((1 << COL_BITS) - 1))
+            packed = (key & ~COL_MASK) | (packed & COL_MASK)   # the ids packed_keys put in
             best = tl.max(tl.max(packed, axis=2), axis=1)
     if UNCHECKED and KEY16:
         # a loop of zero or one pass, not an if: ptxas then keeps the registers of the path without NaN
@@ -445,6 +446,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     FP32_UNCHECKED says)."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter, score=score)
+    pairs = reads_pairs(gating_output)
     col_bits = max(1, (t.block_e - 1).bit_length())
     # The packed key keeps 32 - COL_BITS bits of the fp32 key: enough for every bf16 (16 bits) and
     # fp16 (19 bits) value while COL_BITS <= 13; fp32 logits are checked at run time.
@@ -455,12 +457,12 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "CHECK_LOSS": gating_output.dtype == torch.float32,
         **dtype_flags(gating_output, per_expert_scale, interpreter=interpreter),
         "EVEN_E": E == t.block_e, "KEY16": gating_output.dtype.itemsize == 2,
-        "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype], "PAIRS": reads_pairs(gating_output),
+        "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype], "PAIRS": pairs,
         "SCORE": score, "RENORM": renormalize, "LOG2_BLOCK_E": t.block_e.bit_length() - 1,
         "ROW_ALIGN": row_align(E, gating_output.stride(0), t.vec),
         # both prepared paths save pipe work, not latency: a program of one row (small T, latency-bound)
         # would only pay their extra dependent steps (a gather's round trip, a cross-lane sum)
-        "WORD_MAXIMA": ((WORD_MAXIMA if word_maxima is None else word_maxima) and reads_pairs(gating_output)
+        "WORD_MAXIMA": ((WORD_MAXIMA if word_maxima is None else word_maxima) and pairs
                         and 1 < topk <= t.block_e // 2 and t.block_t > 1),
         "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
                            and gating_output.dtype == torch.float32 and t.block_t > 1),

@@ -61,9 +61,16 @@ def sign_magnitude_key(bits, MAG_MASK: tl.constexpr, NAN_MAG: tl.constexpr):
     MAG_MASK, above +inf, for every NaN (NaN ranks on top, as in torch.topk). fp32 bits as they
     are (MAG_MASK 0x7FFFFFFF); a 16-bit format in the top half, as fused keys it (MAG_MASK
     0x7FFF0000, NAN_MAG shifted up by 16). Three integer ops and a select."""
-    mag = bits & MAG_MASK
+    return tl.where((bits & MAG_MASK) > NAN_MAG, MAG_MASK, sign_magnitude_unchecked(bits, MAG_MASK))
+
+
+@triton.jit
+def sign_magnitude_unchecked(bits, MAG_MASK: tl.constexpr):
+    """sign_magnitude_key without its NaN case, ``((bits & MAG_MASK) ^ s) - s`` (s the sign): a NaN's
+    key lands beyond +inf's or below -inf's, which the caller checks for (half_keys_hold_nan,
+    fp32_keys_on_top)."""
     sign = bits >> 31
-    return tl.where(mag > NAN_MAG, MAG_MASK, (mag ^ sign) - sign)
+    return ((bits & MAG_MASK) ^ sign) - sign
 
 
 @triton.jit
@@ -270,8 +277,7 @@ def top_half_key_unchecked(bits, low):
     the id's OR take seven (SASS, reports/bench/NOTES.md "Keys without the NaN select"). Equal to
     ``top_half_key(bits) | low`` for every pattern but NaN: a NaN's key lands beyond +inf's or
     below -inf's, which half_keys_hold_nan detects from a block's extreme keys."""
-    sign = bits >> 31
-    return ((bits & 0x7FFF0000) ^ sign) - sign + low
+    return sign_magnitude_unchecked(bits, 0x7FFF0000) + low
 
 
 @triton.jit
@@ -360,8 +366,7 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
         if NAN_CHECKED:
             key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
         else:
-            sign = raw >> 31
-            key = ((raw & 0x7FFFFFFF) ^ sign) - sign
+            key = sign_magnitude_unchecked(raw, 0x7FFFFFFF)
         packed = (key & ~COL_MASK) | (COL_MASK - cols)
     x = key  # a stand-in (compiled functions cannot return None)
     if VALUES:
