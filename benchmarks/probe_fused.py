@@ -119,7 +119,7 @@ def configs_for(T, E, dtype, kinds, score="k"):
     if "words" in kinds:
         # picks_by_word (fused.WORD_MAXIMA) off and on at the table's tile, and on under register caps (its
         # SASS at Gemma4's T=250000 tile holds 118 registers uncapped, one spill at 88 / 80 / 72: 23 / 25 / 28
-        # one-warp programs an SM against the table's 21), beside the table's kernel at the caps without a spill
+        # one-warp programs an SM against the table's 21), beside the table's kernel at 88 (no spill there)
         out += [{**out[0], "WORD_MAXIMA": on} for on in (False, True)]
         out += [{**out[0], "WORD_MAXIMA": True, "maxnreg": r} for r in (96, 88, 80, 72)]
         out += [{**out[0], "WORD_MAXIMA": False, "maxnreg": 88}]
