@@ -35,6 +35,7 @@ from parity.check import assert_weights_close
 from parity.formatting import jsonable
 from parity.progress import Progress
 from parity.provenance import Run
+from parity.routing.contract import Unsupported
 from parity.routing.oracle import route64
 from parity.routing.router import Router
 from parity.tolerance import FUSED_ULP
@@ -250,8 +251,8 @@ def run(out_dir: Path, *, Ts=None, dtypes=None, families=None, progress: bool = 
         only: tuple[str, ...] = ROLES, candidates: dict[str, Callable] | None = None) -> dict:
     """Time every case of ``families`` (default: all) over ``Ts``; write bench.json, bench.md and
     bench.png to out_dir. ``candidates``: name -> fn(gating_output, topk, argument), timed in
-    every case; a case whose router a candidate does not compute (NotImplementedError) is noted,
-    not failed."""
+    every case; a case whose router a candidate does not compute (it raises
+    parity.routing.contract.Unsupported) is noted, not failed."""
     clock = Run()
     on_gpu = device.KIND == "cuda"
     bw = copy_bandwidth() if on_gpu else float("nan")
@@ -285,7 +286,7 @@ def run(out_dir: Path, *, Ts=None, dtypes=None, families=None, progress: bool = 
                 us, method = _time_gpu(fn, gs, case.K, arg) if on_gpu else _time_cpu(fn, gs[0], case.K, arg)
                 rows.append(Row(name, T, case.E, case.K, case.dtype, us, method, floor, ids_ok, w_ok,
                                 family=case.family, model=case.model, role=role))
-            except NotImplementedError as exc:
+            except Unsupported as exc:
                 skipped[f"{name} on {case.family}/{case.model}"] = str(exc)[:200]
             except Exception as exc:  # noqa: BLE001 - a row that cannot run says why
                 rows.append(Row(name, T, case.E, case.K, case.dtype, float("nan"), "failed", floor, False, False,

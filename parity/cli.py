@@ -156,6 +156,8 @@ def finish(summary: dict, out: Path) -> int:
         for r in c["reasons"][:2]:
             print(f"      {r}")
         told.update(c["reasons"])
+    for name, u in [(n, u) for fs in summary["families"].values() for n, u in fs.get("unsupported", {}).items()]:
+        print(f"  {name}: does not compute {len(u['cases'])} of {u['of']} cases ({'; '.join(u['reasons'][:2])})")
     if v["ok"]:
         print(f"verdict: PASS ({rule})")
         return EXIT_OK

@@ -54,14 +54,22 @@ def family_header(fs: dict) -> list[str]:
 
 def candidates(summary: dict) -> list[str]:
     rows = tables.candidate_rows(summary)
-    if not rows:
+    unsupported = summary.get("unsupported", {})
+    if not rows and not unsupported:
         return []
     L = ["## Candidates\n",
          "Each candidate is judged against the fp64 oracle by the envelope of a precision class, "
          "derived from trusted implementations only (parity's own kernels and the torch references), "
          "never from its own errors. margin = worst weight error / allowed (< 1 passes). "
-         "A trusted candidate is held to the envelope on held-out cases; any other, on every case.\n",
-         markdown_table(rows), ""]
+         "A trusted candidate is held to the envelope on held-out cases; any other, on every case.\n"]
+    if rows:
+        L += [markdown_table(rows), ""]
+    if unsupported:
+        L.append("Cases a candidate does not compute (it raised `Unsupported` for their router or shape); "
+                 "they are not judged:\n")
+        L += [f"- {name}: {len(u['cases'])} of {u['of']} cases ({'; '.join(u['reasons'][:3])})"
+              for name, u in unsupported.items()]
+        L.append("")
     for name, c in summary["candidates"].items():
         if not c["ok"]:
             L.append(f"{name} fails under `--precision {c['precision']}`:")

@@ -178,13 +178,16 @@ def summarize_family(records: list[dict], rule: Rule, name: str, info: dict) -> 
     cases: dict[str, dict] = {}
     for r in records:
         c = cases.setdefault(r["case_id"], {**{k: r["case"][k] for k in ("T", "E", "K", "dtype", "dist", "seed", "role")},
-                                           "id": r["case_id"], "pairs": {}, "tie_rules": {}, "errors": {}})
+                                           "id": r["case_id"], "pairs": {}, "tie_rules": {}, "errors": {},
+                                           "unsupported": {}})
         if r["kind"] == "pair" and r["candidate_kind"] != "mutant":
             c["pairs"][r["pair"]] = {k: r[k] for k in PAIR_FIELDS if k in r}
         elif r["kind"] == "implementation":
             c["tie_rules"][r["impl"]] = r["tie_rule"]
         elif r["kind"] == "error":
             c["errors"][r["impl"]] = r["error"]
+        elif r["kind"] == "unsupported":
+            c["unsupported"][r["impl"]] = r["reason"]
 
     roundings = info.get("roundings", {})
     tolerances = derived_tolerances(correct, roundings)
@@ -230,6 +233,7 @@ def summarize_family(records: list[dict], rule: Rule, name: str, info: dict) -> 
 
     invariances = batch_invariance(records)
     candidates = candidate_verdicts(pairs, envelopes, rule, invariances=invariances)
+    unsupported = not_computed(records, len(cases))
     mutant_verdicts = candidate_verdicts(mutant_pairs, envelopes, rule, kind="mutant")
     summary = {
         "family": name,
@@ -239,6 +243,7 @@ def summarize_family(records: list[dict], rule: Rule, name: str, info: dict) -> 
         "precision_envelopes": envelopes,
         "observed_envelopes": derived_tolerances(untrusted + shown, roundings),
         "candidates": candidates,
+        "unsupported": unsupported,
         "candidate_policies": _candidate_policies(untrusted, tolerances, stand_in),
         "policies": policies,
         "mutants": mutants,
@@ -252,7 +257,7 @@ def summarize_family(records: list[dict], rule: Rule, name: str, info: dict) -> 
         "special_semantics": special_semantics([r for r in pairs if r["candidate_kind"] in ("candidate", "mutant")]),
     }
     summary["best_policy"] = best_policy(summary)
-    summary["verdict"] = verdict_of(records, tolerances, candidates, rule, info["arithmetic"])
+    summary["verdict"] = verdict_of(records, tolerances, candidates, rule, info["arithmetic"], unsupported)
     return summary
 
 
@@ -299,15 +304,32 @@ def best_policy(summary: dict) -> dict:
     return {"policy": best["policy"], "table": rows}
 
 
+def not_computed(records: list[dict], n_cases: int) -> dict:
+    """Per candidate that raised Unsupported somewhere: the cases it did not compute, of how many,
+    and its distinct reasons."""
+    out: dict = {}
+    for r in records:
+        if r["kind"] == "unsupported":
+            u = out.setdefault(r["impl"], {"cases": [], "of": n_cases, "reasons": []})
+            u["cases"].append(r["case_id"])
+            if r["reason"] not in u["reasons"]:
+                u["reasons"].append(r["reason"])
+    return out
+
+
 def verdict_of(records: list[dict], tolerances: dict, candidates: dict, rule: Rule,
-               arithmetic: dict | None = None) -> dict:
+               arithmetic: dict | None = None, unsupported: dict | None = None) -> dict:
     """Fail when a candidate breaks the contract or raises, fails its judgement against the oracle
     (parity.verdict: ids, NaN/inf, its precision class's envelope), or, for parity's own kernels,
     breaks a derived tolerance against a trusted torch reference (one with an ``arithmetic``: a
     reference that is only shown, like transformers' Gemma4 router, judges nothing) on a held-out
-    case."""
+    case. A case a candidate does not compute (``unsupported``) is not judged; a candidate that
+    computes none of them fails (a verdict on nothing would pass vacuously)."""
     judges = set(arithmetic) if arithmetic is not None else None
     reasons = []
+    for name, u in (unsupported or {}).items():
+        if name not in candidates:
+            reasons.append(f"{name} computes none of the {u['of']} cases: {'; '.join(u['reasons'][:3])}")
     for r in records:
         if r["kind"] == "error" and r["impl_kind"] in ("candidate", "case"):
             reasons.append(f"{r['case_id']}: {r['impl']} failed: {r['error']}")

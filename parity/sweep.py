@@ -22,7 +22,7 @@ from parity import invariance
 from parity.analysis import Routing, attribute, compare, kth_logit, tie_keys, tie_rule
 from parity.grids import INVARIANCE_MAX_T, Case
 from parity.progress import Progress
-from parity.routing.contract import Problem, check_output
+from parity.routing.contract import Problem, Unsupported, check_output
 from parity.routing.oracle import route64
 
 COMPARE_THREADS = max(1, min(8, os.cpu_count() or 1))
@@ -77,6 +77,8 @@ def run_case(
     for name, fn in fns.items():
         try:
             outs[name] = _route(name, fn, g, K, arg)
+        except Unsupported as exc:   # a router the candidate says it does not compute: not judged
+            records.append({**head, "kind": "unsupported", "impl": name, "impl_kind": kinds[name], "reason": str(exc)})
         except Exception as exc:  # noqa: BLE001 - a broken implementation is a finding, not a crash
             records.append({**head, "kind": "error", "impl": name, "impl_kind": kinds[name],
                             "error": f"{type(exc).__name__}: {exc}",

@@ -58,6 +58,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.peers import SGL_LIBRARY, VLLM_LIBRARY  # noqa: E402  (where the adapters look)
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,8 @@ class Wheel:
 
 
 WHEELS = (
-    Wheel("sglang-kernel==0.4.4", ("sgl_kernel/sm90/common_ops.abi3.so", "triton_kernels/"),
-          ("sgl_kernel/sm90/common_ops.abi3.so",)),
-    Wheel("vllm==0.26.0", ("vllm/_moe_C_stable_libtorch.abi3.so",),
-          ("vllm/_moe_C_stable_libtorch.abi3.so",)),
+    Wheel("sglang-kernel==0.4.4", (SGL_LIBRARY.as_posix(), "triton_kernels/"), (SGL_LIBRARY.as_posix(),)),
+    Wheel("vllm==0.26.0", (VLLM_LIBRARY.as_posix(),), (VLLM_LIBRARY.as_posix(),)),
 )
 TORCH_NAMESPACES = ("_ZN3c10", "_ZNK3c10", "_ZN2at", "_ZNK2at", "_ZN5torch", "_ZNK5torch", "_ZNR5torch",
                     "_ZNK2at10TensorBase")

@@ -19,7 +19,10 @@
 # (PROBE_RING_ARGS; default Gemma4's bf16 and fp32 and GPT-OSS's shapes at T=250000 and 65536) into logs/probe-tma-ring.json.
 # ncuring: Nsight Compute (as ncu) over the table's launch and the ring's (NCU_RING_CONFIGS, STAGES:CAP:PER_SM) at
 # Gemma4's bf16 and fp32 shapes, T=250000, into $LOGS/ring/ (ncu-summary.json there).
-# peers needs the git-ignored peers/ directory carried (device tool: carry ["peers"]; benchmarks/peers.py).
+# peers needs the git-ignored peers/ directory (python3 scripts/fetch_peers.py; device tool: carry ["peers"]): the engines'
+# kernels loaded (benchmarks/peers.py), a smoke sweep per family with the peers that compute its first model
+# (PEERS_SWEEPS, default PEERS_BY_FAMILY; reports/h200-peers/<family>/) and the bench of fused and every peer over
+# every family (PEERS_NO_BENCH=1 leaves it out; reports/h200-peers/bench/).
 # Limits: TESTS_LIMIT (s, default 540), PROPS_LIMIT (s, default 260), LONG_FACTOR (default 5), FUZZ_LIMIT,
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
 # Probes and bench take their arguments from PROBE_GROUPED_ARGS / PROBE_TS, PROBE_FUSED_ARGS, BENCH_ARGS and
@@ -37,6 +40,10 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=${PARITY_TREE:+$PARITY_TREE:}$PWD
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LOGS=${LOGS_DIR:-logs}; mkdir -p "$LOGS"   # LOGS_DIR: a second call in one device command keeps the first's logs
 steps=${*:-tests default upstream bench}
+PEERS_BY_FAMILY="gemma4:sglang_topk_softmax,vllm_topk_softmax mixtral:sglang_topk_softmax,vllm_topk_softmax
+  gpt_oss:triton_kernels_topk,sglang_topk_softmax,vllm_topk_softmax deepseek_v3:sglang_moe_fused_gate,vllm_grouped_topk
+  llama4:sglang_topk_sigmoid,vllm_topk_sigmoid"
+PEERS_ALL="triton_kernels_topk sglang_topk_softmax sglang_topk_sigmoid sglang_moe_fused_gate vllm_topk_softmax vllm_topk_sigmoid vllm_grouped_topk"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
 for step in $steps; do
@@ -65,10 +72,13 @@ for step in $steps; do
         timeout ${RING_LIMIT:-420} python3 -m benchmarks.probe_tma_ring --out "$LOGS/probe-tma-ring.json" \
           ${PROBE_RING_ARGS:---shapes 128:bf16:8,128:fp32:8,128:bf16:4 250000 65536}; } > "$LOGS/tma-ring.log" 2>&1 ;;
     peers) { python3 -m benchmarks.peers
-        timeout 200 python3 -m parity.cli sweep --grid smoke --family gpt_oss --candidate benchmarks.peers:triton_kernels_topk \
-          --out reports/h200-peers --no-progress
-        timeout 200 python3 -m parity.cli bench --family gpt_oss --impl fused,reference --candidate benchmarks.peers:triton_kernels_topk \
-          --out reports/h200-peers/bench --no-progress; } > "$LOGS/peers.log" 2>&1 ;;
+        for spec in ${PEERS_SWEEPS:-$PEERS_BY_FAMILY}; do
+          timeout ${PEERS_SWEEP_LIMIT:-150} python3 -m parity.cli sweep --grid smoke --family "${spec%%:*}" \
+            $(echo "${spec#*:}" | tr , '\n' | sed 's/^/--candidate benchmarks.peers:/') \
+            --out "reports/h200-peers/${spec%%:*}" --no-progress
+        done
+        [ -n "${PEERS_NO_BENCH:-}" ] || timeout ${PEERS_BENCH_LIMIT:-280} python3 -m parity.cli bench --impl fused \
+          $(for c in $PEERS_ALL; do echo --candidate benchmarks.peers:$c; done) --out reports/h200-peers/bench --no-progress; } > "$LOGS/peers.log" 2>&1 ;;
     default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$LOGS/sweep_default.log" 2>&1 ;;
     upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$LOGS/sweep_upstream.log" 2>&1 ;;
     candidates) PYTHONPATH=$PWD:$PWD/tests timeout ${CANDIDATES_LIMIT:-240} python3 -m parity.cli sweep --grid smoke --out reports/h200-candidates --no-progress \

@@ -6,6 +6,7 @@ import math
 import torch
 
 from parity import bench, routing
+from parity.routing.contract import Unsupported
 
 
 def test_bench_runs_every_family_and_checks_every_row(tmp_path):
@@ -44,7 +45,7 @@ def lowest_ids_first(gating_output, topk, router):
 
 def softmax_only(gating_output, topk, router):
     if router.score != "softmax":
-        raise NotImplementedError("computes softmax routers only")
+        raise Unsupported("computes softmax routers only")
     return routing.get("softmax_fp32", "gpt_oss")(gating_output, topk, router)
 
 
@@ -58,6 +59,20 @@ def test_candidates_are_timed_checked_and_skipped_where_they_do_not_apply(tmp_pa
     assert "softmax_only on llama4/llama4-maverick" in result["skipped"]
     md = (tmp_path / "bench.md").read_text()
     assert "wrong: ids WRONG" in md and "computes softmax routers only" in md
+
+
+def no_kernel_here(gating_output, topk, router):
+    raise NotImplementedError("Could not run 'aten::something' with arguments from the 'CPU' backend")
+
+
+def test_a_plain_not_implemented_error_is_a_failed_row_not_a_skip(tmp_path):
+    """Only Unsupported means 'not this router': torch's own NotImplementedError (an op without a
+    kernel on this device) is a broken row."""
+    result = bench.run(tmp_path, Ts=(16,), dtypes=("float32",), families=["llama4"], progress=False,
+                       only=("fused",), candidates={"no_kernel_here": no_kernel_here})
+    (row,) = [r for r in result["rows"] if r["impl"] == "no_kernel_here"]
+    assert row["method"] == "failed" and not row["ids_ok"] and "aten::something" in row["note"]
+    assert not result["skipped"]
 
 
 def test_the_summary_states_each_target():

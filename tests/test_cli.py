@@ -37,7 +37,8 @@ def test_bad_baseline(tmp_path, capsys):
 def test_contract_breaking_candidates_fail_the_sweep_and_keep_records(tmp_path, capsys):
     code = main(["sweep", "--grid", "smoke", "--out", str(tmp_path), "--no-progress",
                  "--candidate", "cli_candidates:wrong_dtype", "--candidate", "cli_candidates:wrong_shape",
-                 "--candidate", "cli_candidates:correct"])
+                 "--candidate", "cli_candidates:correct", "--candidate", "cli_candidates:no_float16",
+                 "--candidate", "cli_candidates:computes_nothing"])
     out = capsys.readouterr().out
     assert code == 1
     assert "verdict: FAIL" in out
@@ -46,6 +47,25 @@ def test_contract_breaking_candidates_fail_the_sweep_and_keep_records(tmp_path, 
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     errors = {r["impl"] for r in records if r["kind"] == "error"}
     assert errors == {"cli_candidates:wrong_dtype", "cli_candidates:wrong_shape"}
+
+    # Unsupported: the cases a candidate declines are not judged; declining them all is a failure
+    n_cases = len({r["case_id"] for r in records})
+    fp16 = {r["case_id"] for r in records if r["case"]["dtype"] == "float16"}
+    declined = {r["impl"]: set() for r in records if r["kind"] == "unsupported"}
+    for r in records:
+        if r["kind"] == "unsupported":
+            declined[r["impl"]].add(r["case_id"])
+    assert declined == {"cli_candidates:no_float16": fp16, "cli_candidates:computes_nothing": {r["case_id"] for r in records}}
+    gemma4 = json.loads((tmp_path / "summary.json").read_text())["families"]["gemma4"]
+    assert gemma4["candidates"]["cli_candidates:no_float16"]["ok"]
+    assert gemma4["candidates"]["cli_candidates:no_float16"]["cases"] == n_cases - len(fp16)
+    assert "cli_candidates:computes_nothing" not in gemma4["candidates"]
+    assert f"cli_candidates:computes_nothing computes none of the {n_cases} cases: computes_nothing: needs E = 7" in \
+        gemma4["verdict"]["reasons"]
+    assert not any("no_float16" in r for r in gemma4["verdict"]["reasons"])
+    assert f"cli_candidates:no_float16: does not compute {len(fp16)} of {n_cases} cases" in out
+    assert f"- cli_candidates:no_float16: {len(fp16)} of {n_cases} cases (no_float16: built for" in \
+        (tmp_path / "report.md").read_text()
     pairs = {r["pair"] for r in records if r["kind"] == "pair"}
     assert {"fused~softmax_all", "cli_candidates:correct~oracle"} <= pairs   # the rest went on
     summary = json.loads((tmp_path / "summary.json").read_text())

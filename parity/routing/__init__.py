@@ -14,7 +14,7 @@ import sys
 
 from parity import device as _device  # noqa: F401  (decides TRITON_INTERPRET before triton loads)
 from parity.routing import deepseek_v3, gemma4, gpt_oss, llama4, mixtral, oracle
-from parity.routing.contract import RoutingFn
+from parity.routing.contract import RoutingFn, Unsupported  # noqa: F401  (Unsupported: for candidates to raise)
 from parity.routing.family import Family
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (gemma4.FAMILY, mixtral.FAMILY, gpt_oss.FAMILY,

@@ -20,6 +20,13 @@ GATING_DTYPES = LOGIT_DTYPES
 SCALE_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 
 
+class Unsupported(NotImplementedError):
+    """Raised by a routing function for a router or shape it does not compute (e.g. an engine's kernel
+    that needs E a power of two): sweeps record the case as not computed by it, not as a failure, and
+    bench skips it. Any other exception, a plain NotImplementedError included (torch raises one for
+    an op without a kernel on a device), is a failure."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """The shape of one routing call, once its arguments are known to be valid."""
