@@ -263,7 +263,8 @@ def triton_kernels_topk(gating_output: torch.Tensor, topk: int, router) -> tuple
 
     API: ``topk(x, k, apply_softmax=True, dim=1, y_indx=None, n_rows=None, all_gather=False,
     symm_mem_pool=None) -> SparseMatrix(vals [T, K] x.dtype, indx [T, K] int16, mask bitmatrix)``.
-    Restrictions: CUDA or Triton's interpreter; E < 32768; K a power of two; softmax routers with renormalize (the
+    Restrictions: CUDA (its launch passes triton_kernels' own Tensor wrappers, which Triton 3.9's
+    interpreter cannot copy: AttributeError 'untyped_storage'); E < 32768; K a power of two; softmax routers with renormalize (the
     softmax over the K) and no groups or bias.
     """
     router = as_router(router)
