@@ -81,7 +81,9 @@ def _outputs(gating_output: torch.Tensor, topk: int) -> tuple[torch.Tensor, torc
 
 
 def _sgl_op(name: str):
-    """torch.ops.sgl_kernel.<name>.default, registered by loading common_ops.abi3.so."""
+    """torch.ops.sgl_kernel.<name>.default, the extension loaded from peers/ first where no op of it
+    is registered yet (so that ``--candidate benchmarks.peers:sglang_...`` works without load_peers)."""
+    _load_extension(REPO / "peers", SGL_LIBRARY, "sgl_kernel", name)
     return getattr(torch.ops.sgl_kernel, name).default
 
 
@@ -167,7 +169,8 @@ def sglang_moe_fused_gate(gating_output: torch.Tensor, topk: int, router) -> tup
 
 
 def _vllm_op(name: str):
-    """torch.ops._moe_C.<name>.default, registered by loading vLLM's _moe_C extension."""
+    """torch.ops._moe_C.<name>.default, vLLM's _moe_C extension loaded from peers/ first (as _sgl_op)."""
+    _load_extension(REPO / "peers", VLLM_LIBRARY, "_moe_C", name)
     return getattr(torch.ops._moe_C, name).default
 
 
