@@ -233,7 +233,7 @@ def summarize_family(records: list[dict], rule: Rule, name: str, info: dict) -> 
 
     invariances = batch_invariance(records)
     candidates = candidate_verdicts(pairs, envelopes, rule, invariances=invariances)
-    unsupported = not_computed(records, len(cases))
+    unsupported = not_computed(cases)
     mutant_verdicts = candidate_verdicts(mutant_pairs, envelopes, rule, kind="mutant")
     summary = {
         "family": name,
@@ -304,16 +304,16 @@ def best_policy(summary: dict) -> dict:
     return {"policy": best["policy"], "table": rows}
 
 
-def not_computed(records: list[dict], n_cases: int) -> dict:
+def not_computed(cases: dict[str, dict]) -> dict:
     """Per candidate that raised Unsupported somewhere: the cases it did not compute, of how many,
-    and its distinct reasons."""
+    and its distinct reasons (from the cases' ``unsupported``, gathered with the records)."""
     out: dict = {}
-    for r in records:
-        if r["kind"] == "unsupported":
-            u = out.setdefault(r["impl"], {"cases": [], "of": n_cases, "reasons": []})
-            u["cases"].append(r["case_id"])
-            if r["reason"] not in u["reasons"]:
-                u["reasons"].append(r["reason"])
+    for case_id, c in cases.items():
+        for impl, reason in c["unsupported"].items():
+            u = out.setdefault(impl, {"cases": [], "of": len(cases), "reasons": []})
+            u["cases"].append(case_id)
+            if reason not in u["reasons"]:
+                u["reasons"].append(reason)
     return out
 
 

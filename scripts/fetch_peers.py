@@ -59,7 +59,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.peers import SGL_LIBRARY, VLLM_LIBRARY  # noqa: E402  (where the adapters look)
+from benchmarks.peers import EXTENSION_PEERS, SGL_LIBRARY, VLLM_LIBRARY, _library  # noqa: E402  (where the adapters look)
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,7 @@ WHEELS = (
     Wheel("sglang-kernel==0.4.4", (SGL_LIBRARY.as_posix(), "triton_kernels/"), (SGL_LIBRARY.as_posix(),)),
     Wheel("vllm==0.26.0", (VLLM_LIBRARY.as_posix(),), (VLLM_LIBRARY.as_posix(),)),
 )
-TORCH_NAMESPACES = ("_ZN3c10", "_ZNK3c10", "_ZN2at", "_ZNK2at", "_ZN5torch", "_ZNK5torch", "_ZNR5torch",
-                    "_ZNK2at10TensorBase")
+TORCH_NAMESPACES = ("_ZN3c10", "_ZNK3c10", "_ZN2at", "_ZNK2at", "_ZN5torch", "_ZNK5torch", "_ZNR5torch")
 
 
 def download(requirement: str, cache: Path) -> Path:
@@ -150,13 +149,14 @@ def keep_arch(data: bytes, arch: int) -> tuple[bytes, int]:
     """The extension with every cubin not built for ``arch`` zeroed (headers and PTX kept), and
     the number of bytes zeroed."""
     offset, size = elf_section(data, ".nv_fatbin")
+    entries = fatbin_entries(data[offset:offset + size])
     out = bytearray(data)
     zeroed = 0
-    for e in fatbin_entries(data[offset:offset + size]):
+    for e in entries:
         if e.kind == CUBIN and e.arch != arch:
             out[offset + e.offset: offset + e.offset + e.size] = bytes(e.size)
             zeroed += e.size
-    if not any(e.kind == CUBIN and e.arch == arch for e in fatbin_entries(data[offset:offset + size])):
+    if not any(e.kind == CUBIN and e.arch == arch for e in entries):
         raise SystemExit(f"fetch_peers: no sm_{arch} cubin in this extension; nothing would be left to run")
     return bytes(out), zeroed
 
@@ -204,26 +204,32 @@ def exported(lib_dir: Path) -> set[str]:
     return names
 
 
+def imported(extension: Path) -> set[str]:
+    """The dynamic symbols an extension imports (versions stripped)."""
+    out = subprocess.run(["nm", "-D", "--undefined-only", str(extension)], capture_output=True, text=True, check=True)
+    return {line.split()[-1].split("@")[0] for line in out.stdout.splitlines() if line.strip()}
+
+
 def imported_torch_symbols(extension: Path) -> list[str]:
     """The torch C++ symbols (c10::, at::, torch::) that an extension imports."""
-    out = subprocess.run(["nm", "-D", "--undefined-only", str(extension)], capture_output=True, text=True, check=True)
-    names = (line.split()[-1].split("@")[0] for line in out.stdout.splitlines() if line.strip())
-    return sorted({n for n in names if n.startswith(TORCH_NAMESPACES)})
+    return sorted(n for n in imported(extension) if n.startswith(TORCH_NAMESPACES))
+
+
+def extensions(dest: Path) -> list[tuple[Path, Path]]:
+    """(the name under dest, the file to read) of each extension in dest, packed ones unpacked as
+    benchmarks.peers unpacks them."""
+    found = [f.relative_to(dest) for f in sorted(dest.rglob("*.so.xz")) + sorted(dest.rglob("*.so"))]
+    return [(name, _library(dest, name.with_suffix("") if name.suffix == ".xz" else name)) for name in found]
 
 
 def abi_check(dest: Path, lib_dir: Path) -> int:
     """Print each extension's torch symbols missing from lib_dir; the number of extensions with any."""
     have = exported(lib_dir)
     failing = 0
-    for packed in sorted(dest.rglob("*.so.xz")) + sorted(dest.rglob("*.so")):
-        with tempfile.TemporaryDirectory() as tmp:
-            so = packed
-            if packed.suffix == ".xz":
-                so = Path(tmp) / packed.stem
-                so.write_bytes(lzma.decompress(packed.read_bytes()))
-            missing = [s for s in imported_torch_symbols(so) if s not in have]
+    for name, so in extensions(dest):
+        missing = [s for s in imported_torch_symbols(so) if s not in have]
         failing += bool(missing)
-        print(f"{packed.relative_to(dest)}: {len(missing)} torch symbols missing from {lib_dir}")
+        print(f"{name}: {len(missing)} torch symbols missing from {lib_dir}")
         for s in missing:
             shown = subprocess.run(["c++filt", s], capture_output=True, text=True).stdout.strip() or s
             print(f"    {shown}")
@@ -231,7 +237,7 @@ def abi_check(dest: Path, lib_dir: Path) -> int:
 
 
 LOAD_SCRIPT = """
-import sys, torch
+import json, os, sys, torch
 print("torch", torch.__version__)
 failed = 0
 for so in sys.argv[1:]:
@@ -241,32 +247,25 @@ for so in sys.argv[1:]:
     except Exception as e:
         failed += 1
         print("FAILED", so, "|", e, "|", e.__cause__)
-for ns, ops in (("sgl_kernel", ("topk_softmax", "topk_sigmoid", "moe_fused_gate")),
-                ("_moe_C", ("topk_softmax", "topk_sigmoid", "grouped_topk"))):
-    for op in ops:
-        packet = getattr(getattr(torch.ops, ns), op, None)
-        print(f"{ns}.{op}:", packet.default._schema if packet is not None else "not registered")
+for ns, op in json.loads(os.environ["PARITY_PEER_OPS"]):
+    packet = getattr(getattr(torch.ops, ns), op, None)
+    print(f"{ns}.{op}:", packet.default._schema if packet is not None else "not registered")
 sys.exit(1 if failed else 0)
 """
 
 
 def load_check(dest: Path, python: str) -> int:
     """Load every extension in dest under ``python`` with a stub CUDA driver; its exit status."""
+    libraries = [str(so) for name, so in extensions(dest) if name.suffix == ".xz"]
+    symbols = {n for so in libraries for n in imported(Path(so)) if n.startswith("cu") and n[2:3].isupper()}
+    ops = [(namespace, op) for (_, namespace), table in EXTENSION_PEERS.items() for op, _ in table.values()]
     with tempfile.TemporaryDirectory() as tmp:
-        symbols = set()
-        libraries = []
-        for packed in sorted(dest.rglob("*.so.xz")):
-            so = Path(tmp) / packed.stem
-            so.write_bytes(lzma.decompress(packed.read_bytes()))
-            libraries.append(str(so))
-            out = subprocess.run(["nm", "-D", "--undefined-only", str(so)], capture_output=True, text=True, check=True)
-            symbols.update(line.split()[-1].split("@")[0] for line in out.stdout.splitlines()
-                           if line.split()[-1].startswith("cu") and line.split()[-1][2:3].isupper())
         stub = Path(tmp) / "stub.c"
         stub.write_text("".join(f"int {s}(void) {{ return 100; }}\n" for s in sorted(symbols)))  # 100: no device
         subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(Path(tmp) / "libcuda.so.1"),
                         str(stub)], check=True)
-        env = {**os.environ, "LD_LIBRARY_PATH": tmp + os.pathsep + os.environ.get("LD_LIBRARY_PATH", "")}
+        env = {**os.environ, "LD_LIBRARY_PATH": tmp + os.pathsep + os.environ.get("LD_LIBRARY_PATH", ""),
+               "PARITY_PEER_OPS": json.dumps(ops)}
         return subprocess.run([python, "-c", LOAD_SCRIPT, *libraries], env=env).returncode
 
 
