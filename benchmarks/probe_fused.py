@@ -81,12 +81,13 @@ def launcher(cfg, g, s, w, i, K, score="k"):
     args = (g, s, w, i, T, E, g.stride(0), g.stride(1), s.stride(0))
     grid = (triton.cdiv(T, cfg["BLOCK_T"]),)
     sc, renorm = SCORES[score]
-    const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"],
-             **plan(g, K, s, score=sc, renormalize=renorm, word_maxima=cfg.get("WORD_MAXIMA"),
-                    fp32_unchecked=cfg.get("FP32_UNCHECKED")).constexprs}
+    launch = plan(g, K, s, score=sc, renormalize=renorm, word_maxima=cfg.get("WORD_MAXIMA"),
+                  fp32_unchecked=cfg.get("FP32_UNCHECKED"))
+    const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"], **launch.constexprs}
     const["PAIRS"] = const["PAIRS"] and cfg.get("PAIRS", True)
-    if "maxnreg" in cfg:
-        const["maxnreg"] = cfg["maxnreg"]
+    cap = cfg.get("maxnreg", launch.max_registers)   # the plan's cap unless the configuration names one (None: none)
+    if cap is not None:
+        const["maxnreg"] = cap
     if cfg["kernel"] == "rounds":
         const["ROW_ALIGN"] = cfg.get("ROW_ALIGN", row_align(E, g.stride(0), cfg["VEC"]))
         return lambda: route_kernel[grid](*args, VEC=cfg["VEC"], **const)
@@ -120,7 +121,7 @@ def configs_for(T, E, dtype, kinds, score="k"):
         # picks_by_word (fused.WORD_MAXIMA) off and on at the table's tile, and on under register caps (its
         # SASS at Gemma4's T=250000 tile holds 118 registers uncapped, one spill at 88 / 80 / 72: 23 / 25 / 28
         # one-warp programs an SM against the table's 21), beside the table's kernel at 88 (no spill there)
-        out += [{**out[0], "WORD_MAXIMA": on} for on in (False, True)]
+        out += [{**out[0], "WORD_MAXIMA": False}, {**out[0], "WORD_MAXIMA": True, "maxnreg": None}]
         out += [{**out[0], "WORD_MAXIMA": True, "maxnreg": r} for r in (96, 88, 80, 72)]
         out += [{**out[0], "WORD_MAXIMA": False, "maxnreg": 88}]
     if "fp32keys" in kinds and dtype == torch.float32:

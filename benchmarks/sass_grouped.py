@@ -100,10 +100,8 @@ def compile_route(model: str, dtype: torch.dtype, T: int = 250000, overrides: di
     scale = fused.router_scale(router, m.E, "cpu")
     launch = fused.plan(g, m.K, scale, interpreter=False, score=score, renormalize=renormalize)
     w, ids = torch.empty(T, m.K), torch.empty(T, m.K, dtype=torch.int32)
-    t = launch.tile
-    kernel = fused.route_kernel.warmup(g, scale, w, ids, T, m.E, m.E, 1, 1, grid=(1,), BLOCK_T=t.block_t,
-                                       BLOCK_E=t.block_e, VEC=t.vec, num_warps=t.num_warps,
-                                       **{**launch.constexprs, **(overrides or {})})
+    kernel = fused.route_kernel.warmup(g, scale, w, ids, T, m.E, m.E, 1, 1, grid=(1,),
+                                       **{**launch.options(), **(overrides or {})})
     return kernel, launch
 
 

@@ -57,7 +57,17 @@ def test_unchecked_fp32_keys_at_other_tiles(block_t, vec, dev, monkeypatch):
 def test_unchecked_fp32_keys_only_for_fp32(dev, monkeypatch):
     monkeypatch.setattr(fused_module, "FP32_UNCHECKED", True)
     s = scale(128, dev)
-    g = logits(10, 128, torch.float32, dev)
+    g = logits(16 * fused_module.FILL_PROGRAMS, 128, torch.float32, dev)   # a tile of several rows on the GPU too
     assert plan(g, 8, s).constexprs["FP32_UNCHECKED"]
     assert not plan(g.bfloat16(), 8, s).constexprs["FP32_UNCHECKED"]
     assert not plan(g, 8, s, fp32_unchecked=False).constexprs["FP32_UNCHECKED"]
+
+
+def test_unchecked_fp32_keys_by_default_at_tiles_of_several_rows():
+    """On by default (FP32_UNCHECKED), for fp32 at tiles of several rows; a row a program (small T on the
+    GPU) keeps the checked keys."""
+    assert fused_module.FP32_UNCHECKED is True
+    s = scale(128, "cpu")
+    g = torch.empty(250000, 128)
+    assert plan(g, 8, s, interpreter=False).constexprs["FP32_UNCHECKED"]
+    assert not plan(g[:64], 8, s, interpreter=False).constexprs["FP32_UNCHECKED"]

@@ -69,13 +69,35 @@ def test_words_only_where_a_row_holds_k_words(dev, monkeypatch):
     rows not read as words (odd E, fp32, a column-major view), K = 1 (one round: nothing to save)."""
     monkeypatch.setattr(fused_module, "WORD_MAXIMA", True)
     s8, s7 = scale(8, dev), scale(7, dev)
-    g = logits(10, 8, torch.bfloat16, dev)
+    T = 16 * fused_module.FILL_PROGRAMS   # a tile of several rows on the GPU too
+    g = logits(T, 8, torch.bfloat16, dev)
     assert plan(g, 4, s8).constexprs["WORD_MAXIMA"]
     assert not plan(g[:, :6].contiguous(), 5, s8[:6]).constexprs["WORD_MAXIMA"]
     assert not plan(g, 1, s8).constexprs["WORD_MAXIMA"]
-    assert not plan(logits(10, 7, torch.bfloat16, dev), 4, s7).constexprs["WORD_MAXIMA"]
+    assert not plan(logits(T, 7, torch.bfloat16, dev), 4, s7).constexprs["WORD_MAXIMA"]
     assert not plan(g.float(), 4, s8).constexprs["WORD_MAXIMA"]
     assert not plan(g.t().contiguous().t(), 4, s8).constexprs["WORD_MAXIMA"]
     assert not plan(g, 4, s8, word_maxima=False).constexprs["WORD_MAXIMA"]
     e6 = g[:, :6].contiguous()
     assert torch.equal(fused(e6, 5, s8[:6])[1].long(), route64(e6, 5, s8[:6])[1])
+
+
+def test_words_by_default_where_timed():
+    """Off the tests' switch (WORD_MAXIMA None), the GPU's plan selects through the words at the shapes
+    of WORD_MAXIMA_SHAPES only, and only at tiles of several rows, its registers capped there; the
+    interpreter, which has no registers to cap, takes the same path uncapped."""
+    assert fused_module.WORD_MAXIMA is None
+    s128, s60 = scale(128, "cpu"), scale(60, "cpu")
+
+    def gpu_plan(T, E, K, dtype=torch.bfloat16, s=s128):
+        return plan(torch.empty(T, E, dtype=dtype), K, s, interpreter=False)
+
+    for dtype in (torch.bfloat16, torch.float16):
+        on = gpu_plan(250000, 128, 8, dtype)
+        assert on.constexprs["WORD_MAXIMA"] and on.max_registers == fused_module.WORD_MAXIMA_MAX_REGISTERS
+        assert on.options()["maxnreg"] == fused_module.WORD_MAXIMA_MAX_REGISTERS
+    for off in (gpu_plan(250000, 128, 4), gpu_plan(250000, 60, 4, s=s60), gpu_plan(64, 128, 8),
+                gpu_plan(250000, 128, 8, torch.float32)):
+        assert not off.constexprs["WORD_MAXIMA"] and off.max_registers is None and "maxnreg" not in off.options()
+    interpreted = plan(torch.empty(1000, 128, dtype=torch.bfloat16), 8, s128, interpreter=True)
+    assert interpreted.constexprs["WORD_MAXIMA"] and interpreted.max_registers is None

@@ -40,10 +40,10 @@ per logit but measured slower on the H200; it is kept as a variant
 The selection pieces (packed keys, the exact fallback, the softmax-and-scale epilogue) live in
 kernel_parts, where the variants reuse them.
 
-Two paths are prepared and off until timed on the GPU (plan's word_maxima and fp32_unchecked):
-rounds over each 32-bit word's larger key (picks_by_word, WORD_MAXIMA) and fp32 keys without the
-NaN select (FP32_UNCHECKED); both exact in the CPU suite, both counted in SASS only
-(reports/bench/NOTES.md, "Twelfth round").
+Two later paths, each exact (tests/test_word_maxima.py, tests/test_fp32_unchecked.py): rounds over
+each 32-bit word's larger key (picks_by_word; on where WORD_MAXIMA_SHAPES says, capped at
+WORD_MAXIMA_MAX_REGISTERS) and fp32 keys without the NaN select (FP32_UNCHECKED, on); both at tiles
+of several rows only (reports/bench/NOTES.md, "Twelfth round" and "Fourteenth round").
 """
 from __future__ import annotations
 
@@ -392,23 +392,32 @@ def row_align(E: int, stride: int, vec: int) -> int:
     return min(vec, E & -E, stride & -stride if stride else vec)
 
 
-WORD_MAXIMA = False
-"""Whether plan lets route_kernel select through each 32-bit word's larger key (picks_by_word):
-the rounds over half the keys, then once more over the K chosen words' 2K. Exact on the CPU
-(tests/test_word_maxima.py), SASS compiled here for sm_90 (triton 3.6): Gemma4 bf16's common path
-1450 -> 1301 instructions a warp at the T=250000 tile, the ALU pipe's share unchanged, 118 registers
-against 92 (72 under a cap, one spill); GPT-OSS 930 -> 887, Qwen2-MoE none. Off until timed on the GPU
-(benchmarks/probe_fused.py --configs words; reports/bench/NOTES.md, "Twelfth round")."""
+WORD_MAXIMA: bool | None = None
+"""Whether plan lets route_kernel select through each 32-bit word's larger key (picks_by_word): the
+rounds over half the keys, then once more over the K chosen words' 2K. None: at the shapes of
+WORD_MAXIMA_SHAPES; True: wherever the row holds K words (the tests force it there); False: never."""
 
+WORD_MAXIMA_SHAPES = frozenset({(128, 8)})
+"""(padded E, K) where picks_by_word is on by default, at tiles of several rows. Timed on an H100
+(benchmarks/probe_fused.py --configs words, three runs, medians, git c19e0c7; reports/bench/NOTES.md,
+"Fourteenth round"), T = 250000 / 65536 bf16: E=128, K=8 (Gemma4, Qwen3) 36.18 -> 34.57 / 12.29 ->
+11.91 us at WORD_MAXIMA_MAX_REGISTERS (uncapped, 118 registers: 37.57, slower); E=128, K=4 (GPT-OSS)
+30.54 -> 30.07 / 10.36 -> 10.45, under the 2% a path must win by; E=60, K=4 with the softmax over all E
+(Qwen2-MoE) 19.69 -> 20.65, slower. Other shapes are not timed and keep the rounds over every key."""
 
-FP32_UNCHECKED = False
+WORD_MAXIMA_MAX_REGISTERS = 96
+"""ptxas's register cap (maxnreg) wherever picks_by_word runs on the GPU: uncapped it holds 118
+(17 one-warp programs an SM), at 96 it keeps the table's 21 without a spill; 88 / 80 / 72 were slower
+on the H100 (35.26 / 36.2 / 38.7 us, Gemma4 bf16 at T = 250000)."""
+
+FP32_UNCHECKED = True
 """Whether plan lets route_kernel key fp32 logits without the NaN select where rows need no padding
 (E a power of two): three ALU instructions a key where the select took five, and one sum of x * 0
 over the block (FMA pipe) that is NaN where a NaN or an inf sits, which sends that block through
-fp32_keys_on_top. Exact on the CPU (tests/test_fp32_unchecked.py); SASS sm_90 (triton 3.6), Gemma4
-fp32's T=250000 tile: ALU-pipe instructions 390 -> 346 a warp, FMA 148 -> 171, 64 registers both.
-Off until timed on the GPU (benchmarks/probe_fused.py --configs fp32keys; reports/bench/NOTES.md,
-"Twelfth round")."""
+fp32_keys_on_top. SASS sm_90 (triton 3.6), Gemma4 fp32's T=250000 tile: ALU-pipe instructions
+390 -> 346 a warp. On an H100 (probe_fused --configs fp32keys, three runs, medians, git c19e0c7),
+Gemma4 fp32: T = 250000 58.5-59.1 -> 57.5 us, T = 65536 18.1 -> 17.55 (reports/bench/NOTES.md,
+"Fourteenth round")."""
 
 
 @dataclass(frozen=True)
@@ -420,6 +429,15 @@ class Launch:
     E: int
     tile: Tile
     constexprs: dict
+    max_registers: int | None = None
+
+    def options(self) -> dict:
+        """route_kernel's keyword arguments beyond its tensors and sizes: tile, warps, compile-time
+        arguments and the register cap (benchmarks/probe_fused.py and sass_grouped launch with these)."""
+        t = self.tile
+        cap = {} if self.max_registers is None else {"maxnreg": self.max_registers}
+        return {"BLOCK_T": t.block_t, "BLOCK_E": t.block_e, "VEC": t.vec, "num_warps": t.num_warps,
+                **self.constexprs, **cap}
 
     @property
     def grid(self) -> tuple[int]:
@@ -429,8 +447,7 @@ class Launch:
         route_kernel[self.grid](
             gating_output, per_expert_scale, weights, ids,
             self.T, self.E, gating_output.stride(0), gating_output.stride(1), per_expert_scale.stride(0),
-            BLOCK_T=self.tile.block_t, BLOCK_E=self.tile.block_e, VEC=self.tile.vec,
-            num_warps=self.tile.num_warps, **self.constexprs,
+            **self.options(),
         )
 
 
@@ -441,7 +458,8 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     arguments that follow from the problem, not from tuning. ``score``: what the weights are
     (kernel_parts.SOFTMAX_K, SIGMOID, SOFTMAX_ALL); ``renormalize``: a sigmoid's renormalisation
     over the K; ``word_maxima``: select through each word's larger key (picks_by_word) where the
-    row is read as words and holds at least K of them (None: as WORD_MAXIMA says); ``fp32_unchecked``:
+    row is read as words and holds at least K of them (None: as WORD_MAXIMA says, and where that is None
+    as WORD_MAXIMA_SHAPES does), its registers capped on the GPU; ``fp32_unchecked``:
     fp32 keys without the NaN case, a block holding a NaN or an inf checked once (None: as
     FP32_UNCHECKED says)."""
     T, E = gating_output.shape
@@ -452,6 +470,10 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     # fp16 (19 bits) value while COL_BITS <= 13; fp32 logits are checked at run time.
     assert col_bits <= 13, "MAX_EXPERTS must keep COL_BITS <= 13"
     block_k = triton.next_power_of_2(topk)
+    words = WORD_MAXIMA if word_maxima is None else word_maxima
+    if words is None:
+        words = (t.block_e, topk) in WORD_MAXIMA_SHAPES
+    words = words and pairs and 1 < topk <= t.block_e // 2 and t.block_t > 1
     return Launch(T, E, t, {
         "K": topk, "BLOCK_K": block_k, "LOG2_BLOCK_K": block_k.bit_length() - 1, "COL_BITS": col_bits,
         "CHECK_LOSS": gating_output.dtype == torch.float32,
@@ -460,13 +482,12 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "NAN_MAG": NAN_MAGNITUDE[gating_output.dtype], "PAIRS": pairs,
         "SCORE": score, "RENORM": renormalize, "LOG2_BLOCK_E": t.block_e.bit_length() - 1,
         "ROW_ALIGN": row_align(E, gating_output.stride(0), t.vec),
-        # both prepared paths save pipe work, not latency: a program of one row (small T, latency-bound)
+        # both later paths save pipe work, not latency: a program of one row (small T, latency-bound)
         # would only pay their extra dependent steps (a gather's round trip, a cross-lane sum)
-        "WORD_MAXIMA": ((WORD_MAXIMA if word_maxima is None else word_maxima) and pairs
-                        and 1 < topk <= t.block_e // 2 and t.block_t > 1),
+        "WORD_MAXIMA": words,
         "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
                            and gating_output.dtype == torch.float32 and t.block_t > 1),
-    })
+    }, WORD_MAXIMA_MAX_REGISTERS if words and not interpreter else None)
 
 
 def _launcher(score: int, renormalize: bool = True):
