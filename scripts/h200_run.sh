@@ -32,6 +32,8 @@
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
 # at c2cb7bf the whole suite did not fit one 600 s device call (8 of 630 tests unfinished); at
 # eb30433, on a fresh machine, its halves took 79 s and 97 s (reports/h200-reliability).
+# Output folders are named by the card (reports/h200-*, reports/h100-*, reports/bench/<card>; GPU_TAG overrides):
+# a peers run on an H100 once landed in reports/h200-peers.
 # The device's copy of the tree reports the last landed commit as HEAD: pass the commit you ran,
 # PARITY_GIT_SHA=<the sha, written out here: git rev-parse on the device gives the landed one> bash scripts/h200_run.sh ..., or the reports name the wrong one
 # (reports/h200-user was re-labelled by hand for this reason).
@@ -45,6 +47,9 @@ PEERS_BY_FAMILY="gemma4:sglang_topk_softmax,vllm_topk_softmax mixtral:sglang_top
   llama4:sglang_topk_sigmoid,vllm_topk_sigmoid"
 PEERS_ALL="triton_kernels_topk sglang_topk_softmax sglang_topk_sigmoid sglang_moe_fused_gate vllm_topk_softmax vllm_topk_sigmoid vllm_grouped_topk"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+# The card names the reports' folders (h200, h100: the tool may lend either); GPU_TAG=h200 overrides.
+GPU=${GPU_TAG:-$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'h[0-9]{3}' | head -1 | tr 'A-Z' 'a-z')}
+GPU=${GPU:-gpu}
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
 for step in $steps; do
   start=$(date +%s)
@@ -75,35 +80,35 @@ for step in $steps; do
         for spec in ${PEERS_SWEEPS:-$PEERS_BY_FAMILY}; do
           timeout ${PEERS_SWEEP_LIMIT:-150} python3 -m parity.cli sweep --grid smoke --family "${spec%%:*}" \
             $(echo "${spec#*:}" | tr , '\n' | sed 's/^/--candidate benchmarks.peers:/') \
-            --out "reports/h200-peers/${spec%%:*}" --no-progress
+            --out "reports/$GPU-peers/${spec%%:*}" --no-progress
         done
         [ -n "${PEERS_NO_BENCH:-}" ] || timeout ${PEERS_BENCH_LIMIT:-280} python3 -m parity.cli bench --impl fused \
-          $(for c in $PEERS_ALL; do echo --candidate benchmarks.peers:$c; done) --out reports/h200-peers/bench --no-progress; } > "$LOGS/peers.log" 2>&1 ;;
-    default) python3 -m parity.cli sweep --grid default --out reports/h200 --no-progress > "$LOGS/sweep_default.log" 2>&1 ;;
-    upstream) python3 -m parity.cli sweep --grid upstream --out reports/h200-upstream --no-progress > "$LOGS/sweep_upstream.log" 2>&1 ;;
-    candidates) PYTHONPATH=$PWD:$PWD/tests timeout ${CANDIDATES_LIMIT:-240} python3 -m parity.cli sweep --grid smoke --out reports/h200-candidates --no-progress \
+          $(for c in $PEERS_ALL; do echo --candidate benchmarks.peers:$c; done) --out reports/$GPU-peers/bench --no-progress; } > "$LOGS/peers.log" 2>&1 ;;
+    default) python3 -m parity.cli sweep --grid default --out reports/$GPU --no-progress > "$LOGS/sweep_default.log" 2>&1 ;;
+    upstream) python3 -m parity.cli sweep --grid upstream --out reports/$GPU-upstream --no-progress > "$LOGS/sweep_upstream.log" 2>&1 ;;
+    candidates) PYTHONPATH=$PWD:$PWD/tests timeout ${CANDIDATES_LIMIT:-240} python3 -m parity.cli sweep --grid smoke --out reports/$GPU-candidates --no-progress \
         $(for c in fp32_topk_softmax higher_id_ties nan_ranked_lowest one_expert_off scale_ignored_for_expert_0 near_tie_flip softmax_in_input_dtype batch_size_dispatch; \
           do echo --candidate external_candidates:$c; done) > "$LOGS/sweep_candidates.log" 2>&1 ;;
     testing) { timeout 200 python3 -m pytest -n 8 -q -rA -p no:cacheprovider tests/test_testing.py tests/test_outside.py
-        python3 -m parity.cli tolerances reports/h200 --emit pytest --out "$LOGS/test_emitted_fused.py"
+        python3 -m parity.cli tolerances reports/$GPU --emit pytest --out "$LOGS/test_emitted_fused.py"
         timeout 150 python3 -m pytest -n 8 -q -p no:cacheprovider "$LOGS/test_emitted_fused.py"
         python3 -m parity.cli sweep --grid-file examples/my_grid.toml --candidate examples.sglang_order:gemma4_routing \
-          --signature sglang --out reports/h200-user --no-progress; } > "$LOGS/testing.log" 2>&1 ;;
+          --signature sglang --out reports/$GPU-user --no-progress; } > "$LOGS/testing.log" 2>&1 ;;
     fuzz) { timeout 150 python3 -m pytest -n 8 -q -rA -p no:cacheprovider tests/test_fuzz.py tests/test_invariance.py tests/test_impact.py
         timeout ${FUZZ_LIMIT:-330} python3 -m parity.cli fuzz --rows ${FUZZ_ROWS:-100000000} --dtype bfloat16,float32,float16 \
-          --out reports/h200-reliability/fuzz --no-progress; } > "$LOGS/fuzz.log" 2>&1 ;;
+          --out reports/$GPU-reliability/fuzz --no-progress; } > "$LOGS/fuzz.log" 2>&1 ;;
     fuzzmodels) timeout ${FUZZ_LIMIT:-200} python3 -m parity.cli fuzz --rows ${FUZZ_MODEL_ROWS:-10000000} --model all \
-          --dtype bfloat16,float32,float16 --out reports/h200-reliability/fuzz-models --no-progress > "$LOGS/fuzz-models.log" 2>&1 ;;
+          --dtype bfloat16,float32,float16 --out reports/$GPU-reliability/fuzz-models --no-progress > "$LOGS/fuzz-models.log" 2>&1 ;;
     impact) timeout ${IMPACT_LIMIT:-240} python3 -m parity.cli impact --T ${IMPACT_T:-250000} \
-          --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --tiny-model 32 --out reports/h200-impact --no-progress > "$LOGS/impact.log" 2>&1
+          --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --tiny-model 32 --out reports/$GPU-impact --no-progress > "$LOGS/impact.log" 2>&1
         timeout 120 python3 -m parity.cli impact --T 65536 --layer hf --hidden 512 --intermediate 256 \
-          --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --out reports/h200-impact/hf --no-progress >> "$LOGS/impact.log" 2>&1 ;;
-    bench) timeout ${BENCH_LIMIT:-540} python3 -m parity.cli bench --out ${BENCH_OUT:-reports/bench/h200} ${BENCH_ARGS:-} \
+          --family gemma4,mixtral,gpt_oss,deepseek_v3,llama4 --out reports/$GPU-impact/hf --no-progress >> "$LOGS/impact.log" 2>&1 ;;
+    bench) timeout ${BENCH_LIMIT:-540} python3 -m parity.cli bench --out ${BENCH_OUT:-reports/bench/$GPU} ${BENCH_ARGS:-} \
         --no-progress > "$LOGS/bench.log" 2>&1 ;;
-    multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/h200x2-pytest \
+    multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/${GPU}x2-pytest \
         python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$LOGS/multigpu.log" ;;
     properties) PARITY_HYPOTHESIS_PROFILE=long PARITY_HYPOTHESIS_LONG_FACTOR=${LONG_FACTOR:-5} \
-        PARITY_RELIABILITY_OUT=reports/h200-reliability timeout -s INT ${PROPS_LIMIT:-260} \
+        PARITY_RELIABILITY_OUT=reports/$GPU-reliability timeout -s INT ${PROPS_LIMIT:-260} \
         python3 -m pytest -n 14 -q -rA -p no:cacheprovider tests/test_properties.py tests/test_special_semantics.py > "$LOGS/properties.log" 2>&1 ;;
     ncu) { timeout ${NCU_LIMIT:-300} ncu --clock-control none --profile-from-start off --set full --import-source yes \
           -k regex:'route_kernel|grouped_kernel' -f -o "$LOGS/ncu" python3 -m benchmarks.profile_ncu ${NCU_ARGS:-}
@@ -128,7 +133,7 @@ for step in $steps; do
         ncu -i "$LOGS/ncu-row.ncu-rep" --page source --csv --print-source sass > "$LOGS/ncu-row-source.csv"
         python3 -m benchmarks.ncu_lines "$LOGS/ncu-row-source.csv" ${NCU_LINES_ARGS:-} --out "$LOGS/ncu-row-lines.json"
         ncu --version; } > "$LOGS/ncu-row.log" 2>&1 ;;
-    mutants) timeout ${MUTANTS_LIMIT:-500} python3 scripts/mutate_kernels.py --gpu --workers 16 --out reports/h200-kernel-mutants \
+    mutants) timeout ${MUTANTS_LIMIT:-500} python3 scripts/mutate_kernels.py --gpu --workers 16 --out reports/$GPU-kernel-mutants \
         --only ${MUTANTS_ONLY:-bound-without-sigmoid-term,bound-halved,sum-by-layout} > "$LOGS/mutants.log" 2>&1 ;;
     split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
@@ -138,7 +143,7 @@ for step in $steps; do
 done
 rm -f reports/*/records-gw*.jsonl
 # hypothesis's database holds every failing example it found: it comes back to replay them here.
-tar czf "$OUT/results.tar.gz" reports/h200* reports/bench/h200* reports/notebooks "$LOGS" \
+tar czf "$OUT/results.tar.gz" reports/$GPU* reports/bench/$GPU* reports/notebooks "$LOGS" \
     $([ -d .hypothesis ] && echo .hypothesis) 2>/dev/null
 cat "$OUT/steps.txt"; tail -3 "$LOGS/pytest_cuda.log" "$LOGS/properties.log" 2>/dev/null
 grep -h '"us"\|nan_batch\|passed\|failed\|Error' "$LOGS/tma-ring.log" 2>/dev/null | cut -c1-240 | tail -60 tail -14 "$LOGS/ncu-ring.log" 2>/dev/null | cut -c1-300; tail -6 "$LOGS"/sweep_*.log 2>/dev/null; tail -22 "$LOGS"/fuzz*.log "$LOGS"/impact.log 2>/dev/null
