@@ -124,7 +124,7 @@ MUTANTS = [
     _m("aligned-mask-one-past", "kernel_parts.py", "return (tl.arange(0, BLOCK_E // VEC) * VEC)[None, :, None] < E",
        "return (tl.arange(0, BLOCK_E // VEC) * VEC)[None, :, None] <= E", ROUTE_TESTS,
        "aligned rows: the vector starting at E is read as part of the row"),
-    # route_kernel's selection through each word's larger key (fused.picks_by_word, WORD_MAXIMA; off by default)
+    # route_kernel's selection through each word's larger key (fused.picks_by_word; on at WORD_MAXIMA_SHAPES)
     _m("word-partners-dropped", "fused.py", "tl.where(slot_ok, partner, -2147483647 - 1))",
        "tl.where(slot_ok, partner * 0 - 2147483647 - 1, -2147483647 - 1))", WORD_TESTS,
        "picks_by_word: the chosen words' smaller keys never compete"),
@@ -136,7 +136,7 @@ MUTANTS = [
        "                packed = packed", WORD_TESTS, "picks_by_word: a block holding a NaN keeps its unchecked keys"),
     _m("word-partner-id", "fused.py", "| (COL_MASK - (col ^ 1))", "| (COL_MASK - col)", WORD_TESTS,
        "picks_by_word: a partner carries its pick's id"),
-    # route_kernel's fp32 keys without the NaN select (fused.FP32_UNCHECKED; off by default)
+    # route_kernel's fp32 keys without the NaN select (fused.FP32_UNCHECKED; on)
     _m("fp32-nan-pass-skipped", "fused.py", "            key = fp32_keys_on_top(key)\n", "", FP32_KEY_TESTS,
        "fp32, unchecked keys: a block holding a NaN keeps them"),
     _m("fp32-small-positive-nan", "kernel_parts.py", "return tl.where((key > 0x7F800000) | (key < -0x7F800000)",
