@@ -47,8 +47,7 @@ PEERS_BY_FAMILY="gemma4:sglang_topk_softmax,vllm_topk_softmax mixtral:sglang_top
   llama4:sglang_topk_sigmoid,vllm_topk_sigmoid"
 PEERS_ALL="triton_kernels_topk sglang_topk_softmax sglang_topk_sigmoid sglang_moe_fused_gate vllm_topk_softmax vllm_topk_sigmoid vllm_grouped_topk"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-# The card names the reports' folders (h200, h100: the tool may lend either); GPU_TAG=h200 overrides.
-GPU=${GPU_TAG:-$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -oiE 'h[0-9]{3}' | head -1 | tr 'A-Z' 'a-z')}
+GPU=${GPU_TAG:-$(grep -oiE 'h[0-9]{3}' "$OUT/gpu.txt" | head -1 | tr 'A-Z' 'a-z')}   # the card just listed names the folders
 GPU=${GPU:-gpu}
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
 for step in $steps; do

@@ -6,7 +6,7 @@ import torch
 from parity.routing import fused as fused_module
 from parity.routing.fused import plan
 from routing_cases import logits, scale
-from test_fused import EPILOGUE_KERNELS, assert_prepared_path_matches
+from test_fused import EPILOGUE_KERNELS, SEVERAL_ROWS_T, assert_prepared_path_matches
 
 NAN_BITS = [0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FFFFFFF, 0xFFFFFFFF]
 """NaNs of both signs, the smallest payloads (which truncating the key's low bits would make +inf's
@@ -57,7 +57,7 @@ def test_unchecked_fp32_keys_at_other_tiles(block_t, vec, dev, monkeypatch):
 def test_unchecked_fp32_keys_only_for_fp32(dev, monkeypatch):
     monkeypatch.setattr(fused_module, "FP32_UNCHECKED", True)
     s = scale(128, dev)
-    g = logits(16 * fused_module.FILL_PROGRAMS, 128, torch.float32, dev)   # a tile of several rows on the GPU too
+    g = logits(SEVERAL_ROWS_T, 128, torch.float32, dev)
     assert plan(g, 8, s).constexprs["FP32_UNCHECKED"]
     assert not plan(g.bfloat16(), 8, s).constexprs["FP32_UNCHECKED"]
     assert not plan(g, 8, s, fp32_unchecked=False).constexprs["FP32_UNCHECKED"]

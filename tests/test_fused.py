@@ -31,6 +31,11 @@ def route_at_tile(g, K, s, block_t, vec=4, **constexprs):
     return w, ids
 
 
+SEVERAL_ROWS_T = 16 * fused_module.FILL_PROGRAMS
+"""Rows enough that the GPU's plan takes its largest tile (fewer are spread down to a row a program,
+where plan keeps the word maxima and the unchecked fp32 keys off)."""
+
+
 def assert_prepared_path_matches(flag, g, K, s, monkeypatch, kernel=fused, tile=None):
     """A prepared route_kernel path (``flag``: its fused module constant and compile-time argument,
     WORD_MAXIMA or FP32_UNCHECKED) gives the oracle's ids and the default path's ids and weights bit for
@@ -38,7 +43,7 @@ def assert_prepared_path_matches(flag, g, K, s, monkeypatch, kernel=fused, tile=
     op's rows are repeated until plan takes its largest tile: both paths run only at tiles of several
     rows, and a batch of a few hundred rows is routed a row a program there."""
     if not tile and g.is_cuda:
-        g = g.repeat(-(-16 * fused_module.FILL_PROGRAMS // g.shape[0]), 1)
+        g = g.repeat(-(-SEVERAL_ROWS_T // g.shape[0]), 1)
     if tile:
         base = route_at_tile(g, K, s, *tile, **{flag: False})
         new = route_at_tile(g, K, s, *tile, **{flag: True})

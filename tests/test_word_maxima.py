@@ -7,7 +7,7 @@ from parity.routing import fused as fused_module
 from parity.routing.fused import fused, plan
 from parity.routing.oracle import route64
 from routing_cases import logits, scale, tied_logits
-from test_fused import EPILOGUE_KERNELS, assert_prepared_path_matches
+from test_fused import EPILOGUE_KERNELS, SEVERAL_ROWS_T, assert_prepared_path_matches
 
 NAN_BITS = {torch.bfloat16: [0x7FC0, 0xFFC0, 0x7F81, 0xFFFF], torch.float16: [0x7E00, 0xFE00, 0x7C01, 0xFFFF]}
 
@@ -69,12 +69,11 @@ def test_words_only_where_a_row_holds_k_words(dev, monkeypatch):
     rows not read as words (odd E, fp32, a column-major view), K = 1 (one round: nothing to save)."""
     monkeypatch.setattr(fused_module, "WORD_MAXIMA", True)
     s8, s7 = scale(8, dev), scale(7, dev)
-    T = 16 * fused_module.FILL_PROGRAMS   # a tile of several rows on the GPU too
-    g = logits(T, 8, torch.bfloat16, dev)
+    g = logits(SEVERAL_ROWS_T, 8, torch.bfloat16, dev)
     assert plan(g, 4, s8).constexprs["WORD_MAXIMA"]
     assert not plan(g[:, :6].contiguous(), 5, s8[:6]).constexprs["WORD_MAXIMA"]
     assert not plan(g, 1, s8).constexprs["WORD_MAXIMA"]
-    assert not plan(logits(T, 7, torch.bfloat16, dev), 4, s7).constexprs["WORD_MAXIMA"]
+    assert not plan(logits(SEVERAL_ROWS_T, 7, torch.bfloat16, dev), 4, s7).constexprs["WORD_MAXIMA"]
     assert not plan(g.float(), 4, s8).constexprs["WORD_MAXIMA"]
     assert not plan(g.t().contiguous().t(), 4, s8).constexprs["WORD_MAXIMA"]
     assert not plan(g, 4, s8, word_maxima=False).constexprs["WORD_MAXIMA"]

@@ -433,7 +433,7 @@ class Launch:
 
     def options(self) -> dict:
         """route_kernel's keyword arguments beyond its tensors and sizes: tile, warps, compile-time
-        arguments and the register cap (benchmarks/probe_fused.py and sass_grouped launch with these)."""
+        arguments and the register cap (run, and benchmarks/sass_grouped.py's compile, launch with these)."""
         t = self.tile
         cap = {} if self.max_registers is None else {"maxnreg": self.max_registers}
         return {"BLOCK_T": t.block_t, "BLOCK_E": t.block_e, "VEC": t.vec, "num_warps": t.num_warps,
