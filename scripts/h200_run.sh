@@ -145,4 +145,4 @@ rm -f reports/*/records-gw*.jsonl
 tar czf "$OUT/results.tar.gz" reports/$GPU* reports/bench/$GPU* reports/notebooks "$LOGS" \
     $([ -d .hypothesis ] && echo .hypothesis) 2>/dev/null
 cat "$OUT/steps.txt"; tail -3 "$LOGS/pytest_cuda.log" "$LOGS/properties.log" 2>/dev/null
-grep -h '"us"\|nan_batch\|passed\|failed\|Error' "$LOGS/tma-ring.log" 2>/dev/null | cut -c1-240 | tail -60 tail -14 "$LOGS/ncu-ring.log" 2>/dev/null | cut -c1-300; tail -6 "$LOGS"/sweep_*.log 2>/dev/null; tail -22 "$LOGS"/fuzz*.log "$LOGS"/impact.log 2>/dev/null
+grep -h '"us"\|nan_batch\|passed\|failed\|Error' "$LOGS/tma-ring.log" 2>/dev/null | cut -c1-240 | tail -60; tail -14 "$LOGS/ncu-ring.log" 2>/dev/null | cut -c1-300; tail -6 "$LOGS"/sweep_*.log 2>/dev/null; tail -22 "$LOGS"/fuzz*.log "$LOGS"/impact.log 2>/dev/null
