@@ -94,8 +94,8 @@ def main() -> None:
             g, best, T, E, g.stride(0), g.stride(1), BLOCK_T=bt, BLOCK_E=E, VEC=8, LANES=lanes, num_warps=warps,
             **common), lanes=lanes, BLOCK_T=bt, warps=warps)
         timed("v3", lambda g, bt=bt, lanes=lanes, warps=warps, grid=grid: lambda: v3._network_kernel[grid](
-            g, s, w, ids, T, E, g.stride(0), g.stride(1), 1, BLOCK_T=bt, BLOCK_E=E, num_warps=warps, **ka,
-            **v3.network_args(g, E, bt, lanes)), lanes=lanes, BLOCK_T=bt, warps=warps)
+            g, s, w, ids, T, E, g.stride(0), g.stride(1), 1, BLOCK_T=bt, BLOCK_E=E, num_warps=warps,
+            **v3.network_args(g, ka, E, bt, lanes)), lanes=lanes, BLOCK_T=bt, warps=warps)
     seeds = torch.randint(-(1 << 15), 1 << 15, (E,), device="cuda", dtype=torch.int16)
     timed("network", lambda g: lambda: _network_only[(triton.cdiv(T, 32),)](
         seeds, ids, T, BLOCK_T=32, BLOCK_E=E, BLOCK_K=K, LOG2_BLOCK_E=7, LOG2_BLOCK_K=3, COL_BITS=7, VEC=8,

@@ -24,10 +24,22 @@ def test_v3_bitonic_network_routes_like_fused(dtype, E, K, lanes, dev):
     ids = torch.full((T, K), -1, dtype=torch.int32, device=dev)
     v3._network_kernel[(triton.cdiv(T, block_t),)](
         g, s, w, ids, T, E, g.stride(0), g.stride(1), s.stride(0), BLOCK_T=block_t, BLOCK_E=block_e,
-        **{**plan(g, K, s).constexprs, **v3.network_args(g, block_e, block_t, lanes)})
+        **v3.network_args(g, plan(g, K, s).constexprs, block_e, block_t, lanes))
     assert torch.equal(ids.long(), route64(g, K, s)[1])
     w_fused, _ = fused(g, K, s)
     assert torch.equal(w, w_fused)
+
+
+def test_v3_takes_only_its_own_parameters():
+    """What the GPU's launcher refuses and the interpreter passes over: a compile-time argument the
+    network kernel does not take (plan's SCORE failed every launch of it on the GPU alone)."""
+    g = logits(8, 128, torch.bfloat16, "cpu")
+    constexprs = plan(g, 8, scale(128, "cpu")).constexprs
+    assert set(v3.network_args(g, constexprs, 128, 8)) <= set(v3._network_kernel.arg_names)
+    with pytest.raises(TypeError, match="NEW_SWITCH"):
+        v3.network_args(g, {**constexprs, "NEW_SWITCH": 1}, 128, 8)
+    with pytest.raises(ValueError, match="softmax over the K"):
+        v3.network_args(g, {**constexprs, "SCORE": constexprs["SCORE"] + 1}, 128, 8)
 
 
 @pytest.mark.parametrize("prefetch", [False, True])

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from parity import grids, inputs, routing, sweep
+from parity import device, grids, inputs, routing, sweep
 from parity.analysis import Routing, compare
 from parity.routing.oracle import route64
 from parity.routing.router import Router
@@ -129,10 +129,11 @@ def test_group_ties_go_to_the_lower_group_and_expert_ties_to_the_lower_id():
 
 @pytest.fixture(scope="module")
 def smoke_records():
-    """Every non-Gemma4 family through the smoke grid (references, oracle, mutants)."""
+    """Every non-Gemma4 family through the smoke grid (references, oracle, mutants), on the kernels'
+    device (on a GPU machine a CPU tensor is no kernel's input: the kernels' records were errors)."""
     records = []
     for case in grids.grid("smoke", OTHERS).cases:
-        records += sweep.run_case(case, torch.device("cpu"))
+        records += sweep.run_case(case, device.default())
     return records
 
 

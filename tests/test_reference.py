@@ -34,7 +34,7 @@ def check(impl, g, K, s):
     w64, ids64 = route64(g, K, s)
     verdict = classify_ids(g, ids, ids64)
     assert int((verdict.genuine | verdict.near_tie | verdict.special).sum()) == 0, verdict.counts()
-    same = ~verdict.mismatched
+    same = (~verdict.mismatched).cpu()   # the verdict lies on the logits' device, the weights are brought here
     w, _ = by_id(w.cpu(), ids.cpu())
     w64, _ = by_id(w64.cpu(), ids64.cpu())
     u = unit_roundoff(g.dtype)

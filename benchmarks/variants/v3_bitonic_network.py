@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from parity import device
-from parity.routing.kernel_parts import exact_topk, load_fp32, order_key, packed_keys, write_routing
+from parity.routing.kernel_parts import SOFTMAX_K, exact_topk, load_fp32, order_key, packed_keys, write_routing
 
 
 @triton.jit
@@ -193,9 +193,23 @@ def _network_kernel(
 EXACT_ROWS = 2**17 if device.INTERPRETER else 8
 """Rows the network kernel's exact path takes at a time (in the interpreter: all of a program's)."""
 
-def network_args(gating_output: torch.Tensor, block_e: int, block_t: int, lanes: int = 1) -> dict:
-    """Compile-time arguments of the network kernel beyond fused.plan(...).constexprs."""
+ROUTE_ONLY = ("SCORE", "RENORM", "ROW_ALIGN", "WORD_MAXIMA", "FP32_UNCHECKED")
+"""fused.plan's compile-time arguments that only route_kernel takes: the network computes the softmax
+over the K, reads a row logit by logit and keeps its fp32 keys NaN-checked."""
+
+
+def network_args(gating_output: torch.Tensor, constexprs: dict, block_e: int, block_t: int, lanes: int = 1) -> dict:
+    """The network kernel's compile-time arguments: fused.plan(...).constexprs less ROUTE_ONLY, and its
+    own. Every name must be a parameter of the kernel: the interpreter passes over one it does not take,
+    the GPU's launcher raises (a name plan gained once failed every launch on the GPU alone)."""
+    if constexprs["SCORE"] != SOFTMAX_K:
+        raise ValueError("the network kernel computes the softmax over the K only")
     dtype = gating_output.dtype
-    return {"LOG2_BLOCK_E": block_e.bit_length() - 1, "VEC": min(block_e, 16 // dtype.itemsize),
-            "EXACT_ROWS": min(EXACT_ROWS, block_t),
-            "LANES": min(lanes, max(1, block_e * dtype.itemsize // 16))}
+    args = {k: v for k, v in constexprs.items() if k not in ROUTE_ONLY}
+    args.update({"LOG2_BLOCK_E": block_e.bit_length() - 1, "VEC": min(block_e, 16 // dtype.itemsize),
+                 "EXACT_ROWS": min(EXACT_ROWS, block_t),
+                 "LANES": min(lanes, max(1, block_e * dtype.itemsize // 16))})
+    unknown = set(args) - set(_network_kernel.arg_names)
+    if unknown:
+        raise TypeError(f"not parameters of the network kernel: {sorted(unknown)} (add them to ROUTE_ONLY, or to the kernel)")
+    return args
