@@ -83,12 +83,12 @@ def launcher(cfg, g, s, w, i, K, score="k"):
     sc, renorm = SCORES[score]
     launch = plan(g, K, s, score=sc, renormalize=renorm, word_maxima=cfg.get("WORD_MAXIMA"),
                   fp32_unchecked=cfg.get("FP32_UNCHECKED"))
+    tile = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"]}
     if cfg["kernel"] != "rounds":
         v3 = load_variant("v3_bitonic_network")
-        const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"],
-                 **v3.network_args(g, launch.constexprs, block_e, cfg["BLOCK_T"], cfg["lanes"])}
+        const = {**tile, **v3.network_args(g, launch.constexprs, block_e, cfg["BLOCK_T"], cfg["lanes"])}
         return lambda: v3._network_kernel[grid](*args, **const)
-    const = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"], **launch.constexprs}
+    const = {**tile, **launch.constexprs}
     const["PAIRS"] = const["PAIRS"] and cfg.get("PAIRS", True)
     cap = cfg.get("maxnreg", launch.max_registers)   # the plan's cap unless the configuration names one (None: none)
     if cap is not None:
