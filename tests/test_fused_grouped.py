@@ -335,3 +335,20 @@ def test_group_lists_pick_as_the_whole_tile(shape, block_t, dtype, dev):
     check(g, K, router, out=launch(g, K, router, block_t=block_t))
     for a, b, what in zip(outs[True], outs[False], ("weights", "ids", "flags")):
         assert torch.equal(a, b), f"{what} differ between the group lists and the whole tile's rounds"
+
+
+
+@pytest.mark.parametrize("block_t", [1, 4])
+@pytest.mark.parametrize("bias", [126.0, -126.0, 252.5, 3e4, -1e6, 1e9, -1e9])
+def test_tops_far_from_zero_route_as_the_oracle(bias, block_t, dev):
+    """The fast path's distance below the row's top is the mantissa of fl(t1 - 2 key), a float in
+    [8, 16), with t1 = fl(2 top + 8 + 2**-17): keys around 2**7 (t1 one binade above 2 top, its grid
+    twice as coarse), 2**8, far beyond, negative, and so large that the sigmoids vanish in the fp32
+    keys (every key's float collapses to 8 or saturates: flagged), each with one saturated logit on
+    top (key exactly 1 + B) and with none: ids the oracle's, as at DeepSeek-V3's usual bias of ~5."""
+    E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
+    g = logits(8, E, torch.float32, dev, seed=11, spread=2.0)
+    g[:4, 3] = 100.0
+    router = Router("sigmoid", True, sf, n_group, topk_group,
+                    correction_bias=torch.full((E,), bias, device=dev) + 0.01 * torch.arange(E, device=dev) % 7)
+    check(g, K, router, out=launch(g, K, router, block_t=block_t))

@@ -6,7 +6,7 @@ per-expert scale, if the router has one).
 
 Exact ids, cheaply: the oracle's keys are float64 (parity.routing.oracle). ``grouped_kernel``
 computes them in fp32 (a fast sigmoid) and turns each into a fixed-point distance below the row's
-largest key, ``q = (max - key) * 2**SHIFT`` (an int, saturated at QMAX), packed with the expert id
+largest key, ``q ~ (max - key) * 2**SHIFT`` (an int, saturated at QMAX), packed with the expert id
 in the low COL_BITS bits: one int32 that orders by key, then by the lower id, unique in its row. A
 round of top-K is then one unsigned-min reduction (as in parity.routing.fused), for the groups' top
 2, the groups and the experts alike. Every decision is checked against a bound on the fp32 keys'
@@ -490,18 +490,23 @@ def grouped_kernel(
     (expert g * PER + c * VEC + v), rows across lanes and whole groups in a thread, the bias loaded
     through a pointer tile of the logits' shape so both loads share one layout: a group's top 2 is
     in-thread, a row's reduction two shuffle levels shared by several rows. The distance below the
-    row's top is one FFMA (bit for bit (top - key) * 2**SHIFT: power-of-2 scaling), saturated by a
-    min (NaN and far keys -> QMAX) and rounded to the nearest int by adding 2**23 and taking the bits
-    (COL_BITS >= 8: the exponent shifts out of the packed word); rounding to nearest is monotone and
-    errs by half a unit where ``error_bound`` allows one. The row top is a NaN-propagating max (a NaN key
-    saturates every distance and flags the row); a saturated key flags the row where it could matter:
-    some valid group's second key (when groups are chosen) or the (K+1)-th pick."""
+    row's top (COL_BITS >= 8) is the mantissa of one FFMA, t1 - key * 2**(SHIFT - 20) with t1 = the
+    top's the same way + 8 + 2**-17: a float in [8, 16), whose ulp is one unit (2**-SHIFT of a key)
+    and whose exponent shifts out of the packed word; saturated by a min (NaN and far keys -> QMAX).
+    The FFMA rounds to nearest once: monotone, half a unit off, where ``error_bound`` allows one; the
+    row's constant offset (t1's margin, 8 units, and its rounding) cancels in every difference and
+    only lengthens the reach. (Until 2dc16af: (top - key) * 2**SHIFT by one FFMA, its min, + 2**23 to
+    round: one FADD a key more; SASS sm_90, DeepSeek-V3's table tile: 1111 -> 1080 instructions a warp.)
+    The row top is a NaN-propagating max (a NaN key saturates every distance and flags the row); a
+    saturated key flags the row where it could matter: some valid group's second key (when groups are
+    chosen) or the (K+1)-th pick."""
     tl.static_assert(BLOCK_T == 1 or not ONE_ROW)
     tl.static_assert(not GROUP_LISTS or (N_GROUP > 1 and not ONE_ROW))
     tl.static_assert(not SPECULATE or (INLINE_EXACT and REORDER and ONE_ROW and not GROUP_LISTS))
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
+    DIST_SCALE: tl.constexpr = 2.0 ** (SHIFT - 20)           # a key's 2**-SHIFT: one ulp of a float in [8, 16)
     SAT: tl.constexpr = QMAX << COL_BITS                     # packed at or above: a saturated distance
     INT32_MAX: tl.constexpr = 2147483647
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -530,12 +535,18 @@ def grouped_kernel(
     else:
         top = _row_max_nan(key, NATIVE)
     hard = top != top          # a row flagged for a reason _reorder cannot settle
-    d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)
-    if COL_BITS >= 8:   # the nearest int in the low 23 bits of d + 2**23; the exponent bits shift out
-        q = (d + 8388608.0).to(tl.int32, bitcast=True)
-    else:               # QMAX >= 2**23: truncate
-        q = d.to(tl.int32)
-    packed = (q << COL_BITS) | col
+    if COL_BITS >= 8:   # the distance as the mantissa of a float in [8, 16): one FFMA and a min
+        # fl(t1 - s top) >= 8 where |s top| < 2**26 (where t1's grid is at most 2**-16 the margin covers
+        # its rounding; where coarser, s top's grid is at most twice as fine, so s top + 8 lies on t1's grid
+        # or half a step off it and the margin rounds it up), so every key's float is >= 8 (the FFMA rounds
+        # monotonically). Beyond, the keys' floats are 0 or saturated: the rows are flagged (ties, or a
+        # saturated (K+1)-th pick).
+        t1 = top * DIST_SCALE + (8.0 + 2.0**-17)
+        e = tl.minimum(tl.fma(key, -DIST_SCALE, t1[:, None, None, None]), 8.0 + QMAX * 2.0**-20)
+        packed = (e.to(tl.int32, bitcast=True) << COL_BITS) | col   # the exponent's bits shift out
+    else:               # QMAX >= 2**23: a fixed point truncated
+        d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)
+        packed = (d.to(tl.int32) << COL_BITS) | col
     if not EVEN:
         packed = tl.where(valid, packed, INT32_MAX)
 
