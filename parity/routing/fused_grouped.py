@@ -496,7 +496,8 @@ def grouped_kernel(
     The FFMA rounds to nearest once: monotone, half a unit off, where ``error_bound`` allows one; the
     row's constant offset (t1's margin, 8 units, and its rounding) cancels in every difference and
     only lengthens the reach. (Until 2dc16af: (top - key) * 2**SHIFT by one FFMA, its min, + 2**23 to
-    round: one FADD a key more; SASS sm_90, DeepSeek-V3's table tile: 1111 -> 1080 instructions a warp.)
+    round: one FADD a key more; SASS sm_90, DeepSeek-V3's table tile: 1111 -> 1080 instructions a warp,
+    and with the id OR'ed in as group base and position where a group is a power of two long, 1062.)
     The row top is a NaN-propagating max (a NaN key saturates every distance and flags the row); a
     saturated key flags the row where it could matter: some valid group's second key (when groups are
     chosen) or the (K+1)-th pick."""
@@ -543,7 +544,10 @@ def grouped_kernel(
         # saturated (K+1)-th pick).
         t1 = top * DIST_SCALE + (8.0 + 2.0**-17)
         e = tl.minimum(tl.fma(key, -DIST_SCALE, t1[:, None, None, None]), 8.0 + QMAX * 2.0**-20)
-        packed = (e.to(tl.int32, bitcast=True) << COL_BITS) | col   # the exponent's bits shift out
+        if EVEN and (PER & (PER - 1)) == 0:   # the id OR'ed in parts: no add a key for its column
+            packed = ((e.to(tl.int32, bitcast=True) << COL_BITS) | (grp * PER)) | pos
+        else:
+            packed = (e.to(tl.int32, bitcast=True) << COL_BITS) | col   # the exponent's bits shift out
     else:               # QMAX >= 2**23: a fixed point truncated
         d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)
         packed = (d.to(tl.int32) << COL_BITS) | col
