@@ -81,6 +81,22 @@ def _rows(path: str) -> list[dict]:
         return json.load(f)["rows"]
 
 
+def same_tree(base: list[str], new: list[str]) -> str | None:
+    """Why the two sides cannot be told apart, or None: a parity/ directory that ran on both (the runs'
+    meta.parity_dir, parity.provenance; runs written before it had one are not checked). Until
+    scripts/with_tree.sh, the base runs imported the working tree's parity/ and timed it twice."""
+    def dirs(paths):
+        out = set()
+        for p in paths:
+            with open(p) as f:
+                d = json.load(f).get("meta", {}).get("parity_dir")
+            if d:
+                out.add(d)
+        return out
+    both = dirs(base) & dirs(new)
+    return f"both sides ran the parity/ in {', '.join(sorted(both))}: nothing compared" if both else None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", nargs="+", required=True, help="the base tree's probe JSONs")
@@ -93,6 +109,8 @@ def main() -> int:
         if "=" not in w:
             raise SystemExit(f"--where {w!r}: expected FIELD=VALUE, e.g. table=True")
         where.append(tuple(w.split("=", 1)))
+    if why := same_tree(a.base, a.new):
+        raise SystemExit(why)
     lines = compare([_rows(p) for p in a.base], [_rows(p) for p in a.new], where)
     if not lines:
         raise SystemExit("no probe row on either side" + (f" with {' '.join(a.where)}" if where else ""))

@@ -22,6 +22,17 @@ def git_sha() -> str:
         return "unknown"
 
 
+def parity_dir() -> str:
+    """The directory this parity package was imported from, relative to the working directory where it
+    lies below it: "parity" for the checkout's own, "va/base/parity" for another tree put first on the
+    path for an A/B, which git_sha cannot tell apart (it reads the enclosing checkout's HEAD)."""
+    here = Path(__file__).resolve().parent
+    try:
+        return str(here.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(here)
+
+
 def now() -> str:
     """The current UTC time, to the second, ISO 8601."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -38,9 +49,9 @@ class Run:
         return round(time.monotonic() - self.t0, 1)
 
     def meta(self, **fields) -> dict:
-        """Device and versions (parity.device.describe), git sha, start time, seconds so far, and
-        the caller's own fields."""
+        """Device and versions (parity.device.describe), git sha, the parity tree that ran, start
+        time, seconds so far, and the caller's own fields."""
         from parity import device
 
-        return {**device.describe(), "git_sha": git_sha(), "started": self.started,
+        return {**device.describe(), "git_sha": git_sha(), "parity_dir": parity_dir(), "started": self.started,
                 "seconds": self.seconds(), **fields}

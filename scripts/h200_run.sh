@@ -27,7 +27,8 @@
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
 # Probes and bench take their arguments from PROBE_GROUPED_ARGS / PROBE_TS, PROBE_FUSED_ARGS, BENCH_ARGS and
 # BENCH_OUT (a partial bench, e.g. BENCH_ARGS="--family mixtral" BENCH_OUT=reports/bench/h200-partial).
-# PARITY_TREE=DIR puts DIR first on PYTHONPATH: another tree's parity/ (e.g. `git archive <sha> parity | tar -x -C va/t<sha>`,
+# PARITY_TREE=DIR puts DIR first on PYTHONPATH (with PYTHONSAFEPATH, checked: scripts/with_tree.sh says why): another
+# tree's parity/ (e.g. `git archive <sha> parity | tar -x -C va/t<sha>`,
 # carried) under this tree's benchmarks and scripts, for A/B calls of two kernels in one device call.
 # files: the test files named in TEST_FILES (FILES_LIMIT s, default 200) into logs/pytest_files.log, e.g. the
 # tests mended on the CPU since the suite last ran on a GPU, before a bench in the same call.
@@ -41,6 +42,13 @@
 # (reports/h200-user was re-labelled by hand for this reason).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PARITY_TREE:+$PARITY_TREE:}$PWD
+source "$(dirname "$0")/with_tree.sh"   # with_tree, tree_imported: another tree's parity/ really first
+if [ -n "${PARITY_TREE:-}" ]; then
+  export PYTHONSAFEPATH=1   # else `python3 -m` imports this checkout's parity/ before PARITY_TREE's
+  if [ "$(tree_imported "$PARITY_TREE")" != "$(realpath "$PARITY_TREE/parity" 2>/dev/null)" ]; then
+    echo "PARITY_TREE=$PARITY_TREE: python3 does not import its parity/ ($(python3 -V 2>&1)): nothing run" >&2; exit 2
+  fi
+fi
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LOGS=${LOGS_DIR:-logs}; mkdir -p "$LOGS"   # LOGS_DIR: a second call in one device command keeps the first's logs
 steps=${*:-tests default upstream bench}
@@ -69,8 +77,8 @@ for step in $steps; do
           echo "ab: AB_BASE=${AB_BASE:-(unset)} holds no parity/: make it with git archive (see ab above) and carry it" \
             | tee "$LOGS/ab.log"
         else { mkdir -p "$LOGS/ab"; for i in $(seq ${AB_REPS:-2}); do for side in base new; do
-            tree=$([ $side = base ] && echo "$AB_BASE:")
-            PYTHONPATH=$tree$PWD timeout ${PROBE_LIMIT:-240} python3 -m ${AB_PROBE:-benchmarks.probe_grouped} \
+            run=$([ $side = base ] && echo "with_tree $AB_BASE")   # the base tree's parity/ first (with_tree.sh)
+            $run timeout ${PROBE_LIMIT:-240} python3 -m ${AB_PROBE:-benchmarks.probe_grouped} \
               --out "$LOGS/ab/$side$i.json" ${AB_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 1 8 64 512} \
               > "$LOGS/ab/$side$i.log" 2>&1; done; done
         python3 -m benchmarks.ab_summary --base "$LOGS"/ab/base*.json --new "$LOGS"/ab/new*.json ${AB_WHERE:-} \

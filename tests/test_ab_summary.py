@@ -53,3 +53,20 @@ def test_the_command_line_fails_on_a_wrong_run(tmp_path):
     assert bad.returncode == 1 and "runs wrong" in bad.stdout
     none = subprocess.run(run[:-1] + ["T=1", "--new", str(files["n1"])], cwd=ROOT, capture_output=True, text=True)
     assert none.returncode != 0 and "no probe row" in none.stderr
+
+
+def test_two_sides_that_ran_one_tree_are_refused(tmp_path):
+    """The runs say which parity/ they imported (meta.parity_dir): an A/B whose base runs imported the
+    working tree's (as every one did before scripts/with_tree.sh) compares nothing, and says so."""
+    def write(name, tree):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"meta": {"parity_dir": tree} if tree else {}, "rows": [_row(64, 2.9)]}))
+        return str(path)
+    run = [sys.executable, "-m", "benchmarks.ab_summary"]
+    same = subprocess.run(run + ["--base", write("b", "parity"), "--new", write("n", "parity")], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert same.returncode != 0 and "both sides ran the parity/ in parity" in same.stderr
+    apart = subprocess.run(run + ["--base", write("b2", "va/base/parity"), "--new", write("n2", "parity")], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert apart.returncode == 0, apart.stderr
+    assert ab_summary.same_tree([write("b3", None)], [write("n3", "parity")]) is None, "old runs are not checked"
