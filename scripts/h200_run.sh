@@ -78,6 +78,7 @@ for step in $steps; do
             | tee "$LOGS/ab.log"
         else { mkdir -p "$LOGS/ab"; for i in $(seq ${AB_REPS:-2}); do for side in base new; do
             run=$([ $side = base ] && echo "with_tree $AB_BASE")   # the base tree's parity/ first (with_tree.sh)
+            echo "$side$i imports parity from $($run python3 -c 'import os, parity; print(os.path.dirname(parity.__file__))')"
             $run timeout ${PROBE_LIMIT:-240} python3 -m ${AB_PROBE:-benchmarks.probe_grouped} \
               --out "$LOGS/ab/$side$i.json" ${AB_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 1 8 64 512} \
               > "$LOGS/ab/$side$i.log" 2>&1; done; done
