@@ -5,7 +5,8 @@
 # Usage: bash scripts/h200_run.sh [tests] [files] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact]
 #        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [ab] [tmaring] [ncuring] [peers] [properties] [multigpu] [split] [smallvec]
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
-# parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>` and carried),
+# parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
+# untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out),
 # by AB_PROBE (default benchmarks.probe_grouped) with AB_ARGS, then benchmarks.ab_summary (AB_WHERE, e.g.
 # "--where table=True") into logs/ab/summary.json: per configuration both sides' medians, the change, and the oracle.
 # ncu: Nsight Compute over benchmarks/profile_ncu.py (NCU_ARGS), one launch a model; counters and per-instruction stall samples as CSV in logs/,
@@ -77,7 +78,8 @@ for step in $steps; do
           echo "ab: AB_BASE=${AB_BASE:-(unset)} holds no parity/: make it with git archive (see ab above) and carry it" \
             | tee "$LOGS/ab.log"
         else { mkdir -p "$LOGS/ab"; for i in $(seq ${AB_REPS:-2}); do for side in base new; do
-            run=$([ $side = base ] && echo "with_tree $AB_BASE")   # the base tree's parity/ first (with_tree.sh)
+            tree=$([ $side = base ] && echo "$AB_BASE" || echo "${AB_NEW:-}")
+            run=${tree:+with_tree $tree}   # that tree's parity/ first (with_tree.sh); the working tree's without
             echo "$side$i imports parity from $($run python3 -c 'import os, parity; print(os.path.dirname(parity.__file__))')"
             $run timeout ${PROBE_LIMIT:-240} python3 -m ${AB_PROBE:-benchmarks.probe_grouped} \
               --out "$LOGS/ab/$side$i.json" ${AB_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 1 8 64 512} \
