@@ -76,23 +76,17 @@ def table(lines: list[dict]) -> str:
     return "\n".join(out)
 
 
-def _rows(path: str) -> list[dict]:
+def _load(path: str) -> dict:
     with open(path) as f:
-        return json.load(f)["rows"]
+        return json.load(f)
 
 
-def same_tree(base: list[str], new: list[str]) -> str | None:
-    """Why the two sides cannot be told apart, or None: a parity/ directory that ran on both (the runs'
-    meta.parity_dir, parity.provenance; runs written before it had one are not checked). Until
-    scripts/with_tree.sh, the base runs imported the working tree's parity/ and timed it twice."""
-    def dirs(paths):
-        out = set()
-        for p in paths:
-            with open(p) as f:
-                d = json.load(f).get("meta", {}).get("parity_dir")
-            if d:
-                out.add(d)
-        return out
+def same_tree(base: list[dict], new: list[dict]) -> str | None:
+    """Why the two sides' runs (probe JSONs, loaded) cannot be told apart, or None: a parity/ directory
+    that ran on both (meta.parity_dir, parity.provenance; runs written before it had one are not
+    checked). Until scripts/with_tree.sh, the base runs imported the working tree's parity/ and timed it twice."""
+    def dirs(runs):
+        return {d for run in runs if (d := run.get("meta", {}).get("parity_dir"))}
     both = dirs(base) & dirs(new)
     return f"both sides ran the parity/ in {', '.join(sorted(both))}: nothing compared" if both else None
 
@@ -109,9 +103,10 @@ def main() -> int:
         if "=" not in w:
             raise SystemExit(f"--where {w!r}: expected FIELD=VALUE, e.g. table=True")
         where.append(tuple(w.split("=", 1)))
-    if why := same_tree(a.base, a.new):
+    base, new = [_load(p) for p in a.base], [_load(p) for p in a.new]
+    if why := same_tree(base, new):
         raise SystemExit(why)
-    lines = compare([_rows(p) for p in a.base], [_rows(p) for p in a.new], where)
+    lines = compare([run["rows"] for run in base], [run["rows"] for run in new], where)
     if not lines:
         raise SystemExit("no probe row on either side" + (f" with {' '.join(a.where)}" if where else ""))
     print(table(lines))

@@ -43,12 +43,10 @@
 # (reports/h200-user was re-labelled by hand for this reason).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PARITY_TREE:+$PARITY_TREE:}$PWD
-source "$(dirname "$0")/with_tree.sh"   # with_tree, tree_imported: another tree's parity/ really first
+source "$(dirname "$0")/with_tree.sh"   # with_tree, require_tree: another tree's parity/ really first
 if [ -n "${PARITY_TREE:-}" ]; then
   export PYTHONSAFEPATH=1   # else `python3 -m` imports this checkout's parity/ before PARITY_TREE's
-  if [ "$(tree_imported "$PARITY_TREE")" != "$(realpath "$PARITY_TREE/parity" 2>/dev/null)" ]; then
-    echo "PARITY_TREE=$PARITY_TREE: python3 does not import its parity/ ($(python3 -V 2>&1)): nothing run" >&2; exit 2
-  fi
+  require_tree "$PARITY_TREE" || { echo "PARITY_TREE=$PARITY_TREE: nothing run" >&2; exit 2; }
 fi
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LOGS=${LOGS_DIR:-logs}; mkdir -p "$LOGS"   # LOGS_DIR: a second call in one device command keeps the first's logs
@@ -80,7 +78,7 @@ for step in $steps; do
         else { mkdir -p "$LOGS/ab"; for i in $(seq ${AB_REPS:-2}); do for side in base new; do
             tree=$([ $side = base ] && echo "$AB_BASE" || echo "${AB_NEW:-}")
             run=${tree:+with_tree $tree}   # that tree's parity/ first (with_tree.sh); the working tree's without
-            echo "$side$i imports parity from $($run python3 -c 'import os, parity; print(os.path.dirname(parity.__file__))')"
+            echo "$side$i imports parity from $($run parity_imported)"
             $run timeout ${PROBE_LIMIT:-240} python3 -m ${AB_PROBE:-benchmarks.probe_grouped} \
               --out "$LOGS/ab/$side$i.json" ${AB_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 1 8 64 512} \
               > "$LOGS/ab/$side$i.log" 2>&1; done; done
