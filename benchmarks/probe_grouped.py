@@ -17,7 +17,7 @@ One row a program (small T) is also timed with its near picks reordered for ever
 path (speculate=True), beside the default that reorders flagged rows only, after the store.
 
 python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--registers 64,80]
-    [--bench-inputs] [--out FILE.json] [T ...]
+    [--bench-inputs] [--table-only] [--out FILE.json] [T ...]
 --bench-inputs: `make bench`'s logits and router for the model at each T (parity.bench; its T=64 and
 T=512 batches of DeepSeek-V3 hold one near row each) instead of the probe's own.
 """
@@ -44,7 +44,8 @@ def launcher(g, K, router, bias, scale, w, ids, **override):
     return launch, (lambda: launch.run(g, bias, scale, w, ids))
 
 
-def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_inputs: bool = False) -> list[dict]:
+def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_inputs: bool = False,
+          table_only: bool = False) -> list[dict]:
     fam = routing.family("deepseek_v3")
     m = fam.model(model)
     if bench_inputs:
@@ -75,6 +76,8 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
     configs += [(*table, {**base, "max_registers": cap}) for cap in caps]
     configs += [(b, wp, base) for b, wp in tiles if (b, wp) != table]
     configs.append((*table, {**base, "fallback": False, "inline": False}))
+    if table_only:   # A/B calls (h200_run.sh ab): the launch the table chooses, nothing else to compile
+        configs = configs[:1]
     for block_t, warps, over in configs:
         if block_t > max(1, T):
             continue
@@ -113,6 +116,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--registers", default="80", help="register caps to time at the table's tile (comma-separated)")
     ap.add_argument("--bench-inputs", action="store_true", help="make bench's inputs (see the module docstring)")
+    ap.add_argument("--table-only", action="store_true", help="time the table's launch alone (A/B calls)")
     ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
     a = ap.parse_args()
     rows = []
@@ -120,7 +124,7 @@ def main() -> None:
         for dt in a.dtypes.split(","):
             for T in a.Ts:
                 rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3] if T > 1 else TILES[:1],
-                              [int(c) for c in a.registers.split(",") if c], a.bench_inputs)
+                              [int(c) for c in a.registers.split(",") if c], a.bench_inputs, a.table_only)
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)
