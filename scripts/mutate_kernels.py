@@ -117,11 +117,6 @@ MUTANTS = [
     _m("denominator-nan-guard-dropped", "kernel_parts.py",
        'return tl.where(first - first == 0.0, total, float("nan"))', "return total", ROUTE_TESTS,
        "softmax over all E: a row of NaN, +inf or -inf gets finite weights"),
-    _m("denominator-pairs-by-layout", "kernel_parts.py",
-       "e = tl.sum(tl.reshape(e, [e.shape[0], e.shape[1] * e.shape[2] // 2, 2]), axis=2)",
-       "e = tl.reshape(tl.sum(tl.reshape(e, [e.shape[0], e.shape[1] // 2, 2, e.shape[2]]), axis=2), "
-       "[e.shape[0], e.shape[1] * e.shape[2] // 2])", ROUTE_TESTS,
-       "softmax over all E: the terms paired across vectors, so the pairs follow the tile's layout"),
     _m("zeros-untied", "kernel_parts.py", "    return ((bits & MAG_MASK) ^ sign) - sign\n",
        "    return (bits & MAG_MASK) ^ sign\n", ROUTE_TESTS + FP32_KEY_TESTS,
        "-0.0 ranks below +0.0 instead of tying it"),

@@ -95,7 +95,7 @@ def route_kernel(
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
     SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr, ROW_ALIGN: tl.constexpr = 1,
-    WORD_MAXIMA: tl.constexpr = False, FP32_UNCHECKED: tl.constexpr = False, PAIRED_DEN: tl.constexpr = False,
+    WORD_MAXIMA: tl.constexpr = False, FP32_UNCHECKED: tl.constexpr = False,
 ):
     tl.static_assert(PAIRS or not WORD_MAXIMA, "picks_by_word reads rows as words")
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
@@ -159,7 +159,7 @@ def route_kernel(
             row_max = key_value(best >> 16, KEY16, IS_BF16)
         else:
             row_max = key_value(tl.max(tl.max(key, axis=2), axis=1), KEY16, IS_BF16)
-        den = softmax_denominator(x, row_max, LOG2_BLOCK_E, ACCURATE_EXP, not KEY16, PAIRED_DEN)
+        den = softmax_denominator(x, row_max, LOG2_BLOCK_E, ACCURATE_EXP, not KEY16)
     out_ok = row_ok[:, None] & (slots < K)[None, :]
     if WORD_MAXIMA:
         top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG)
@@ -410,12 +410,6 @@ WORD_MAXIMA_MAX_REGISTERS = 96
 (17 one-warp programs an SM), at 96 it keeps the table's 21 without a spill; 88 / 80 / 72 were slower
 on the H100 (35.26 / 36.2 / 38.7 us, Gemma4 bf16 at T = 250000)."""
 
-PAIRED_DENOMINATOR = True
-"""Whether plan has route_kernel add the softmax-over-all denominator's terms in pairs of neighbouring
-columns (fp32, commutative: the same bits in every tile) before their exact int64 sum
-(kernel_parts.softmax_denominator, PAIRED): at every T alike, so a row's weights do not depend on
-its batch."""
-
 FP32_UNCHECKED = True
 """Whether plan lets route_kernel key fp32 logits without the NaN select where rows need no padding
 (E a power of two): three ALU instructions a key where the select took five, and one sum of x * 0
@@ -459,8 +453,7 @@ class Launch:
 
 def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor, *,
          interpreter: bool = device.INTERPRETER, score: int = SOFTMAX_K, renormalize: bool = True,
-         word_maxima: bool | None = None, fp32_unchecked: bool | None = None,
-         paired_den: bool | None = None) -> Launch:
+         word_maxima: bool | None = None, fp32_unchecked: bool | None = None) -> Launch:
     """The launch for these (validated) arguments: the table's tile, and the compile-time
     arguments that follow from the problem, not from tuning. ``score``: what the weights are
     (kernel_parts.SOFTMAX_K, SIGMOID, SOFTMAX_ALL); ``renormalize``: a sigmoid's renormalisation
@@ -468,8 +461,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     row is read as words and holds at least K of them (None: as WORD_MAXIMA says, and where that is None
     as WORD_MAXIMA_SHAPES does), its registers capped on the GPU; ``fp32_unchecked``:
     fp32 keys without the NaN case, a block holding a NaN or an inf checked once (None: as
-    FP32_UNCHECKED says); ``paired_den``: the denominator's terms added in pairs (None: as
-    PAIRED_DENOMINATOR says)."""
+    FP32_UNCHECKED says)."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter, score=score)
     pairs = reads_pairs(gating_output)
@@ -495,7 +487,6 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "WORD_MAXIMA": words,
         "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
                            and gating_output.dtype == torch.float32 and t.block_t > 1),
-        "PAIRED_DEN": PAIRED_DENOMINATOR if paired_den is None else paired_den,
     }, WORD_MAXIMA_MAX_REGISTERS if words and not interpreter else None)
 
 

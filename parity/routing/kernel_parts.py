@@ -200,7 +200,7 @@ def key_value(k, KEY16: tl.constexpr, IS_BF16: tl.constexpr):
 
 @triton.jit
 def softmax_denominator(x, first, LOG2_BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr,
-                        EXACT_DIFF: tl.constexpr, PAIRED: tl.constexpr = False):
+                        EXACT_DIFF: tl.constexpr):
     """The sum over each row of exp(x - first), x [BLOCK_T, C, V] the row's logits (padding -inf),
     first [BLOCK_T] its largest, in any layout with the same bits: each term (in [0, 1]) is truncated
     to a multiple of 2**-F, F = 61 - LOG2_BLOCK_E, and the integers are summed exactly in int64 (no
@@ -210,34 +210,19 @@ def softmax_denominator(x, first, LOG2_BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.c
     by level: reports/bench/NOTES.md, "Softmax over all E".) EXACT_DIFF (fp32 logits): the terms
     by exp_shifted, which recovers the rounding of x - first; bf16/fp16 differences are exact in
     fp32 but for terms far below the row's largest, whose share of the sum is negligible. A row whose
-    largest is NaN, +inf or -inf gives NaN. PAIRED: each pair of neighbouring columns (2i, 2i + 1)
-    is added in fp32 before its truncation (denominator_sum)."""
+    largest is NaN, +inf or -inf gives NaN."""
     F: tl.constexpr = 61 - LOG2_BLOCK_E
     if EXACT_DIFF:
-        total = denominator_sum(exp_shifted(x, first[:, None, None], ACCURATE_EXP), F, PAIRED)
+        e = exp_shifted(x, first[:, None, None], ACCURATE_EXP)
     elif ACCURATE_EXP:
         # ex2.approx (2 ulp) where libdevice's exp costs six more instructions per logit; a term's
         # error is relative to its share of the sum, so the sum keeps about 2 ulp (tolerance.FUSED_ULP).
-        total = denominator_sum(tl.exp2((x - first[:, None, None]) * 1.4426950408889634), F, PAIRED)
+        e = tl.exp2((x - first[:, None, None]) * 1.4426950408889634)
     else:
-        total = denominator_sum(tl.exp(x - first[:, None, None]), F, PAIRED)
+        e = tl.exp(x - first[:, None, None])
+    q = (e * (2.0**F)).to(tl.int64)
+    total = tl.sum(tl.sum(q, axis=2), axis=1).to(tl.float32) * (2.0**-F)
     return tl.where(first - first == 0.0, total, float("nan"))
-
-
-@triton.jit
-def denominator_sum(e, F: tl.constexpr, PAIRED: tl.constexpr):
-    """The rows' sums of terms e [BLOCK_T, C, V] (each in [0, 1]), order-free: each truncated to a
-    multiple of 2**-F and summed in int64. PAIRED: columns 2i and 2i + 1 added in fp32 first; a + b
-    == b + a, so the pair's bits are the same in every layout, and half the conversions and int64
-    adds remain (SASS, Qwen2-MoE's tile: 830 -> 792 instructions on the common path, 80 -> 72
-    registers). One more rounding, 2**-24 of the pair, so of the sum: half an ulp against
-    tolerance.FUSED_ULP's 8."""
-    if PAIRED:
-        e = tl.sum(tl.reshape(e, [e.shape[0], e.shape[1] * e.shape[2] // 2, 2]), axis=2)
-        total = tl.sum((e * (2.0**F)).to(tl.int64), axis=1)
-    else:
-        total = tl.sum(tl.sum((e * (2.0**F)).to(tl.int64), axis=2), axis=1)
-    return total.to(tl.float32) * (2.0**-F)
 
 
 @triton.jit
