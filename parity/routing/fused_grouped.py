@@ -544,13 +544,14 @@ def grouped_kernel(
         # saturated (K+1)-th pick).
         t1 = top * DIST_SCALE + (8.0 + 2.0**-17)
         e = tl.minimum(tl.fma(key, -DIST_SCALE, t1[:, None, None, None]), 8.0 + QMAX * 2.0**-20)
-        if EVEN and (PER & (PER - 1)) == 0:   # the id OR'ed in parts: no add a key for its column
-            packed = ((e.to(tl.int32, bitcast=True) << COL_BITS) | (grp * PER)) | pos
-        else:
-            packed = (e.to(tl.int32, bitcast=True) << COL_BITS) | col   # the exponent's bits shift out
+        q = e.to(tl.int32, bitcast=True) << COL_BITS   # the exponent's bits shift out
     else:               # QMAX >= 2**23: a fixed point truncated
         d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)
-        packed = (d.to(tl.int32) << COL_BITS) | col
+        q = d.to(tl.int32) << COL_BITS
+    if EVEN and (PER & (PER - 1)) == 0:   # the id OR'ed in parts (group base, position): no add a key for its column
+        packed = (q | (grp * PER)) | pos
+    else:
+        packed = q | col
     if not EVEN:
         packed = tl.where(valid, packed, INT32_MAX)
 
