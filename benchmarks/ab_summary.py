@@ -1,10 +1,11 @@
 """Two kernel trees timed against each other: the probe rows of interleaved runs of a base tree and
 the working tree (`bash scripts/h200_run.sh ab`: base, new, base, new ... in one device call, so
 both meet the same machine), reduced to one line per configuration: the medians of each side, the
-change, and whether every run's ids were the oracle's.
+change, and whether every run's ids (and, where the probe checks them, weights) were the oracle's.
 
 A row's configuration is every field but its measurements (us and the checks); the probes'
-(benchmarks/probe_grouped, probe_fused) rows carry their checks as rows_not_the_oracles or ids_ok.
+(benchmarks/probe_grouped, probe_fused) rows carry their checks as rows_not_the_oracles or ids_ok,
+and weights_ok (weights within tolerance.FUSED_ULP of the oracle's; rows before 2026-12-06 lack it).
 --where FIELD=VALUE keeps the rows whose field has that value (e.g. table=True: the launch the
 launch table chooses), repeatable.
 
@@ -17,7 +18,7 @@ import json
 import statistics
 import sys
 
-MEASURED = {"us", "rows_not_the_oracles", "rows_flagged", "rows_whole_float64", "ids_ok", "weights_same"}
+MEASURED = {"us", "rows_not_the_oracles", "rows_flagged", "rows_whole_float64", "ids_ok", "weights_ok", "weights_same"}
 
 
 def config(row: dict) -> tuple:
@@ -26,8 +27,8 @@ def config(row: dict) -> tuple:
 
 
 def wrong(row: dict) -> bool:
-    """Whether a probe row says its ids were not the oracle's."""
-    return bool(row.get("rows_not_the_oracles", 0)) or row.get("ids_ok", True) is False
+    """Whether a probe row says its ids or weights were not the oracle's."""
+    return bool(row.get("rows_not_the_oracles", 0)) or row.get("ids_ok", True) is False or row.get("weights_ok", True) is False
 
 
 def _matches(row: dict, where: list[tuple[str, str]]) -> bool:

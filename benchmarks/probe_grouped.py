@@ -3,7 +3,8 @@ program, warps) on the GPU, for reports/bench/NOTES.md, and the cost of its floa
 Launched directly (no Python-side validation), timed under CUDA-graph replay
 (triton.testing.do_bench_cudagraph, median) with input copies rotated beyond L2; every
 configuration's ids are checked against the oracle's (the fallback-free rows are only counted:
-how many rows the fp32 keys alone would have routed otherwise).
+how many rows the fp32 keys alone would have routed otherwise), and its weights against the
+oracle's within tolerance.FUSED_ULP (weights_ok).
 
 The table's tile is timed several ways: flagged rows routed again by exact_kernel in a second launch,
 inline in the fast kernel (INLINE_EXACT, one launch), inline without reordering near picks, with the
@@ -29,9 +30,11 @@ import torch
 
 from parity import routing  # before triton: parity decides TRITON_INTERPRET
 from parity.provenance import Run
+from parity.check import weights_within
 from parity.routing import fused, fused_grouped
 from parity.routing.kernel_parts import empty_outputs
 from parity.routing.oracle import route64
+from parity.tolerance import FUSED_ULP
 from triton.testing import do_bench_cudagraph  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -57,7 +60,7 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
         size = T * m.E * dtype.itemsize
         copies = max(1, min(16, ROTATE_BYTES // size)) if size * 4 > (60 << 20) else 1
         gs = [torch.randn(T, m.E, generator=gen).to(dtype).cuda() for _ in range(copies)]
-    oid = route64(gs[0], m.K, router)[1].cpu()
+    ow, oid = (t.cpu() for t in route64(gs[0], m.K, router))
     bias, scale = router.correction_bias.float(), fused.router_scale(router, m.E, gs[0].device)
     rows = []
     default = fused_grouped.plan(gs[0], m.K, bias, scale, router.n_group, router.topk_group, True)
@@ -89,6 +92,7 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
             flags = run_one(gs[0], bias, scale, w, ids)
             flagged, whole = int((flags != 0).sum()), int((flags == 2).sum())
             wrong = int((ids.cpu().long() != oid).any(1).sum())
+            weights_ok = weights_within(w, ow, max_ulp=FUSED_ULP)
             outs = [empty_outputs(g, m.K) for g in gs]
             i = [0]
 
@@ -102,7 +106,7 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
                          "warps": warps, "fallback": fallback, "inline": fallback and inline, "max_registers": launch.max_registers,
                          "reorder": launch.constexprs["REORDER"], "lists": launch.constexprs["GROUP_LISTS"],
                          "speculate": bool(launch.kernel_options().get("SPECULATE", False)),
-                         "us": us, "rows_not_the_oracles": wrong, "rows_flagged": flagged,
+                         "us": us, "rows_not_the_oracles": wrong, "weights_ok": weights_ok, "rows_flagged": flagged,
                          "rows_whole_float64": whole,
                          "table": (block_t, warps) == table and over == base})
             print(json.dumps(rows[-1]), flush=True)

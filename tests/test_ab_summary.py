@@ -39,6 +39,14 @@ def test_a_configuration_on_one_side_only_and_probe_fused_checks():
     assert "| - |" in ab_summary.table([lines["v9"]])
 
 
+def test_a_run_whose_weights_left_the_oracles_bound_counts_as_wrong():
+    """Right ids and wrong weights (the eighteenth round's paired denominator on CUDA) is a wrong run."""
+    base = [[{"kernel": "fused", "T": 8, "us": 2.0, "ids_ok": True, "weights_ok": True, "weights_same": True}]]
+    new = [[{"kernel": "fused", "T": 8, "us": 1.9, "ids_ok": True, "weights_ok": False, "weights_same": True}]]
+    (line,) = ab_summary.compare(base, new)
+    assert line["runs_not_the_oracles"] == 1 and line["change_pct"] == -5.0
+
+
 def test_the_command_line_fails_on_a_wrong_run(tmp_path):
     files = {}
     for name, rows in {"b1": [_row(64, 2.9)], "n1": [_row(64, 2.8)], "n2": [_row(64, 2.7, wrong=1)]}.items():

@@ -1,0 +1,87 @@
+"""Probe: does Triton sum neighbouring columns right after tl.reshape(x, [R, N // 2, 2])?
+The seventeenth round's paired denominator (git 4bdd4b7, kernel_parts.denominator_sum with
+PAIRED) gave wrong softmax denominators on an H100 at four of five route_kernel tiles, not merely
+other bits (scripts/probe_tile_bits.py; reports/bench/NOTES.md, "Eighteenth round"). This probe
+takes the kernel out: rows [R, N] of fp32 terms (or bf16 logits, as route_kernel loads them, in
+[R, C, V] vectors), the pair sums tl.sum(tl.reshape(e, [R, C * V // 2, 2]), axis=2), then each
+row's int64 sum of the truncated pairs as denominator_sum does, for several R, C, V and warps;
+each result is compared with torch's over the same rows. Prints one line a configuration and a
+count of the wrong ones.
+
+python3 scripts/probe_reshape_pairs.py [--out FILE.json]
+"""
+import argparse
+import json
+
+import torch
+import triton
+import triton.language as tl
+
+F = 55   # denominator_sum's fraction bits at 64 columns (61 - LOG2_BLOCK_E)
+
+
+@triton.jit
+def pair_sums(x_ptr, pairs_ptr, total_ptr, N: tl.constexpr, R: tl.constexpr, C: tl.constexpr,
+              V: tl.constexpr, FROM_BF16: tl.constexpr):
+    pid = tl.program_id(0)
+    r = pid * R + tl.arange(0, R)
+    c = tl.arange(0, C)
+    v = tl.arange(0, V)
+    col = c[None, :, None] * V + v[None, None, :]
+    x = tl.load(x_ptr + r[:, None, None] * N + col)
+    if FROM_BF16:
+        e = tl.exp2((x.to(tl.float32) - 4.0) * 1.4426950408889634)
+    else:
+        e = x
+    p = tl.sum(tl.reshape(e, [R, C * V // 2, 2]), axis=2)
+    tl.store(pairs_ptr + r[:, None] * (N // 2) + tl.arange(0, C * V // 2)[None, :], p)
+    total = tl.sum((p * (2.0**F)).to(tl.int64), axis=1)
+    tl.store(total_ptr + r, total)
+
+
+def reference(x: torch.Tensor, from_bf16: bool):
+    e = torch.exp2((x.float() - 4.0) * 1.4426950408889634) if from_bf16 else x
+    p = e.view(e.shape[0], -1, 2).sum(2)
+    return p, (p.double() * 2.0**F).floor().long().sum(1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = torch.Generator().manual_seed(3)
+    rows, bad = [], 0
+    for from_bf16 in (False, True):
+        for R, C, V, warps in [(1, 1, 64, 1), (1, 8, 8, 1), (4, 8, 8, 1), (64, 1, 64, 4), (16, 32, 2, 1),
+                               (16, 8, 8, 4), (1, 32, 2, 1), (4, 1, 64, 1), (8, 4, 16, 2)]:
+            T, N = 64, C * V
+            x = torch.rand(T, N, generator=gen) if not from_bf16 else (torch.randn(T, N, generator=gen) * 3).bfloat16()
+            x = x.to(dev)
+            pairs = torch.empty(T, N // 2, device=dev)
+            total = torch.empty(T, dtype=torch.int64, device=dev)
+            pair_sums[(T // R,)](x, pairs, total, N, R, C, V, from_bf16, num_warps=warps)
+            p_ref, t_ref = reference(x.cpu(), from_bf16)
+            wrong_pairs = int((pairs.cpu() != p_ref).any(1).sum())
+            # the exp2's rounding (ex2.approx on CUDA) may differ from torch's by an ulp: compare the
+            # totals with what the kernel's own pairs give, and the pairs within 4 ulps
+            close = torch.allclose(pairs.cpu(), p_ref, rtol=2**-20, atol=0)
+            t_own = (pairs.cpu().double() * 2.0**F).floor().long().sum(1)
+            ok = close and torch.equal(total.cpu(), t_own)
+            bad += not ok
+            row = {"src": "bf16 logits" if from_bf16 else "fp32 terms", "R": R, "C": C, "V": V, "warps": warps,
+                   "rows_pairs_not_bitwise": wrong_pairs, "pairs_close": close,
+                   "totals_match_own_pairs": torch.equal(total.cpu(), t_own), "ok": ok}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print(f"{bad} of {len(rows)} configurations wrong on {dev}"
+          f" ({torch.cuda.get_device_name() if dev == 'cuda' else 'interpreter'}, triton {triton.__version__})")
+    if a.out:
+        meta = {"torch": torch.__version__, "triton": triton.__version__,
+                "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu"}
+        with open(a.out, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
