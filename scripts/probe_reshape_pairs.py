@@ -22,7 +22,7 @@ F = 55   # denominator_sum's fraction bits at 64 columns (61 - LOG2_BLOCK_E)
 
 @triton.jit
 def pair_sums(x_ptr, pairs_ptr, total_ptr, N: tl.constexpr, R: tl.constexpr, C: tl.constexpr,
-              V: tl.constexpr, FROM_BF16: tl.constexpr):
+              V: tl.constexpr, FROM_BF16: tl.constexpr, F: tl.constexpr):
     pid = tl.program_id(0)
     r = pid * R + tl.arange(0, R)
     c = tl.arange(0, C)
@@ -30,7 +30,7 @@ def pair_sums(x_ptr, pairs_ptr, total_ptr, N: tl.constexpr, R: tl.constexpr, C: 
     col = c[None, :, None] * V + v[None, None, :]
     x = tl.load(x_ptr + r[:, None, None] * N + col)
     if FROM_BF16:
-        e = tl.exp2((x.to(tl.float32) - 4.0) * 1.4426950408889634)
+        e = tl.exp2((x.to(tl.float32) - 16.0) * 1.4426950408889634)
     else:
         e = x
     p = tl.sum(tl.reshape(e, [R, C * V // 2, 2]), axis=2)
@@ -40,7 +40,7 @@ def pair_sums(x_ptr, pairs_ptr, total_ptr, N: tl.constexpr, R: tl.constexpr, C: 
 
 
 def reference(x: torch.Tensor, from_bf16: bool):
-    e = torch.exp2((x.float() - 4.0) * 1.4426950408889634) if from_bf16 else x
+    e = torch.exp2((x.float() - 16.0) * 1.4426950408889634) if from_bf16 else x
     p = e.view(e.shape[0], -1, 2).sum(2)
     return p, (p.double() * 2.0**F).floor().long().sum(1)
 
@@ -60,7 +60,7 @@ def main() -> None:
             x = x.to(dev)
             pairs = torch.empty(T, N // 2, device=dev)
             total = torch.empty(T, dtype=torch.int64, device=dev)
-            pair_sums[(T // R,)](x, pairs, total, N, R, C, V, from_bf16, num_warps=warps)
+            pair_sums[(T // R,)](x, pairs, total, N, R, C, V, from_bf16, F, num_warps=warps)
             p_ref, t_ref = reference(x.cpu(), from_bf16)
             wrong_pairs = int((pairs.cpu() != p_ref).any(1).sum())
             # the exp2's rounding (ex2.approx on CUDA) may differ from torch's by an ulp: compare the
