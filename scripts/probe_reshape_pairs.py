@@ -2,8 +2,8 @@
 The seventeenth round's paired denominator (git 4bdd4b7, kernel_parts.denominator_sum with
 PAIRED) gave wrong softmax denominators on an H100 at four of five route_kernel tiles, not merely
 other bits (scripts/probe_tile_bits.py; reports/bench/NOTES.md, "Eighteenth round"). This probe
-takes the kernel out: rows [R, N] of fp32 terms (or bf16 logits, as route_kernel loads them, in
-[R, C, V] vectors), the pair sums tl.sum(tl.reshape(e, [R, C * V // 2, 2]), axis=2), then each
+takes the kernel out: rows [R, N] of fp32 terms (or bf16 logits read as route_kernel reads them,
+16-bit pairs reshaped to [R, C, V] vectors, their exp below the row's max), the pair sums tl.sum(tl.reshape(e, [R, C * V // 2, 2]), axis=2), then each
 row's int64 sum of the truncated pairs as denominator_sum does, for several R, C, V and warps;
 each result is compared with torch's over the same rows. Prints one line a configuration and a
 count of the wrong ones.
@@ -27,11 +27,14 @@ def pair_sums(x_ptr, pairs_ptr, total_ptr, N: tl.constexpr, R: tl.constexpr, C: 
     r = pid * R + tl.arange(0, R)
     c = tl.arange(0, C)
     v = tl.arange(0, V)
-    col = c[None, :, None] * V + v[None, None, :]
-    x = tl.load(x_ptr + r[:, None, None] * N + col)
-    if FROM_BF16:
-        e = tl.exp2((x.to(tl.float32) - 16.0) * 1.4426950408889634)
+    if FROM_BF16:   # as route_kernel reads words: [R, C, V // 2, 2], reshaped to [R, C, V], minus the row's max
+        h = tl.arange(0, 2)
+        col4 = (c[None, :, None, None] * V + 2 * tl.arange(0, V // 2)[None, None, :, None] + h[None, None, None, :])
+        x = tl.reshape(tl.load(x_ptr + r[:, None, None, None] * N + col4).to(tl.float32), [R, C, V])
+        top = tl.max(tl.max(x, axis=2), axis=1)
+        e = tl.exp2((x - top[:, None, None]) * 1.4426950408889634)
     else:
+        x = tl.load(x_ptr + r[:, None, None] * N + c[None, :, None] * V + v[None, None, :])
         e = x
     p = tl.sum(tl.reshape(e, [R, C * V // 2, 2]), axis=2)
     tl.store(pairs_ptr + r[:, None] * (N // 2) + tl.arange(0, C * V // 2)[None, :], p)
@@ -40,7 +43,8 @@ def pair_sums(x_ptr, pairs_ptr, total_ptr, N: tl.constexpr, R: tl.constexpr, C: 
 
 
 def reference(x: torch.Tensor, from_bf16: bool):
-    e = torch.exp2((x.float() - 16.0) * 1.4426950408889634) if from_bf16 else x
+    x = x.float()
+    e = torch.exp2((x - x.max(1, keepdim=True).values) * 1.4426950408889634) if from_bf16 else x
     p = e.view(e.shape[0], -1, 2).sum(2)
     return p, (p.double() * 2.0**F).floor().long().sum(1)
 
