@@ -261,14 +261,16 @@ def cmd_fuzz(args) -> int:
         raise UsageError(f"--model: expected 'all' or models of {', '.join(families)} ({', '.join(sorted(known))}), "
                          f"got {unknown[0]!r}")
     chunk = args.chunk or fuzz.DEFAULT_CHUNK[dev.type]
+    sizes = fuzz.table_sizes(chunk) if args.every_tile else None
+    launches = len(sizes) * max(1, -(-args.rows // sum(sizes))) if sizes else max(1, -(-args.rows // chunk))
     runs.sort(key=lambda r: dtypes.index(r[0]))      # every family in the first dtype first
     for d, f, m in runs:
-        bar = Progress(max(1, -(-args.rows // chunk)), enabled=not args.no_progress)
+        bar = Progress(launches, enabled=not args.no_progress)
         label = f"{f} {m} {d}"
         bar.show(label)
         r = fuzz.fuzz(f, args.rows, dtype=d, seed=args.seed, impl=args.impl, model=m, chunk=chunk, device=dev,
-                      exact=args.exact, progress=lambda res: bar.advance(f"{label}: {res.rows:,} rows, "
-                                                                         f"{res.counted()} differences"))
+                      exact=args.exact, sizes=sizes, progress=lambda res: bar.advance(f"{label}: {res.rows:,} rows, "
+                                                                                      f"{res.counted()} differences"))
         bar.close()
         print(r.line(), flush=True)
         results.append(r)
@@ -505,6 +507,9 @@ def parser() -> argparse.ArgumentParser:
     z.add_argument("--exact", action=argparse.BooleanOptionalAction, default=None,
                    help="count near-tie flips and other tie rules as differences (default: for parity's kernels only)")
     z.add_argument("--chunk", type=int, default=None, help="rows per launch (default: 2**20 on a GPU, 2**14 on the CPU)")
+    z.add_argument("--every-tile", action="store_true",
+                   help="launches of every size the kernels' launch tables distinguish (each power of two and one "
+                        "past it, up to --chunk; on a GPU the default --chunk meets every tile), repeated until --rows")
     z.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     z.add_argument("--out", default=None, metavar="DIR", help="write fuzz.md, fuzz.json and the kept cases here")
     z.add_argument("--no-progress", action="store_true")

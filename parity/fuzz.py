@@ -1,5 +1,6 @@
 """Fuzzing at scale: many input regimes packed into few large launches, every row checked against
-the oracle, every difference kept as a case to replay.
+the oracle, every difference kept as a case to replay; or (``sizes``, `parity fuzz --every-tile`)
+launches of every size the kernels' launch tables tell apart, so that every tile runs.
 
 Row i of a chunk is drawn from regime ``REGIMES[i % len(REGIMES)]`` (ties, near-ties at the K-th
 place one unit in the last place apart, NaN and ±inf placements, all -inf rows, huge, subnormal,
@@ -43,6 +44,22 @@ KINDS = ("genuine", "near_tie", "tie_rule", "weights", "nonfinite")
 EXACT_ONLY = ("near_tie", "tie_rule")
 """Differences only for an implementation that chooses exactly by contract (parity's kernels:
 the oracle's experts, ties to the lower id); reported for the others."""
+
+
+def table_sizes(largest: int) -> list[int]:
+    """Launch sizes that meet every launch the kernels' tables choose, up to ``largest`` rows: each
+    power of two and one row past it (a partial last program). The tables (parity.routing.fused.tile,
+    fused_grouped.plan) depend on T only through next_power_of_2(T) and the power of two below
+    T / FILL_PROGRAMS, both constant over [2**k, 2**(k+1)), so the powers of two meet every tile; the
+    tables stop growing at 2**17 rows for every family (tests/test_fuzz.py checks both). A bug that
+    lives in one tile's layout (a reduction over the wrong lanes, seen once on CUDA: reports/bench/
+    NOTES.md, "Eighteenth round") shows in no single large launch."""
+    out = []
+    n = 1
+    while n <= largest:
+        out += [n, n + 1] if n + 1 <= largest and n > 1 else [n]
+        n *= 2
+    return out
 
 
 def _one_ulp_below(v: torch.Tensor) -> torch.Tensor:
@@ -132,6 +149,7 @@ class FuzzResult:
     special: int = 0                 # rows with NaN/inf logits where the convention differs (reported)
     tolerance: dict = field(default_factory=dict)
     examples: list = field(default_factory=list)
+    launch_sizes: list = field(default_factory=list)   # rows per launch, in turn (one size: the chunk)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -144,7 +162,9 @@ class FuzzResult:
         rate = self.rows / self.seconds if self.seconds else 0.0
         kinds = ", ".join(f"{k} {v}" for k, v in self.by_kind.items() if v and (self.exact or k not in EXACT_ONLY))
         near = "" if self.exact or not self.by_kind["near_tie"] else f", {self.by_kind['near_tie']:,} near-tie flips (reported)"
-        return (f"fuzz {self.family} ({self.model}, E={self.E}, K={self.K}) {self.impl} {self.dtype}: {self.rows:,} rows, "
+        sizes = (f" in {self.chunks} launches of {len(self.launch_sizes)} sizes ({self.launch_sizes[0]:,} to "
+                 f"{max(self.launch_sizes):,} rows)" if len(self.launch_sizes) > 1 else "")
+        return (f"fuzz {self.family} ({self.model}, E={self.E}, K={self.K}) {self.impl} {self.dtype}: {self.rows:,} rows{sizes}, "
                 f"{self.differences} differences" + (f" ({kinds})" if kinds else "")
                 + f"; {self.tie_explained:,} tie-explained{near}, {self.special:,} special-value rows with another "
                 f"convention; {self.seconds:.1f} s ({rate:,.0f} rows/s)")
@@ -194,10 +214,12 @@ def check_chunk(fam, router, name: str, fn, g: torch.Tensor, K: int, tol: tuple[
 
 def fuzz(family: str, rows: int, *, dtype: str = "bfloat16", seed: int = 0, impl=None, model: str | None = None,
          chunk: int | None = None, device: torch.device | str | None = None, progress=None,
-         max_examples: int = MAX_EXAMPLES, exact: bool | None = None) -> FuzzResult:
+         max_examples: int = MAX_EXAMPLES, exact: bool | None = None, sizes: list[int] | None = None) -> FuzzResult:
     """Fuzz ``impl`` of ``family`` with ``rows`` rows of ``dtype`` logits (rounded up to whole
     chunks). ``exact``: whether near-tie flips and other tie rules are differences (default: for
-    parity's kernels only; pass True for a kernel of yours that claims the oracle's choice)."""
+    parity's kernels only; pass True for a kernel of yours that claims the oracle's choice).
+    ``sizes``: launch sizes taken in turn instead of one ``chunk`` (e.g. table_sizes(...): every
+    tile of the kernels' launch tables), until ``rows`` rows and every size have run."""
     from parity import device as _device
 
     fam = routing.family(family)
@@ -214,8 +236,13 @@ def fuzz(family: str, rows: int, *, dtype: str = "bfloat16", seed: int = 0, impl
     routers = [fam.make_router(m, d, seed, torch.ones(m.E), dev)
                for d in (["randn", "group-ties"] if "group-ties" in fam.distributions else ["randn"])]
     t0 = time.monotonic()
-    n_chunks = max(1, -(-rows // chunk))
+    if sizes:
+        n_chunks = len(sizes) * max(1, -(-rows // sum(sizes)))
+    else:
+        sizes, n_chunks = [chunk], max(1, -(-rows // chunk))
+    res.launch_sizes = list(sizes)
     for c in range(n_chunks):
+        chunk = sizes[c % len(sizes)]
         router = routers[c % len(routers)]
         if fam.per_expert_scale:   # Gemma4's scale: drawn per chunk, so that it varies too
             gen = torch.Generator(device="cpu").manual_seed(stable_seed("scale", seed, c))
@@ -236,6 +263,7 @@ def fuzz(family: str, rows: int, *, dtype: str = "bfloat16", seed: int = 0, impl
             kind = next(k for k in kinds if bool(out[k][r]))
             res.examples.append({
                 "family": family, "model": m.name, "impl": name, "dtype": dtype, "seed": seed, "chunk": c, "row": r,
+                "launch_rows": chunk,
                 "regime": REGIMES[int(regime[r])], "kind": kind, "K": m.K,
                 "logits": g[r].float().tolist(), "router": {k: (v.tolist() if isinstance(v, torch.Tensor) else v)
                                                             for k, v in router.__dict__.items()},
@@ -262,18 +290,21 @@ def case_router(case: dict, device="cpu"):
 
 def replay(case: dict, impl=None, device=None, exact: bool | None = None) -> list[str]:
     """Route a kept case's row again through ``impl`` (default: the case's implementation) and the
-    oracle; the kinds of difference found (empty: it routes correctly now)."""
+    oracle; the kinds of difference found (empty: it routes correctly now). The row is repeated to
+    the launch's size it was found in (``launch_rows``; cases kept before it: one row), so that the
+    kernel's table picks the same tile."""
     from parity import device as _device
 
     fam = routing.family(case["family"])
     dev = torch.device(device) if device is not None else _device.default()
     name, fn = _implementation(fam, impl if impl is not None else case["impl"])
     g = torch.tensor([case["logits"]], dtype=torch.float32).to(getattr(torch, case["dtype"])).to(dev)
+    g = g.repeat(case.get("launch_rows", 1), 1)
     router = case_router(case, dev)
     env = shipped.envelope(case["family"], case["dtype"], "fp32")
     out = check_chunk(fam, router, name, fn, g, case["K"], (env["atol"], env["rtol"]))
     exact = name in fam.kernels if exact is None else exact
-    return [k for k in KINDS if bool(out[k][0]) and (exact or k not in EXACT_ONLY)]
+    return [k for k in KINDS if bool(out[k].any()) and (exact or k not in EXACT_ONLY)]
 
 
 def write(results: list[FuzzResult], out: Path, meta: dict) -> Path:
@@ -287,6 +318,9 @@ def write(results: list[FuzzResult], out: Path, meta: dict) -> Path:
              "oracle's are finite, and for an exact kernel (parity's) near-tie flips and ties broken another way. "
              "Reported, not counted: those two for the model's torch code, and rows with NaN/±inf logits where "
              "the implementation follows another convention than the oracle's.\n",
+             *([f"Every tile: each run's launches took {len(results[0].launch_sizes)} sizes in turn, "
+                f"{', '.join(f'{n:,}' for n in results[0].launch_sizes)} rows (every tile the kernels' launch tables "
+                "choose up to the largest).\n"] if results and len(results[0].launch_sizes) > 1 else []),
              "| family | model | implementation | dtype | rows | differences | reported: near-tie flips | "
              "reported: other tie rule | special-value rows | seconds | rows/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

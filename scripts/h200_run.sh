@@ -2,7 +2,7 @@
 # One batch on the H200 (device tool): the test suite on CUDA, the default and upstream sweeps,
 # and the benchmark. Everything goes to $OUT/results.tar.gz (reports/ paths and logs/ inside: the
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
-# Usage: bash scripts/h200_run.sh [tests] [files] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [impact]
+# Usage: bash scripts/h200_run.sh [tests] [files] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [fuzztiles] [impact]
 #        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [ab] [tmaring] [ncuring] [peers] [properties] [multigpu] [split] [smallvec]
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
@@ -14,6 +14,9 @@
 # ncurow: one bench row's program under Nsight Compute (NCU_ROW_ARGS for benchmarks/profile_ncu: by default DeepSeek-V3's
 # near row of the T=64 batch, 132 copies, one a program), samples every 32 cycles, summed per source line by
 # benchmarks/ncu_lines (NCU_LINES_ARGS: the same kernel configuration) into logs/ncu-row-lines.json and logs/ncu-row.log.
+# fuzztiles: `parity fuzz --every-tile` over every model and dtype: launches of every size the launch tables tell apart
+# (up to 2**20 rows), every row against the oracle: every tile the kernels can take on this GPU and Triton (a reduction
+# over the wrong lanes lived in one tile's layout once: reports/bench/NOTES.md, "Eighteenth round").
 # mutants: scripts/mutate_kernels.py --gpu over MUTANTS_ONLY (default: the three that only the GPU can show) into
 # reports/h200-kernel-mutants.
 # tmaring: the TMA-ring variant's CUDA tests (tests/test_bench_variants.py -k v8), then benchmarks/probe_tma_ring
@@ -110,6 +113,8 @@ for step in $steps; do
     fuzz) { timeout 150 python3 -m pytest -n 8 -q -rA -p no:cacheprovider tests/test_fuzz.py tests/test_invariance.py tests/test_impact.py
         timeout ${FUZZ_LIMIT:-330} python3 -m parity.cli fuzz --rows ${FUZZ_ROWS:-100000000} --dtype bfloat16,float32,float16 \
           --out reports/$GPU-reliability/fuzz --no-progress; } > "$LOGS/fuzz.log" 2>&1 ;;
+    fuzztiles) timeout ${FUZZ_LIMIT:-400} python3 -m parity.cli fuzz --every-tile --rows 1 --model all \
+          --dtype bfloat16,float32,float16 --out reports/$GPU-reliability/fuzz-tiles --no-progress > "$LOGS/fuzz-tiles.log" 2>&1 ;;
     fuzzmodels) timeout ${FUZZ_LIMIT:-200} python3 -m parity.cli fuzz --rows ${FUZZ_MODEL_ROWS:-10000000} --model all \
           --dtype bfloat16,float32,float16 --out reports/$GPU-reliability/fuzz-models --no-progress > "$LOGS/fuzz-models.log" 2>&1 ;;
     impact) timeout ${IMPACT_LIMIT:-240} python3 -m parity.cli impact --T ${IMPACT_T:-250000} \

@@ -93,6 +93,12 @@ def test_cli(tmp_path, capsys):
     assert out.index("llama4-scout, E=16, K=1) fused float32") < out.index("llama4-maverick, E=128, K=1) fused bfloat16")
     assert "32,768 rows over 8 runs, 0 differences" in out
     assert "| llama4 | llama4-maverick | fused |" in (tmp_path / "fuzz.md").read_text()
+    assert main(["fuzz", "--rows", "1", "--family", "deepseek_v3", "--every-tile", "--chunk", "64", "--dtype", "float32",
+                 "--out", str(tmp_path / "tiles"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "fuzz deepseek_v3 (deepseek-v3, E=256, K=8) fused float32: 194 rows in 12 launches of 12 sizes (1 to 64 rows), " \
+           "0 differences" in out
+    assert "1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 64 rows" in (tmp_path / "tiles" / "fuzz.md").read_text()
     assert main(["fuzz", "--rows", "2000", "--family", "gemma4", "--impl", "mutant-no-renorm", "--chunk", "2000",
                  "--out", str(tmp_path / "bad"), "--no-progress"]) == 1
     assert len(list((tmp_path / "bad" / "cases").glob("*.json"))) == fuzz.MAX_EXAMPLES
@@ -118,3 +124,58 @@ def test_rows_the_fuzzer_found_on_the_gpu_are_classified_as_what_they_are(path):
     v = classify_ids(g, torch.tensor([case["candidate"]["ids"]]), torch.tensor([case["oracle"]["ids"]]),
                      router=fuzz.case_router(case))
     assert bool(v.near_tie[0]) and not bool(v.genuine[0])
+
+
+def _launch(family: str, model, dtype: torch.dtype, T: int, interpreter: bool):
+    """What the family's kernel would launch for T rows (its plan on a meta tensor): tile, warps and
+    every compile-time argument, without the row count itself."""
+    from parity.routing import fused, fused_grouped
+
+    fam = routing.family(family)
+    router = fam.make_router(model, "randn", 0, device="cpu")
+    g = torch.empty(T, model.E, dtype=dtype, device="meta")
+    scale = torch.empty(model.E, device="meta")
+    if router.correction_bias is not None or router.n_group > 1:
+        p = fused_grouped.plan(g, model.K, scale, scale, router.n_group, router.topk_group, router.renormalize,
+                               interpreter=interpreter)
+        return ("grouped", p.block_t, p.num_warps, tuple(sorted(p.constexprs.items())), p.max_registers, p.exact_rows)
+    score, renorm = fused.SCORES[(router.score, router.renormalize)]
+    p = fused.plan(g, model.K, scale, interpreter=interpreter, score=score, renormalize=renorm)
+    return ("route", p.tile, tuple(sorted(p.constexprs.items())), p.max_registers)
+
+
+@pytest.mark.parametrize("interpreter,largest", [(False, 1 << 20), (True, 1 << 14)], ids=["gpu-table", "interpreter-table"])
+def test_table_sizes_meet_every_launch_the_tables_choose(interpreter, largest):
+    """fuzz.table_sizes(largest) meets every launch the kernels' tables choose for every model and
+    dtype at T <= largest (sampled: every T to 4096, then random T), and on the GPU's table at any T
+    (to 2**21): the default --chunk there, 2**20, meets every tile. (The interpreter's table grows
+    further, to the tiles of 2**19 rows and more, which CI does not run.)"""
+    sizes = fuzz.table_sizes(largest)
+    assert sizes[:5] == [1, 2, 3, 4, 5] and largest in sizes and all(s <= largest for s in sizes)
+    gen = torch.Generator().manual_seed(5)
+    Ts = list(range(1, 4097)) + torch.randint(4097, largest if interpreter else 1 << 21, (300,), generator=gen).tolist()
+    for family in routing.FAMILIES:
+        for model in routing.family(family).models:
+            for dtype in (torch.bfloat16, torch.float16, torch.float32):
+                met = {_launch(family, model, dtype, T, interpreter) for T in sizes}
+                for T in Ts:
+                    assert _launch(family, model, dtype, T, interpreter) in met, (family, model.name, dtype, T)
+
+
+def test_every_tile_fuzz_runs_each_size_and_replays_at_the_launchs_size():
+    """A kernel wrong in one launch size only (here: every launch of 9 rows) passes a fuzz in one
+    large chunk and fails the every-tile fuzz, whose kept case replays at that size."""
+    from parity.routing import fused
+
+    def wrong_at_nine(g, K, s):
+        w, ids = fused.fused(g, K, s)
+        return (w * 0.5 if g.shape[0] == 9 else w), ids
+
+    assert fuzz.fuzz("gemma4", 64, impl=wrong_at_nine, chunk=64).differences == 0
+    r = fuzz.fuzz("gemma4", 1, impl=wrong_at_nine, sizes=fuzz.table_sizes(16), max_examples=2)
+    assert r.rows == sum(fuzz.table_sizes(16)) == 1 + 2 + 3 + 4 + 5 + 8 + 9 + 16 and r.chunks == 8
+    assert r.differences == r.by_kind["weights"] > 0   # the 9-row launch's rows with finite weights
+    assert {e["launch_rows"] for e in r.examples} == {9}
+    case = json.loads(json.dumps(r.examples[0]))
+    assert fuzz.replay(case, impl=wrong_at_nine) == ["weights"]
+    assert fuzz.replay({**case, "launch_rows": 1}, impl=wrong_at_nine) == []
