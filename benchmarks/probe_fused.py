@@ -24,10 +24,10 @@ import torch
 import triton
 import triton.testing
 
+from parity.check import weights_within
 from parity.provenance import Run
 from parity.routing.fused import plan, route_kernel, row_align, sixteen_byte_vec, tile, vec_for, warps_for
 from parity.routing.kernel_parts import SIGMOID, SOFTMAX_ALL, SOFTMAX_K
-from parity.check import weights_within
 from parity.routing.oracle import route64
 from parity.routing.router import Router
 from parity.tolerance import FUSED_ULP

@@ -29,8 +29,8 @@ import json
 import torch
 
 from parity import routing  # before triton: parity decides TRITON_INTERPRET
-from parity.provenance import Run
 from parity.check import weights_within
+from parity.provenance import Run
 from parity.routing import fused, fused_grouped
 from parity.routing.kernel_parts import empty_outputs
 from parity.routing.oracle import route64

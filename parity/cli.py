@@ -261,11 +261,10 @@ def cmd_fuzz(args) -> int:
         raise UsageError(f"--model: expected 'all' or models of {', '.join(families)} ({', '.join(sorted(known))}), "
                          f"got {unknown[0]!r}")
     chunk = args.chunk or fuzz.DEFAULT_CHUNK[dev.type]
-    sizes = fuzz.table_sizes(chunk) if args.every_tile else None
-    launches = len(sizes) * max(1, -(-args.rows // sum(sizes))) if sizes else max(1, -(-args.rows // chunk))
+    sizes = fuzz.table_sizes(chunk) if args.every_tile else [chunk]
     runs.sort(key=lambda r: dtypes.index(r[0]))      # every family in the first dtype first
     for d, f, m in runs:
-        bar = Progress(launches, enabled=not args.no_progress)
+        bar = Progress(fuzz.launches(args.rows, sizes), enabled=not args.no_progress)
         label = f"{f} {m} {d}"
         bar.show(label)
         r = fuzz.fuzz(f, args.rows, dtype=d, seed=args.seed, impl=args.impl, model=m, chunk=chunk, device=dev,

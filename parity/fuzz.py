@@ -62,6 +62,12 @@ def table_sizes(largest: int) -> list[int]:
     return out
 
 
+def launches(rows: int, sizes: list[int]) -> int:
+    """Launches of a run of at least ``rows`` rows whose launches take ``sizes`` rows in turn: whole
+    turns, at least one."""
+    return len(sizes) * max(1, -(-rows // sum(sizes)))
+
+
 def _one_ulp_below(v: torch.Tensor) -> torch.Tensor:
     """The next representable value below ``v`` in its own dtype (v finite, nonzero)."""
     ints = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}[v.dtype]
@@ -236,11 +242,9 @@ def fuzz(family: str, rows: int, *, dtype: str = "bfloat16", seed: int = 0, impl
     routers = [fam.make_router(m, d, seed, torch.ones(m.E), dev)
                for d in (["randn", "group-ties"] if "group-ties" in fam.distributions else ["randn"])]
     t0 = time.monotonic()
-    if sizes:
-        n_chunks = len(sizes) * max(1, -(-rows // sum(sizes)))
-    else:
-        sizes, n_chunks = [chunk], max(1, -(-rows // chunk))
-    res.launch_sizes = list(sizes)
+    sizes = list(sizes or [chunk])
+    n_chunks = launches(rows, sizes)
+    res.launch_sizes = sizes
     for c in range(n_chunks):
         chunk = sizes[c % len(sizes)]
         router = routers[c % len(routers)]
