@@ -50,8 +50,9 @@ def table_sizes(largest: int) -> list[int]:
     """Launch sizes that meet every launch the kernels' tables choose, up to ``largest`` rows: each
     power of two and one row past it (a partial last program). The tables (parity.routing.fused.tile,
     fused_grouped.plan) depend on T only through next_power_of_2(T) and the power of two below
-    T / FILL_PROGRAMS, both constant over [2**k, 2**(k+1)), so the powers of two meet every tile; the
-    tables stop growing at 2**17 rows for every family (tests/test_fuzz.py checks both). A bug that
+    T / FILL_PROGRAMS, both constant over [2**k, 2**(k+1)), so the powers of two meet every tile; on
+    the GPU the tables stop growing by 2**19 rows (Mixtral 8x7B's 8 experts in bf16), so 2**20 meets
+    every tile of every model and dtype (tests/test_fuzz.py checks both). A bug that
     lives in one tile's layout (a reduction over the wrong lanes, seen once on CUDA: reports/bench/
     NOTES.md, "Eighteenth round") shows in no single large launch."""
     out = []

@@ -24,15 +24,19 @@ ROUTERS = {"gpt_oss": Router("softmax", renormalize=True), "llama4": Router("sig
            "sigmoid_renormalised_scaled": Router("sigmoid", renormalize=True, scaling_factor=2.827)}
 
 
+def assert_oracle_weights(w, ow, max_ulp=FUSED_MAX_ULP, what="weights"):
+    """w within max_ulp fp32 ulps of the oracle's ow (NaN where it is NaN)."""
+    w, ow = w.double().cpu(), ow.cpu()
+    err = torch.where((w.isnan() & ow.isnan()) | (w == ow), 0.0, ulp_error(w, ow))
+    assert float(err.max()) <= max_ulp, f"{what} {float(err.max()):.2f} ulp from the oracle"
+
+
 def check(g, K, router, max_ulp=FUSED_MAX_ULP):
     w, ids = fused.route(g, K, router)
     ow, oid = route64(g, K, router)
     assert w.dtype == torch.float32 and ids.dtype == torch.int32 and w.shape == ids.shape == (g.shape[0], K)
     assert torch.equal(ids.long().cpu(), oid.long().cpu()), "ids differ from the oracle's"
-    both_nan = torch.isnan(w.double().cpu()) & torch.isnan(ow.cpu())
-    err = ulp_error(w.cpu(), ow.cpu())
-    err = torch.where(both_nan | (w.double().cpu() == ow.cpu()), 0.0, err)
-    assert float(err.max()) <= max_ulp, f"weights {float(err.max()):.2f} ulp from the oracle"
+    assert_oracle_weights(w, ow, max_ulp)
 
 
 @pytest.mark.parametrize("family", ROUTERS)
@@ -101,13 +105,12 @@ def test_the_softmax_over_all_has_the_same_bits_in_every_tile(dtype, dev):
     g[9, :] = float("-inf")
     scale = fused.constant_vector(60, 1.0, torch.float32, g.device)
     base = fused.plan(g, 4, scale, score=SOFTMAX_ALL, renormalize=False)
-    ow = route64(g, 4, ROUTERS["qwen2_moe"])[0].cpu()
+    ow = route64(g, 4, ROUTERS["qwen2_moe"])[0]
     outs = []
     for block_t, vec in [(1, 64), (1, 16 // g.element_size()), (4, 16 // g.element_size()), (64, 64), (16, 2)]:
         w, ids = empty_outputs(g, 4)
         replace(base, tile=fused.Tile(block_t, 64, vec, 1)).run(g, scale, w, ids)
-        err = torch.where(w.double().cpu().isnan() & ow.isnan(), 0.0, ulp_error(w.cpu(), ow))
-        assert float(err.max()) <= FUSED_MAX_ULP, f"tile {block_t, vec}: weights {float(err.max()):.2f} ulp from the oracle"
+        assert_oracle_weights(w, ow, what=f"tile {block_t, vec}: weights")
         outs.append(w)
     assert outs[0][5].isnan().all() and outs[0][9].isnan().all()
     assert all(torch.equal(outs[0].nan_to_num(), w.nan_to_num()) for w in outs[1:])

@@ -135,7 +135,7 @@ def _launch(family: str, model, dtype: torch.dtype, T: int, interpreter: bool):
     router = fam.make_router(model, "randn", 0, device="cpu")
     g = torch.empty(T, model.E, dtype=dtype, device="meta")
     scale = torch.empty(model.E, device="meta")
-    if router.correction_bias is not None or router.n_group > 1:
+    if fused.grouped(router):
         p = fused_grouped.plan(g, model.K, scale, scale, router.n_group, router.topk_group, router.renormalize,
                                interpreter=interpreter)
         return ("grouped", p.block_t, p.num_warps, tuple(sorted(p.constexprs.items())), p.max_registers, p.exact_rows)

@@ -538,6 +538,12 @@ def router_scale(router, E: int, device_: torch.device) -> torch.Tensor:
     return constant_vector(E, sf, torch.float32 if sf == 1.0 else torch.float64, device_)
 
 
+def grouped(router) -> bool:
+    """Whether the router chooses by biased sigmoid scores or in groups (parity.routing.fused_grouped's
+    kernel), not by the logits (this module's)."""
+    return router.correction_bias is not None or router.n_group > 1
+
+
 def route(gating_output: torch.Tensor, topk: int, router) -> tuple[torch.Tensor, torch.Tensor]:
     """parity's fused kernels for a family's Router (parity.routing.router). Selection by the logits
     (no correction bias, one group): this module's kernel, ids exactly the oracle's (ties to the
@@ -548,7 +554,7 @@ def route(gating_output: torch.Tensor, topk: int, router) -> tuple[torch.Tensor,
     from parity.routing.contract import validate_router
 
     validate_router(gating_output, topk, router, max_experts=MAX_EXPERTS)
-    if router.correction_bias is not None or router.n_group > 1:
+    if grouped(router):
         from parity.routing import fused_grouped
         return fused_grouped.route(gating_output, topk, router)
     kernel = EPILOGUES[(router.score, router.renormalize)]
