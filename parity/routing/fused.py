@@ -62,6 +62,7 @@ from parity.routing.kernel_parts import (
     SOFTMAX_ALL,
     SOFTMAX_K,
     chosen_scores,
+    column_pairs,
     columns_in_row,
     exact_topk,
     half_keys_hold_nan,
@@ -124,7 +125,7 @@ def route_kernel(
     else:
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
                                      columns_in_row(cols, E, BLOCK_E, VEC, ROW_ALIGN), COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16,
-                                     SCORE == 2 or (UNCHECKED and not KEY16), NAN_CHECKED=not UNCHECKED)
+                                     not KEY16 and (SCORE == 2 or UNCHECKED), NAN_CHECKED=not UNCHECKED)
 
     if WORD_MAXIMA:
         # the rounds run over each word's larger key; picks_by_word adds the smaller ones back
@@ -157,6 +158,10 @@ def route_kernel(
         # as fp32, decoded for this score only), before the rounds need the registers
         if KEY16:
             row_max = key_value(best >> 16, KEY16, IS_BF16)
+            if not PAIRS:
+                # the denominator adds a word's two terms first (softmax_denominator): rows not read
+                # as words are read again (cache hits) as pairs of columns, so that both give the same bits
+                x = column_pairs(row_ptr, row_ok, E, stride_ge, BLOCK_E, IS_BF16)
         else:
             row_max = key_value(tl.max(tl.max(key, axis=2), axis=1), KEY16, IS_BF16)
         den = softmax_denominator(x, row_max, LOG2_BLOCK_E, ACCURATE_EXP, not KEY16)

@@ -201,28 +201,78 @@ def key_value(k, KEY16: tl.constexpr, IS_BF16: tl.constexpr):
 @triton.jit
 def softmax_denominator(x, first, LOG2_BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.constexpr,
                         EXACT_DIFF: tl.constexpr):
-    """The sum over each row of exp(x - first), x [BLOCK_T, C, V] the row's logits (padding -inf),
-    first [BLOCK_T] its largest, in any layout with the same bits: each term (in [0, 1]) is truncated
-    to a multiple of 2**-F, F = 61 - LOG2_BLOCK_E, and the integers are summed exactly in int64 (no
-    order of addition changes an integer sum), then rounded to fp32 once. The truncation costs at
-    most BLOCK_E * 2**-F = 2**(2 LOG2_BLOCK_E - 61) against a sum of at least 1: far below an fp32
-    ulp. (The pairwise tree this replaces reloaded the row in a second layout and reshaped it level
-    by level: reports/bench/NOTES.md, "Softmax over all E".) EXACT_DIFF (fp32 logits): the terms
-    by exp_shifted, which recovers the rounding of x - first; bf16/fp16 differences are exact in
-    fp32 but for terms far below the row's largest, whose share of the sum is negligible. A row whose
-    largest is NaN, +inf or -inf gives NaN."""
+    """The sum over each row of exp(x - first), x the row's logits (padding -inf): fp32 logits as
+    [BLOCK_T, C, V]; 16-bit ones as pairs of columns (2i, 2i + 1) on a last axis of 2, [BLOCK_T, C,
+    V // 2, 2] as packed_pair_keys reads words, or [BLOCK_T, P, 2] (column_pairs) for rows read
+    otherwise; first [BLOCK_T] the row's largest. The same bits in any layout and either read: each
+    term (a pair's two added in fp32 first: a + b == b + a) is truncated to a multiple of 2**-F, F = 61 -
+    LOG2_BLOCK_E, and the integers are summed exactly in int64 (no order of addition changes an
+    integer sum), then rounded once. The truncation costs at most BLOCK_E * 2**-F = 2**(2 LOG2_BLOCK_E
+    - 61) against a sum of at least 1/2: far below an fp32 ulp. (The pairwise tree this replaces
+    reloaded the row in a second layout and reshaped it level by level: reports/bench/NOTES.md,
+    "Softmax over all E".)
+
+    EXACT_DIFF (fp32 logits): the terms by exp_shifted, which recovers the rounding of x - first.
+    16-bit logits (shifted_exp2_args): each term is exp2 of one fma, x * L - c, c the row's first * L
+    rounded, which is exp(x - first) * 2**r for the row's r = first * L - c (exact); the sum is scaled
+    back by 2**-r once, in float64. A row whose largest is NaN, +inf or -inf gives NaN."""
     F: tl.constexpr = 61 - LOG2_BLOCK_E
     if EXACT_DIFF:
         e = exp_shifted(x, first[:, None, None], ACCURATE_EXP)
-    elif ACCURATE_EXP:
-        # ex2.approx (2 ulp) where libdevice's exp costs six more instructions per logit; a term's
-        # error is relative to its share of the sum, so the sum keeps about 2 ulp (tolerance.FUSED_ULP).
-        e = tl.exp2((x - first[:, None, None]) * 1.4426950408889634)
+        q = (e * (2.0**F)).to(tl.int64)
+        total = tl.sum(tl.sum(q, axis=2), axis=1).to(tl.float32) * (2.0**-F)
     else:
-        e = tl.exp(x - first[:, None, None])
-    q = (e * (2.0**F)).to(tl.int64)
-    total = tl.sum(tl.sum(q, axis=2), axis=1).to(tl.float32) * (2.0**-F)
+        scale, c, r = shifted_exp2_args(first)
+        # ex2.approx (2 ulp; the interpreter's exp2 is numpy's): a term's error is relative to its
+        # share of the sum, so the sum keeps about 2 ulp (tolerance.FUSED_ULP)
+        if len(x.shape) == 4:
+            e_even, e_odd = tl.split(tl.exp2(tl.fma(x, scale[:, None, None, None], -c[:, None, None, None])))
+        else:
+            e_even, e_odd = tl.split(tl.exp2(tl.fma(x, scale[:, None, None], -c[:, None, None])))
+        # a pair's two terms added first: half the conversions and int64 adds
+        q = ((e_even + e_odd) * (2.0**F)).to(tl.int64)
+        if len(x.shape) == 4:
+            q = tl.sum(q, axis=2)
+        total = tl.sum(q, axis=1).to(tl.float64) * (2.0**-F)
+        total = (total * exp2_small(-r.to(tl.float64))).to(tl.float32)
     return tl.where(first - first == 0.0, total, float("nan"))
+
+
+@triton.jit
+def column_pairs(row_ptr, row_ok, E, stride_ge, BLOCK_E: tl.constexpr, IS_BF16: tl.constexpr):
+    """The logits of rows [BLOCK_T] as fp32 pairs of columns (2i, 2i + 1), [BLOCK_T, P, 2] (P pairs
+    cover BLOCK_E), padding -inf: what softmax_denominator takes for 16-bit rows not read as words."""
+    P: tl.constexpr = (BLOCK_E + 1) // 2
+    pair_cols = ((tl.arange(0, P) * 2)[:, None] + tl.arange(0, 2)[None, :])[None, :, :]
+    in_row = pair_cols < E
+    x = load_fp32(row_ptr[:, None, None] + pair_cols * stride_ge, row_ok[:, None, None] & in_row, IS_BF16)
+    return tl.where(in_row, x, float("-inf"))
+
+
+@triton.jit
+def shifted_exp2_args(first):
+    """(scale, c, r) per row, for terms exp2(fma(x, scale, -c)) of 16-bit logits x <= first (the
+    row's largest, finite) that are exp(x - first) * 2**r. Where |first| < 2**16 (every fp16; bf16
+    but absurd rows): scale = L = log2(e) in fp32, c = first * L rounded, r = first * L - c, exact
+    (an fma gives it) and at most 2**-8 in size, so no term passes 2**(2**-8). Each term's argument
+    x * L - c = (x - first) * L + r is then rounded once, where (x - first) * L rounded the same,
+    after one subtraction, with one instruction more. Beyond, a bf16 row's logits other than its
+    largest lie at least 2**8 below it, where exp and exp2 are both 0 in fp32: scale = 1, c = first,
+    r = 0 give the same terms, 1 and 0."""
+    L: tl.constexpr = 1.4426950408889634
+    moderate = tl.abs(first) < 65536.0
+    scale = tl.where(moderate, L, 1.0)
+    c = tl.where(moderate, first * L, first)
+    r = tl.where(moderate, tl.fma(first, L, -c), 0.0)
+    return scale, c, r
+
+
+@triton.jit
+def exp2_small(t):
+    """2**t in float64 for |t| <= 2**-8 (shifted_exp2_args' r), to ~2**-49: five terms of the series
+    of exp(t ln 2)."""
+    u = t * 0.6931471805599453
+    return 1.0 + u * (1.0 + u * (0.5 + u * (1.0 / 6.0 + u * (1.0 / 24.0))))
 
 
 @triton.jit
@@ -385,7 +435,8 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     """packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
     BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
     its even column's is the word shifted up by 16. Returns (packed, under VALUES the logits as fp32
-    with padding -inf, else a stand-in). NAN_CHECKED as in packed_keys; ROW_ALIGN as in
+    with padding -inf, [BLOCK_T, BLOCK_E // VEC, VEC // 2, 2] (a word's two on the last axis), else a
+    stand-in). NAN_CHECKED as in packed_keys; ROW_ALIGN as in
     columns_in_row. BY_WORD: packed as [BLOCK_T, BLOCK_E // VEC, VEC // 2, 2], a word's two keys
     (even column's, odd column's) along the last axis. VOLATILE: a volatile read, for a rare path
     that must stay behind its branch (the compiler may not move it out and predicate it)."""
@@ -407,7 +458,9 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
         else:
             x_even = _half_value(w, IS_BF16)
             x_odd = _half_value(w >> 16, IS_BF16)
-        x = tl.reshape(tl.join(x_even, x_odd), shape)
+        # a word's two logits on a last axis of their own, not reshaped into the row's: Triton 3.6
+        # reduced a reshape of such pairs over the wrong lanes (reports/bench/NOTES.md, "Eighteenth round")
+        x = tl.join(x_even, x_odd)
     if BY_WORD:
         packed = tl.join(even, odd)
     else:
