@@ -117,6 +117,31 @@ def test_the_softmax_over_all_has_the_same_bits_in_every_tile(dtype, dev):
     check(g, 4, ROUTERS["qwen2_moe"])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_a_softmax_over_all_far_from_zero_matches_the_oracle(dtype, dev):
+    """16-bit logits' denominator terms are exp2(x log2e - c), c the row's largest times log2e rounded,
+    and the sum is scaled back by the residue r = first log2e - c (kernel_parts.shifted_exp2_args):
+    largest where |first| is large (fp16 near its largest finite value: r up to 2**-8), and beyond
+    2**16 (bf16 only) c = first with scale 1, where every term is 1 or 0. Rows there, ties at the top
+    and rows of one value included, route as the oracle does, weights within the bound."""
+    if dtype == torch.float16:
+        tops = [1.0, -1.0, 60000.0, -60000.0, 65504.0, 2048.0]   # fp16 rows stay below 2**16
+    else:
+        tops = [1.0, -1.0, 60000.0, 65536.0, -70000.0, 1.0e6, -3.0e5, 1.0e30, -3.0e38, 3.0e38]
+    rows = []
+    for i, top in enumerate(tops):
+        gen = torch.Generator().manual_seed(i)
+        spread = max(abs(top) * 2.0**-9, 1.0)   # a few of the dtype's steps below the top, and further
+        r = top - spread * torch.rand(8, 60, generator=gen) * torch.linspace(0, 24, 60)
+        r[1, 7] = r[1].max()    # a tie at the top
+        r[2, :] = top           # every logit the same
+        rows.append(r)
+    g = torch.cat(rows).to(dtype).to(dev)
+    assert torch.isfinite(g).all()
+    check(g, 4, ROUTERS["qwen2_moe"])
+    check(g[:, :59], 4, ROUTERS["qwen2_moe"])   # odd E: rows read one logit at a time, as column pairs
+
+
 def test_routers_with_a_bias_or_groups_go_to_the_grouped_kernel(dev, monkeypatch):
     from parity.routing import fused_grouped
 

@@ -215,7 +215,7 @@ def softmax_denominator(x, first, LOG2_BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.c
     EXACT_DIFF (fp32 logits): the terms by exp_shifted, which recovers the rounding of x - first.
     16-bit logits (shifted_exp2_args): each term is exp2 of one fma, x * L - c, c the row's first * L
     rounded, which is exp(x - first) * 2**r for the row's r = first * L - c (exact); the sum is scaled
-    back by 2**-r once, in float64. A row whose largest is NaN, +inf or -inf gives NaN."""
+    back by 2**-r once. A row whose largest is NaN, +inf or -inf gives NaN."""
     F: tl.constexpr = 61 - LOG2_BLOCK_E
     if EXACT_DIFF:
         e = exp_shifted(x, first[:, None, None], ACCURATE_EXP)
@@ -233,8 +233,11 @@ def softmax_denominator(x, first, LOG2_BLOCK_E: tl.constexpr, ACCURATE_EXP: tl.c
         q = ((e_even + e_odd) * (2.0**F)).to(tl.int64)
         if len(x.shape) == 4:
             q = tl.sum(q, axis=2)
-        total = tl.sum(q, axis=1).to(tl.float64) * (2.0**-F)
-        total = (total * exp2_small(-r.to(tl.float64))).to(tl.float32)
+        total = tl.sum(q, axis=1).to(tl.float32) * (2.0**-F)
+        # times 2**-r = 1 + g, g = -t + t**2 / 2 (t = r ln 2, |t| < 2**-8.5: the next term is below
+        # 2**-28), in one fma: one rounding more than the sum's own, half an ulp
+        t = r * 0.6931471805599453
+        total = tl.fma(total, t * (0.5 * t - 1.0), total)
     return tl.where(first - first == 0.0, total, float("nan"))
 
 
@@ -265,14 +268,6 @@ def shifted_exp2_args(first):
     c = tl.where(moderate, first * L, first)
     r = tl.where(moderate, tl.fma(first, L, -c), 0.0)
     return scale, c, r
-
-
-@triton.jit
-def exp2_small(t):
-    """2**t in float64 for |t| <= 2**-8 (shifted_exp2_args' r), to ~2**-49: five terms of the series
-    of exp(t ln 2)."""
-    u = t * 0.6931471805599453
-    return 1.0 + u * (1.0 + u * (0.5 + u * (1.0 / 6.0 + u * (1.0 / 24.0))))
 
 
 @triton.jit
