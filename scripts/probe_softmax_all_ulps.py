@@ -5,7 +5,7 @@ how much of it a change to the denominator spends (reports/bench/NOTES.md, "Nine
 Runs wherever parity runs (CUDA, or the interpreter on the CPU); with scripts/with_tree.sh, on
 another tree's kernel.
 
-python3 scripts/probe_softmax_all_ulps.py [--rows N] [--out FILE.json]
+PYTHONPATH=. python3 scripts/probe_softmax_all_ulps.py [--rows N] [--out FILE.json]  (scripts/ is not a package)
 """
 from __future__ import annotations
 
