@@ -50,7 +50,7 @@ def same_as_fused(route_into, want_w: torch.Tensor, want_ids: torch.Tensor) -> d
 def sweep(shapes: str, Ts, configs, variant_launch) -> list[dict]:
     """Every configuration (the launch table's first, {"kernel": "table"}) at every shape
     ("E:dtype:K", comma-separated) and T, checked and timed (probe_fused.Case); variant_launch(cfg,
-    g, K, case, sms) gives a variant configuration's no-argument launch."""
+    g, K, case, sms, w, ids) gives a variant configuration's no-argument launch writing w and ids."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     rows = []
     for shape, T in itertools.product(shapes.split(","), Ts):
@@ -58,11 +58,11 @@ def sweep(shapes: str, Ts, configs, variant_launch) -> list[dict]:
         E, dtype, K = int(E), DTYPES[dt], int(K)
         case = Case(T, E, dtype, K)
         for cfg in configs:
-            def launch(g, cfg=cfg):
+            def launch(g, w, ids, cfg=cfg):
                 if cfg["kernel"] == "table":
                     p = plan(g, K, case.scale)
-                    return lambda: p.run(g, case.scale, case.w, case.ids)
-                return variant_launch(cfg, g, K, case, sms)
+                    return lambda: p.run(g, case.scale, w, ids)
+                return variant_launch(cfg, g, K, case, sms, w, ids)
             row = {"T": T, "E": E, "K": K, "dtype": dt, **cfg, **case.measure(launch)}
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -75,8 +75,8 @@ def main() -> None:
     ap.add_argument("--shapes", default="128:bf16:8,128:bf16:4")
     ap.add_argument("T", nargs="*", type=int, default=[250000, 65536])
     a = ap.parse_args()
-    rows = sweep(a.shapes, a.T, list(configs()), lambda cfg, g, K, case, sms: v6.launcher(
-        g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms, prefetch=cfg["prefetch"],
+    rows = sweep(a.shapes, a.T, list(configs()), lambda cfg, g, K, case, sms, w, ids: v6.launcher(
+        g, K, case.scale, w, ids, programs=cfg["programs_per_sm"] * sms, prefetch=cfg["prefetch"],
         max_registers=cfg["max_registers"]))
     if a.out:
         write_rows(a.out, rows)

@@ -49,8 +49,8 @@ def main() -> None:
     ap.add_argument("--shapes", default="128:bf16:8")
     ap.add_argument("T", nargs="*", type=int, default=[250000, 65536])
     a = ap.parse_args()
-    rows = sweep(a.shapes, a.T, list(configs()), lambda cfg, g, K, case, sms: v7.launcher(
-        g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms, stages=cfg["stages"],
+    rows = sweep(a.shapes, a.T, list(configs()), lambda cfg, g, K, case, sms, w, ids: v7.launcher(
+        g, K, case.scale, w, ids, programs=cfg["programs_per_sm"] * sms, stages=cfg["stages"],
         block_t=cfg["block_t"], num_warps=cfg["warps"], max_registers=cfg["max_registers"]))
     rows += nan_check(torch.cuda.get_device_properties(0).multi_processor_count)
     if a.out:

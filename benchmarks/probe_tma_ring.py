@@ -194,8 +194,8 @@ def main() -> None:
         rows = []
         chosen = parse_configs(a.configs) if a.configs else None
         for shape in a.shapes.split(","):
-            rows += sweep(shape, a.T, list(configs_for(shape.split(":")[1], chosen)), lambda cfg, g, K, case, sms: v8.launcher(
-                g, K, case.scale, case.w, case.ids, programs=cfg["programs_per_sm"] * sms, stages=cfg["stages"],
+            rows += sweep(shape, a.T, list(configs_for(shape.split(":")[1], chosen)), lambda cfg, g, K, case, sms, w, ids: v8.launcher(
+                g, K, case.scale, w, ids, programs=cfg["programs_per_sm"] * sms, stages=cfg["stages"],
                 max_registers=cfg["max_registers"], fused_rounds=cfg["fused_rounds"], decode=cfg["decode"]))
         if not a.no_nan_check:
             rows += nan_check(torch.cuda.get_device_properties(0).multi_processor_count)

@@ -384,7 +384,7 @@ def markdown(result: dict) -> str:
         for s in summary_rows(result):
             vs_ref = _ratio(s["vs_reference"], 1.0) + (f" ({s['reference']})" if s["reference"] else "")
             L.append(f"| {s['family']} | {s['model']} | {s['E']} | {s['K']} | {s['dtype']} | {s['T']} | {s['fused_us']:.1f} | "
-                     f"{100 * s['floor_frac']:.0f}% | {vs_ref} | "
+                     f"{100 * s['floor_frac']:.1f}% | {vs_ref} | "
                      f"{_ratio(s['vs_compile'], 1.0)} | {_ratio(s['vs_max_autotune'], 1.0)} | {s['small_max_us']:.2f} | " + " | ".join(_mark(s['meets'][k]) for k in ("floor", "eager", "compile", "small")) + " |")
         L.append("")
     for key in sorted({case_key(r) for r in rows}):
