@@ -87,14 +87,10 @@ MAX_EXPERTS = 4096
 # T only bounds the row mask, so specialising on it (T == 1, T % 16 == 0) cannot help vectorised
 # loads or stores; not specialising saves a recompile per such class as batch sizes vary (the GPU
 # property tests draw many T). Not timed separately: the kernel's code does not depend on T.
-# E is a compile-time constant (one kernel per E, where BLOCK_E alone told rows of 33 to 64 logits
-# apart; a model has one E): the columns' masks fold where the layout puts a thread's vectors inside
-# the row, and a row of E = 60 loads from one address and immediate offsets (SASS sm_90, Qwen2-MoE's
-# bf16 tile: 772 -> 740 instructions, 79 -> 72 registers; reports/bench/NOTES.md, "Nineteenth round").
 @triton.jit(do_not_specialize=["T"])
 def route_kernel(
     gating_ptr, scale_ptr, weights_ptr, ids_ptr,
-    T, E: tl.constexpr, stride_gt, stride_ge, stride_s,
+    T, E, stride_gt, stride_ge, stride_s,
     K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_K: tl.constexpr,
     LOG2_BLOCK_K: tl.constexpr, COL_BITS: tl.constexpr, CHECK_LOSS: tl.constexpr,
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
