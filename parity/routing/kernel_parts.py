@@ -258,8 +258,8 @@ def shifted_exp2_args(first):
     row's largest, finite) that are exp(x - first) * 2**r. Where |first| < 2**16 (every fp16; bf16
     but absurd rows): scale = L = log2(e) in fp32, c = first * L rounded, r = first * L - c, exact
     (an fma gives it) and at most 2**-8 in size, so no term passes 2**(2**-8). Each term's argument
-    x * L - c = (x - first) * L + r is then rounded once, where (x - first) * L rounded the same,
-    after one subtraction, with one instruction more. Beyond, a bf16 row's logits other than its
+    x * L - c = (x - first) * L + r is rounded once, as (x - first) * L was after its exact
+    subtraction, in one instruction instead of two. Beyond, a bf16 row's logits other than its
     largest lie at least 2**8 below it, where exp and exp2 are both 0 in fp32: scale = 1, c = first,
     r = 0 give the same terms, 1 and 0."""
     L: tl.constexpr = 1.4426950408889634
