@@ -110,7 +110,7 @@ def implementations(case: Case, interpreter: bool, only: tuple[str, ...] = ROLES
                     candidates: dict[str, Callable] | None = None) -> dict[str, tuple[str, Callable]]:
     """name -> (role, fn(gating_output, topk, argument)) for one case: those of ``only`` that run
     here, then the candidates. torch.compile'd ones are built afresh per case (dynamic shapes,
-    reused across T)."""
+    reused across T; run warms them at the case's largest T first: warm_compiled)."""
     check_impls(only)
     fam = routing.family(case.family)
     ref = fam.reference
@@ -241,6 +241,27 @@ def model_inputs(family: str, model, dtype: torch.dtype, T: int, on_gpu: bool):
     return _inputs(Case(family, model.name, model.E, model.K, str(dtype).removeprefix("torch.")), T, on_gpu)
 
 
+COMPILED = ("compile", "compile-max-autotune")
+
+
+def warm_compiled(fns: dict[str, tuple[str, Callable]], g: torch.Tensor, K: int, arg) -> list[str]:
+    """Call each torch.compile'd implementation of ``fns`` once on ``g`` (the case's largest batch)
+    before any T is timed; the names called. Compiled with dynamic=True, one graph serves every T
+    above 1, compiled (and max-autotune's configurations chosen) at the size of the first such batch
+    it meets: timed from T = 1 upward, that was 8 rows, and on the H200 at ef8d848 max-autotune's
+    Gemma4 bf16 took 20.9 ms at T = 250000 where the default compile took 2.1 (reports/bench/NOTES.md,
+    "Nineteenth round"). Warmed at the largest T, the compiles are tuned where the targets compare."""
+    warmed = []
+    for name, (role, fn) in fns.items():
+        if role in COMPILED:
+            try:
+                fn(g, K, arg)
+            except Exception:  # noqa: BLE001 - its timed calls fail again and their rows say why
+                continue
+            warmed.append(name)
+    return warmed
+
+
 def run(out_dir: Path, *, Ts=None, dtypes=None, families=None, progress: bool = True,
         only: tuple[str, ...] = ROLES, candidates: dict[str, Callable] | None = None) -> dict:
     """Time every case of ``families`` (default: all) over ``Ts``; write bench.json, bench.md and
@@ -269,6 +290,12 @@ def run(out_dir: Path, *, Ts=None, dtypes=None, families=None, progress: bool = 
             if on_gpu:
                 torch._dynamo.reset()   # each case compiles its own reference
             fns, fns_key = implementations(case, device.INTERPRETER, only, candidates), case
+            if on_gpu and any(role in COMPILED for role, _ in fns.values()):
+                largest = max(t for c, t in grid if c == case)
+                bar.show(f"{case.family}/{case.model} torch.compile warmed at T={largest} {case.dtype}")
+                g_max, arg_max = _inputs(case, largest, on_gpu=False)   # one copy, on the device
+                warm_compiled(fns, g_max[0], case.K, arg_max)
+                del g_max
         gs, arg = _inputs(case, T, on_gpu)
         floor = (T * case.E * gs[0].dtype.itemsize + T * case.K * 8) / bw * 1e6 if on_gpu else float("nan")
         kernels = routing.family(case.family).kernels

@@ -111,3 +111,28 @@ def test_a_partial_bench_says_what_it_did_not_time():
     md = bench.markdown({"meta": meta, "rows": rows, "skipped": {}})
     assert "nan" not in md and "None" not in md, md
     assert "| 35.0 | 57.1% | - | - | - | 2.00 | yes | - | - | yes |" in md   # a tenth: 49.7% is no 50%
+
+
+def test_compiled_references_are_warmed_at_the_largest_batch_first():
+    """warm_compiled calls the torch.compile'd implementations (and nothing else) once on the batch
+    it is given: run gives it the case's largest T before timing any, so that a dynamic-shape
+    compile is tuned there, not at the first T above 1 (8 rows)."""
+    seen = []
+
+    def impl(name):
+        return lambda g, K, arg: seen.append((name, tuple(g.shape), K, arg))
+
+    fns = {"hf_ref": ("reference", impl("hf_ref")), "compile": ("compile", impl("compile")),
+           "compile-max-autotune": ("compile-max-autotune", impl("compile-max-autotune")),
+           "fused": ("fused", impl("fused")), "mine": ("candidate", impl("mine"))}
+    g = torch.zeros(250, 8)
+    assert bench.warm_compiled(fns, g, 2, "router") == ["compile", "compile-max-autotune"]
+    assert seen == [("compile", (250, 8), 2, "router"), ("compile-max-autotune", (250, 8), 2, "router")]
+
+
+def test_a_compile_that_fails_to_warm_is_left_to_its_timed_rows():
+    def broken(g, K, arg):
+        raise RuntimeError("inductor failed")
+
+    fns = {"compile": ("compile", broken), "compile-max-autotune": ("compile-max-autotune", lambda g, K, arg: None)}
+    assert bench.warm_compiled(fns, torch.zeros(4, 8), 2, None) == ["compile-max-autotune"]
