@@ -248,9 +248,10 @@ def warm_compiled(fns: dict[str, tuple[str, Callable]], g: torch.Tensor, K: int,
     """Call each torch.compile'd implementation of ``fns`` once on ``g`` (the case's largest batch)
     before any T is timed; the names called. Compiled with dynamic=True, one graph serves every T
     above 1, compiled (and max-autotune's configurations chosen) at the size of the first such batch
-    it meets: timed from T = 1 upward, that was 8 rows, and on the H200 at ef8d848 max-autotune's
-    Gemma4 bf16 took 20.9 ms at T = 250000 where the default compile took 2.1 (reports/bench/NOTES.md,
-    "Nineteenth round"). Warmed at the largest T, the compiles are tuned where the targets compare."""
+    it meets: timed from T = 1 upward, that was 8 rows. On the H200 at ef8d848 max-autotune's Gemma4
+    bf16 took 20.9 ms at T = 250000 where the default compile took 2.1, likely for that reason
+    (reports/bench/NOTES.md, "Nineteenth round"). Warmed at the largest T, both compiles are tuned
+    where the targets compare them."""
     warmed = []
     for name, (role, fn) in fns.items():
         if role in COMPILED:
