@@ -287,9 +287,9 @@ def test_one_row_reorder_after_the_store_routes_as_speculated(shape, dtype, bloc
     bias = router.correction_bias.float()
     s = fused.router_scale(router, g.shape[1], g.device)
     outs = {}
-    for speculate in (True, False):
+    for speculate in (True, False):   # the pair test off: it would settle some of the rows speculation reorders
         launch = fused_grouped.plan(g, K, bias, s, router.n_group, router.topk_group, router.renormalize,
-                                    block_t=block_t, speculate=speculate)
+                                    block_t=block_t, speculate=speculate, pair_test=False)
         assert launch.kernel_options()["SPECULATE"] is speculate
         w, ids = empty_outputs(g, K)
         flags = launch.run(g, bias, s, w, ids).cpu()
@@ -352,3 +352,90 @@ def test_tops_far_from_zero_route_as_the_oracle(bias, block_t, dev):
     router = Router("sigmoid", True, sf, n_group, topk_group,
                     correction_bias=torch.full((E,), bias, device=dev) + 0.01 * torch.arange(E, device=dev) % 7)
     check(g, K, router, out=launch(g, K, router, block_t=block_t))
+
+
+def _pair_rows(dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepSeek-V3 rows (fp32 logits) and a bias, whose 8th and 9th picks lie within the fp32 keys'
+    bound, above a clear 10th: seven picks in groups 0-3 well above them, every other expert at -4.
+    Bias 5.0, but expert 1's 5.1. In the first ten rows the pair is experts 0 and 1: expert 0's
+    logit 0, expert 1's chosen so that its sigmoid is 0.5 - (5.1 - 5.0) + gap, so that the keys
+    differ by gap while the sigmoids differ by 0.1. The gaps: 2e-6 either way (the pair test proves
+    the order wherever the fp32 keys have it right), and 1e-9 to 3e-8 either way (no fp32 arithmetic
+    orders those: float64 must). In the last two the pair is experts 3 and 4, of one bias, whose fp32
+    keys tie: expert 3 above by 5e-7 (the fp32 keys' order, lower id first, is right), then below."""
+    E = 256
+    gaps = [2e-6, -2e-6, 1e-9, -1e-9, 3e-9, -3e-9, 1e-8, -1e-8, 3e-8, -3e-8]
+    bias = torch.full((E,), 5.0)
+    bias[1] = 5.1
+    g = torch.full((len(gaps) + 2, E), -4.0)
+    for col, x in {32: 1.0, 33: 0.9, 64: 0.8, 65: 0.7, 96: 0.6, 97: 0.5, 2: 0.3}.items():
+        g[:, col] = x
+    sigmoid_1 = 0.5 - (float(bias[1]) - 5.0) + torch.tensor(gaps, dtype=torch.float64)
+    g[:len(gaps), 0], g[:len(gaps), 1] = 0.0, torch.logit(sigmoid_1).float()
+    g[len(gaps):, 3], g[len(gaps):, 4] = torch.tensor([5e-7, -5e-7]), 0.0
+    return g.to(dev), bias.to(dev)
+
+
+@pytest.mark.parametrize("block_t", [1, 4])
+def test_the_pair_test_proves_near_picks_or_leaves_them_to_float64(block_t, dev):
+    """_picks_in_order: a near row whose fp32 order the pair test proves keeps the fast path's picks
+    and weights (flag 3); a row in the wrong order, or too close for fp32 arithmetic, is reordered
+    from float64 keys (flag 1). Either way the oracle's ids, and the bits of the path without the
+    test. One row a program and four (the groups' lists)."""
+    g, b = _pair_rows(dev)
+    E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
+    g = torch.cat([g, logits(4, E, torch.float32, dev, seed=9)])
+    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=b)
+    s = fused.router_scale(router, E, g.device)
+    outs, flags = {}, {}
+    for pair_test in (True, False):
+        launch_ = fused_grouped.plan(g, K, b, s, n_group, topk_group, True, block_t=block_t, pair_test=pair_test)
+        assert launch_.kernel_options()["PAIR_TEST"] is pair_test
+        w, ids = empty_outputs(g, K)
+        flags[pair_test] = launch_.run(g, b, s, w, ids).cpu()
+        outs[pair_test] = (w, ids)
+        check(g, K, router, out=outs[pair_test])
+    planted = flags[True][:12]
+    assert (planted != 0).all() and (planted != 2).all(), f"flags {planted.tolist()}: the planted rows must be near"
+    assert planted[0] == planted[1] == 3 and planted[10] == 3, f"flags {planted.tolist()}: the pair test proves nothing"
+    assert (planted[2:10] == 1).all() and planted[11] == 1, f"flags {planted.tolist()}: gaps below the bound proven"
+    assert torch.equal(flags[False] == 0, flags[True] == 0) and (flags[False] != 3).all()
+    assert torch.equal(outs[True][1], outs[False][1])
+    assert torch.equal(outs[True][0].view(torch.int32), outs[False][0].view(torch.int32))
+
+
+@pytest.mark.parametrize("block_t", [1, 4])
+def test_the_pair_test_never_proves_a_wrong_order(block_t, dev):
+    """Many near pairs at random: one group of 160 experts, seven clear picks (experts 150-156), and in
+    row r the pair 2r' and 2r' + 1 (r' = r mod 70), expert 2r' + 1's bias 5 + beta (beta 0, small or
+    up to 0.3, so that the sigmoids' difference 1 - e**d takes both of the test's forms), expert 2r''s
+    logit in [-0.6, 0.3] (keys 5.35 to 5.57, above every other expert's, at most 5.3) and expert
+    2r' + 1's set so that the two keys differ by a gap drawn from 1e-10 to 1e-5, either way (fp32
+    rounding of the logit moves it by up to ~3e-8). Every id the oracle's, whichever rows the test
+    proves. (The interpreter's exp2 and division are more accurate than the GPU's ex2 and rcp: this
+    test cannot show the bound too tight here; the GPU suite runs it too.)"""
+    E, K, T = 160, 8, 280
+    gen = torch.Generator().manual_seed(16)
+    beta = torch.cat([torch.zeros(24), 0.01 * (torch.rand(23, generator=gen) - 0.5),
+                      0.6 * (torch.rand(23, generator=gen) - 0.5)]).double()
+    bias = torch.full((E,), 5.0, dtype=torch.float64)
+    bias[1:140:2] += beta
+    bias = bias.float()
+    g = torch.full((T, E), -12.0, dtype=torch.float64)
+    g[:, 150:157] = torch.linspace(1.0, 0.4, 7, dtype=torch.float64)
+    rows = torch.arange(T)
+    first = 2 * (rows % 70)
+    x0 = 0.9 * torch.rand(T, generator=gen, dtype=torch.float64) - 0.6
+    gap = torch.where(torch.rand(T, generator=gen) < 0.5, -1.0, 1.0).double() * \
+        10.0 ** (-10 + 5 * torch.rand(T, generator=gen, dtype=torch.float64))
+    sig1 = torch.sigmoid(x0) + (bias[first].double() - bias[first + 1].double()) + gap
+    g[rows, first], g[rows, first + 1] = x0, torch.logit(sig1)
+    g = g.float().to(dev)
+    router = Router("sigmoid", True, 2.5, correction_bias=bias.to(dev))
+    s = fused.router_scale(router, E, g.device)
+    w, ids = empty_outputs(g, K)
+    flags = fused_grouped.plan(g, K, router.correction_bias, s, 1, 1, True, block_t=block_t).run(
+        g, router.correction_bias, s, w, ids).cpu()
+    check(g, K, router, out=(w, ids))
+    assert int((flags == 3).sum()) >= 80 and int((flags == 1).sum()) >= 80 and int((flags == 2).sum()) == 0, \
+        f"flags {torch.bincount(flags.long()).tolist()}: the rows no longer test both outcomes"

@@ -290,14 +290,83 @@ values vectorised: fast_sigmoid, tl.max with a NaN test, the flagged rows' block
 
 
 @triton.jit
+def _ex2(y, NATIVE: tl.constexpr):
+    """2**y: one ex2.approx.ftz on the GPU (NATIVE; within 2 ulp, a result below 2**-126 flushed to
+    0), the interpreter's exp2 otherwise."""
+    if NATIVE:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [y], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+    else:
+        return tl.exp2(y)
+
+
+@triton.jit
+def _rcp(y, NATIVE: tl.constexpr):
+    """1 / y: one rcp.approx.ftz on the GPU (NATIVE; within 1 ulp), a division otherwise."""
+    if NATIVE:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [y], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+    else:
+        return 1.0 / y
+
+
+@triton.jit
 def _sigmoid_ftz(x):
     """fast_sigmoid in two MUFU instructions without div.full's denormal handling (GPU only): only a
     sigmoid below 2**-126 changes (to 0), and rcp.approx is within 1 ulp where div.full is within 2,
     inside fast_sigmoid's 2**-21 bound."""
-    e = tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x * -1.4426950408889634],
-                                  dtype=tl.float32, is_pure=True, pack=1)
-    return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [1.0 + e],
-                                     dtype=tl.float32, is_pure=True, pack=1)
+    return _rcp(1.0 + _ex2(x * -1.4426950408889634, True), True)
+
+
+PAIR_REL: tl.constexpr = tl.constexpr(2.0**-19)
+"""The pair test's relative error bound on s_i - s_j, its fixed part (``_picks_in_order``)."""
+
+
+@triton.jit
+def _picks_in_order(row_ptr, near, bias_ptr, top_packed, after, slots, stride_ge, stride_b, COL_MASK: tl.constexpr,
+                    K: tl.constexpr, LAST_ID: tl.constexpr, IS_BF16: tl.constexpr, NATIVE: tl.constexpr):
+    """Whether a near row's K + 1 first picks (top_packed's K by slot, then ``after``), in the fp32
+    keys' order, are in the strict order of their exact keys sigmoid(x) + b: then they are the
+    oracle's order too, and the fast path's picks and weights are the oracle's (the caller has
+    ruled out the groups and a third key near the K-th). [BLOCK_T], False where near is False.
+
+    The pair test (reports/bench/NOTES.md, "Twentieth round"): for each pick i and the next, j, the
+    sign of D = (b_i - b_j) + (s_i - s_j), with the biases' difference in float64 (exact to 2**-53,
+    whatever the bias's dtype) and s_i - s_j = s_i (1 - s_j) (1 - e**d), d = x_j - x_i, each factor
+    to a few fp32 ulps of itself: u = 2**(-x log2 e) (ex2, 2 ulp, and the argument's rounding:
+    |x| 2**-23.7), s_i = 1 / (1 + u_i), 1 - s_j = u_j / (1 + u_j), and 1 - e**d by a Taylor
+    polynomial to d**6 where |d| < 1/4 (truncation 2**-24.3), else 1 - 2**(d log2 e), whose error is
+    that of the power times e**d / |1 - e**d| (at most 4.52 there). The fixed parts sum to 6.25 *
+    2**-22, under PAIR_REL = 2**-19; the argument roundings add (|x_i| + |x_j|) 2**-23. A pair is
+    proven where D exceeds that bound on |s_i - s_j| (times 1.01) plus 2**-40 (|b_i| + |b_j| + 2),
+    which covers the float64 sums, the oracle's own float64 keys (their order is the exact keys'
+    wherever these differ by more than ~2**-49 of their size) and every flush to zero (under
+    2**-125). Anything else (a tie, a NaN from an infinite power, a pair in the wrong order) fails
+    the test, and the row is reordered from float64 keys as before. The fp32 keys' own bound is
+    ~6.7e-6 at DeepSeek-V3's keys (~5.5); this one is ~2**-19 |s_i - s_j|."""
+    L: tl.constexpr = 1.4426950408889634
+    nxt = tl.gather(top_packed, tl.broadcast_to(tl.minimum(slots + 1, K - 1)[None, :], top_packed.shape), axis=1)
+    nxt = tl.where(slots[None, :] == K - 1, after[:, None], nxt)
+    pair = near[:, None] & (slots < K)[None, :]
+    i = tl.where(pair, tl.minimum(top_packed & COL_MASK, LAST_ID), 0)
+    j = tl.where(pair, tl.minimum(nxt & COL_MASK, LAST_ID), 0)
+    xi = load_fp32(row_ptr[:, None] + i * stride_ge, pair, IS_BF16)
+    xj = load_fp32(row_ptr[:, None] + j * stride_ge, pair, IS_BF16)
+    bi = tl.load(bias_ptr + i * stride_b, mask=pair, other=0.0).to(tl.float64)
+    bj = tl.load(bias_ptr + j * stride_b, mask=pair, other=0.0).to(tl.float64)
+    ui = _ex2(xi * -L, NATIVE)
+    uj = _ex2(xj * -L, NATIVE)
+    d = xj - xi
+    e = _ex2(d * L, NATIVE)
+    small = tl.abs(d) < 0.25
+    taylor = 1.0 + d * (0.5 + d * (1.0 / 6 + d * (1.0 / 24 + d * (1.0 / 120 + d * (1.0 / 720)))))
+    g = tl.where(small, -d * taylor, 1.0 - e)                               # 1 - e**d
+    ds = _rcp(1.0 + ui, NATIVE) * (uj * _rcp(1.0 + uj, NATIVE)) * g        # s_i - s_j
+    rel = PAIR_REL + (tl.abs(xi) + tl.abs(xj)) * 2.0**-23 + \
+        tl.where(small, 0.0, (2.0**-22 + tl.abs(d) * 2.0**-22) * (e / tl.abs(g)))
+    bound = (rel * 1.01 * tl.abs(ds)).to(tl.float64) + 2.0**-40 * (tl.abs(bi) + tl.abs(bj) + 2.0)
+    proven = (bi - bj) + ds.to(tl.float64) > bound
+    return near & (tl.min(tl.where(pair, proven.to(tl.int32), 1), axis=1) > 0)
 
 
 @triton.jit
@@ -466,7 +535,7 @@ def grouped_kernel(
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr,
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
     ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False, GROUP_LISTS: tl.constexpr = False,
-    SPECULATE: tl.constexpr = False,
+    SPECULATE: tl.constexpr = False, PAIR_TEST: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
@@ -481,6 +550,10 @@ def grouped_kernel(
     SPECULATE (one row a program, inline, REORDER, no lists; plan(speculate=True)): the near picks'
     float64 keys are computed for every row, beside the fast path, and the weights once. Not the
     default: it cost every one-row program 0.74 µs on the H200 to save 0.1 on a batch with a near row.
+
+    PAIR_TEST (inline, REORDER, not SPECULATE; the default): a near row's picks are first tested pair
+    by pair on exact differences (``_picks_in_order``); where that proves the fp32 keys' order, the
+    row keeps the fast path's weights (flag 3), and only the rest are reordered from float64 keys.
 
     GROUP_LISTS (groups, several rows a program: a group in one thread): the picks come from each
     chosen group's GROUP_LIST smallest keys (``_list_rounds``), the whole tile's rounds only for a
@@ -504,6 +577,7 @@ def grouped_kernel(
     tl.static_assert(BLOCK_T == 1 or not ONE_ROW)
     tl.static_assert(not GROUP_LISTS or (N_GROUP > 1 and not ONE_ROW))
     tl.static_assert(not SPECULATE or (INLINE_EXACT and REORDER and ONE_ROW and not GROUP_LISTS))
+    tl.static_assert(not PAIR_TEST or (INLINE_EXACT and REORDER and not SPECULATE))
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
@@ -643,23 +717,37 @@ def grouped_kernel(
                              LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN, NATIVE)
     else:
         tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
-        _weights_and_store(picks, row_ptr, rows, fast[:, None] & (slots < K)[None, :], slots, stride_ge,
-                           scale_ptr, stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP,
-                           IS_BF16, SCALE_IS_BF16, RENORM, row_ok[:, None] & (slots < K)[None, :])
+        # PAIR_TEST: every row's fast weights are stored, flagged or not (a flagged row's picks may be
+        # padding, read at an expert's column): a near row whose picks the pair test proves keeps them,
+        # and the float64 passes below store over the others, after a barrier
+        _weights_and_store(picks, row_ptr, rows, (row_ok if PAIR_TEST else fast)[:, None] & (slots < K)[None, :],
+                           slots, stride_ge, scale_ptr, stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K,
+                           LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM,
+                           row_ok[:, None] & (slots < K)[None, :])
     if INLINE_EXACT and not SPECULATE:
         redo = flagged & row_ok
         if tl.max(redo.to(tl.int32), axis=0) > 0:
+            if PAIR_TEST:
+                tl.debug_barrier()   # the fast store's writes land before any float64 pass's over them
             if REORDER:
                 # Near picks alone: if the (K+2)-th pick is not near the K-th, the top K are among the
                 # K + 1 picks (every other key is surely below K of them) and only their order is in
-                # doubt: _reorder settles it from K + 1 float64 keys instead of the whole row's.
+                # doubt: the pair test may prove the fp32 keys' order (flag 3: the fast store stands),
+                # else _reorder settles it from K + 1 float64 keys instead of the whole row's (flag 1).
                 BLOCK_C: tl.constexpr = 2 * BLOCK_K if K == BLOCK_K else BLOCK_K
                 if not GROUP_LISTS:
                     third = best   # a stand-in: _third_near_kth finds the pick itself
                 hard = hard | _third_near_kth(top_packed, best, packed, flat, third, top, slots, K, COL_BITS, SHIFT,
                                               ONE_ROW, GROUP_LISTS)
                 near = redo & (hard == 0)
-                tl.store(flags_ptr + rows, (redo.to(tl.int8) + (redo & hard).to(tl.int8)), mask=redo)   # 2: whole row
+                in_order = near & (near == 0)   # all False
+                if PAIR_TEST:
+                    if tl.max(near.to(tl.int32), axis=0) > 0:
+                        in_order = _picks_in_order(row_ptr, near, bias_ptr, top_packed, best, slots, stride_ge,
+                                                   stride_b, COL_MASK, K, N_GROUP * PER - 1, IS_BF16, NATIVE)
+                    near = near & (in_order == 0)
+                tl.store(flags_ptr + rows, (redo.to(tl.int8) + (redo & hard).to(tl.int8) + 2 * in_order.to(tl.int8)),
+                         mask=redo)   # 2: whole row, 3: the pair test
                 if tl.max(near.to(tl.int32), axis=0) > 0:
                     near_ids, near_v, near_scale = _reorder(
                         row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, best, slots, stride_ge, stride_b, stride_s,
@@ -748,6 +836,7 @@ class GroupedLaunch:
     inline: bool = True
     max_registers: int | None = None
     speculate: bool = False
+    pair_test: bool = True
 
     SHARED = ("K", "TOPK_GROUP", "N_GROUP", "PER", "BLOCK_G", "BLOCK_P", "BLOCK_K", "LOG2_BLOCK_K", "ACCURATE_EXP",
               "IS_BF16", "SCALE_IS_BF16", "RENORM", "EVEN")
@@ -761,6 +850,7 @@ class GroupedLaunch:
             options["INLINE_EXACT"] = True
             c = self.constexprs
             options["SPECULATE"] = self.speculate and c["ONE_ROW"] and c["REORDER"] and not c["GROUP_LISTS"]
+            options["PAIR_TEST"] = self.pair_test and c["REORDER"] and not options["SPECULATE"]
         if self.max_registers is not None:
             options["maxnreg"] = self.max_registers
         return options
@@ -768,8 +858,9 @@ class GroupedLaunch:
     def run(self, gating_output, bias, scale, weights, ids) -> torch.Tensor:
         """Launch grouped_kernel (routing its flagged rows again itself when inline), then, with
         fallback and not inline, exact_kernel for the rows it flagged; returns the flags (int8 [T]: 0
-        decided by the fp32 keys, 1 flagged, 2 flagged and routed by the whole row's float64 pass
-        inline)."""
+        decided by the fp32 keys, 1 flagged (inline: its K + 1 picks reordered from float64 keys), 2
+        flagged and routed by the whole row's float64 pass inline, 3 flagged and its picks' order
+        proven by the pair test inline)."""
         flags = torch.empty(self.T, dtype=torch.int8, device=gating_output.device)
         args = (gating_output, bias, scale, weights, ids, flags,
                 self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))
@@ -784,7 +875,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
          topk_group: int, renormalize: bool, *, interpreter: bool = device.INTERPRETER,
          block_t: int | None = None, num_warps: int | None = None, fallback: bool = True,
          inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None,
-         lists: bool | None = None, speculate: bool | None = None) -> GroupedLaunch:
+         lists: bool | None = None, speculate: bool | None = None, pair_test: bool | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
     fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
     (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
@@ -796,7 +887,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     the fast path (grouped_kernel's SPECULATE), where the default reorders flagged rows only, after the
     store: on the H200 speculating cost every one-row program 0.74 µs (DeepSeek-V3 bf16, the bench's
     batches: T = 1 / 8 2.86 / 2.86 µs speculated, 2.12 / 2.09 not) to save 0.1 on a batch with a near
-    row (T = 64: 2.88 against 2.99; reports/bench/NOTES.md, "Tenth round")."""
+    row (T = 64: 2.88 against 2.99; reports/bench/NOTES.md, "Tenth round"); pair_test=False reorders every
+    near row from float64 keys, where the default first tries the pair test (grouped_kernel's PAIR_TEST)."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -825,7 +917,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
         "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
-        bool(speculate))
+        bool(speculate), True if pair_test is None else pair_test)
 
 
 @torch.library.custom_op("parity::fused_grouped_route", mutates_args=())
