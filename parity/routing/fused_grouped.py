@@ -233,12 +233,20 @@ def _picks_read(top_id, row_ptr, read_ok, stride_ge, scale_ptr, stride_s, IS_BF1
 
 
 @triton.jit
+def _weights_of(v, scale, slots, K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                LOG2_BLOCK_K: tl.constexpr, ACCURATE_EXP: tl.constexpr, RENORM: tl.constexpr):
+    """The weights [BLOCK_T, BLOCK_K] of the chosen logits v with their scales."""
+    probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, 1, RENORM)  # 1: SIGMOID
+    return times_scale(probs, scale)
+
+
+@triton.jit
 def _store_weights_of(v, scale, top_id, rows, out_ok, slots, weights_ptr, ids_ptr, K: tl.constexpr,
                       BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr,
                       ACCURATE_EXP: tl.constexpr, RENORM: tl.constexpr):
     """The weights of the chosen logits v with their scales, stored with the ids where out_ok."""
-    probs = chosen_scores(v, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, 1, RENORM)  # 1: SIGMOID
-    store_weights(times_scale(probs, scale), top_id, rows.to(tl.int64), out_ok, slots, weights_ptr, ids_ptr, K)
+    store_weights(_weights_of(v, scale, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM), top_id,
+                  rows.to(tl.int64), out_ok, slots, weights_ptr, ids_ptr, K)
 
 
 @triton.jit
@@ -717,18 +725,17 @@ def grouped_kernel(
                              LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, EVEN, NATIVE)
     else:
         tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
-        # PAIR_TEST: every row's fast weights are stored, flagged or not (a flagged row's picks may be
-        # padding, read at an expert's column): a near row whose picks the pair test proves keeps them,
-        # and the float64 passes below store over the others, after a barrier
-        _weights_and_store(picks, row_ptr, rows, (row_ok if PAIR_TEST else fast)[:, None] & (slots < K)[None, :],
-                           slots, stride_ge, scale_ptr, stride_s, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K,
-                           LOG2_BLOCK_K, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM,
-                           row_ok[:, None] & (slots < K)[None, :])
+        # every row's weights from its fast picks (a flagged row's picks may be padding, read at an
+        # expert's column), stored for the rows decided; a near row whose order the pair test proves
+        # stores them below (kept, not computed again: one row a program, that row is the batch's latency)
+        v, scale = _picks_read(picks, row_ptr, row_ok[:, None] & (slots < K)[None, :], stride_ge, scale_ptr, stride_s,
+                               IS_BF16, SCALE_IS_BF16)
+        fast_weights = _weights_of(v, scale, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
+        store_weights(fast_weights, picks, rows.to(tl.int64), fast[:, None] & (slots < K)[None, :], slots, weights_ptr,
+                      ids_ptr, K)
     if INLINE_EXACT and not SPECULATE:
         redo = flagged & row_ok
         if tl.max(redo.to(tl.int32), axis=0) > 0:
-            if PAIR_TEST:
-                tl.debug_barrier()   # the fast store's writes land before any float64 pass's over them
             if REORDER:
                 # Near picks alone: if the (K+2)-th pick is not near the K-th, the top K are among the
                 # K + 1 picks (every other key is surely below K of them) and only their order is in
@@ -745,6 +752,8 @@ def grouped_kernel(
                     if tl.max(near.to(tl.int32), axis=0) > 0:
                         in_order = _picks_in_order(row_ptr, near, bias_ptr, top_packed, best, slots, stride_ge,
                                                    stride_b, COL_MASK, K, N_GROUP * PER - 1, IS_BF16, NATIVE)
+                        store_weights(fast_weights, picks, rows.to(tl.int64), in_order[:, None] & (slots < K)[None, :],
+                                      slots, weights_ptr, ids_ptr, K)
                     near = near & (in_order == 0)
                 tl.store(flags_ptr + rows, (redo.to(tl.int8) + (redo & hard).to(tl.int8) + 2 * in_order.to(tl.int8)),
                          mask=redo)   # 2: whole row, 3: the pair test
