@@ -9,7 +9,10 @@ and weights_ok (weights within tolerance.FUSED_ULP of the oracle's; rows before 
 --where FIELD=VALUE keeps the rows whose field has that value (e.g. table=True: the launch the
 launch table chooses), repeatable.
 
-python3 -m benchmarks.ab_summary --base B1.json B2.json --new N1.json N2.json [--where table=True] [--out FILE.json]
+--ignore FIELD leaves a field out of the configuration (repeatable): a switch the new tree adds, which the
+base tree's rows show off (e.g. pair_test).
+
+python3 -m benchmarks.ab_summary --base B1.json B2.json --new N1.json N2.json [--where table=True] [--ignore F] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ import json
 import statistics
 import sys
 
-MEASURED = {"us", "rows_not_the_oracles", "rows_flagged", "rows_whole_float64", "ids_ok", "weights_ok", "weights_same"}
+MEASURED = {"us", "rows_not_the_oracles", "rows_flagged", "rows_whole_float64", "rows_pair_test", "ids_ok", "weights_ok",
+            "weights_same"}
 
 
-def config(row: dict) -> tuple:
-    """A row's configuration: its fields but the measured ones, in a fixed order."""
-    return tuple(sorted((k, v) for k, v in row.items() if k not in MEASURED))
+def config(row: dict, ignore: frozenset = frozenset()) -> tuple:
+    """A row's configuration: its fields but the measured ones (and those in ``ignore``), in a fixed order."""
+    return tuple(sorted((k, v) for k, v in row.items() if k not in MEASURED and k not in ignore))
 
 
 def wrong(row: dict) -> bool:
@@ -35,9 +39,11 @@ def _matches(row: dict, where: list[tuple[str, str]]) -> bool:
     return all(str(row.get(k)) == v for k, v in where)
 
 
-def compare(base: list[list[dict]], new: list[list[dict]], where: list[tuple[str, str]] = ()) -> list[dict]:
+def compare(base: list[list[dict]], new: list[list[dict]], where: list[tuple[str, str]] = (),
+            ignore: frozenset = frozenset()) -> list[dict]:
     """One line per configuration found on either side: the runs' times (µs), their medians, the
-    change in percent (new against base) and the rows whose ids were not the oracle's."""
+    change in percent (new against base) and the rows whose ids were not the oracle's. ``ignore``:
+    fields left out of the configuration (a switch that one tree has and the other lacks)."""
     times: dict[tuple, dict[str, list[float]]] = {}
     bad: dict[tuple, int] = {}
     for side, runs in (("base", base), ("new", new)):
@@ -45,7 +51,7 @@ def compare(base: list[list[dict]], new: list[list[dict]], where: list[tuple[str
             for row in rows:
                 if not _matches(row, where):
                     continue
-                key = config(row)
+                key = config(row, ignore)
                 times.setdefault(key, {"base": [], "new": []})[side].append(float(row["us"]))
                 bad[key] = bad.get(key, 0) + wrong(row)
     out = []
@@ -97,6 +103,8 @@ def main() -> int:
     ap.add_argument("--base", nargs="+", required=True, help="the base tree's probe JSONs")
     ap.add_argument("--new", nargs="+", required=True, help="the working tree's probe JSONs")
     ap.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE")
+    ap.add_argument("--ignore", action="append", default=[], metavar="FIELD",
+                    help="a field left out of the configuration, e.g. one the base tree's probe rows lack")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     where = []
@@ -107,7 +115,7 @@ def main() -> int:
     base, new = [_load(p) for p in a.base], [_load(p) for p in a.new]
     if why := same_tree(base, new):
         raise SystemExit(why)
-    lines = compare([run["rows"] for run in base], [run["rows"] for run in new], where)
+    lines = compare([run["rows"] for run in base], [run["rows"] for run in new], where, frozenset(a.ignore))
     if not lines:
         raise SystemExit("no probe row on either side" + (f" with {' '.join(a.where)}" if where else ""))
     print(table(lines))

@@ -7,7 +7,8 @@
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
 # untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out),
-# by AB_PROBE (default benchmarks.probe_grouped) with AB_ARGS, then benchmarks.ab_summary (AB_WHERE, e.g.
+# by AB_PROBE (default benchmarks.probe_grouped) with AB_ARGS, then benchmarks.ab_summary (AB_IGNORE: fields left out of
+# the configurations, e.g. pair_test; AB_WHERE, e.g.
 # "--where table=True") into logs/ab/summary.json: per configuration both sides' medians, the change, and the oracle.
 # ncu: Nsight Compute over benchmarks/profile_ncu.py (NCU_ARGS), one launch a model; counters and per-instruction stall samples as CSV in logs/,
 # and their summary (benchmarks/ncu_summary.py) in logs/ncu-summary.json and at the end of logs/ncu.log.
@@ -86,7 +87,7 @@ for step in $steps; do
               --out "$LOGS/ab/$side$i.json" ${AB_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 1 8 64 512} \
               > "$LOGS/ab/$side$i.log" 2>&1; done; done
         python3 -m benchmarks.ab_summary --base "$LOGS"/ab/base*.json --new "$LOGS"/ab/new*.json ${AB_WHERE:-} \
-          --out "$LOGS/ab/summary.json"; } > "$LOGS/ab.log" 2>&1; cat "$LOGS/ab.log"; fi ;;
+          ${AB_IGNORE:+$(for f in $AB_IGNORE; do echo --ignore $f; done)} --out "$LOGS/ab/summary.json"; } > "$LOGS/ab.log" 2>&1; cat "$LOGS/ab.log"; fi ;;
     probefused) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --out "$LOGS/probe-fused.json" \
         ${PROBE_FUSED_ARGS:---shapes 60:bf16:4:all,60:bf16:4:k --configs rounds,small 250000 2048 512 8} > "$LOGS/probe-fused.log" 2>&1 ;;
     tmaring) { timeout 150 python3 -m pytest -n 8 -q -rA -p no:cacheprovider -k v8 tests/test_bench_variants.py

@@ -78,3 +78,13 @@ def test_two_sides_that_ran_one_tree_are_refused(tmp_path):
                            capture_output=True, text=True)
     assert apart.returncode == 0, apart.stderr
     assert ab_summary.same_tree([{"meta": {}}], [{"meta": {"parity_dir": "parity"}}]) is None, "old runs are not checked"
+
+
+def test_a_switch_the_base_lacks_is_ignored_on_request():
+    """The pair test's A/B (twentieth round): the new tree's rows say pair_test=True and count the rows it
+    proved, the base tree's say pair_test=False; --ignore pair_test pairs them, rows_pair_test is a measurement."""
+    base = [[_row(64, 3.0, pair_test=False, rows_pair_test=0)]]
+    new = [[_row(64, 2.4, pair_test=True, rows_pair_test=1)]]
+    assert len(ab_summary.compare(base, new)) == 2, "without --ignore the two sides are two configurations"
+    (line,) = ab_summary.compare(base, new, ignore=frozenset({"pair_test"}))
+    assert line["change_pct"] == -20.0 and "pair_test" not in line["config"]
