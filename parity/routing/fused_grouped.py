@@ -15,7 +15,10 @@ the topk_group-th group and the next, are closer than the bound, or where a key 
 far below the row's largest that its distance saturates where that could matter, is flagged, and
 settled from float64 keys with the oracle's rules (ties to the lower id, NaN on top), by the fast
 kernel itself (one launch): where only the order of the K + 1 first picks is in doubt (the groups
-certain, no third key near the K-th), from those K + 1 keys (``_reorder``); otherwise the row is
+certain, no third key near the K-th), first by the pair test (``_picks_in_order``: each consecutive
+pair's key difference from exact bias differences and a sigmoid difference accurate to ~2**-19 of
+itself, which proves the fp32 order of ~97% of such rows and keeps their fast weights), else from
+those K + 1 float64 keys (``_reorder``); otherwise the row is
 read again and routed from the whole row's float64 keys (``exact_grouped``). As an option the
 probes time, ``exact_kernel`` routes every flagged row the whole way in a second launch. No host
 synchronisation: CUDA graphs capture the call. The float64 path computes the sigmoid with
