@@ -153,7 +153,7 @@ for step in $steps; do
         python3 -m benchmarks.ncu_lines "$LOGS/ncu-row-source.csv" ${NCU_LINES_ARGS:-} --out "$LOGS/ncu-row-lines.json"
         ncu --version; } > "$LOGS/ncu-row.log" 2>&1 ;;
     mutants) timeout ${MUTANTS_LIMIT:-500} python3 scripts/mutate_kernels.py --gpu --workers 16 --out reports/$GPU-kernel-mutants \
-        --only ${MUTANTS_ONLY:-bound-without-sigmoid-term,bound-halved,sum-by-layout,pair-test-bound-tiny} > "$LOGS/mutants.log" 2>&1 ;;
+        --only ${MUTANTS_ONLY:-bound-without-sigmoid-term,bound-halved,sum-by-layout} > "$LOGS/mutants.log" 2>&1 ;;
     split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;

@@ -95,10 +95,9 @@ MUTANTS = [
     _m("pair-test-without-bound", "fused_grouped.py", "proven = (bi - bj) + ds.to(tl.float64) > bound",
        "proven = (bi - bj) + ds.to(tl.float64) > 0.0", GROUPED_TESTS,
        "the pair test takes the sign of its fp32 difference as proof, ties and all"),
-    _m("pair-test-bound-tiny", "fused_grouped.py", "PAIR_REL: tl.constexpr = tl.constexpr(2.0**-19)",
-       "PAIR_REL: tl.constexpr = tl.constexpr(2.0**-40)", GROUPED_TESTS,
-       "the pair test's relative bound below what fp32 arithmetic can hold (a GPU mutant: the interpreter's "
-       "exp2 and division are nearly exact)"),
+    _m("pair-test-bound-tiny", "fused_grouped.py", "rel = PAIR_REL + (tl.abs(xi) + tl.abs(xj)) * 2.0**-23 + \\",
+       "rel = 2.0**-40 + 0.0 * (tl.abs(xi) + tl.abs(xj)) + 0.0 * \\", GROUPED_TESTS,
+       "the pair test's relative bound (all three terms) at 2**-40, below what fp32 arithmetic can hold"),
     _m("pair-test-last-pair-skipped", "fused_grouped.py",
        "nxt = tl.where(slots[None, :] == K - 1, after[:, None], nxt)", "nxt = tl.where(slots[None, :] == K - 1, 0, nxt)",
        GROUPED_TESTS, "the pair test compares the K-th pick with expert 0, not the (K+1)-th"),
