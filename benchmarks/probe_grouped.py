@@ -17,10 +17,11 @@ kernel since its H200 run: reports/bench/NOTES.md.)
 One row a program (small T) is also timed with its near picks reordered for every row beside the fast
 path (speculate=True), beside the default that reorders flagged rows only, after the store.
 
-python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--registers 64,80] [--pair-ab]
+python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--registers 64,80] [--pair-ab | --switch-ab NAME]
     [--bench-inputs] [--table-only] [--out FILE.json] [T ...]
 --pair-ab: the table's launch with the pair test (the default; fused_grouped._picks_in_order) and without
-(pair_test=False: every near row reordered from float64 keys), in turns, three times each.
+(pair_test=False: every near row reordered from float64 keys), in turns, three times each; --switch-ab NAME
+the same for another of plan's switches (group_test: fused_grouped._groups_in_order, prepared, off by default).
 --bench-inputs: `make bench`'s logits and router for the model at each T (parity.bench; its T=64 and
 T=512 batches of DeepSeek-V3 hold one near row each) instead of the probe's own.
 """
@@ -41,7 +42,8 @@ from parity.tolerance import FUSED_ULP
 from triton.testing import do_bench_cudagraph  # noqa: E402
 
 PAIR_TEST_KNOWN = "pair_test" in inspect.signature(fused_grouped.plan).parameters
-"""Whether the parity on the path has the pair test (an A/B's base tree may not)."""
+GROUP_TEST_KNOWN = "group_test" in inspect.signature(fused_grouped.plan).parameters
+"""Whether the parity on the path has the pair test, the group test (an A/B's base tree may not)."""
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TILES = [(1, 1), (2, 1), (4, 1), (8, 1), (4, 2), (8, 2), (16, 2), (16, 4)]
 ROTATE_BYTES = 512 << 20
@@ -53,7 +55,7 @@ def launcher(g, K, router, bias, scale, w, ids, **override):
 
 
 def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_inputs: bool = False,
-          table_only: bool = False, pair_ab: bool = False) -> list[dict]:
+          table_only: bool = False, switch_ab: str | None = None) -> list[dict]:
     fam = routing.family("deepseek_v3")
     m = fam.model(model)
     if bench_inputs:
@@ -78,6 +80,8 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
     base = dict(fallback=True, inline=default.inline, max_registers=None, reorder=None, lists=None, speculate=None)
     if PAIR_TEST_KNOWN:
         base["pair_test"] = None
+    if GROUP_TEST_KNOWN:
+        base["group_test"] = None
     configs = [(*table, base), (*table, {**base, "inline": not default.inline}), (*table, {**base, "reorder": False})]
     if dataclasses.replace(default, speculate=True).kernel_options().get("SPECULATE"):   # the plan's own rule
         configs.append((*table, {**base, "speculate": True}))
@@ -90,8 +94,8 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
         configs.insert(1, (*table, {**base, "pair_test": False}))
     if table_only:   # A/B calls (h200_run.sh ab): the launch the table chooses, nothing else to compile
         configs = configs[:1]
-    if pair_ab:      # the table's launch with the pair test and without, in turns, three times
-        configs = [(*table, {**base, "pair_test": p}) for _ in range(3) for p in (None, False)]
+    if switch_ab:    # the table's launch with a plan switch on and off, in turns, three times
+        configs = [(*table, {**base, switch_ab: on}) for _ in range(3) for on in (True, False)]
     for block_t, warps, over in configs:
         if block_t > max(1, T):
             continue
@@ -118,6 +122,7 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
                          "reorder": launch.constexprs["REORDER"], "lists": launch.constexprs["GROUP_LISTS"],
                          "speculate": bool(launch.kernel_options().get("SPECULATE", False)),
                          "pair_test": bool(launch.kernel_options().get("PAIR_TEST", False)),
+                         "group_test": bool(launch.kernel_options().get("GROUP_TEST", False)),
                          "rows_pair_test": int((flags == 3).sum()),
                          "us": us, "rows_not_the_oracles": wrong, "weights_ok": weights_ok, "rows_flagged": flagged,
                          "rows_whole_float64": whole,
@@ -134,7 +139,9 @@ def main() -> None:
     ap.add_argument("--registers", default="80", help="register caps to time at the table's tile (comma-separated)")
     ap.add_argument("--bench-inputs", action="store_true", help="make bench's inputs (see the module docstring)")
     ap.add_argument("--table-only", action="store_true", help="time the table's launch alone (A/B calls)")
-    ap.add_argument("--pair-ab", action="store_true", help="the table's launch with the pair test and without, in turns")
+    ap.add_argument("--pair-ab", action="store_true", help="--switch-ab pair_test")
+    ap.add_argument("--switch-ab", default=None, metavar="NAME",
+                    help="the table's launch with plan(NAME=True) and plan(NAME=False), in turns (pair_test, group_test)")
     ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
     a = ap.parse_args()
     rows = []
@@ -142,7 +149,8 @@ def main() -> None:
         for dt in a.dtypes.split(","):
             for T in a.Ts:
                 rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3] if T > 1 else TILES[:1],
-                              [int(c) for c in a.registers.split(",") if c], a.bench_inputs, a.table_only, a.pair_ab)
+                              [int(c) for c in a.registers.split(",") if c], a.bench_inputs, a.table_only,
+                              "pair_test" if a.pair_ab else a.switch_ab)
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)

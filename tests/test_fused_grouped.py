@@ -232,7 +232,7 @@ def _planted_deepseek_rows(logit_at: dict, quiet_groups: range, dev) -> torch.Te
     return g.to(dev)
 
 
-def _routed_with_flags(g, block_t, dev):
+def _routed_with_flags(g, block_t, dev, **overrides):
     """DeepSeek-V3's shape with bias 5.0 everywhere: the router, its oracle's ids, the kernel's
     flags and its (weights, ids) at block_t rows a program."""
     E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
@@ -241,7 +241,7 @@ def _routed_with_flags(g, block_t, dev):
     s = fused.router_scale(router, E, g.device)
     w, ids = empty_outputs(g, K)
     flags = fused_grouped.plan(g, K, bias, s, n_group, topk_group, router.renormalize,
-                               block_t=block_t).run(g, bias, s, w, ids).cpu()
+                               block_t=block_t, **overrides).run(g, bias, s, w, ids).cpu()
     return router, route64(g, K, router)[1].cpu(), flags, (w, ids)
 
 
@@ -263,8 +263,9 @@ def test_a_third_pick_near_the_kth_takes_the_whole_rows_pass(block_t, dev):
     check(g, 8, router, out=out)
 
 
+@pytest.mark.parametrize("group_test", [False, True], ids=["", "group-test"])
 @pytest.mark.parametrize("block_t", [1, 4])
-def test_groups_too_close_to_order_take_the_whole_rows_pass(block_t, dev):
+def test_groups_too_close_to_order_take_the_whole_rows_pass(block_t, group_test, dev):
     """The 4th and 5th groups' scores (sums of their top two keys) 1.25e-7 apart, one fp32 key each
     (groups 3 and 4, logits 0 and 0 against 0 and 5e-7, bias 5.0): the fp32 keys choose group 3 (the
     lower id) where the oracle chooses group 4, and the picks 7 and 8 come from that group. Only a
@@ -272,7 +273,7 @@ def test_groups_too_close_to_order_take_the_whole_rows_pass(block_t, dev):
     planted = _planted_deepseek_rows({0: 1.0, 1: 0.9, 32: 0.95, 33: 0.85, 64: 0.8, 65: 0.75, 96: 0.0, 97: 0.0,
                                       128: 0.0, 129: 5e-7}, range(5, 8), dev)
     g = torch.cat([logits(4, 256, torch.float32, dev, seed=5), planted])
-    router, oid, flags, out = _routed_with_flags(g, block_t, dev)
+    router, oid, flags, out = _routed_with_flags(g, block_t, dev, group_test=group_test)
     assert set(oid[4, 6:].tolist()) == {128, 129}, "the oracle no longer chooses group 4: the test shows nothing"
     assert (flags[4:] == 2).all(), f"flags {flags.tolist()}: groups in doubt need the whole row's pass"
     check(g, 8, router, out=out)
@@ -439,3 +440,87 @@ def test_the_pair_test_never_proves_a_wrong_order(block_t, dev):
     check(g, K, router, out=(w, ids))
     assert int((flags == 3).sum()) >= 80 and int((flags == 1).sum()) >= 80 and int((flags == 2).sum()) == 0, \
         f"flags {torch.bincount(flags.long()).tolist()}: the rows no longer test both outcomes"
+
+
+@pytest.mark.parametrize("block_t", [1, 4])
+def test_the_group_test_proves_groups_the_fp32_scores_cannot_order(block_t, dev):
+    """_groups_in_order (plan(group_test=True)): the planted rows of the test above with group 3 the
+    higher by as much (logits 0 and 5e-7 against 0 and 0): the fp32 scores tie and choose group 3
+    (the lower id), which is right, and the group test proves it, so the rows skip the whole row's
+    float64 pass (no flag 2); without the test they take it. Ids the oracle's, weights bit for bit."""
+    planted = _planted_deepseek_rows({0: 1.0, 1: 0.9, 32: 0.95, 33: 0.85, 64: 0.8, 65: 0.75, 96: 0.0, 97: 5e-7,
+                                      128: 0.0, 129: 0.0}, range(5, 8), dev)
+    g = torch.cat([logits(4, 256, torch.float32, dev, seed=5), planted])
+    outs = {}
+    for group_test in (False, True):
+        router, oid, flags, out = _routed_with_flags(g, block_t, dev, group_test=group_test)
+        assert set(oid[4, 6:].tolist()) == {96, 97}, "the oracle no longer chooses group 3: the test shows nothing"
+        check(g, 8, router, out=out)
+        outs[group_test] = (flags, out)
+    assert (outs[False][0][4:] == 2).all(), f"flags {outs[False][0].tolist()}: the rows no longer tie in fp32"
+    assert ((outs[True][0][4:] == 1) | (outs[True][0][4:] == 3)).all(), \
+        f"flags {outs[True][0].tolist()}: the group test did not prove the planted rows' groups"
+    assert torch.equal(outs[True][1][1], outs[False][1][1])
+    assert torch.equal(outs[True][1][0].view(torch.int32), outs[False][1][0].view(torch.int32))
+
+
+@pytest.mark.parametrize("block_t", [1, 4])
+def test_the_group_test_never_proves_a_wrong_choice(block_t, dev):
+    """Many rows whose 4th and 5th groups compete (groups 3 and 4, two experts each above the rest;
+    experts 128 and 129 biased 5.1, the others 5.0) with their scores a gap apart drawn from 1e-10
+    to 1e-5 either way (group 4's logits set so that each of its keys sits 0.1 of sigmoid against the
+    bias, fp32 rounding moving the gap by up to ~3e-8): every id the oracle's, the rows proven and
+    the rows sent to float64 both many."""
+    E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
+    T = 160
+    gen = torch.Generator().manual_seed(17)
+    bias = torch.full((E,), 5.0, dtype=torch.float64)
+    bias[128:130] = 5.1
+    bias = bias.float()
+    g = torch.full((T, E), -12.0, dtype=torch.float64)
+    for col, x in {0: 1.0, 1: 0.9, 32: 0.95, 33: 0.85, 64: 0.8, 65: 0.75}.items():
+        g[:, col] = x
+    g[:, 96] = 0.6 * torch.rand(T, generator=gen, dtype=torch.float64) - 0.5
+    g[:, 97] = 0.6 * torch.rand(T, generator=gen, dtype=torch.float64) - 0.5
+    gap = torch.where(torch.rand(T, generator=gen) < 0.5, -1.0, 1.0).double() * \
+        10.0 ** (-10 + 5 * torch.rand(T, generator=gen, dtype=torch.float64))
+    shift = float(bias[128].double() - bias[96].double())
+    g[:, 128] = torch.logit(torch.sigmoid(g[:, 96]) - shift + gap / 2)
+    g[:, 129] = torch.logit(torch.sigmoid(g[:, 97]) - shift + gap / 2)
+    for grp in range(5, 8):
+        g[:, grp * 32:grp * 32 + 2] = -1.0 - 0.1 * grp
+    g = g.float().to(dev)
+    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=bias.to(dev))
+    s = fused.router_scale(router, E, g.device)
+    w, ids = empty_outputs(g, K)
+    flags = fused_grouped.plan(g, K, router.correction_bias, s, n_group, topk_group, True, block_t=block_t,
+                               group_test=True).run(g, router.correction_bias, s, w, ids).cpu()
+    check(g, K, router, out=(w, ids))
+    assert int((flags == 2).sum()) >= 30 and int(((flags == 1) | (flags == 3)).sum()) >= 30, \
+        f"flags {torch.bincount(flags.long()).tolist()}: the rows no longer test both outcomes"
+
+
+@pytest.mark.parametrize("block_t", [1, 4])
+def test_the_group_test_leaves_what_it_cannot_prove_to_float64(block_t, dev):
+    """Two ways the group test's conditions matter beyond the two scores (fp32 logits, bias 5.0):
+    the next group's second key ties in fp32 with its third, which is the true second (experts 129
+    and 130 at 0 and 5e-7): group 4's true score exceeds group 3's (96 and 97 at 0 and 2.4e-7) though
+    its fp32 top two do not; a third group near the boundary (group 5 at 0 and 8e-7 above groups
+    3 and 4 at 4e-7 and 0, all one fp32 score, chosen by id): the oracle takes group 5, the fp32 scores
+    group 3; and a chosen group near the next one from above (groups 2, 3, 4 at 0, 8e-7 and 4e-7: the
+    fp32 scores choose 2 and 3, the oracle 3 and 4, and 3 above 4 is provable). Every row must take the
+    whole row's float64 pass (flag 2), and route as the oracle."""
+    base = {0: 1.0, 1: 0.9, 32: 0.95, 33: 0.85, 64: 0.8, 65: 0.75}
+    third_key = _planted_deepseek_rows({**base, 96: 0.0, 97: 2.4e-7, 128: 0.0, 129: 0.0, 130: 5e-7}, range(5, 8), dev)
+    third_group = _planted_deepseek_rows({**base, 96: 0.0, 97: 4e-7, 128: 0.0, 129: 0.0, 160: 0.0, 161: 8e-7},
+                                         range(6, 8), dev)
+    group_above = _planted_deepseek_rows({0: 1.0, 1: 0.9, 32: 0.95, 33: 0.85, 64: 0.0, 65: 0.0, 96: 0.0, 97: 8e-7,
+                                          128: 0.0, 129: 4e-7}, range(5, 8), dev)
+    g = torch.cat([third_key[:2], third_group[:2], group_above[:2]])
+    router, oid, flags, out = _routed_with_flags(g, block_t, dev, group_test=True)
+    assert set(oid[0, 6:].tolist()) == {128, 130} and set(oid[2, 6:].tolist()) == {160, 161}, \
+        "the oracle's choice of groups moved: the test shows nothing"
+    assert {96, 97, 128, 129} <= set(oid[4].tolist()) and not {64, 65} & set(oid[4].tolist()), \
+        "the oracle's choice of groups moved: the test shows nothing"
+    assert (flags == 2).all(), f"flags {flags.tolist()}: a doubtful group proven"
+    check(g, 8, router, out=out)

@@ -355,16 +355,25 @@ def _picks_in_order(row_ptr, near, bias_ptr, top_packed, after, slots, stride_ge
     2**-125). Anything else (a tie, a NaN from an infinite power, a pair in the wrong order) fails
     the test, and the row is reordered from float64 keys as before. The fp32 keys' own bound is
     ~6.7e-6 at DeepSeek-V3's keys (~5.5); this one is ~2**-19 |s_i - s_j|."""
-    L: tl.constexpr = 1.4426950408889634
     nxt = tl.gather(top_packed, tl.broadcast_to(tl.minimum(slots + 1, K - 1)[None, :], top_packed.shape), axis=1)
     nxt = tl.where(slots[None, :] == K - 1, after[:, None], nxt)
     pair = near[:, None] & (slots < K)[None, :]
     i = tl.where(pair, tl.minimum(top_packed & COL_MASK, LAST_ID), 0)
     j = tl.where(pair, tl.minimum(nxt & COL_MASK, LAST_ID), 0)
-    xi = load_fp32(row_ptr[:, None] + i * stride_ge, pair, IS_BF16)
-    xj = load_fp32(row_ptr[:, None] + j * stride_ge, pair, IS_BF16)
-    bi = tl.load(bias_ptr + i * stride_b, mask=pair, other=0.0).to(tl.float64)
-    bj = tl.load(bias_ptr + j * stride_b, mask=pair, other=0.0).to(tl.float64)
+    diff, bound = _key_difference(row_ptr, bias_ptr, i, j, pair, stride_ge, stride_b, IS_BF16, NATIVE)
+    return near & (tl.min(tl.where(pair, (diff > bound).to(tl.int32), 1), axis=1) > 0)
+
+
+@triton.jit
+def _key_difference(row_ptr, bias_ptr, i, j, mask, stride_ge, stride_b, IS_BF16: tl.constexpr, NATIVE: tl.constexpr):
+    """The difference of experts i's and j's keys sigmoid(x) + b (row_ptr's rows, broadcast) and a
+    bound on its error, both float64, read where mask: the pair test's arithmetic (``_picks_in_order``
+    says why the bound holds)."""
+    L: tl.constexpr = 1.4426950408889634
+    xi = load_fp32(row_ptr[:, None] + i * stride_ge, mask, IS_BF16)
+    xj = load_fp32(row_ptr[:, None] + j * stride_ge, mask, IS_BF16)
+    bi = tl.load(bias_ptr + i * stride_b, mask=mask, other=0.0).to(tl.float64)
+    bj = tl.load(bias_ptr + j * stride_b, mask=mask, other=0.0).to(tl.float64)
     ui = _ex2(xi * -L, NATIVE)
     uj = _ex2(xj * -L, NATIVE)
     d = xj - xi
@@ -376,8 +385,48 @@ def _picks_in_order(row_ptr, near, bias_ptr, top_packed, after, slots, stride_ge
     rel = PAIR_REL + (tl.abs(xi) + tl.abs(xj)) * 2.0**-23 + \
         tl.where(small, 0.0, (2.0**-22 + tl.abs(d) * 2.0**-22) * (e / tl.abs(g)))
     bound = (rel * 1.01 * tl.abs(ds)).to(tl.float64) + 2.0**-40 * (tl.abs(bi) + tl.abs(bj) + 2.0)
-    proven = (bi - bj) + ds.to(tl.float64) > bound
-    return near & (tl.min(tl.where(pair, proven.to(tl.int32), 1), axis=1) > 0)
+    return (bi - bj) + ds.to(tl.float64), bound
+
+
+@triton.jit
+def _groups_in_order(row_ptr, bias_ptr, doubt, gpacked, cut, after, a1, a2, a3, top, gids, stride_ge, stride_b,
+                     COL_BITS: tl.constexpr, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr,
+                     TOPK_GROUP: tl.constexpr, N_GROUP: tl.constexpr, LAST_ID: tl.constexpr, IS_BF16: tl.constexpr,
+                     NATIVE: tl.constexpr):
+    """Whether a row whose group stage is in doubt (the TOPK_GROUP-th group c and the next, n, too
+    close for the fp32 scores: ``doubt``) has its groups right after all, proven on exact
+    differences [BLOCK_T]: then the fast path's choice of groups is the oracle's, and the row's picks
+    are checked as any row's. Sufficient, and tested here: c's score, from its two largest fp32
+    keys c1, c2 (a lower bound of its true score whatever they are), exceeds n's, from n1, n2,
+    by more than the pair test's bound on (k_c1 - k_n1) + (k_c2 - k_n2) (``_key_difference``); n's two
+    largest are its true two largest (its third fp32 key lies beyond the keys' bound below the
+    second); and no third group is near the boundary (the (TOPK_GROUP-1)-th above n, the
+    (TOPK_GROUP+2)-th below c, each beyond the scores' bound). Priced on the CPU before it was built
+    (scripts/probe_near_rows.py: 404 of 413 such rows settled); reports/bench/NOTES.md, "Twentieth round"."""
+    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+    GROUP_MASK: tl.constexpr = (1 << GROUP_BITS) - 1
+    at_c = gids == (cut & GROUP_MASK)[:, None]
+    at_n = gids == (after & GROUP_MASK)[:, None]
+    n2 = tl.sum(tl.where(at_n, a2, 0), axis=1)
+    n3 = tl.sum(tl.where(at_n, a3, 0), axis=1)
+    ok = doubt & ((n3 >> COL_BITS) - (n2 >> COL_BITS) > error_bound(top, n3 >> COL_BITS, SHIFT))
+    if TOPK_GROUP + 1 < N_GROUP:   # the (TOPK_GROUP+2)-th group below c
+        after2 = _next_up(after, gpacked, 1)
+        ok = ok & ((after2 >> GROUP_BITS) - (cut >> GROUP_BITS) >
+                   error_bound(top, 2 * (after2 >> GROUP_BITS) + 1, SHIFT) + 2)
+    if TOPK_GROUP > 1:             # the (TOPK_GROUP-1)-th group above n
+        before = tl.max(tl.where(gpacked < cut[:, None], gpacked, -1), axis=1)
+        ok = ok & ((after >> GROUP_BITS) - (before >> GROUP_BITS) >
+                   error_bound(top, 2 * (after >> GROUP_BITS) + 1, SHIFT) + 2)
+    # (c1, c2) against (n1, n2) on two lanes of a [BLOCK_T, 2] pair
+    two = tl.arange(0, 2)[None, :]
+    c_ids = tl.where(two == 0, tl.sum(tl.where(at_c, a1, 0), axis=1)[:, None], tl.sum(tl.where(at_c, a2, 0), axis=1)[:, None])
+    n_ids = tl.where(two == 0, tl.sum(tl.where(at_n, a1, 0), axis=1)[:, None], n2[:, None])
+    pair = ok[:, None] & (two >= 0)
+    i = tl.where(pair, tl.minimum(c_ids & COL_MASK, LAST_ID), 0)
+    j = tl.where(pair, tl.minimum(n_ids & COL_MASK, LAST_ID), 0)
+    diff, bound = _key_difference(row_ptr, bias_ptr, i, j, pair, stride_ge, stride_b, IS_BF16, NATIVE)
+    return ok & (tl.sum(diff, axis=1) > tl.sum(bound, axis=1))
 
 
 @triton.jit
@@ -546,7 +595,7 @@ def grouped_kernel(
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr,
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
     ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False, GROUP_LISTS: tl.constexpr = False,
-    SPECULATE: tl.constexpr = False, PAIR_TEST: tl.constexpr = False,
+    SPECULATE: tl.constexpr = False, PAIR_TEST: tl.constexpr = False, GROUP_TEST: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
@@ -565,6 +614,11 @@ def grouped_kernel(
     PAIR_TEST (inline, REORDER, not SPECULATE; the default): a near row's picks are first tested pair
     by pair on exact differences (``_picks_in_order``); where that proves the fp32 keys' order, the
     row keeps the fast path's weights (flag 3), and only the rest are reordered from float64 keys.
+
+    GROUP_TEST (with PAIR_TEST, groups chosen; plan(group_test=True), GROUP_TEST_DEFAULT): a row
+    whose group stage is in doubt is flagged, not sent straight to the whole row's float64 pass:
+    ``_groups_in_order`` may prove the fp32 choice of groups on exact differences, and the row's
+    picks then go the near rows' way (the pair test, the reorder); the rest take the whole row's pass.
 
     GROUP_LISTS (groups, several rows a program: a group in one thread): the picks come from each
     chosen group's GROUP_LIST smallest keys (``_list_rounds``), the whole tile's rounds only for a
@@ -589,6 +643,7 @@ def grouped_kernel(
     tl.static_assert(not GROUP_LISTS or (N_GROUP > 1 and not ONE_ROW))
     tl.static_assert(not SPECULATE or (INLINE_EXACT and REORDER and ONE_ROW and not GROUP_LISTS))
     tl.static_assert(not PAIR_TEST or (INLINE_EXACT and REORDER and not SPECULATE))
+    tl.static_assert(not GROUP_TEST or (PAIR_TEST and N_GROUP > 1 and TOPK_GROUP < N_GROUP))
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
@@ -662,7 +717,9 @@ def grouped_kernel(
             after = _next_up(cut, gwide, 1)
             # a group's score is its two keys' mean: the second key is at most 2 * score + 1 below the top
             reach = 2 * (after >> GROUP_BITS) + 1
-            hard = hard | ((after >> GROUP_BITS) - (cut >> GROUP_BITS) <= error_bound(top, reach, SHIFT) + 2)
+            group_doubt = (after >> GROUP_BITS) - (cut >> GROUP_BITS) <= error_bound(top, reach, SHIFT) + 2
+            if not GROUP_TEST:   # else flagged below, and the groups tested before the float64 pass
+                hard = hard | group_doubt
         chosen = gpacked <= cut[:, None]                                       # [BLOCK_T, BLOCK_G]
         if GROUP_LISTS:   # each group's six smallest keys; the tile masked only where it is needed
             a3 = _group_after(a2, packed)
@@ -670,6 +727,8 @@ def grouped_kernel(
             a5 = _group_after(a4, packed)
             a6 = _group_after(a5, packed)
         else:
+            if GROUP_TEST:   # the group test needs the next group's third key, masked away below
+                a3 = _group_after(a2, packed)
             packed = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
 
     # the K + 1 first picks (top_packed: the first K) and the smallest gap between consecutive ones
@@ -694,6 +753,8 @@ def grouped_kernel(
     # two picks (or the K-th and the next) too close for the fp32 keys to order; the (K+1)-th pick
     # is the farthest of them
     flagged = hard | (closest <= error_bound(top, best >> COL_BITS, SHIFT))
+    if GROUP_TEST:
+        flagged = flagged | group_doubt
     fast = row_ok & (flagged == 0) if INLINE_EXACT else row_ok
     # a flagged row's picks may be padding (ids past E): read at an expert's column whatever they are
     picks = tl.minimum(top_packed & COL_MASK, N_GROUP * PER - 1)
@@ -739,6 +800,15 @@ def grouped_kernel(
     if INLINE_EXACT and not SPECULATE:
         redo = flagged & row_ok
         if tl.max(redo.to(tl.int32), axis=0) > 0:
+            if GROUP_TEST:
+                # groups in doubt proven right after all: the row's picks are then checked as any row's
+                doubt = redo & group_doubt & (hard == 0)
+                groups_ok = doubt & (doubt == 0)   # all False
+                if tl.max(doubt.to(tl.int32), axis=0) > 0:
+                    groups_ok = _groups_in_order(row_ptr, bias_ptr, doubt, gpacked, cut, after, a1, a2, a3, top, gids,
+                                                 stride_ge, stride_b, COL_BITS, GROUP_BITS, SHIFT, TOPK_GROUP, N_GROUP,
+                                                 N_GROUP * PER - 1, IS_BF16, NATIVE)
+                hard = hard | (group_doubt & (groups_ok == 0))
             if REORDER:
                 # Near picks alone: if the (K+2)-th pick is not near the K-th, the top K are among the
                 # K + 1 picks (every other key is surely below K of them) and only their order is in
@@ -823,6 +893,13 @@ group's sixth key is among the K + 1 picks takes the rounds over its whole tile 
 DeepSeek-V3's random rows a group gives six of the first 9 picks in 0.36% of rows (1.4% of
 four-row blocks), five in 4.8% (18% of blocks); numbers from 200000 rows on the CPU
 (reports/bench/NOTES.md). Written out in the kernel (a1 .. a6, h1 .. h6)."""
+GROUP_TEST_DEFAULT = False
+"""Whether a one-row program whose group stage is in doubt first puts it to the group test
+(``_groups_in_order``) before the whole row's float64 pass (plan(group_test=True) asks for it at any
+tile). Prepared on the CPU (twentieth round), off until a GPU times it. SASS sm_90 (triton 3.6,
+DeepSeek-V3 bf16): the one-row common path 504 -> 515 instructions, 94 registers, no spill; the
+table's four-row tile 1055 -> 1066 and 7 spill instructions before the flags (at its 64-register
+cap, the group stage's values kept live to the rare branch): hence one-row programs only."""
 REORDER_MAX_CANDIDATES = 16
 """The inline pass settles a row whose only doubt is the order of its K + 1 first picks from those
 K + 1 float64 keys (an all-pairs rank: BLOCK_C**2 comparisons a row) when K + 1 is at most this."""
@@ -849,6 +926,7 @@ class GroupedLaunch:
     max_registers: int | None = None
     speculate: bool = False
     pair_test: bool = True
+    group_test: bool = False
 
     SHARED = ("K", "TOPK_GROUP", "N_GROUP", "PER", "BLOCK_G", "BLOCK_P", "BLOCK_K", "LOG2_BLOCK_K", "ACCURATE_EXP",
               "IS_BF16", "SCALE_IS_BF16", "RENORM", "EVEN")
@@ -863,6 +941,8 @@ class GroupedLaunch:
             c = self.constexprs
             options["SPECULATE"] = self.speculate and c["ONE_ROW"] and c["REORDER"] and not c["GROUP_LISTS"]
             options["PAIR_TEST"] = self.pair_test and c["REORDER"] and not options["SPECULATE"]
+            options["GROUP_TEST"] = (self.group_test and options["PAIR_TEST"] and c["N_GROUP"] > 1
+                                     and c["TOPK_GROUP"] < c["N_GROUP"])
         if self.max_registers is not None:
             options["maxnreg"] = self.max_registers
         return options
@@ -887,7 +967,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
          topk_group: int, renormalize: bool, *, interpreter: bool = device.INTERPRETER,
          block_t: int | None = None, num_warps: int | None = None, fallback: bool = True,
          inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None,
-         lists: bool | None = None, speculate: bool | None = None, pair_test: bool | None = None) -> GroupedLaunch:
+         lists: bool | None = None, speculate: bool | None = None, pair_test: bool | None = None,
+         group_test: bool | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
     fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
     (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
@@ -900,7 +981,9 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     store: on the H200 speculating cost every one-row program 0.74 µs (DeepSeek-V3 bf16, the bench's
     batches: T = 1 / 8 2.86 / 2.86 µs speculated, 2.12 / 2.09 not) to save 0.1 on a batch with a near
     row (T = 64: 2.88 against 2.99; reports/bench/NOTES.md, "Tenth round"); pair_test=False reorders every
-    near row from float64 keys, where the default first tries the pair test (grouped_kernel's PAIR_TEST)."""
+    near row from float64 keys, where the default first tries the pair test (grouped_kernel's PAIR_TEST);
+    group_test=True first tries a like test on a row whose group stage is in doubt (grouped_kernel's
+    GROUP_TEST; GROUP_TEST_DEFAULT says whether it is on by default)."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -929,7 +1012,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
         "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
-        bool(speculate), True if pair_test is None else pair_test)
+        bool(speculate), True if pair_test is None else pair_test,
+        (GROUP_TEST_DEFAULT and block_t == 1) if group_test is None else group_test)
 
 
 @torch.library.custom_op("parity::fused_grouped_route", mutates_args=())
