@@ -17,11 +17,11 @@ kernel since its H200 run: reports/bench/NOTES.md.)
 One row a program (small T) is also timed with its near picks reordered for every row beside the fast
 path (speculate=True), beside the default that reorders flagged rows only, after the store.
 
-python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--registers 64,80] [--pair-ab | --switch-ab NAME]
+python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--registers 64,80] [--switch-ab NAME]
     [--bench-inputs] [--table-only] [--out FILE.json] [T ...]
---pair-ab: the table's launch with the pair test (the default; fused_grouped._picks_in_order) and without
-(pair_test=False: every near row reordered from float64 keys), in turns, three times each; --switch-ab NAME
-the same for another of plan's switches (group_test: fused_grouped._groups_in_order, prepared, off by default).
+--switch-ab NAME: the table's launch with plan(NAME=True) and plan(NAME=False), in turns, three times each:
+pair_test (the default; fused_grouped._picks_in_order; False reorders every near row from float64 keys),
+group_test (fused_grouped._groups_in_order, prepared, off by default).
 --bench-inputs: `make bench`'s logits and router for the model at each T (parity.bench; its T=64 and
 T=512 batches of DeepSeek-V3 hold one near row each) instead of the probe's own.
 """
@@ -139,7 +139,6 @@ def main() -> None:
     ap.add_argument("--registers", default="80", help="register caps to time at the table's tile (comma-separated)")
     ap.add_argument("--bench-inputs", action="store_true", help="make bench's inputs (see the module docstring)")
     ap.add_argument("--table-only", action="store_true", help="time the table's launch alone (A/B calls)")
-    ap.add_argument("--pair-ab", action="store_true", help="--switch-ab pair_test")
     ap.add_argument("--switch-ab", default=None, metavar="NAME",
                     help="the table's launch with plan(NAME=True) and plan(NAME=False), in turns (pair_test, group_test)")
     ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
@@ -150,7 +149,7 @@ def main() -> None:
             for T in a.Ts:
                 rows += probe(model, DTYPES[dt], T, TILES if T >= 2048 else TILES[:3] if T > 1 else TILES[:1],
                               [int(c) for c in a.registers.split(",") if c], a.bench_inputs, a.table_only,
-                              "pair_test" if a.pair_ab else a.switch_ab)
+                              a.switch_ab)
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"meta": Run().meta(), "rows": rows}, f, indent=1)

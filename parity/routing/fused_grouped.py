@@ -193,6 +193,20 @@ def error_bound(top, reach, SHIFT: tl.constexpr):
 
 
 @triton.jit
+def _keys_near(upper, lower, top, COL_BITS: tl.constexpr, SHIFT: tl.constexpr):
+    """Whether two packed keys (upper at or above lower in the fp32 order) lie within the keys'
+    error bound of each other: the fp32 keys cannot order them."""
+    return (lower >> COL_BITS) - (upper >> COL_BITS) <= error_bound(top, lower >> COL_BITS, SHIFT)
+
+
+@triton.jit
+def _scores_near(upper, lower, top, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr):
+    """_keys_near for two packed group scores (halved sums of two distances, beside the group id): a
+    group's score is its two keys' mean, so its second key is at most 2 * score + 1 below the top."""
+    return (lower >> GROUP_BITS) - (upper >> GROUP_BITS) <= error_bound(top, 2 * (lower >> GROUP_BITS) + 1, SHIFT) + 2
+
+
+@triton.jit
 def _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP: tl.constexpr, PER: tl.constexpr,
           BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr, IS_BF16: tl.constexpr, EVEN: tl.constexpr):
     """The rows' logits as fp32 [BLOCK_T, BLOCK_G, BLOCK_P] (expert id = group * PER + position),
@@ -409,15 +423,13 @@ def _groups_in_order(row_ptr, bias_ptr, doubt, gpacked, cut, after, a1, a2, a3, 
     at_n = gids == (after & GROUP_MASK)[:, None]
     n2 = tl.sum(tl.where(at_n, a2, 0), axis=1)
     n3 = tl.sum(tl.where(at_n, a3, 0), axis=1)
-    ok = doubt & ((n3 >> COL_BITS) - (n2 >> COL_BITS) > error_bound(top, n3 >> COL_BITS, SHIFT))
+    ok = doubt & (_keys_near(n2, n3, top, COL_BITS, SHIFT) == 0)
     if TOPK_GROUP + 1 < N_GROUP:   # the (TOPK_GROUP+2)-th group below c
         after2 = _next_up(after, gpacked, 1)
-        ok = ok & ((after2 >> GROUP_BITS) - (cut >> GROUP_BITS) >
-                   error_bound(top, 2 * (after2 >> GROUP_BITS) + 1, SHIFT) + 2)
+        ok = ok & (_scores_near(cut, after2, top, GROUP_BITS, SHIFT) == 0)
     if TOPK_GROUP > 1:             # the (TOPK_GROUP-1)-th group above n
         before = tl.max(tl.where(gpacked < cut[:, None], gpacked, -1), axis=1)
-        ok = ok & ((after >> GROUP_BITS) - (before >> GROUP_BITS) >
-                   error_bound(top, 2 * (after >> GROUP_BITS) + 1, SHIFT) + 2)
+        ok = ok & (_scores_near(before, after, top, GROUP_BITS, SHIFT) == 0)
     # (c1, c2) against (n1, n2) on two lanes of a [BLOCK_T, 2] pair
     two = tl.arange(0, 2)[None, :]
     c_ids = tl.where(two == 0, tl.sum(tl.where(at_c, a1, 0), axis=1)[:, None], tl.sum(tl.where(at_c, a2, 0), axis=1)[:, None])
@@ -549,7 +561,7 @@ def _third_near_kth(top_packed, best, packed, flat, third, top, slots, K: tl.con
     kth = tl.max(tl.where(slots[None, :] == K - 1, top_packed, 0), axis=1)
     if not GROUP_LISTS:
         third = _next_pick(best, packed, flat, ONE_ROW)
-    return (third >> COL_BITS) - (kth >> COL_BITS) <= error_bound(top, third >> COL_BITS, SHIFT)
+    return _keys_near(kth, third, top, COL_BITS, SHIFT)
 
 
 @triton.jit
@@ -715,9 +727,7 @@ def grouped_kernel(
             cut = _next_up(cut, gwide, 1)
         if TOPK_GROUP < N_GROUP:
             after = _next_up(cut, gwide, 1)
-            # a group's score is its two keys' mean: the second key is at most 2 * score + 1 below the top
-            reach = 2 * (after >> GROUP_BITS) + 1
-            group_doubt = (after >> GROUP_BITS) - (cut >> GROUP_BITS) <= error_bound(top, reach, SHIFT) + 2
+            group_doubt = _scores_near(cut, after, top, GROUP_BITS, SHIFT)
             if not GROUP_TEST:   # else flagged below, and the groups tested before the float64 pass
                 hard = hard | group_doubt
         chosen = gpacked <= cut[:, None]                                       # [BLOCK_T, BLOCK_G]
