@@ -597,6 +597,42 @@ def _reorder(row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, after, slots, str
     return ids, v, scale
 
 
+@triton.jit
+def _near_rows(redo, hard, top_packed, best, packed, flat, third, top, picks, fast_weights, row_ptr, row_ok, rows,
+               bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr, slots, stride_ge, stride_b, stride_s,
+               COL_MASK: tl.constexpr, K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+               LOG2_BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr, LAST_ID: tl.constexpr, COL_BITS: tl.constexpr,
+               SHIFT: tl.constexpr, ONE_ROW: tl.constexpr, GROUP_LISTS: tl.constexpr, ACCURATE_EXP: tl.constexpr,
+               IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr, NATIVE: tl.constexpr,
+               PAIR_TEST: tl.constexpr):
+    """The flagged rows ``redo`` settled from their K + 1 first picks where that suffices (not
+    ``hard``, and the (K+2)-th pick not near the K-th: the top K are among those K + 1, every other key
+    surely below K of them, and only their order is in doubt): the pair test may prove the fp32 keys'
+    order (flag 3: the fast weights stored), else _reorder settles it from K + 1 float64 keys (flag 1).
+    Their flags stored (2: left to the whole row's pass); the rows left [BLOCK_T]."""
+    BLOCK_C: tl.constexpr = 2 * BLOCK_K if K == BLOCK_K else BLOCK_K
+    hard = hard | _third_near_kth(top_packed, best, packed, flat, third, top, slots, K, COL_BITS, SHIFT, ONE_ROW,
+                                  GROUP_LISTS)
+    near = redo & (hard == 0)
+    in_order = near & (near == 0)   # all False
+    if PAIR_TEST:
+        if tl.max(near.to(tl.int32), axis=0) > 0:
+            in_order = _picks_in_order(row_ptr, near, bias_ptr, top_packed, best, slots, stride_ge, stride_b,
+                                       COL_MASK, K, LAST_ID, IS_BF16, NATIVE)
+            store_weights(fast_weights, picks, rows.to(tl.int64), in_order[:, None] & (slots < K)[None, :], slots,
+                          weights_ptr, ids_ptr, K)
+        near = near & (in_order == 0)
+    tl.store(flags_ptr + rows, (redo.to(tl.int8) + (redo & hard).to(tl.int8) + 2 * in_order.to(tl.int8)),
+             mask=redo)   # 2: whole row, 3: the pair test
+    if tl.max(near.to(tl.int32), axis=0) > 0:
+        near_ids, near_v, near_scale = _reorder(
+            row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, best, slots, stride_ge, stride_b, stride_s, COL_MASK, K,
+            BLOCK_K, BLOCK_C, BLOCK_E, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16)
+        _store_weights_of(near_v, near_scale, near_ids, rows, near[:, None] & (slots < K)[None, :], slots, weights_ptr,
+                          ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
+    return redo & hard
+
+
 @triton.jit(do_not_specialize=["T"])
 def grouped_kernel(
     gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr,
@@ -810,43 +846,36 @@ def grouped_kernel(
     if INLINE_EXACT and not SPECULATE:
         redo = flagged & row_ok
         if tl.max(redo.to(tl.int32), axis=0) > 0:
-            if GROUP_TEST:
-                # groups in doubt proven right after all: the row's picks are then checked as any row's
-                doubt = redo & group_doubt & (hard == 0)
-                groups_ok = doubt & (doubt == 0)   # all False
-                if tl.max(doubt.to(tl.int32), axis=0) > 0:
-                    groups_ok = _groups_in_order(row_ptr, bias_ptr, doubt, gpacked, cut, after, a1, a2, a3, top, gids,
-                                                 stride_ge, stride_b, COL_BITS, GROUP_BITS, SHIFT, TOPK_GROUP, N_GROUP,
-                                                 N_GROUP * PER - 1, IS_BF16, NATIVE)
-                hard = hard | (group_doubt & (groups_ok == 0))
             if REORDER:
-                # Near picks alone: if the (K+2)-th pick is not near the K-th, the top K are among the
-                # K + 1 picks (every other key is surely below K of them) and only their order is in
-                # doubt: the pair test may prove the fp32 keys' order (flag 3: the fast store stands),
-                # else _reorder settles it from K + 1 float64 keys instead of the whole row's (flag 1).
-                BLOCK_C: tl.constexpr = 2 * BLOCK_K if K == BLOCK_K else BLOCK_K
+                # Near picks alone (_near_rows): the pair test, else the K + 1 picks' float64 keys.
+                # A row whose groups are in doubt is hard here, as without the group test, so a near
+                # row's path does not change with it; GROUP_TEST then tries those rows' groups, and
+                # the rows it proves go the near rows' way after all.
                 if not GROUP_LISTS:
                     third = best   # a stand-in: _third_near_kth finds the pick itself
-                hard = hard | _third_near_kth(top_packed, best, packed, flat, third, top, slots, K, COL_BITS, SHIFT,
-                                              ONE_ROW, GROUP_LISTS)
-                near = redo & (hard == 0)
-                in_order = near & (near == 0)   # all False
-                if PAIR_TEST:
-                    if tl.max(near.to(tl.int32), axis=0) > 0:
-                        in_order = _picks_in_order(row_ptr, near, bias_ptr, top_packed, best, slots, stride_ge,
-                                                   stride_b, COL_MASK, K, N_GROUP * PER - 1, IS_BF16, NATIVE)
-                        store_weights(fast_weights, picks, rows.to(tl.int64), in_order[:, None] & (slots < K)[None, :],
-                                      slots, weights_ptr, ids_ptr, K)
-                    near = near & (in_order == 0)
-                tl.store(flags_ptr + rows, (redo.to(tl.int8) + (redo & hard).to(tl.int8) + 2 * in_order.to(tl.int8)),
-                         mask=redo)   # 2: whole row, 3: the pair test
-                if tl.max(near.to(tl.int32), axis=0) > 0:
-                    near_ids, near_v, near_scale = _reorder(
-                        row_ptr, row_ok, bias_ptr, scale_ptr, top_packed, best, slots, stride_ge, stride_b, stride_s,
-                        COL_MASK, K, BLOCK_K, BLOCK_C, BLOCK_G * BLOCK_P, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16)
-                    _store_weights_of(near_v, near_scale, near_ids, rows, near[:, None] & (slots < K)[None, :], slots,
-                                      weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
-                redo = redo & hard
+                hard_near = hard
+                if GROUP_TEST:
+                    hard_near = hard | group_doubt
+                left = _near_rows(redo, hard_near, top_packed, best, packed, flat,
+                                  third, top, picks, fast_weights, row_ptr, row_ok, rows, bias_ptr, scale_ptr,
+                                  weights_ptr, ids_ptr, flags_ptr, slots, stride_ge, stride_b, stride_s, COL_MASK, K,
+                                  BLOCK_T, BLOCK_K, LOG2_BLOCK_K, BLOCK_G * BLOCK_P, N_GROUP * PER - 1, COL_BITS,
+                                  SHIFT, ONE_ROW, GROUP_LISTS, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, NATIVE,
+                                  PAIR_TEST)
+                if GROUP_TEST:
+                    doubt = left & group_doubt & (hard == 0)
+                    if tl.max(doubt.to(tl.int32), axis=0) > 0:
+                        proven = _groups_in_order(row_ptr, bias_ptr, doubt, gpacked, cut, after, a1, a2, a3, top,
+                                                  gids, stride_ge, stride_b, COL_BITS, GROUP_BITS, SHIFT, TOPK_GROUP,
+                                                  N_GROUP, N_GROUP * PER - 1, IS_BF16, NATIVE)
+                        if tl.max(proven.to(tl.int32), axis=0) > 0:
+                            left = (left & (proven == 0)) | _near_rows(
+                                proven, hard, top_packed, best, packed, flat, third, top, picks, fast_weights, row_ptr,
+                                row_ok, rows, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr, slots, stride_ge,
+                                stride_b, stride_s, COL_MASK, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, BLOCK_G * BLOCK_P,
+                                N_GROUP * PER - 1, COL_BITS, SHIFT, ONE_ROW, GROUP_LISTS, ACCURATE_EXP, IS_BF16,
+                                SCALE_IS_BF16, RENORM, NATIVE, PAIR_TEST)
+                redo = left
             if tl.max(redo.to(tl.int32), axis=0) > 0:
                 _reroute_flagged(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt,
                                  stride_ge, stride_b, stride_s, slots, K, TOPK_GROUP, N_GROUP, PER, BLOCK_T, BLOCK_G,
