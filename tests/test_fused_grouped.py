@@ -464,6 +464,28 @@ def test_the_group_test_proves_groups_the_fp32_scores_cannot_order(block_t, dev)
     assert torch.equal(outs[True][1][0].view(torch.int32), outs[False][1][0].view(torch.int32))
 
 
+def test_the_group_test_is_on_by_default_for_one_row_launches_from_its_row_count():
+    """The GPU's launch table (plan, interpreter=False): one-row programs put rows whose groups are in
+    doubt to the group test from GROUP_TEST_MIN_ROWS rows (where it pays in expectation, by the
+    H100's timing), not below, and not in the four-row tile (it spills there); an override wins."""
+    router = router_for("deepseek-v3", "cpu")
+    E, K, n_group, topk_group, _ = SHAPES["deepseek-v3"]
+    s = fused.router_scale(router, E, "cpu")
+
+    def launch(T, **kw):
+        g = torch.empty(T, E, dtype=torch.bfloat16)
+        return fused_grouped.plan(g, K, router.correction_bias, s, n_group, topk_group, True, interpreter=False, **kw)
+
+    low, high = fused_grouped.GROUP_TEST_MIN_ROWS // 2, fused_grouped.GROUP_TEST_MIN_ROWS
+    big = 4 * fused_grouped.FILL_PROGRAMS
+    assert launch(high).block_t == 1 and launch(big).block_t > 1, "the launch table moved: the test shows nothing"
+    assert not launch(1).kernel_options()["GROUP_TEST"] and not launch(low).kernel_options()["GROUP_TEST"]
+    assert launch(high).kernel_options()["GROUP_TEST"] and launch(2048).kernel_options()["GROUP_TEST"]
+    assert not launch(big).kernel_options()["GROUP_TEST"]
+    assert launch(low, group_test=True).kernel_options()["GROUP_TEST"]
+    assert not launch(high, group_test=False).kernel_options()["GROUP_TEST"]
+
+
 @pytest.mark.parametrize("block_t", [1, 4])
 def test_the_group_test_never_proves_a_wrong_choice(block_t, dev):
     """Many rows whose 4th and 5th groups compete (groups 3 and 4, two experts each above the rest;

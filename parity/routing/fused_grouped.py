@@ -663,10 +663,11 @@ def grouped_kernel(
     by pair on exact differences (``_picks_in_order``); where that proves the fp32 keys' order, the
     row keeps the fast path's weights (flag 3), and only the rest are reordered from float64 keys.
 
-    GROUP_TEST (with PAIR_TEST, groups chosen; plan(group_test=True), GROUP_TEST_DEFAULT): a row
-    whose group stage is in doubt is flagged, not sent straight to the whole row's float64 pass:
-    ``_groups_in_order`` may prove the fp32 choice of groups on exact differences, and the row's
-    picks then go the near rows' way (the pair test, the reorder); the rest take the whole row's pass.
+    GROUP_TEST (with PAIR_TEST, groups chosen; by default one-row programs from GROUP_TEST_MIN_ROWS
+    rows, plan(group_test=...)): a row whose group stage is in doubt, left to the whole row's float64
+    pass by the near rows' pass, is first put to ``_groups_in_order``, which may prove the fp32 choice
+    of groups on exact differences; the rows it proves then go the near rows' way after all (the pair
+    test, the reorder), the rest take the whole row's pass.
 
     GROUP_LISTS (groups, several rows a program: a group in one thread): the picks come from each
     chosen group's GROUP_LIST smallest keys (``_list_rounds``), the whole tile's rounds only for a
@@ -932,13 +933,17 @@ group's sixth key is among the K + 1 picks takes the rounds over its whole tile 
 DeepSeek-V3's random rows a group gives six of the first 9 picks in 0.36% of rows (1.4% of
 four-row blocks), five in 4.8% (18% of blocks); numbers from 200000 rows on the CPU
 (reports/bench/NOTES.md). Written out in the kernel (a1 .. a6, h1 .. h6)."""
-GROUP_TEST_DEFAULT = False
-"""Whether a one-row program whose group stage is in doubt first puts it to the group test
-(``_groups_in_order``) before the whole row's float64 pass (plan(group_test=True) asks for it at any
-tile). Prepared on the CPU (twentieth round), off until a GPU times it. SASS sm_90 (triton 3.6,
-DeepSeek-V3 bf16): the one-row common path 504 -> 515 instructions, 94 registers, no spill; the
-table's four-row tile 1055 -> 1066 and 7 spill instructions before the flags (at its 64-register
-cap, the group stage's values kept live to the rare branch): hence one-row programs only."""
+GROUP_TEST_MIN_ROWS = 128
+"""A launch of one-row programs (T below 2 * FILL_PROGRAMS) puts a row whose group stage is in
+doubt to the group test (``_groups_in_order``) before the whole row's float64 pass from this many
+rows up; plan(group_test=...) overrides. Measured on the H100 (bench inputs, DeepSeek-V3 bf16, the
+test on against off in turns; reports/bench/probes/group-test-ab-h100.json): the test costs every
+such batch 0.03-0.07 us (T = 1 / 8 / 64 / 512: +0.03 / +0.03 / +0.06 / +0.07) and saves a batch
+holding such a row ~2.3 us (T = 2048: 5.88 -> 3.60). On the bench's random rows 3.9e-4 of rows
+are such (scripts/probe_near_rows.py), so a batch of T holds one with probability 1 - exp(-3.9e-4 T):
+the test pays in expectation from T ~ 80 (0.03 at 64, 0.18 at 512, 0.55 at 2048). The four-row tile
+keeps it off: there it spills before the flags at its 64-register cap (SASS sm_90: 7 spill
+instructions) and measured mixed (T = 65536 -1.5%, 250000 +1.0%)."""
 REORDER_MAX_CANDIDATES = 16
 """The inline pass settles a row whose only doubt is the order of its K + 1 first picks from those
 K + 1 float64 keys (an all-pairs rank: BLOCK_C**2 comparisons a row) when K + 1 is at most this."""
@@ -1022,7 +1027,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     row (T = 64: 2.88 against 2.99; reports/bench/NOTES.md, "Tenth round"); pair_test=False reorders every
     near row from float64 keys, where the default first tries the pair test (grouped_kernel's PAIR_TEST);
     group_test=True first tries a like test on a row whose group stage is in doubt (grouped_kernel's
-    GROUP_TEST; GROUP_TEST_DEFAULT says whether it is on by default)."""
+    GROUP_TEST; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows)."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -1052,7 +1057,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
         bool(speculate), True if pair_test is None else pair_test,
-        (GROUP_TEST_DEFAULT and block_t == 1) if group_test is None else group_test)
+        (block_t == 1 and T >= GROUP_TEST_MIN_ROWS) if group_test is None else group_test)
 
 
 @torch.library.custom_op("parity::fused_grouped_route", mutates_args=())
