@@ -3,7 +3,10 @@
 would fit it, median of the replays), beside the family kernels at the same T. It answers what
 part of the "T <= 512: at most 2.5 us" target a kernel can still win (reports/bench/NOTES.md):
 
-- ``nothing``: one one-warp program a row that does nothing (the graph's per-kernel floor);
+- ``nothing``: one one-warp program a row that does nothing (the graph's per-kernel floor), and
+  ``nothing_r4w1`` / ``nothing_r4w4``: a program for every four rows, of one warp or of four (on the
+  H100 the floor grew with the programs: 1.08 us at T = 1, 1.38 at 512 and 2.11 at 2048 one-row
+  programs; these say whether programs or warps cost it);
 - ``row_latency``: one one-warp program a row that reads its row, reduces it to its largest logit
   and stores K ids and weights: one DRAM round trip and one reduction before the store, the least a
   one-row routing program must wait for;
@@ -38,8 +41,12 @@ def row_latency_kernel(x_ptr, w_ptr, ids_ptr, E: tl.constexpr, BLOCK_E: tl.const
     tl.store(ids_ptr + row * K + k, k + row)
 
 
-def nothing(g, K, _arg):
-    nothing_kernel[(g.shape[0],)](g, num_warps=1)
+def nothing(g, K, _arg, rows: int = 1, warps: int = 1):
+    nothing_kernel[(triton.cdiv(g.shape[0], rows),)](g, num_warps=warps)
+
+
+IMPLS = {"nothing": nothing, "nothing_r4w1": lambda g, K, a: nothing(g, K, a, 4, 1),
+         "nothing_r4w4": lambda g, K, a: nothing(g, K, a, 4, 4), "row_latency": None, "fused": None}
 
 
 def row_latency(g, K, _arg):
@@ -64,7 +71,7 @@ def main(argv=None) -> None:
         fused = routing.family(case.family).implementations["fused"]
         for T in a.T:
             gs, arg = bench._inputs(case, T, on_gpu=True)
-            for name, fn in (("nothing", nothing), ("row_latency", row_latency), ("fused", fused)):
+            for name, fn in {**IMPLS, "row_latency": row_latency, "fused": fused}.items():
                 us, method = bench._time_gpu(fn, gs, case.K, arg)
                 row = {"family": case.family, "model": case.model, "E": case.E, "K": case.K, "T": T,
                        "impl": name, "us": round(us, 4), "method": method}

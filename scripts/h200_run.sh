@@ -4,6 +4,7 @@
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [files] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [fuzztiles] [impact]
 #        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [ab] [tmaring] [ncuring] [peers] [properties] [multigpu] [split] [smallvec]
+#        [launch]
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
 # untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out),
@@ -15,6 +16,8 @@
 # ncurow: one bench row's program under Nsight Compute (NCU_ROW_ARGS for benchmarks/profile_ncu: by default DeepSeek-V3's
 # near row of the T=64 batch, 132 copies, one a program), samples every 32 cycles, summed per source line by
 # benchmarks/ncu_lines (NCU_LINES_ARGS: the same kernel configuration) into logs/ncu-row-lines.json and logs/ncu-row.log.
+# launch: benchmarks/probe_launch (LAUNCH_ARGS): the graph replay's per-call floor (a program a row doing nothing; reading
+# its row, reducing it, storing K outputs) beside the fused kernels of Gemma4 and DeepSeek-V3 at T = 1..2048, into logs/launch.json.
 # fuzztiles: `parity fuzz --every-tile` over every model and dtype: launches of every size the launch tables tell apart
 # (up to 2**20 rows), every row against the oracle: every tile the kernels can take on this GPU and Triton (a reduction
 # over the wrong lanes lived in one tile's layout once: reports/bench/NOTES.md, "Eighteenth round").
@@ -155,6 +158,8 @@ for step in $steps; do
     mutants) timeout ${MUTANTS_LIMIT:-500} python3 scripts/mutate_kernels.py --gpu --workers 16 --out reports/$GPU-kernel-mutants \
         --only ${MUTANTS_ONLY:-bound-without-sigmoid-term,bound-halved,sum-by-layout} > "$LOGS/mutants.log" 2>&1 ;;
     split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
+    launch) timeout ${LAUNCH_LIMIT:-120} python3 -m benchmarks.probe_launch --out "$LOGS/launch.json" ${LAUNCH_ARGS:-} \
+        > "$LOGS/launch.log" 2>&1 ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;
   esac
