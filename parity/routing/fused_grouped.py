@@ -937,9 +937,10 @@ GROUP_TEST_MIN_ROWS = 128
 """A launch of one-row programs (T below 2 * FILL_PROGRAMS) puts a row whose group stage is in
 doubt to the group test (``_groups_in_order``) before the whole row's float64 pass from this many
 rows up; plan(group_test=...) overrides. Measured on the H100 (bench inputs, DeepSeek-V3 bf16, the
-test on against off in turns; reports/bench/probes/group-test-ab-h100.json): the test costs every
-such batch 0.03-0.07 us (T = 1 / 8 / 64 / 512: +0.03 / +0.03 / +0.06 / +0.07) and saves a batch
-holding such a row ~2.3 us (T = 2048: 5.88 -> 3.60). On the bench's random rows 3.9e-4 of rows
+test on against off in turns; reports/bench/probes/group-test-ab-h100.json and
+group-test-threshold-h100.json): the test costs every such batch 0.02-0.07 us (T = 1 / 8 / 64 / 512:
++0.03 / +0.03 / +0.06 / +0.07) and saves a batch holding such a row ~2.3 us (T = 1024: 6.44 -> 4.11,
+T = 2048: 5.88 -> 3.60). On the bench's random rows 3.9e-4 of rows
 are such (scripts/probe_near_rows.py), so a batch of T holds one with probability 1 - exp(-3.9e-4 T):
 the test pays in expectation from T ~ 80 (0.03 at 64, 0.18 at 512, 0.55 at 2048). The four-row tile
 keeps it off: there it spills before the flags at its 64-register cap (SASS sm_90: 7 spill
