@@ -45,8 +45,6 @@ def nothing(g, K, _arg, rows: int = 1, warps: int = 1):
     nothing_kernel[(triton.cdiv(g.shape[0], rows),)](g, num_warps=warps)
 
 
-
-
 def row_latency(g, K, _arg):
     T, E = g.shape
     w = torch.empty(T, K, dtype=torch.float32, device=g.device)

@@ -227,14 +227,10 @@ def _tile(gating_ptr, rows, T, stride_gt, stride_ge, N_GROUP: tl.constexpr, PER:
 def _weights_and_store(top_id, row_ptr, rows, out_ok, slots, stride_ge, scale_ptr, stride_s, weights_ptr, ids_ptr,
                        K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr,
                        ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
-                       RENORM: tl.constexpr, read_ok=None):
+                       RENORM: tl.constexpr):
     """Weights of the chosen ids (their logits read again: cache hits, and their scales), stored
-    where out_ok. read_ok (default out_ok) masks the reads: the fast path reads for every row in
-    range, flagged or not, so that the reads need not wait for the flags (with the reorder code,
-    ptxas otherwise left the scale's read after the weights' sums, its latency exposed: SASS sm_90)."""
-    if read_ok is None:
-        read_ok = out_ok
-    v, scale = _picks_read(top_id, row_ptr, read_ok, stride_ge, scale_ptr, stride_s, IS_BF16, SCALE_IS_BF16)
+    where out_ok (the float64 passes' rows)."""
+    v, scale = _picks_read(top_id, row_ptr, out_ok, stride_ge, scale_ptr, stride_s, IS_BF16, SCALE_IS_BF16)
     _store_weights_of(v, scale, top_id, rows, out_ok, slots, weights_ptr, ids_ptr, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K,
                       ACCURATE_EXP, RENORM)
 
@@ -838,7 +834,9 @@ def grouped_kernel(
         tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
         # every row's weights from its fast picks (a flagged row's picks may be padding, read at an
         # expert's column), stored for the rows decided; a near row whose order the pair test proves
-        # stores them below (kept, not computed again: one row a program, that row is the batch's latency)
+        # stores them below (kept, not computed again: one row a program, that row is the batch's latency).
+        # The reads are masked by the rows in range, not by the flags, so they need not wait for the
+        # flags (masked by them, ptxas left the scale's read after the weights' sums: SASS sm_90).
         v, scale = _picks_read(picks, row_ptr, row_ok[:, None] & (slots < K)[None, :], stride_ge, scale_ptr, stride_s,
                                IS_BF16, SCALE_IS_BF16)
         fast_weights = _weights_of(v, scale, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
