@@ -464,6 +464,37 @@ def test_the_group_test_proves_groups_the_fp32_scores_cannot_order(block_t, dev)
     assert torch.equal(outs[True][1][0].view(torch.int32), outs[False][1][0].view(torch.int32))
 
 
+@pytest.mark.parametrize("shape", ["deepseek-v3", "kimi-k2", "glm-4.5"])
+def test_one_row_picks_in_runs_of_one_vector(shape, dev):
+    """One row a program takes its picks from each vector's eight keys sorted (``_vector_lists``;
+    on the GPU a thread's vector): rows whose K + 2 first picks are one run of experts, in shuffled
+    order, from a vector's start or its seventh, whose whole vector holds the eight first (a list used
+    to its last key), route as the oracle's on the fp32 keys alone (no row
+    flagged), and with the fallback."""
+    E, K, n_group, topk_group, sf = SHAPES[shape]
+    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=torch.full((E,), 5.0, device=dev))
+    gen = torch.Generator().manual_seed(E + K)
+    rows, per, run = 8, E // n_group, K + 2
+    g = torch.randn(rows, E, generator=gen) * 0.3 - 3.0
+    starts = []
+    for r in range(rows):
+        starts.append(8 * int(torch.randint(0, (per - 16) // 8 + 1, (1,), generator=gen)) + per * (r % n_group)
+                      + 6 * (r % 2))
+        # the whole vector's keys the top eight (in shuffled order), the run's other two the 9th and 10th
+        ranks = torch.cat([8 + torch.randperm(run - 8, generator=gen), torch.randperm(8, generator=gen)])
+        g[r, starts[r]:starts[r] + run] = 3.0 - 0.2 * (ranks if r % 2 else ranks.roll(-2)).float()
+    g = g.to(torch.bfloat16).to(dev)
+    oid = route64(g, K, router)[1].cpu()
+    assert all(((ids >= start) & (ids < start + run)).all() for ids, start in zip(oid, starts)), "picks not in runs"
+    w, ids = empty_outputs(g, K)
+    bias, s = router.correction_bias.float(), fused.router_scale(router, E, g.device)
+    flags = fused_grouped.plan(g, K, bias, s, n_group, topk_group, router.renormalize, block_t=1,
+                               fallback=False).run(g, bias, s, w, ids).cpu()
+    assert (flags == 0).all(), f"flags {flags.tolist()}: the runs' keys are far apart, the fast path decides"
+    assert torch.equal(ids.cpu().long(), oid.long()), "the fp32 keys alone chose otherwise than the oracle"
+    check(g, K, router, out=launch(g, K, router, block_t=1))
+
+
 def test_the_group_test_is_on_by_default_for_one_row_launches_from_its_row_count():
     """The GPU's launch table (plan, interpreter=False): one-row programs put rows whose groups are in
     doubt to the group test from GROUP_TEST_MIN_ROWS rows (where it pays in expectation, by the

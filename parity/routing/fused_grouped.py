@@ -515,31 +515,102 @@ def _tile_rounds(best, packed, flat, slots, K: tl.constexpr, COL_BITS: tl.conste
 
 
 @triton.jit
-def _list_rounds(h1, h2, h3, h4, h5, h6, slots, K: tl.constexpr, COL_BITS: tl.constexpr):
-    """_tile_rounds over each group's GROUP_LIST smallest packed keys (h1 < ... < h6 [BLOCK_T,
-    BLOCK_G], INT32_MAX where a group has no more): a round is a reduction over the groups and a
-    shift of the winning group's list, not a pass over every key. Also returns the (K+2)-th pick.
-    Exact where no group's sixth key is among the K + 1 picks (the caller checks): then no list ran
-    out before the (K+2)-th pick."""
+def _lists_min(h):
+    """The smallest of each row's list heads h: [BLOCK_T, BLOCK_G] (a group's list in a thread), or
+    one row's [1, BLOCK_G, BLOCK_P // VEC] (a vector's list in a thread: the row flattened, one REDUX)."""
+    if len(h.shape) == 3:
+        return tl.min(_flat(h), axis=1)
+    else:
+        return tl.min(h, axis=1)
+
+
+@triton.jit
+def _on_lists(v, h):
+    """v [BLOCK_T] on the shape of the list heads h (see _lists_min)."""
+    if len(h.shape) == 3:
+        return v[:, None, None]
+    else:
+        return v[:, None]
+
+
+@triton.jit
+def _list_rounds(h1, h2, h3, h4, h5, h6, h7, h8, slots, K: tl.constexpr, COL_BITS: tl.constexpr):
+    """_tile_rounds over sorted lists of packed keys (h1 < ... < h8, INT32_MAX where a list has no
+    more; each group's GROUP_LIST smallest, or one row's vectors whole: _lists_min): a round is a
+    reduction over the lists' heads and a shift of the winning list, not a pass over every key. Also
+    returns the (K+2)-th pick. Exact where no list's last key is among the K + 1 picks (the caller
+    checks, or the lists are whole): then no list ran out before the (K+2)-th pick."""
     INT32_MAX: tl.constexpr = 2147483647
-    best = tl.min(h1, axis=1)
+    best = _lists_min(h1)
     top_packed = tl.where(slots[None, :] == 0, best[:, None], 0)
     closest = tl.full(best.shape, INT32_MAX, tl.int32)
     for k in tl.static_range(1, K + 2):
-        hit = h1 == best[:, None]
+        hit = h1 == _on_lists(best, h1)
         h1 = tl.where(hit, h2, h1)
         h2 = tl.where(hit, h3, h2)
         h3 = tl.where(hit, h4, h3)
         h4 = tl.where(hit, h5, h4)
         h5 = tl.where(hit, h6, h5)
-        h6 = tl.where(hit, INT32_MAX, h6)
+        h6 = tl.where(hit, h7, h6)
+        h7 = tl.where(hit, h8, h7)
+        h8 = tl.where(hit, INT32_MAX, h8)
         if k <= K:
             prev = best
-            best = tl.min(h1, axis=1)
+            best = _lists_min(h1)
             closest = tl.minimum(closest, (best >> COL_BITS) - (prev >> COL_BITS))
             if k < K:
                 top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
-    return top_packed, best, closest, tl.min(h1, axis=1)
+    return top_packed, best, closest, _lists_min(h1)
+
+
+@triton.jit
+def _exchange(a, b):
+    return tl.minimum(a, b), tl.maximum(a, b)
+
+
+@triton.jit
+def _vector_lists(x):
+    """Each vector of x [1, BLOCK_G, BLOCK_P // VEC, 8] sorted (on the GPU, a thread's eight keys in
+    its registers): eight tensors [1, BLOCK_G, BLOCK_P // VEC], smallest first. The vector's axis is
+    cut in halves three times (a register's renaming), then Knuth's 19-exchange network for eight."""
+    y = tl.reshape(x, [x.shape[0], x.shape[1], x.shape[2], 2, 2, 2])
+    p, q = tl.split(y)
+    p0, p1 = tl.split(p)
+    q0, q1 = tl.split(q)
+    v0, v1 = tl.split(p0)
+    v2, v3 = tl.split(p1)
+    v4, v5 = tl.split(q0)
+    v6, v7 = tl.split(q1)
+    v0, v2 = _exchange(v0, v2)
+    v1, v3 = _exchange(v1, v3)
+    v4, v6 = _exchange(v4, v6)
+    v5, v7 = _exchange(v5, v7)
+    v0, v4 = _exchange(v0, v4)
+    v1, v5 = _exchange(v1, v5)
+    v2, v6 = _exchange(v2, v6)
+    v3, v7 = _exchange(v3, v7)
+    v0, v1 = _exchange(v0, v1)
+    v2, v3 = _exchange(v2, v3)
+    v4, v5 = _exchange(v4, v5)
+    v6, v7 = _exchange(v6, v7)
+    v2, v4 = _exchange(v2, v4)
+    v3, v5 = _exchange(v3, v5)
+    v1, v4 = _exchange(v1, v4)
+    v3, v6 = _exchange(v3, v6)
+    v1, v2 = _exchange(v1, v2)
+    v3, v4 = _exchange(v3, v4)
+    v5, v6 = _exchange(v5, v6)
+    return v0, v1, v2, v3, v4, v5, v6, v7
+
+
+@triton.jit
+def _vector_first(x):
+    """The first of each vector of x [1, BLOCK_G, BLOCK_P // VEC, 8], laid out as _vector_lists' lists."""
+    y = tl.reshape(x, [x.shape[0], x.shape[1], x.shape[2], 2, 2, 2])
+    p, q = tl.split(y)
+    p0, p1 = tl.split(p)
+    v0, v1 = tl.split(p0)
+    return v0
 
 
 @triton.jit
@@ -550,12 +621,12 @@ def _group_after(prev, packed):
 
 @triton.jit
 def _third_near_kth(top_packed, best, packed, flat, third, top, slots, K: tl.constexpr, COL_BITS: tl.constexpr,
-                    SHIFT: tl.constexpr, ONE_ROW: tl.constexpr, GROUP_LISTS: tl.constexpr):
+                    SHIFT: tl.constexpr, ONE_ROW: tl.constexpr, LISTS: tl.constexpr):
     """Whether the (K+2)-th pick lies near the K-th (in top_packed), by the keys' error bound: then
     the top K may lie beyond the K + 1 picks, and _reorder cannot settle the row. The (K+2)-th pick
-    is ``third`` from the groups' lists (GROUP_LISTS), else the next below best ((K+1)-th)."""
+    is ``third`` from the lists (LISTS: the groups' or the vectors'), else the next below best ((K+1)-th)."""
     kth = tl.max(tl.where(slots[None, :] == K - 1, top_packed, 0), axis=1)
-    if not GROUP_LISTS:
+    if not LISTS:
         third = _next_pick(best, packed, flat, ONE_ROW)
     return _keys_near(kth, third, top, COL_BITS, SHIFT)
 
@@ -598,7 +669,7 @@ def _near_rows(redo, hard, top_packed, best, packed, flat, third, top, picks, fa
                bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr, slots, stride_ge, stride_b, stride_s,
                COL_MASK: tl.constexpr, K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
                LOG2_BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr, LAST_ID: tl.constexpr, COL_BITS: tl.constexpr,
-               SHIFT: tl.constexpr, ONE_ROW: tl.constexpr, GROUP_LISTS: tl.constexpr, ACCURATE_EXP: tl.constexpr,
+               SHIFT: tl.constexpr, ONE_ROW: tl.constexpr, LISTS: tl.constexpr, ACCURATE_EXP: tl.constexpr,
                IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr, NATIVE: tl.constexpr,
                PAIR_TEST: tl.constexpr):
     """The flagged rows ``redo`` settled from their K + 1 first picks where that suffices (not
@@ -608,7 +679,7 @@ def _near_rows(redo, hard, top_packed, best, packed, flat, third, top, picks, fa
     Their flags stored (2: left to the whole row's pass); the rows left [BLOCK_T]."""
     BLOCK_C: tl.constexpr = 2 * BLOCK_K if K == BLOCK_K else BLOCK_K
     hard = hard | _third_near_kth(top_packed, best, packed, flat, third, top, slots, K, COL_BITS, SHIFT, ONE_ROW,
-                                  GROUP_LISTS)
+                                  LISTS)
     near = redo & (hard == 0)
     in_order = near & (near == 0)   # all False
     if PAIR_TEST:
@@ -649,7 +720,12 @@ def grouped_kernel(
     ONE_ROW (one row a program: small T): the row's reductions (its top, the groups' and the
     picks' rounds) run over the flattened row, one REDUX each where nested reductions took a
     shuffle tree (SASS sm_90: 75 -> 10 SHFL); the order of a flattened row is the compiler's, so
-    only values that carry their own id (packed keys, group scores) or reductions use it.
+    only values that carry their own id (packed keys, group scores) or reductions use it. Its picks
+    come from each vector's eight keys sorted (VECTOR_LISTS, where VEC is 8: a thread's vector,
+    sorted in its registers beside the group stage by ``_vector_lists``): a pick's round is a REDUX
+    of the lists' heads and a shift of the winner's list, where a pass over every key put a
+    subtraction and a three-level min between two REDUX (SASS sm_90, DeepSeek-V3 bf16: the common
+    path 524 -> 509 instructions; between two REDUX, 7 dependent instructions -> 3).
 
     SPECULATE (one row a program, inline, REORDER, no lists; plan(speculate=True)): the near picks'
     float64 keys are computed for every row, beside the fast path, and the weights once. Not the
@@ -690,6 +766,8 @@ def grouped_kernel(
     tl.static_assert(not PAIR_TEST or (INLINE_EXACT and REORDER and not SPECULATE))
     tl.static_assert(not GROUP_TEST or (PAIR_TEST and N_GROUP > 1 and TOPK_GROUP < N_GROUP))
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
+    VECTOR_LISTS: tl.constexpr = ONE_ROW and VEC == 8
+    LISTS: tl.constexpr = GROUP_LISTS or VECTOR_LISTS
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
     DIST_SCALE: tl.constexpr = 2.0 ** (SHIFT - 20)           # a key's 2**-SHIFT: one ulp of a float in [8, 16)
@@ -739,6 +817,8 @@ def grouped_kernel(
         packed = q | col
     if not EVEN:
         packed = tl.where(valid, packed, INT32_MAX)
+    if VECTOR_LISTS:   # each vector's keys sorted (a thread's, in its registers) beside the group stage
+        v1, v2, v3, v4, v5, v6, v7, v8 = _vector_lists(packed)
 
     if N_GROUP > 1:
         a1 = _group_min(packed)                                               # [BLOCK_T, BLOCK_G]
@@ -772,15 +852,20 @@ def grouped_kernel(
         else:
             if GROUP_TEST:   # the group test needs the next group's third key, masked away below
                 a3 = _group_after(a2, packed)
-            packed = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
+            if VECTOR_LISTS:   # a vector lies in one group: its list's head masked
+                v1 = tl.where(_vector_first(tl.broadcast_to(chosen[:, :, None, None].to(tl.int32), packed.shape)) != 0,
+                              v1, INT32_MAX)
+            else:
+                packed = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
 
     # the K + 1 first picks (top_packed: the first K) and the smallest gap between consecutive ones
     flat = _flat(packed) if ONE_ROW else packed
     if GROUP_LISTS:
+        no_more = tl.full(a1.shape, INT32_MAX, tl.int32)
         top_packed, best, closest, third = _list_rounds(
             tl.where(chosen, a1, INT32_MAX), tl.where(chosen, a2, INT32_MAX), tl.where(chosen, a3, INT32_MAX),
-            tl.where(chosen, a4, INT32_MAX), tl.where(chosen, a5, INT32_MAX), tl.where(chosen, a6, INT32_MAX), slots, K,
-            COL_BITS)
+            tl.where(chosen, a4, INT32_MAX), tl.where(chosen, a5, INT32_MAX), tl.where(chosen, a6, INT32_MAX), no_more,
+            no_more, slots, K, COL_BITS)
         # a group whose sixth key is among the K + 1 picks may hold the next one: the block takes the
         # rounds over its whole tile (for DeepSeek-V3's random rows, one block of four rows in 70)
         ran_out = chosen & (a6 <= best[:, None])
@@ -789,9 +874,12 @@ def grouped_kernel(
             top_packed, best, closest = _tile_rounds(_first_pick(in_chosen, in_chosen, False), in_chosen, in_chosen,
                                                      slots, K, COL_BITS, False)
             third = _next_pick(best, in_chosen, in_chosen, False)
+    elif VECTOR_LISTS:   # whole lists: none runs out
+        top_packed, best, closest, third = _list_rounds(v1, v2, v3, v4, v5, v6, v7, v8, slots, K, COL_BITS)
     else:
         top_packed, best, closest = _tile_rounds(_first_pick(packed, flat, ONE_ROW), packed, flat, slots, K,
                                                  COL_BITS, ONE_ROW)
+        third = best   # a stand-in: _third_near_kth finds the pick itself
     hard = hard | (best >= SAT)   # the (K+1)-th pick saturated
     # two picks (or the K-th and the next) too close for the fp32 keys to order; the (K+1)-th pick
     # is the farthest of them
@@ -807,8 +895,8 @@ def grouped_kernel(
         # them, and the weights are computed once, from whichever picks hold (reports/bench/NOTES.md,
         # "DeepSeek-V3 at one row a program"). Only a row in doubt beyond its K + 1 picks (flag 2)
         # still takes a pass after the store: the whole row's float64 keys.
-        hard = hard | _third_near_kth(top_packed, best, packed, flat, best, top, slots, K, COL_BITS, SHIFT, ONE_ROW,
-                                      GROUP_LISTS)
+        hard = hard | _third_near_kth(top_packed, best, packed, flat, third, top, slots, K, COL_BITS, SHIFT, ONE_ROW,
+                                      LISTS)
         redo = flagged & row_ok
         near = redo & (hard == 0)
         tl.store(flags_ptr + rows, flagged.to(tl.int8) + (flagged & hard).to(tl.int8), mask=row_ok)   # 2: whole row
@@ -850,8 +938,6 @@ def grouped_kernel(
                 # A row whose groups are in doubt is hard here, as without the group test, so a near
                 # row's path does not change with it; GROUP_TEST then tries those rows' groups, and
                 # the rows it proves go the near rows' way after all.
-                if not GROUP_LISTS:
-                    third = best   # a stand-in: _third_near_kth finds the pick itself
                 hard_near = hard
                 if GROUP_TEST:
                     hard_near = hard | group_doubt
@@ -859,7 +945,7 @@ def grouped_kernel(
                                   third, top, picks, fast_weights, row_ptr, row_ok, rows, bias_ptr, scale_ptr,
                                   weights_ptr, ids_ptr, flags_ptr, slots, stride_ge, stride_b, stride_s, COL_MASK, K,
                                   BLOCK_T, BLOCK_K, LOG2_BLOCK_K, BLOCK_G * BLOCK_P, N_GROUP * PER - 1, COL_BITS,
-                                  SHIFT, ONE_ROW, GROUP_LISTS, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, NATIVE,
+                                  SHIFT, ONE_ROW, LISTS, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, NATIVE,
                                   PAIR_TEST)
                 if GROUP_TEST:
                     doubt = left & group_doubt & (hard == 0)
@@ -872,7 +958,7 @@ def grouped_kernel(
                                 proven, hard, top_packed, best, packed, flat, third, top, picks, fast_weights, row_ptr,
                                 row_ok, rows, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr, slots, stride_ge,
                                 stride_b, stride_s, COL_MASK, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, BLOCK_G * BLOCK_P,
-                                N_GROUP * PER - 1, COL_BITS, SHIFT, ONE_ROW, GROUP_LISTS, ACCURATE_EXP, IS_BF16,
+                                N_GROUP * PER - 1, COL_BITS, SHIFT, ONE_ROW, LISTS, ACCURATE_EXP, IS_BF16,
                                 SCALE_IS_BF16, RENORM, NATIVE, PAIR_TEST)
                 redo = left
             if tl.max(redo.to(tl.int32), axis=0) > 0:
