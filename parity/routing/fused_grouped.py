@@ -831,15 +831,20 @@ def grouped_kernel(
                 hard = hard | (tl.max(tl.where(gids < N_GROUP, a2, 0), axis=1) >= SAT)
         gq = ((a1 >> COL_BITS) + (a2 >> COL_BITS)) >> 1                       # halved: fits beside the group id
         gpacked = tl.where(gids < N_GROUP, (gq << GROUP_BITS) | gids, INT32_MAX)
-        if ONE_ROW:   # each group's value on its experts' lanes: a warp-wide REDUX per round
-            gwide = _flat(gpacked[:, :, None, None] + 0 * packed)
+        if ONE_ROW:   # each group ranked against all (no rounds); the TOPK_GROUP-th and the next by a REDUX each
+            rank = tl.sum((gpacked[:, None, :] < gpacked[:, :, None]).to(tl.int32), axis=2)
+            cut = tl.min(_flat(tl.where(rank == TOPK_GROUP - 1, gpacked, INT32_MAX)[:, :, None, None] + 0 * packed),
+                         axis=1)
+            if TOPK_GROUP < N_GROUP:
+                after = tl.min(_flat(tl.where(rank == TOPK_GROUP, gpacked, INT32_MAX)[:, :, None, None] + 0 * packed),
+                               axis=1)
         else:
-            gwide = gpacked
-        cut = tl.min(gwide, axis=1)
-        for r in tl.static_range(1, TOPK_GROUP):
-            cut = _next_up(cut, gwide, 1)
+            cut = tl.min(gpacked, axis=1)
+            for r in tl.static_range(1, TOPK_GROUP):
+                cut = _next_up(cut, gpacked, 1)
+            if TOPK_GROUP < N_GROUP:
+                after = _next_up(cut, gpacked, 1)
         if TOPK_GROUP < N_GROUP:
-            after = _next_up(cut, gwide, 1)
             group_doubt = _scores_near(cut, after, top, GROUP_BITS, SHIFT)
             if not GROUP_TEST:   # else flagged below, and the groups tested before the float64 pass
                 hard = hard | group_doubt
