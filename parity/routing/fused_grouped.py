@@ -720,12 +720,16 @@ def grouped_kernel(
     ONE_ROW (one row a program: small T): the row's reductions (its top, the groups' and the
     picks' rounds) run over the flattened row, one REDUX each where nested reductions took a
     shuffle tree (SASS sm_90: 75 -> 10 SHFL); the order of a flattened row is the compiler's, so
-    only values that carry their own id (packed keys, group scores) or reductions use it. Its picks
-    come from each vector's eight keys sorted (VECTOR_LISTS, where VEC is 8: a thread's vector,
-    sorted in its registers beside the group stage by ``_vector_lists``): a pick's round is a REDUX
-    of the lists' heads and a shift of the winner's list, where a pass over every key put a
-    subtraction and a three-level min between two REDUX (SASS sm_90, DeepSeek-V3 bf16: the common
-    path 524 -> 509 instructions; between two REDUX, 7 dependent instructions -> 3).
+    only values that carry their own id (packed keys, group scores) or reductions use it. With
+    groups, the chosen ones come from each group's rank against all (one comparison of every pair,
+    no rounds), and the picks from each vector's eight keys sorted (VECTOR_LISTS, where VEC is 8: a
+    thread's vector, sorted in its registers by ``_vector_lists`` while the group stage runs): a
+    pick's round is a REDUX of the lists' heads and a shift of the winner's list, where a pass over
+    every key put a subtraction and a three-level min between two REDUX (SASS sm_90, DeepSeek-V3
+    bf16: between two REDUX, 7 dependent instructions -> 3). Measured on the H100 (the bench's
+    batches, T = 1 / 64 / 512 / 2048): -3.6 / -3.6 / -3.3 / -2.5%. Without groups the sort has nothing
+    to hide under: Kimi K2 and GLM-4.5 gained ~3% at T <= 64 and lost 2-8% at T = 2048, so they keep
+    the pass over every key (reports/bench/NOTES.md, "Twenty-second round").
 
     SPECULATE (one row a program, inline, REORDER, no lists; plan(speculate=True)): the near picks'
     float64 keys are computed for every row, beside the fast path, and the weights once. Not the
@@ -766,7 +770,7 @@ def grouped_kernel(
     tl.static_assert(not PAIR_TEST or (INLINE_EXACT and REORDER and not SPECULATE))
     tl.static_assert(not GROUP_TEST or (PAIR_TEST and N_GROUP > 1 and TOPK_GROUP < N_GROUP))
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
-    VECTOR_LISTS: tl.constexpr = ONE_ROW and VEC == 8
+    VECTOR_LISTS: tl.constexpr = ONE_ROW and VEC == 8 and N_GROUP > 1   # the sort hidden under the group stage
     LISTS: tl.constexpr = GROUP_LISTS or VECTOR_LISTS
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
