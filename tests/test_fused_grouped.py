@@ -466,8 +466,9 @@ def test_the_group_test_proves_groups_the_fp32_scores_cannot_order(block_t, dev)
 
 @pytest.mark.parametrize("shape", ["deepseek-v3", "kimi-k2", "glm-4.5"])
 def test_one_row_picks_in_runs_of_one_vector(shape, dev):
-    """One row a program takes its picks from each vector's eight keys sorted (``_vector_lists``;
-    on the GPU a thread's vector): rows whose K + 2 first picks are one run of experts, in shuffled
+    """One row a program takes its picks from each vector's eight keys sorted where the row has
+    groups (DeepSeek-V3: ``_vector_lists``; on the GPU a thread's vector), else from a pass over
+    every key (Kimi K2, GLM-4.5): rows whose K + 2 first picks are one run of experts, in shuffled
     order, from a vector's start or its seventh, whose whole vector holds the eight first (a list used
     to its last key), route as the oracle's on the fp32 keys alone (no row
     flagged), and with the fallback."""
