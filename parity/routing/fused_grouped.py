@@ -932,12 +932,18 @@ def grouped_kernel(
         # expert's column), stored for the rows decided; a near row whose order the pair test proves
         # stores them below (kept, not computed again: one row a program, that row is the batch's latency).
         # The reads are masked by the rows in range, not by the flags, so they need not wait for the
-        # flags (masked by them, ptxas left the scale's read after the weights' sums: SASS sm_90), and
-        # they come before the flags' store, which ptxas does not move them above (the pointers may
-        # alias): so they issue as soon as the K picks are known, under the rounds and checks after.
-        v, scale = _picks_read(picks, row_ptr, row_ok[:, None] & (slots < K)[None, :], stride_ge, scale_ptr, stride_s,
-                               IS_BF16, SCALE_IS_BF16)
+        # flags (masked by them, ptxas left the scale's read after the weights' sums: SASS sm_90).
+        # ptxas does not move them above the flags' store (the pointers may alias). Without groups
+        # they come first, so they issue as soon as the K picks are known: on the H100 Kimi K2 T =
+        # 65536 / 250000 -3.2 / -3.4%; with groups (DeepSeek-V3) it measured +1.5% to -1.2%, noise
+        # (reports/bench/NOTES.md, "Twenty-second round"), and they stay after the store.
+        if N_GROUP == 1:
+            v, scale = _picks_read(picks, row_ptr, row_ok[:, None] & (slots < K)[None, :], stride_ge, scale_ptr,
+                                   stride_s, IS_BF16, SCALE_IS_BF16)
         tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
+        if N_GROUP > 1:
+            v, scale = _picks_read(picks, row_ptr, row_ok[:, None] & (slots < K)[None, :], stride_ge, scale_ptr,
+                                   stride_s, IS_BF16, SCALE_IS_BF16)
         fast_weights = _weights_of(v, scale, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
         store_weights(fast_weights, picks, rows.to(tl.int64), fast[:, None] & (slots < K)[None, :], slots, weights_ptr,
                       ids_ptr, K)
