@@ -569,10 +569,10 @@ def _exchange(a, b):
 
 
 @triton.jit
-def _vector_lists(x):
-    """Each vector of x [1, BLOCK_G, BLOCK_P // VEC, 8] sorted (on the GPU, a thread's eight keys in
-    its registers): eight tensors [1, BLOCK_G, BLOCK_P // VEC], smallest first. The vector's axis is
-    cut in halves three times (a register's renaming), then Knuth's 19-exchange network for eight."""
+def _vector_parts(x):
+    """The eight positions of each vector of x [1, BLOCK_G, BLOCK_P // VEC, 8] as eight tensors [1,
+    BLOCK_G, BLOCK_P // VEC]: the vector's axis cut in halves three times (on the GPU a thread's
+    eight registers renamed, no data moved)."""
     y = tl.reshape(x, [x.shape[0], x.shape[1], x.shape[2], 2, 2, 2])
     p, q = tl.split(y)
     p0, p1 = tl.split(p)
@@ -581,6 +581,14 @@ def _vector_lists(x):
     v2, v3 = tl.split(p1)
     v4, v5 = tl.split(q0)
     v6, v7 = tl.split(q1)
+    return v0, v1, v2, v3, v4, v5, v6, v7
+
+
+@triton.jit
+def _vector_lists(x):
+    """Each vector of x [1, BLOCK_G, BLOCK_P // VEC, 8] sorted (on the GPU, a thread's eight keys in
+    its registers): _vector_parts, smallest first, by Knuth's 19-exchange network for eight."""
+    v0, v1, v2, v3, v4, v5, v6, v7 = _vector_parts(x)
     v0, v2 = _exchange(v0, v2)
     v1, v3 = _exchange(v1, v3)
     v4, v6 = _exchange(v4, v6)
@@ -601,16 +609,6 @@ def _vector_lists(x):
     v3, v4 = _exchange(v3, v4)
     v5, v6 = _exchange(v5, v6)
     return v0, v1, v2, v3, v4, v5, v6, v7
-
-
-@triton.jit
-def _vector_first(x):
-    """The first of each vector of x [1, BLOCK_G, BLOCK_P // VEC, 8], laid out as _vector_lists' lists."""
-    y = tl.reshape(x, [x.shape[0], x.shape[1], x.shape[2], 2, 2, 2])
-    p, q = tl.split(y)
-    p0, p1 = tl.split(p)
-    v0, v1 = tl.split(p0)
-    return v0
 
 
 @triton.jit
@@ -859,11 +857,11 @@ def grouped_kernel(
             a5 = _group_after(a4, packed)
             a6 = _group_after(a5, packed)
         else:
-            if GROUP_TEST:   # the group test needs the next group's third key, masked away below
+            if GROUP_TEST:   # the group test needs the next group's third key, from the tile unmasked
                 a3 = _group_after(a2, packed)
             if VECTOR_LISTS:   # a vector lies in one group: its list's head masked
-                v1 = tl.where(_vector_first(tl.broadcast_to(chosen[:, :, None, None].to(tl.int32), packed.shape)) != 0,
-                              v1, INT32_MAX)
+                chosen_v = _vector_parts(tl.broadcast_to(chosen[:, :, None, None].to(tl.int32), packed.shape))[0]
+                v1 = tl.where(chosen_v != 0, v1, INT32_MAX)
             else:
                 packed = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
 
