@@ -473,6 +473,14 @@ def _group_min(x):
 
 
 @triton.jit
+def _groups_min_wide(g, packed):
+    """The smallest of one row's group values g [1, BLOCK_G], each put on its experts' lanes of the
+    tile packed and the row flattened: one warp-wide REDUX, where a reduction over g's own layout
+    takes a shuffle tree."""
+    return tl.min(_flat(g[:, :, None, None] + 0 * packed), axis=1)
+
+
+@triton.jit
 def _group_next_up(prev, packed):
     """_next_up over each group's two axes: the smallest packed value above prev [BLOCK_T, BLOCK_G]."""
     gap = (packed - (prev + 1)[:, :, None, None]).to(tl.uint32, bitcast=True)
@@ -715,8 +723,8 @@ def grouped_kernel(
     and settled from float64 keys, here (INLINE_EXACT: from its K + 1 first picks with REORDER where
     that suffices, else from the whole row, flag 2) or by exact_kernel in a second launch.
 
-    ONE_ROW (one row a program: small T): the row's reductions (its top, the groups' and the
-    picks' rounds) run over the flattened row, one REDUX each where nested reductions took a
+    ONE_ROW (one row a program: small T): the row's reductions (its top, the chosen groups' cut
+    and the picks' rounds) run over the flattened row, one REDUX each where nested reductions took a
     shuffle tree (SASS sm_90: 75 -> 10 SHFL); the order of a flattened row is the compiler's, so
     only values that carry their own id (packed keys, group scores) or reductions use it. With
     groups, the chosen ones come from each group's rank against all (one comparison of every pair,
@@ -835,11 +843,9 @@ def grouped_kernel(
         gpacked = tl.where(gids < N_GROUP, (gq << GROUP_BITS) | gids, INT32_MAX)
         if ONE_ROW:   # each group ranked against all (no rounds); the TOPK_GROUP-th and the next by a REDUX each
             rank = tl.sum((gpacked[:, None, :] < gpacked[:, :, None]).to(tl.int32), axis=2)
-            cut = tl.min(_flat(tl.where(rank == TOPK_GROUP - 1, gpacked, INT32_MAX)[:, :, None, None] + 0 * packed),
-                         axis=1)
+            cut = _groups_min_wide(tl.where(rank == TOPK_GROUP - 1, gpacked, INT32_MAX), packed)
             if TOPK_GROUP < N_GROUP:
-                after = tl.min(_flat(tl.where(rank == TOPK_GROUP, gpacked, INT32_MAX)[:, :, None, None] + 0 * packed),
-                               axis=1)
+                after = _groups_min_wide(tl.where(rank == TOPK_GROUP, gpacked, INT32_MAX), packed)
         else:
             cut = tl.min(gpacked, axis=1)
             for r in tl.static_range(1, TOPK_GROUP):
