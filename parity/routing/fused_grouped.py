@@ -525,11 +525,9 @@ def _tile_rounds(best, packed, flat, slots, K: tl.constexpr, COL_BITS: tl.conste
 @triton.jit
 def _lists_min(h):
     """The smallest of each row's list heads h: [BLOCK_T, BLOCK_G] (a group's list in a thread), or
-    [BLOCK_T, BLOCK_G, BLOCK_P // VEC] (a vector's list in a thread; one row: flattened, one REDUX)."""
-    if len(h.shape) == 3 and h.shape[0] == 1:
+    one row's [1, BLOCK_G, BLOCK_P // VEC] (a vector's list in a thread: the row flattened, one REDUX)."""
+    if len(h.shape) == 3:
         return tl.min(_flat(h), axis=1)
-    elif len(h.shape) == 3:   # several rows: _flat's order may mix them
-        return tl.min(tl.min(h, axis=2), axis=1)
     else:
         return tl.min(h, axis=1)
 
@@ -619,67 +617,6 @@ def _vector_lists(x):
     v3, v4 = _exchange(v3, v4)
     v5, v6 = _exchange(v5, v6)
     return v0, v1, v2, v3, v4, v5, v6, v7
-
-
-@triton.jit
-def _merge_six(a1, a2, a3, a4, a5, a6, b1, b2, b3, b4, b5, b6):
-    """The six smallest of two sorted lists (a1 < ... < a6 and b1 < ... < b6, each a list's six
-    smallest), sorted: the lower half of a bitonic merge (a ascending against b descending, both
-    padded to eight by INT32_MAX, so two of the eight minima are a list's own), then a bitonic sort
-    of those eight whose outputs past the sixth are never formed. 24 min/max where the sixth next-up
-    pass over a group's keys is ~2 a key."""
-    c1, c5 = _exchange(a1, tl.minimum(a5, b4))
-    c2, c6 = _exchange(a2, tl.minimum(a6, b3))
-    c3, c7 = _exchange(tl.minimum(a3, b6), b2)
-    c4, c8 = _exchange(tl.minimum(a4, b5), b1)
-    c1, c3 = _exchange(c1, c3)
-    c2, c4 = _exchange(c2, c4)
-    c5 = tl.minimum(c5, c7)
-    c6 = tl.minimum(c6, c8)
-    c1, c2 = _exchange(c1, c2)
-    c3, c4 = _exchange(c3, c4)
-    c5, c6 = _exchange(c5, c6)
-    return c1, c2, c3, c4, c5, c6
-
-
-@triton.jit
-def _vectors_apart(v):
-    """The N_VEC lists' entries v [BLOCK_T, BLOCK_G, N_VEC] (N_VEC = 2 or 4) as N_VEC tensors
-    [BLOCK_T, BLOCK_G] (padded by INT32_MAX to four): the axis cut in halves (registers renamed)."""
-    if v.shape[2] == 2:
-        p, q = tl.split(v)
-        return p, q, tl.full(p.shape, 2147483647, tl.int32), tl.full(p.shape, 2147483647, tl.int32)
-    else:
-        p, q = tl.split(tl.reshape(v, [v.shape[0], v.shape[1], 2, 2]))
-        p0, p1 = tl.split(p)
-        q0, q1 = tl.split(q)
-        return p0, p1, q0, q1
-
-
-@triton.jit
-def _group_lists(packed, N_VEC: tl.constexpr):
-    """Each group's six smallest keys a1 < ... < a6 [BLOCK_T, BLOCK_G] (groups in a thread, VEC = 8,
-    N_VEC = BLOCK_P // 8 in 1, 2, 4) and the thread's vectors sorted, s1 <= ... <= s8 [BLOCK_T,
-    BLOCK_G, N_VEC] (every key, for the fallback): each vector sorted by _vector_lists, the vectors'
-    six smallest merged pairwise (_merge_six). Where six next-up passes over a group's 32 keys took
-    ~2 instructions a key each (SASS sm_90, DeepSeek-V3's four-row tile)."""
-    s1, s2, s3, s4, s5, s6, s7, s8 = _vector_lists(packed)
-    if N_VEC == 1:
-        a1, a2, a3, a4, a5, a6 = (tl.reshape(s1, s1.shape[:2]), tl.reshape(s2, s2.shape[:2]),
-                                  tl.reshape(s3, s3.shape[:2]), tl.reshape(s4, s4.shape[:2]),
-                                  tl.reshape(s5, s5.shape[:2]), tl.reshape(s6, s6.shape[:2]))
-    else:
-        p1, q1, r1, t1 = _vectors_apart(s1)
-        p2, q2, r2, t2 = _vectors_apart(s2)
-        p3, q3, r3, t3 = _vectors_apart(s3)
-        p4, q4, r4, t4 = _vectors_apart(s4)
-        p5, q5, r5, t5 = _vectors_apart(s5)
-        p6, q6, r6, t6 = _vectors_apart(s6)
-        a1, a2, a3, a4, a5, a6 = _merge_six(p1, p2, p3, p4, p5, p6, q1, q2, q3, q4, q5, q6)
-        if N_VEC == 4:
-            b1, b2, b3, b4, b5, b6 = _merge_six(r1, r2, r3, r4, r5, r6, t1, t2, t3, t4, t5, t6)
-            a1, a2, a3, a4, a5, a6 = _merge_six(a1, a2, a3, a4, a5, a6, b1, b2, b3, b4, b5, b6)
-    return a1, a2, a3, a4, a5, a6, s1, s2, s3, s4, s5, s6, s7, s8
 
 
 @triton.jit
@@ -841,7 +778,6 @@ def grouped_kernel(
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     VECTOR_LISTS: tl.constexpr = ONE_ROW and VEC == 8 and N_GROUP > 1   # the sort hidden under the group stage
     LISTS: tl.constexpr = GROUP_LISTS or VECTOR_LISTS
-    SORTED_GROUPS: tl.constexpr = GROUP_LISTS and VEC == 8 and BLOCK_P // VEC <= 4   # the lists by sorting
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
     DIST_SCALE: tl.constexpr = 2.0 ** (SHIFT - 20)           # a key's 2**-SHIFT: one ulp of a float in [8, 16)
@@ -895,11 +831,8 @@ def grouped_kernel(
         v1, v2, v3, v4, v5, v6, v7, v8 = _vector_lists(packed)
 
     if N_GROUP > 1:
-        if SORTED_GROUPS:   # each group's six smallest keys (a1 < a2 < ...: [BLOCK_T, BLOCK_G]) by sorting
-            a1, a2, a3, a4, a5, a6, s1, s2, s3, s4, s5, s6, s7, s8 = _group_lists(packed, BLOCK_P // VEC)
-        else:
-            a1 = _group_min(packed)                                           # [BLOCK_T, BLOCK_G]
-            a2 = _group_next_up(a1, packed)
+        a1 = _group_min(packed)                                               # [BLOCK_T, BLOCK_G]
+        a2 = _group_next_up(a1, packed)
         gids = tl.arange(0, BLOCK_G)[None, :]
         if TOPK_GROUP < N_GROUP:   # a saturated second key: that group's score is unsure
             if BLOCK_G == N_GROUP:
@@ -925,11 +858,10 @@ def grouped_kernel(
                 hard = hard | group_doubt
         chosen = gpacked <= cut[:, None]                                       # [BLOCK_T, BLOCK_G]
         if GROUP_LISTS:   # each group's six smallest keys; the tile masked only where it is needed
-            if not SORTED_GROUPS:
-                a3 = _group_after(a2, packed)
-                a4 = _group_after(a3, packed)
-                a5 = _group_after(a4, packed)
-                a6 = _group_after(a5, packed)
+            a3 = _group_after(a2, packed)
+            a4 = _group_after(a3, packed)
+            a5 = _group_after(a4, packed)
+            a6 = _group_after(a5, packed)
         else:
             if GROUP_TEST:   # the group test needs the next group's third key, from the tile unmasked
                 a3 = _group_after(a2, packed)
@@ -951,14 +883,10 @@ def grouped_kernel(
         # rounds over its whole tile (for DeepSeek-V3's random rows, one block of four rows in 70)
         ran_out = chosen & (a6 <= best[:, None])
         if tl.max(tl.max(ran_out.to(tl.int32), axis=1), axis=0) > 0:
-            if SORTED_GROUPS:   # the vectors' whole lists (none runs out), the unchosen groups' heads masked
-                top_packed, best, closest, third = _list_rounds(tl.where(chosen[:, :, None], s1, INT32_MAX), s2, s3,
-                                                                s4, s5, s6, s7, s8, slots, K, COL_BITS)
-            else:
-                in_chosen = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
-                top_packed, best, closest = _tile_rounds(_first_pick(in_chosen, in_chosen, False), in_chosen,
-                                                         in_chosen, slots, K, COL_BITS, False)
-                third = _next_pick(best, in_chosen, in_chosen, False)
+            in_chosen = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
+            top_packed, best, closest = _tile_rounds(_first_pick(in_chosen, in_chosen, False), in_chosen, in_chosen,
+                                                     slots, K, COL_BITS, False)
+            third = _next_pick(best, in_chosen, in_chosen, False)
     elif VECTOR_LISTS:   # whole lists: none runs out
         top_packed, best, closest, third = _list_rounds(v1, v2, v3, v4, v5, v6, v7, v8, slots, K, COL_BITS)
     else:
