@@ -507,94 +507,19 @@ def _first_pick(packed, flat, ONE_ROW: tl.constexpr):
 
 
 @triton.jit
-def _tree_add(k: tl.constexpr, s, p0, p1, p2):
-    """Slot k's value s added to a sum over eight slots in pairwise_sum's tree (neighbours, then
-    neighbouring pairs, then fours), one slot at a time: p0, p1, p2 hold the pending sums of one,
-    two and four slots; after slot 2**j - 1 the total is p0, p1, p2 for j = 0, 1, 2 and 3 (p2)."""
-    if k % 2 == 0:
-        p0 = s
-    else:
-        n = p0 + s
-        if k % 4 == 1:
-            p1 = n
-        else:
-            n = p1 + n
-            if k % 8 == 3:
-                p2 = n
-            else:
-                p2 = p2 + n
-    return p0, p1, p2
-
-
-@triton.jit
-def _weigh_pick(k: tl.constexpr, best, row_ptr, scale_ptr, stride_ge, stride_s, read_ok, slots, probs, scale,
-                p0, p1, p2, LAST_ID: tl.constexpr, COL_MASK: tl.constexpr, ACCURATE_EXP: tl.constexpr,
-                IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr):
-    """One row's k-th pick best [1] weighed as soon as it is known: its logit and scale read (a
-    flagged row's pick may be padding: read at an expert's column), its sigmoid put in slot k of
-    probs and added to the pending sums (_tree_add), its scale in slot k of scale [1, BLOCK_K]."""
-    at = tl.minimum(best & COL_MASK, LAST_ID)
-    s = sigmoid(load_fp32(row_ptr + at * stride_ge, read_ok, IS_BF16), ACCURATE_EXP)
-    probs = tl.where(slots[None, :] == k, s[:, None], probs)
-    scale = tl.where(slots[None, :] == k, load_scale(scale_ptr + at * stride_s, read_ok, SCALE_IS_BF16)[:, None], scale)
-    p0, p1, p2 = _tree_add(k, s, p0, p1, p2)
-    return probs, scale, p0, p1, p2
-
-
-@triton.jit
-def _weights_weighed(probs, scale, p0, p1, p2, slots, K: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr,
-                     RENORM: tl.constexpr):
-    """The weights [1, BLOCK_K] of picks weighed by _weigh_pick: chosen_scores' and _weights_of's
-    bits (the same sigmoids, the same tree for the sum: the slots past K add zeros, as there)."""
-    if RENORM:
-        for k in tl.static_range(K, BLOCK_K):
-            p0, p1, p2 = _tree_add(k, tl.zeros_like(p0), p0, p1, p2)
-        total = p0 if LOG2_BLOCK_K == 0 else p1 if LOG2_BLOCK_K == 1 else p2
-        probs = tl.where((slots < K)[None, :], probs, 0.0) / total[:, None]
-    return times_scale(probs, scale)
-
-
-@triton.jit
-def _tile_rounds(best, packed, flat, slots, K: tl.constexpr, COL_BITS: tl.constexpr, ONE_ROW: tl.constexpr,
-                 row_ptr=None, scale_ptr=None, stride_ge=None, stride_s=None, read_ok=None, WEIGH: tl.constexpr = False,
-                 LAST_ID: tl.constexpr = 0, ACCURATE_EXP: tl.constexpr = False, IS_BF16: tl.constexpr = False,
-                 SCALE_IS_BF16: tl.constexpr = False):
+def _tile_rounds(best, packed, flat, slots, K: tl.constexpr, COL_BITS: tl.constexpr, ONE_ROW: tl.constexpr):
     """K rounds over the whole tile after the first pick best [BLOCK_T]: the K - 1 picks after it
     (with it, top_packed [BLOCK_T, BLOCK_K]), the (K+1)-th pick and the smallest gap between
-    consecutive picks. WEIGH (one row): each of the K picks weighed as it is known (_weigh_pick),
-    and the weighed state returned (probs, scale, p0, p1, p2: _weights_weighed), else zeros."""
-    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
+    consecutive picks."""
     top_packed = tl.where(slots[None, :] == 0, best[:, None], 0)
     closest = tl.full(best.shape, 2147483647, tl.int32)
-    probs = tl.zeros(top_packed.shape, tl.float32)
-    p0 = tl.zeros(best.shape, tl.float32)
-    p1 = p0
-    p2 = p0
-    scale = probs
-    if WEIGH:
-        probs, scale, p0, p1, p2 = _weigh_pick(0, best, row_ptr, scale_ptr, stride_ge, stride_s, read_ok, slots, probs,
-                                               _scale_zeros(scale_ptr, top_packed), p0, p1, p2, LAST_ID, COL_MASK,
-                                               ACCURATE_EXP, IS_BF16, SCALE_IS_BF16)
     for k in tl.static_range(1, K + 1):
         prev = best
         best = _next_pick(prev, packed, flat, ONE_ROW)
         closest = tl.minimum(closest, (best >> COL_BITS) - (prev >> COL_BITS))
         if k < K:
             top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
-            if WEIGH:
-                probs, scale, p0, p1, p2 = _weigh_pick(k, best, row_ptr, scale_ptr, stride_ge, stride_s, read_ok, slots,
-                                                       probs, scale, p0, p1, p2, LAST_ID, COL_MASK, ACCURATE_EXP,
-                                                       IS_BF16, SCALE_IS_BF16)
-    return top_packed, best, closest, probs, scale, p0, p1, p2
-
-
-@triton.jit
-def _scale_zeros(scale_ptr, like):
-    """Zeros of like's shape in the type load_scale gives for scale_ptr (float64 or fp32)."""
-    if scale_ptr.dtype.element_ty == tl.float64:
-        return tl.zeros(like.shape, tl.float64)
-    else:
-        return tl.zeros(like.shape, tl.float32)
+    return top_packed, best, closest
 
 
 @triton.jit
@@ -617,30 +542,16 @@ def _on_lists(v, h):
 
 
 @triton.jit
-def _list_rounds(h1, h2, h3, h4, h5, h6, h7, h8, slots, K: tl.constexpr, COL_BITS: tl.constexpr,
-                 row_ptr=None, scale_ptr=None, stride_ge=None, stride_s=None, read_ok=None, WEIGH: tl.constexpr = False,
-                 LAST_ID: tl.constexpr = 0, ACCURATE_EXP: tl.constexpr = False, IS_BF16: tl.constexpr = False,
-                 SCALE_IS_BF16: tl.constexpr = False):
+def _list_rounds(h1, h2, h3, h4, h5, h6, h7, h8, slots, K: tl.constexpr, COL_BITS: tl.constexpr):
     """_tile_rounds over sorted lists of packed keys (h1 < ... < h8, INT32_MAX where a list has no
     more; each group's GROUP_LIST smallest, or one row's vectors whole: _lists_min): a round is a
     reduction over the lists' heads and a shift of the winning list, not a pass over every key. Also
     returns the (K+2)-th pick. Exact where no list's last key is among the K + 1 picks (the caller
-    checks, or the lists are whole): then no list ran out before the (K+2)-th pick. WEIGH: as
-    _tile_rounds', the weighed state returned after the (K+2)-th pick."""
+    checks, or the lists are whole): then no list ran out before the (K+2)-th pick."""
     INT32_MAX: tl.constexpr = 2147483647
-    COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     best = _lists_min(h1)
     top_packed = tl.where(slots[None, :] == 0, best[:, None], 0)
     closest = tl.full(best.shape, INT32_MAX, tl.int32)
-    probs = tl.zeros(top_packed.shape, tl.float32)
-    p0 = tl.zeros(best.shape, tl.float32)
-    p1 = p0
-    p2 = p0
-    scale = probs
-    if WEIGH:
-        probs, scale, p0, p1, p2 = _weigh_pick(0, best, row_ptr, scale_ptr, stride_ge, stride_s, read_ok, slots, probs,
-                                               _scale_zeros(scale_ptr, top_packed), p0, p1, p2, LAST_ID, COL_MASK,
-                                               ACCURATE_EXP, IS_BF16, SCALE_IS_BF16)
     for k in tl.static_range(1, K + 2):
         hit = h1 == _on_lists(best, h1)
         h1 = tl.where(hit, h2, h1)
@@ -657,11 +568,7 @@ def _list_rounds(h1, h2, h3, h4, h5, h6, h7, h8, slots, K: tl.constexpr, COL_BIT
             closest = tl.minimum(closest, (best >> COL_BITS) - (prev >> COL_BITS))
             if k < K:
                 top_packed = tl.where(slots[None, :] == k, best[:, None], top_packed)
-                if WEIGH:
-                    probs, scale, p0, p1, p2 = _weigh_pick(k, best, row_ptr, scale_ptr, stride_ge, stride_s, read_ok,
-                                                           slots, probs, scale, p0, p1, p2, LAST_ID, COL_MASK,
-                                                           ACCURATE_EXP, IS_BF16, SCALE_IS_BF16)
-    return top_packed, best, closest, _lists_min(h1), probs, scale, p0, p1, p2
+    return top_packed, best, closest, _lists_min(h1)
 
 
 @triton.jit
@@ -871,7 +778,6 @@ def grouped_kernel(
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     VECTOR_LISTS: tl.constexpr = ONE_ROW and VEC == 8 and N_GROUP > 1   # the sort hidden under the group stage
     LISTS: tl.constexpr = GROUP_LISTS or VECTOR_LISTS
-    WEIGH: tl.constexpr = ONE_ROW and not SPECULATE and BLOCK_K <= 8   # each pick weighed in its round
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
     DIST_SCALE: tl.constexpr = 2.0 ** (SHIFT - 20)           # a key's 2**-SHIFT: one ulp of a float in [8, 16)
@@ -969,7 +875,7 @@ def grouped_kernel(
     flat = _flat(packed) if ONE_ROW else packed
     if GROUP_LISTS:
         no_more = tl.full(a1.shape, INT32_MAX, tl.int32)
-        top_packed, best, closest, third, _, _, _, _, _ = _list_rounds(
+        top_packed, best, closest, third = _list_rounds(
             tl.where(chosen, a1, INT32_MAX), tl.where(chosen, a2, INT32_MAX), tl.where(chosen, a3, INT32_MAX),
             tl.where(chosen, a4, INT32_MAX), tl.where(chosen, a5, INT32_MAX), tl.where(chosen, a6, INT32_MAX), no_more,
             no_more, slots, K, COL_BITS)
@@ -978,17 +884,14 @@ def grouped_kernel(
         ran_out = chosen & (a6 <= best[:, None])
         if tl.max(tl.max(ran_out.to(tl.int32), axis=1), axis=0) > 0:
             in_chosen = tl.where(chosen[:, :, None, None], packed, INT32_MAX)
-            top_packed, best, closest, _, _, _, _, _ = _tile_rounds(_first_pick(in_chosen, in_chosen, False), in_chosen,
-                                                                    in_chosen, slots, K, COL_BITS, False)
+            top_packed, best, closest = _tile_rounds(_first_pick(in_chosen, in_chosen, False), in_chosen, in_chosen,
+                                                     slots, K, COL_BITS, False)
             third = _next_pick(best, in_chosen, in_chosen, False)
     elif VECTOR_LISTS:   # whole lists: none runs out
-        top_packed, best, closest, third, probs, scale, p0, p1, p2 = _list_rounds(
-            v1, v2, v3, v4, v5, v6, v7, v8, slots, K, COL_BITS, row_ptr, scale_ptr, stride_ge, stride_s, row_ok, WEIGH,
-            N_GROUP * PER - 1, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16)
+        top_packed, best, closest, third = _list_rounds(v1, v2, v3, v4, v5, v6, v7, v8, slots, K, COL_BITS)
     else:
-        top_packed, best, closest, probs, scale, p0, p1, p2 = _tile_rounds(
-            _first_pick(packed, flat, ONE_ROW), packed, flat, slots, K, COL_BITS, ONE_ROW, row_ptr, scale_ptr,
-            stride_ge, stride_s, row_ok, WEIGH, N_GROUP * PER - 1, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16)
+        top_packed, best, closest = _tile_rounds(_first_pick(packed, flat, ONE_ROW), packed, flat, slots, K,
+                                                 COL_BITS, ONE_ROW)
         third = best   # a stand-in: _third_near_kth finds the pick itself
     hard = hard | (best >= SAT)   # the (K+1)-th pick saturated
     # two picks (or the K-th and the next) too close for the fp32 keys to order; the (K+1)-th pick
@@ -1038,17 +941,14 @@ def grouped_kernel(
         # they come first, so they issue as soon as the K picks are known: on the H100 Kimi K2 T =
         # 65536 / 250000 -3.2 / -3.4%; with groups (DeepSeek-V3) it measured +1.5% to -1.2%, noise
         # (reports/bench/NOTES.md, "Twenty-second round"), and they stay after the store.
-        if N_GROUP == 1 and not WEIGH:
+        if N_GROUP == 1:
             v, scale = _picks_read(picks, row_ptr, row_ok[:, None] & (slots < K)[None, :], stride_ge, scale_ptr,
                                    stride_s, IS_BF16, SCALE_IS_BF16)
         tl.store(flags_ptr + rows, flagged.to(tl.int8), mask=row_ok)
-        if N_GROUP > 1 and not WEIGH:
+        if N_GROUP > 1:
             v, scale = _picks_read(picks, row_ptr, row_ok[:, None] & (slots < K)[None, :], stride_ge, scale_ptr,
                                    stride_s, IS_BF16, SCALE_IS_BF16)
-        if WEIGH:
-            fast_weights = _weights_weighed(probs, scale, p0, p1, p2, slots, K, BLOCK_K, LOG2_BLOCK_K, RENORM)
-        else:
-            fast_weights = _weights_of(v, scale, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
+        fast_weights = _weights_of(v, scale, slots, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, ACCURATE_EXP, RENORM)
         store_weights(fast_weights, picks, rows.to(tl.int64), fast[:, None] & (slots < K)[None, :], slots, weights_ptr,
                       ids_ptr, K)
     if INLINE_EXACT and not SPECULATE:
