@@ -40,6 +40,8 @@
 # carried) under this tree's benchmarks and scripts, for A/B calls of two kernels in one device call.
 # files: the test files named in TEST_FILES (FILES_LIMIT s, default 200) into logs/pytest_files.log, e.g. the
 # tests mended on the CPU since the suite last ran on a GPU, before a bench in the same call.
+# tests: -v, so that each test's result is a line of its own as it finishes: at b84a360 the time limit's interrupt
+# ended pytest in an INTERNALERROR before its summary, and the log held "2 failed" without their names.
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
 # at c2cb7bf the whole suite did not fit one 600 s device call (8 of 630 tests unfinished); at
 # eb30433, on a fresh machine, its halves took 79 s and 97 s (reports/h200-reliability).
@@ -70,7 +72,7 @@ for step in $steps; do
   start=$(date +%s)
   case $step in
     tests) PARITY_SHARD=${TESTS_SHARD:-} timeout -s INT ${TESTS_LIMIT:-540} \
-        python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=25 tests > "$LOGS/pytest_cuda.log" 2>&1 ;;
+        python3 -m pytest -n 16 -v -rA -p no:cacheprovider --durations=25 tests > "$LOGS/pytest_cuda.log" 2>&1 ;;
     files) if [ -z "${TEST_FILES:-}" ]; then echo "files: TEST_FILES names no test file" | tee "$LOGS/pytest_files.log"; false
         else timeout ${FILES_LIMIT:-200} python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=10 \
           $TEST_FILES > "$LOGS/pytest_files.log" 2>&1; fi ;;
