@@ -7,7 +7,8 @@
 #        [launch]
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
-# untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out),
+# untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out;
+# several, space-separated, each timed in the same turns and summarised against the base in logs/ab/summary-<folder>.json),
 # by AB_PROBE (default benchmarks.probe_grouped) with AB_ARGS, then benchmarks.ab_summary (AB_IGNORE: fields left out of
 # the configurations, e.g. pair_test; AB_WHERE, e.g.
 # "--where table=True") into logs/ab/summary.json: per configuration both sides' medians, the change, and the oracle.
@@ -68,6 +69,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 GPU=${GPU_TAG:-$(grep -oiE 'h[0-9]{3}' "$OUT/gpu.txt" | head -1 | tr 'A-Z' 'a-z')}   # the card just listed names the folders
 GPU=${GPU:-gpu}
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
+ab_side() {   # the ab step's name for a tree: base, new where one tree is timed against it, else the tree's folder name
+  if [ "$1" = "${AB_BASE:-}" ]; then echo base; elif [ $(echo $2 | wc -w) = 1 ]; then echo new; else basename "$1"; fi
+}
 for step in $steps; do
   start=$(date +%s)
   case $step in
@@ -84,15 +88,18 @@ for step in $steps; do
     ab) if [ ! -d "${AB_BASE:-/nonexistent}/parity" ]; then   # else the "base" runs would time this tree twice
           echo "ab: AB_BASE=${AB_BASE:-(unset)} holds no parity/: make it with git archive (see ab above) and carry it" \
             | tee "$LOGS/ab.log"
-        else { mkdir -p "$LOGS/ab"; for i in $(seq ${AB_REPS:-2}); do for side in base new; do
-            tree=$([ $side = base ] && echo "$AB_BASE" || echo "${AB_NEW:-}")
-            run=${tree:+with_tree $tree}   # that tree's parity/ first (with_tree.sh); the working tree's without
-            echo "$side$i imports parity from $($run parity_imported)"
+        else { mkdir -p "$LOGS/ab"; news=${AB_NEW:-.}; for i in $(seq ${AB_REPS:-2}); do for tree in "$AB_BASE" $news; do
+            side=$(ab_side "$tree" "$news")
+            run=$([ "$tree" = . ] || echo "with_tree $tree")   # that tree's parity/ first (with_tree.sh); "." the working tree's
+            echo "$side-r$i imports parity from $($run parity_imported)"
             $run timeout ${PROBE_LIMIT:-240} python3 -m ${AB_PROBE:-benchmarks.probe_grouped} \
-              --out "$LOGS/ab/$side$i.json" ${AB_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 1 8 64 512} \
-              > "$LOGS/ab/$side$i.log" 2>&1; done; done
-        python3 -m benchmarks.ab_summary --base "$LOGS"/ab/base*.json --new "$LOGS"/ab/new*.json ${AB_WHERE:-} \
-          ${AB_IGNORE:+$(for f in $AB_IGNORE; do echo --ignore $f; done)} --out "$LOGS/ab/summary.json"; } > "$LOGS/ab.log" 2>&1; cat "$LOGS/ab.log"; fi ;;
+              --out "$LOGS/ab/$side-r$i.json" ${AB_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 1 8 64 512} \
+              > "$LOGS/ab/$side-r$i.log" 2>&1; done; done
+        for tree in $news; do side=$(ab_side "$tree" "$news")
+          echo "== $side ($tree) against base ($AB_BASE)"
+          python3 -m benchmarks.ab_summary --base "$LOGS"/ab/base-r*.json --new "$LOGS"/ab/$side-r*.json ${AB_WHERE:-} \
+            ${AB_IGNORE:+$(for f in $AB_IGNORE; do echo --ignore $f; done)} \
+            --out "$LOGS/ab/summary$([ $side = new ] || echo "-$side").json"; done; } > "$LOGS/ab.log" 2>&1; cat "$LOGS/ab.log"; fi ;;
     probefused) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --out "$LOGS/probe-fused.json" \
         ${PROBE_FUSED_ARGS:---shapes 60:bf16:4:all,60:bf16:4:k --configs rounds,small 250000 2048 512 8} > "$LOGS/probe-fused.log" 2>&1 ;;
     tmaring) { timeout 150 python3 -m pytest -n 8 -q -rA -p no:cacheprovider -k v8 tests/test_bench_variants.py
