@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from parity.routing.fused import NAN_MAGNITUDE
-from parity.routing.kernel_parts import sign_magnitude_key
+from parity.routing.kernel_parts import low_half_key, sign_magnitude_key, top_half_key_unchecked
 
 
 @triton.jit
@@ -58,3 +58,26 @@ def test_fp32_patterns(dev):
     values = patterns.view(torch.float32).double()
     key = keys(patterns.to(dev), 0x7FFFFFFF, NAN_MAGNITUDE[torch.float32]).cpu().long()
     check_order(values, key, 0x7FFFFFFF)
+
+
+@triton.jit
+def _low_half_kernel(words_ptr, out_ptr, fma_ptr, n, E, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < n
+    w = tl.load(words_ptr + offs, mask=ok, other=0)
+    low = offs % 128
+    tl.store(out_ptr + offs, top_half_key_unchecked(w << 16, low), mask=ok)
+    tl.store(fma_ptr + offs, low_half_key(w, low, E), mask=ok)
+
+
+def test_low_half_key_is_the_shifted_key_for_every_pattern(dev):
+    """low_half_key (the even column's key by multiplies, fused.FMA_KEYS) equals top_half_key_unchecked of
+    the shifted word, id bits added, for every 16-bit pattern in the low half and a spread of high halves
+    (which it must ignore), NaNs and both zeros included."""
+    low = torch.arange(0, 1 << 16, dtype=torch.int32)
+    gen = torch.Generator().manual_seed(1)
+    high = torch.randint(0, 1 << 16, (1 << 16,), generator=gen, dtype=torch.int32)
+    words = torch.cat([low, (high << 16) | low, (low << 16) | low]).to(dev)
+    want, got = torch.empty_like(words), torch.empty_like(words)
+    _low_half_kernel[(triton.cdiv(words.numel(), 1 << 16),)](words, want, got, words.numel(), 128, BLOCK=1 << 16)
+    assert torch.equal(got, want)

@@ -7,7 +7,7 @@ from parity.routing import fused as fused_module
 from parity.routing.fused import fused, plan
 from parity.routing.oracle import route64
 from routing_cases import logits, scale, tied_logits
-from test_fused import EPILOGUE_KERNELS, SEVERAL_ROWS_T, assert_prepared_path_matches
+from test_fused import EPILOGUE_KERNELS, SEVERAL_ROWS_T, assert_prepared_path_matches, route_at_tile
 
 NAN_BITS = {torch.bfloat16: [0x7FC0, 0xFFC0, 0x7F81, 0xFFFF], torch.float16: [0x7E00, 0xFE00, 0x7C01, 0xFFFF]}
 
@@ -62,6 +62,53 @@ def test_words_pick_as_every_key_at_other_tiles(block_t, vec, dev, monkeypatch):
     a small one, rows past T included (T = 37)."""
     g = with_specials(logits(37, 128, torch.bfloat16, dev, seed=block_t))
     assert_prepared_path_matches("WORD_MAXIMA", g, 8, scale(128, dev), monkeypatch, tile=(block_t, vec))
+
+
+@pytest.mark.parametrize("block_t,vec,lanes", [(16, 8, 2), (4, 4, 8), (8, 8, 4), (16, 8, 16), (1, 8, 16)])
+def test_ids_less_their_lanes_part_pick_as_whole_ids(block_t, vec, lanes, dev):
+    """Keys packed with ids less their lane's part (ROW_LANES > 1: fused.plan's at the GPU's word tiles) pick as
+    keys with whole ids, bit for bit, and as the oracle: ties across lanes (every word of row 0 alike, a
+    grid that ties most K-th places), NaNs of both signs, rows past T. Any ROW_LANES must hold (the split
+    into lanes is arithmetic; the layout decides only whether it saves instructions): 16 lanes at the
+    table's tile, where 2 share a row, and a one-row tile; with the even keys by multiplies (FMA_KEYS) at
+    half of them."""
+    g = with_specials(tied_logits(37, 128, dev, seed=lanes))
+    g[0] = 1.0
+    g[1, 16], g[1, 17], g[1, 9] = 4.0, 4.0, 4.0   # a tie inside a word and one across vectors
+    s = scale(128, dev)
+    whole = route_at_tile(g, 8, s, block_t, vec, WORD_MAXIMA=True, ROW_LANES=1, FMA_KEYS=False)
+    split = route_at_tile(g, 8, s, block_t, vec, WORD_MAXIMA=True, ROW_LANES=lanes, FMA_KEYS=lanes % 4 == 0)
+    assert torch.equal(split[1].long(), route64(g, 8, s)[1])
+    assert torch.equal(split[1], whole[1])
+    assert torch.equal(split[0].nan_to_num(7.0), whole[0].nan_to_num(7.0))
+
+
+def test_lanes_where_the_words_are_read():
+    """With LANE_IDS, the GPU's plan splits the ids by lane under picks_by_word alone, as many lanes as a
+    row spreads over; without, never."""
+    s128 = scale(128, "cpu")
+    g = torch.empty(250000, 128, dtype=torch.bfloat16)
+    on = plan(g, 8, s128, interpreter=False, lane_ids=True)
+    assert on.constexprs["WORD_MAXIMA"] and on.constexprs["ROW_LANES"] == 32 // on.tile.block_t > 1
+    assert plan(g, 4, s128, interpreter=False, lane_ids=True).constexprs["ROW_LANES"] == 1
+    assert plan(g, 8, s128, interpreter=False, lane_ids=False).constexprs["ROW_LANES"] == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("E,K,words", [(128, 8, True), (128, 8, False), (60, 4, False), (100, 6, True), (8, 4, False),
+                                       (256, 32, False)])
+def test_fma_keys_pick_as_the_alu_keys(E, K, words, dtype, dev, monkeypatch):
+    """The even columns' keys by multiplies (fused.FMA_KEYS): the same ids and weights, bit for bit, as
+    the ALU's keys, and the oracle's ids, with and without picks_by_word."""
+    monkeypatch.setattr(fused_module, "WORD_MAXIMA", words)
+    g = with_specials(logits(150, E, dtype, dev, seed=E + K + 1))
+    assert_prepared_path_matches("FMA_KEYS", g, K, scale(E, dev), monkeypatch)
+
+
+@pytest.mark.parametrize("epilogue", ["softmax_all", "sigmoid"])
+def test_fma_keys_under_every_epilogue(epilogue, dev, monkeypatch):
+    g = with_specials(tied_logits(150, 60, dev, seed=5))
+    assert_prepared_path_matches("FMA_KEYS", g, 4, scale(60, dev), monkeypatch, kernel=EPILOGUE_KERNELS[epilogue])
 
 
 def test_words_only_where_a_row_holds_k_words(dev, monkeypatch):

@@ -66,6 +66,7 @@ from parity.routing.kernel_parts import (
     columns_in_row,
     exact_topk,
     half_keys_hold_nan,
+    lane_offsets,
     nan_keys_on_top,
     order_key,
     key_value,
@@ -96,7 +97,8 @@ def route_kernel(
     ACCURATE_EXP: tl.constexpr, IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr,
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
     SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr, ROW_ALIGN: tl.constexpr = 1,
-    WORD_MAXIMA: tl.constexpr = False, FP32_UNCHECKED: tl.constexpr = False,
+    WORD_MAXIMA: tl.constexpr = False, FP32_UNCHECKED: tl.constexpr = False, ROW_LANES: tl.constexpr = 1,
+    FMA_KEYS: tl.constexpr = False,
 ):
     tl.static_assert(PAIRS or not WORD_MAXIMA, "picks_by_word reads rows as words")
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
@@ -118,9 +120,13 @@ def route_kernel(
     # fp32 keys likewise where the row has no padding: a block holding a NaN or an inf (x * 0 is NaN
     # there: FMA-pipe work where the keys' is ALU) makes its keys NaN-checked ones (padding reads -inf)
     UNCHECKED: tl.constexpr = KEY16 or (EVEN_E and FP32_UNCHECKED)
+    # ROW_LANES > 1: the keys' ids lack their lane's part (kernel_parts.lane_offsets), which comes back where
+    # keys of different lanes meet: in each round (pick_rounds) and in the rows' largest
+    lane_off = lane_offsets(BLOCK_E, VEC, ROW_LANES)   # [1, C]
     if PAIRS:
         packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
-                                     NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN, BY_WORD=WORD_MAXIMA)
+                                     NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN, BY_WORD=WORD_MAXIMA, ROW_LANES=ROW_LANES,
+                                     FMA_KEYS=FMA_KEYS)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
@@ -133,7 +139,7 @@ def route_kernel(
         packed = tl.max(packed, axis=3)
     else:
         every_key = packed
-    best = tl.max(tl.max(packed, axis=2), axis=1)
+    best = tl.max(tl.max(packed, axis=2) - lane_off, axis=1)
     if UNCHECKED and not KEY16:
         nan_or_inf = tl.sum(tl.sum(tl.sum(x * 0.0, axis=2), axis=1), axis=0)
         for _ in tl.range((nan_or_inf != nan_or_inf).to(tl.int32), loop_unroll_factor=1):
@@ -148,11 +154,11 @@ def route_kernel(
                 # volatile read, which the compiler cannot move out of the branch: with a plain one the
                 # pass was if-converted and its ~600 instructions issued in every block (SASS, sm_90)
                 word_pair, _ = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16,
-                                                ROW_ALIGN=ROW_ALIGN, BY_WORD=True, VOLATILE=True)
+                                                ROW_ALIGN=ROW_ALIGN, BY_WORD=True, VOLATILE=True, ROW_LANES=ROW_LANES)
                 packed = tl.max(word_pair, axis=3)
             else:
                 packed = nan_keys_on_top(packed, NAN_MAG, COL_BITS)
-            best = tl.max(tl.max(packed, axis=2), axis=1)
+            best = tl.max(tl.max(packed, axis=2) - lane_off, axis=1)
     if SCORE == 2:
         # the softmax's denominator over all E, from the tile already in registers (x: the logits
         # as fp32, decoded for this score only), before the rounds need the registers
@@ -167,10 +173,11 @@ def route_kernel(
         den = softmax_denominator(x, row_max, LOG2_BLOCK_E, ACCURATE_EXP, not KEY16)
     out_ok = row_ok[:, None] & (slots < K)[None, :]
     if WORD_MAXIMA:
-        top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG)
+        top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG, lane_off[:, :, None])
         order_in_doubt = 0
     else:
-        top_id, order_in_doubt = picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, COL_BITS, CHECK_LOSS)
+        top_id, order_in_doubt = picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, COL_BITS, CHECK_LOSS,
+                                          lane_off[:, :, None])
 
     top_id = tl.where(out_ok, top_id, 0)
     # Gathering the chosen logits again (cache hits) also moves the K picks from the reduction's
@@ -190,10 +197,11 @@ def route_kernel(
 
 @triton.jit
 def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_BITS: tl.constexpr,
-                CHECK_LOSS: tl.constexpr):
+                CHECK_LOSS: tl.constexpr, lane_off=0):
     """The picks' packed keys [BLOCK_T, BLOCK_K] by slot, largest first, from packed keys
     [BLOCK_T, C, V] whose rows' largest is ``best``: each round the largest key below the last
-    pick, ``prev - 1 - min_unsigned((prev - 1) - packed)``. Also, under CHECK_LOSS, which rows
+    pick, ``prev - 1 - min_unsigned((prev - 1) - packed)`` (``lane_off``: what each key exceeds its
+    true value by, [1, C, 1] or 0; route_kernel's ROW_LANES). Also, under CHECK_LOSS, which rows
     have two consecutive picks of the ROUNDS sharing a truncated key, and which have the K-th and
     the (K + 1)-th sharing one (ROUNDS = K + 1)."""
     top = tl.where(slots[None, :] == 0, best[:, None], 0)
@@ -201,7 +209,7 @@ def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_
     at_kth = ambiguous
     for k in tl.static_range(1, ROUNDS):
         prev = best
-        gap = ((prev - 1)[:, None, None] - packed).to(tl.uint32, bitcast=True)
+        gap = (((prev - 1)[:, None, None] + lane_off) - packed).to(tl.uint32, bitcast=True)
         best = prev - 1 - tl.min(tl.min(gap, axis=2), axis=1).to(tl.int32, bitcast=True)
         if CHECK_LOSS:
             tie = (best >> COL_BITS) == (prev >> COL_BITS)
@@ -215,7 +223,7 @@ def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_
 
 @triton.jit
 def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: tl.constexpr, COL_BITS: tl.constexpr,
-             CHECK_LOSS: tl.constexpr):
+             CHECK_LOSS: tl.constexpr, lane_off=0):
     """The K picks' ids [BLOCK_T, BLOCK_K] from packed keys [BLOCK_T, C, V] (``best``: the rows'
     largest; ``key``: the full keys, for fp32's exact path; ``cols``: the columns [1, C, V]), and,
     under CHECK_LOSS, whether some row's picks are right as a set but in doubt as to their order
@@ -223,7 +231,7 @@ def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: t
     variant (benchmarks/variants/v8_tma_ring.py) select through here."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     ROUNDS: tl.constexpr = K + 1 if CHECK_LOSS else K  # one more pick shows a tie across the K-th place
-    top, ambiguous, at_kth = pick_rounds(packed, best, slots, K, ROUNDS, COL_BITS, CHECK_LOSS)
+    top, ambiguous, at_kth = pick_rounds(packed, best, slots, K, ROUNDS, COL_BITS, CHECK_LOSS, lane_off)
     top_id = COL_MASK - (top & COL_MASK)
     order_in_doubt = 0
     if CHECK_LOSS:
@@ -241,7 +249,7 @@ def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: t
 
 @triton.jit
 def picks_by_word(word_max, best, row_ptr, out_ok, slots, K: tl.constexpr, COL_BITS: tl.constexpr,
-                  NAN_MAG: tl.constexpr):
+                  NAN_MAG: tl.constexpr, lane_off=0):
     """The K picks' ids [BLOCK_T, BLOCK_K] of bf16/fp16 rows read as 32-bit words, from each word's
     larger packed key (word_max [BLOCK_T, C, V]; ``best``: the rows' largest). The rounds run over
     the words' maxima, half the keys: their K largest are the K words that can hold a pick (a key
@@ -249,7 +257,7 @@ def picks_by_word(word_max, best, row_ptr, out_ok, slots, K: tl.constexpr, COL_B
     smaller, whose word's larger ranks above it). Those K words are read again (from L1, where the
     row's load left them), and the rounds run once more over their 2K keys."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
-    top, _, _ = pick_rounds(word_max, best, slots, K, K, COL_BITS, False)
+    top, _, _ = pick_rounds(word_max, best, slots, K, K, COL_BITS, False, lane_off)
     col = COL_MASK - (top & COL_MASK)
     w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None] + (col >> 1), mask=out_ok, other=0)
     # the other logit of each chosen word: the low half when the pick is the odd column
@@ -415,6 +423,19 @@ WORD_MAXIMA_MAX_REGISTERS = 96
 (17 one-warp programs an SM), at 96 it keeps the table's 21 without a spill; 88 / 80 / 72 were slower
 on the H100 (35.26 / 36.2 / 38.7 us, Gemma4 bf16 at T = 250000)."""
 
+FMA_KEYS: bool = False
+"""Whether plan lets route_kernel make the even columns' 16-bit keys by two multiplies (kernel_parts.low_half_key,
+FMA pipe) where four ALU-pipe instructions made them. SASS sm_90 (triton 3.6) at the T = 250000 tiles, path / ALU-pipe
+instructions a warp: Gemma4 bf16 1291 / 820 -> 1266 / 759, Qwen2-MoE 772 / 400 -> 770 / 370 (79 -> 64 registers),
+GPT-OSS 930 / 606 -> 903 / 544, Llama 4 559 / 437 -> 531 / 375. Prepared, off: not timed yet (reports/bench/NOTES.md,
+"Twenty-fourth round")."""
+
+LANE_IDS: bool = False
+"""Whether plan lets route_kernel pack ids less their lane's part under picks_by_word (ROW_LANES; kernel_parts.lane_offsets):
+the id then costs no instruction of its own. SASS sm_90, Gemma4 bf16 with FMA_KEYS: 1266 / 759 -> 1184 / 670, 96 (the
+cap) -> 80 registers. Elsewhere ptxas kept every round's lane offsets live (GPT-OSS 90 -> 125 registers, Llama 4
+118 -> 145), so words only. Prepared, off: not timed yet."""
+
 FP32_UNCHECKED = True
 """Whether plan lets route_kernel key fp32 logits without the NaN select where rows need no padding
 (E a power of two): three ALU instructions a key where the select took five, and one sum of x * 0
@@ -458,7 +479,8 @@ class Launch:
 
 def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor, *,
          interpreter: bool = device.INTERPRETER, score: int = SOFTMAX_K, renormalize: bool = True,
-         word_maxima: bool | None = None, fp32_unchecked: bool | None = None) -> Launch:
+         word_maxima: bool | None = None, fp32_unchecked: bool | None = None, fma_keys: bool | None = None,
+         lane_ids: bool | None = None) -> Launch:
     """The launch for these (validated) arguments: the table's tile, and the compile-time
     arguments that follow from the problem, not from tuning. ``score``: what the weights are
     (kernel_parts.SOFTMAX_K, SIGMOID, SOFTMAX_ALL); ``renormalize``: a sigmoid's renormalisation
@@ -466,7 +488,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     row is read as words and holds at least K of them (None: as WORD_MAXIMA says, and where that is None
     as WORD_MAXIMA_SHAPES does), its registers capped on the GPU; ``fp32_unchecked``:
     fp32 keys without the NaN case, a block holding a NaN or an inf checked once (None: as
-    FP32_UNCHECKED says)."""
+    FP32_UNCHECKED says); ``fma_keys``, ``lane_ids``: as FMA_KEYS and LANE_IDS say (None: as they say)."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter, score=score)
     pairs = reads_pairs(gating_output)
@@ -490,6 +512,9 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         # both later paths save pipe work, not latency: a program of one row (small T, latency-bound)
         # would only pay their extra dependent steps (a gather's round trip, a cross-lane sum)
         "WORD_MAXIMA": words,
+        "ROW_LANES": (max(1, min(t.block_e // t.vec, 32 * t.num_warps // t.block_t))
+                  if words and (LANE_IDS if lane_ids is None else lane_ids) else 1),
+        "FMA_KEYS": FMA_KEYS if fma_keys is None else fma_keys,
         "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
                            and gating_output.dtype == torch.float32 and t.block_t > 1),
     }, WORD_MAXIMA_MAX_REGISTERS if words and not interpreter else None)

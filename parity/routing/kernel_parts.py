@@ -426,7 +426,8 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
 def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, COL_BITS: tl.constexpr,
                       EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
                       VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True, ROW_ALIGN: tl.constexpr = 1,
-                      BY_WORD: tl.constexpr = False, VOLATILE: tl.constexpr = False):
+                      BY_WORD: tl.constexpr = False, VOLATILE: tl.constexpr = False, ROW_LANES: tl.constexpr = 1,
+                      FMA_KEYS: tl.constexpr = False):
     """packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
     BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
     its even column's is the word shifted up by 16. Returns (packed, under VALUES the logits as fp32
@@ -434,7 +435,10 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     stand-in). NAN_CHECKED as in packed_keys; ROW_ALIGN as in
     columns_in_row. BY_WORD: packed as [BLOCK_T, BLOCK_E // VEC, VEC // 2, 2], a word's two keys
     (even column's, odd column's) along the last axis. VOLATILE: a volatile read, for a rare path
-    that must stay behind its branch (the compiler may not move it out and predicate it)."""
+    that must stay behind its branch (the compiler may not move it out and predicate it). ROW_LANES > 1:
+    the keys' ids less their lane's part (lane_offsets), which the caller subtracts where keys of
+    different lanes meet (pick_rounds' lane_off, the rows' largest). FMA_KEYS: the even columns' keys by
+    low_half_key (word_keys)."""
     words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
     in_row = columns_in_row(2 * words, E, BLOCK_E, VEC, ROW_ALIGN)  # E is even: a word is in the row or wholly beyond it
     mask = row_ok[:, None, None]
@@ -443,7 +447,9 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     TWO_NEG_INF: tl.constexpr = (NAN_MAG - 0x8000) * 65536 + (NAN_MAG + 0x8000)  # a word of two -inf
     w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None, None] + words, mask=mask,
                 other=0 if EVEN_E else TWO_NEG_INF, volatile=VOLATILE)
-    even, odd = word_keys(w, words, COL_BITS, NAN_MAG, NAN_CHECKED)
+    # the ids less their lane's part (lane_offsets): a key returned is the true one plus that part
+    in_lane = words - (lane_offsets(BLOCK_E, VEC, ROW_LANES) // 2)[:, :, None]
+    even, odd = word_keys(w, in_lane, COL_BITS, NAN_MAG, NAN_CHECKED, E, FMA_KEYS)
     shape: tl.constexpr = [even.shape[0], BLOCK_E // VEC, VEC]
     x = even  # a stand-in (compiled functions cannot return None)
     if VALUES:
@@ -464,18 +470,47 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
 
 
 @triton.jit
-def word_keys(w, words, COL_BITS: tl.constexpr, NAN_MAG: tl.constexpr, NAN_CHECKED: tl.constexpr = True):
+def lane_offsets(BLOCK_E: tl.constexpr, VEC: tl.constexpr, ROW_LANES: tl.constexpr):
+    """[1, BLOCK_E // VEC]: each vector's lane's part of its columns, VEC * (c % ROW_LANES), where a row
+    of the tile [BLOCK_T, BLOCK_E // VEC, VEC] spreads over ROW_LANES threads (a thread holds the vectors
+    c, c + ROW_LANES, ...). Keys packed with ids less this part (packed_pair_keys' ROW_LANES) carry an id that
+    is a constant of the register in every lane, which ptxas adds with the key's own add; the lane's
+    part comes back once a round (pick_rounds' lane_off). With ROW_LANES = 1: zeros."""
+    return (tl.arange(0, BLOCK_E // VEC) % ROW_LANES * VEC)[None, :]
+
+
+@triton.jit
+def word_keys(w, words, COL_BITS: tl.constexpr, NAN_MAG: tl.constexpr, NAN_CHECKED: tl.constexpr = True, E=0,
+              FMA_KEYS: tl.constexpr = False):
     """The packed keys (packed_keys) of the two bf16/fp16 logits in each 32-bit word w of a row
     (``words``: the words' indices in their rows): (even column's, odd column's). The even column's
-    pattern is the word's low half, the odd column's its high half."""
+    pattern is the word's low half, the odd column's its high half. FMA_KEYS (without NAN_CHECKED):
+    the even columns' keys by low_half_key, E the row's length (it makes its multipliers from it)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     if NAN_CHECKED:
         even = top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
         odd = top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
     else:
-        even = top_half_key_unchecked(w << 16, COL_MASK - 2 * words)
+        if FMA_KEYS:
+            even = low_half_key(w, COL_MASK - 2 * words, E)
+        else:
+            even = top_half_key_unchecked(w << 16, COL_MASK - 2 * words)
         odd = top_half_key_unchecked(w, COL_MASK - 1 - 2 * words)
     return even, odd
+
+
+@triton.jit
+def low_half_key(w, low, E):
+    """top_half_key_unchecked(w << 16, low), the key of the pattern in w's low half, by two multiplies:
+    ``(w & 0x7FFF) * m + low`` with m = 65536 for a positive pattern and -65536 for a negative one,
+    m = (w & 0x8000) * -4 + 65536. The multiplies' constants are made from E (the row's length, here
+    below 2**24) so that neither LLVM nor ptxas can fold them into shifts: they issue as IMAD on the
+    FMA pipe, where the shift, sign extension, xor and subtraction took four ALU-pipe instructions
+    (the busiest pipe: reports/bench/NOTES.md, "Seventh round"). Equal bits for every pattern; a
+    NaN's key lands where top_half_key_unchecked's does."""
+    minus_four = (E >> 24) | -4
+    plus_one = ((E >> 24) | 1) << 16
+    return (w & 0x7FFF) * ((w & 0x8000) * minus_four + plus_one) + low
 
 
 @triton.jit
