@@ -10,8 +10,8 @@ computed wrong weights in every tile passed; reports/bench/NOTES.md).
 python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small,regs,vec,align] [--out FILE.json] [T ...]
 (regs: the table's tile under register caps 64 / 72 / 80 / 96; vec: with 2 to 64 logits a vector; align:
 without ROW_ALIGN, and other rows a warp with it; words: picks_by_word off and on, and on under caps;
-fp32keys: fp32 keys without the NaN select off and on; fmakeys: 16-bit keys by multiplies and ids less their
-lane's part, each off and on.)
+fp32keys: fp32 keys without the NaN select off and on; fmakeys: 16-bit keys by multiplies (even halves) and ids
+less their lane's part, each off and on, then both with the odd halves' keys by multiplies too.)
 A shape is E:dtype[:K[:score]], K 8 unless given, score k (softmax over the K, Gemma4), all (softmax
 over all E, Qwen2-MoE) or sigmoid (Llama 4): 60:bf16:4:all is Qwen2-MoE's router.
 The first configuration of each (shape, T) is the launch table's at that T.
@@ -145,7 +145,8 @@ def configs_for(T, E, dtype, kinds, score="k"):
     if "fmakeys" in kinds and dtype.itemsize == 2:
         # the even columns' keys by multiplies (fused.FMA_KEYS) and, under picks_by_word, ids less their lane's
         # part (fused.LANE_IDS), each off and on at the table's tile
-        out += [{**out[0], "FMA_KEYS": f, "LANE_IDS": lanes} for f in (False, True) for lanes in (False, True)]
+        out += [{**out[0], "FMA_KEYS": f, "LANE_IDS": lanes} for f in (0, 1) for lanes in (False, True)]
+        out += [{**out[0], "FMA_KEYS": 2, "LANE_IDS": True}]
     if "regs" in kinds:
         # the table's tile under a register cap: more warps resident a scheduler, or spills (registers are
         # allocated 8 a thread at a time: Gemma4 bf16's tile, 92 -> 96, runs 21 one-warp programs an SM;

@@ -36,21 +36,22 @@ SEVERAL_ROWS_T = 16 * fused_module.FILL_PROGRAMS
 where plan keeps the word maxima and the unchecked fp32 keys off)."""
 
 
-def assert_prepared_path_matches(flag, g, K, s, monkeypatch, kernel=fused, tile=None):
+def assert_prepared_path_matches(flag, g, K, s, monkeypatch, kernel=fused, tile=None, on=True):
     """A prepared route_kernel path (``flag``: its fused module constant and compile-time argument,
-    WORD_MAXIMA or FP32_UNCHECKED) gives the oracle's ids and the default path's ids and weights bit for
-    bit: through the public op, or at ``tile`` = (block_t, vec) launched directly. On the GPU the public
+    WORD_MAXIMA, FP32_UNCHECKED or FMA_KEYS; ``on``: its value when on) gives the oracle's ids and the
+    default path's ids and weights bit for bit: through the public op, or at ``tile`` = (block_t, vec)
+    launched directly. On the GPU the public
     op's rows are repeated until plan takes its largest tile: both paths run only at tiles of several
     rows, and a batch of a few hundred rows is routed a row a program there."""
     if not tile and g.is_cuda:
         g = g.repeat(-(-SEVERAL_ROWS_T // g.shape[0]), 1)
     if tile:
         base = route_at_tile(g, K, s, *tile, **{flag: False})
-        new = route_at_tile(g, K, s, *tile, **{flag: True})
+        new = route_at_tile(g, K, s, *tile, **{flag: on})
     else:
         monkeypatch.setattr(fused_module, flag, False)
         base = kernel(g, K, s)
-        monkeypatch.setattr(fused_module, flag, True)
+        monkeypatch.setattr(fused_module, flag, on)
         assert fused_module.plan(g, K, s).constexprs[flag]   # the path under test is the one launched
         new = kernel(g, K, s)
     assert torch.equal(new[1].long(), route64(g, K, s)[1])

@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from parity.routing.fused import NAN_MAGNITUDE
-from parity.routing.kernel_parts import low_half_key, sign_magnitude_key, top_half_key_unchecked
+from parity.routing.kernel_parts import high_half_key, low_half_key, sign_magnitude_key, top_half_key_unchecked
 
 
 @triton.jit
@@ -61,23 +61,33 @@ def test_fp32_patterns(dev):
 
 
 @triton.jit
-def _low_half_kernel(words_ptr, out_ptr, fma_ptr, n, E, BLOCK: tl.constexpr):
+def _half_keys_kernel(words_ptr, out_ptr, fma_ptr, n, E, HIGH: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < n
     w = tl.load(words_ptr + offs, mask=ok, other=0)
     low = offs % 128
-    tl.store(out_ptr + offs, top_half_key_unchecked(w << 16, low), mask=ok)
-    tl.store(fma_ptr + offs, low_half_key(w, low, E), mask=ok)
+    if HIGH:
+        tl.store(out_ptr + offs, top_half_key_unchecked(w, low), mask=ok)
+        tl.store(fma_ptr + offs, high_half_key(w, low, E), mask=ok)
+    else:
+        tl.store(out_ptr + offs, top_half_key_unchecked(w << 16, low), mask=ok)
+        tl.store(fma_ptr + offs, low_half_key(w, low, E), mask=ok)
 
 
-def test_low_half_key_is_the_shifted_key_for_every_pattern(dev):
-    """low_half_key (the even column's key by multiplies, fused.FMA_KEYS) equals top_half_key_unchecked of
-    the shifted word, id bits added, for every 16-bit pattern in the low half and a spread of high halves
-    (which it must ignore), NaNs and both zeros included."""
-    low = torch.arange(0, 1 << 16, dtype=torch.int32)
+@pytest.mark.parametrize("high", [False, True], ids=["low_half_key", "high_half_key"])
+def test_keys_by_multiplies_are_the_alu_keys_for_every_pattern(high, dev):
+    """low_half_key and high_half_key (the keys by multiplies, fused.FMA_KEYS) equal top_half_key_unchecked
+    of the half's pattern moved to the top, id bits added, for every 16-bit pattern in their half and a
+    spread of patterns in the other half (which they must ignore), NaNs and both zeros included."""
+    every = torch.arange(0, 1 << 16, dtype=torch.int32)
     gen = torch.Generator().manual_seed(1)
-    high = torch.randint(0, 1 << 16, (1 << 16,), generator=gen, dtype=torch.int32)
-    words = torch.cat([low, (high << 16) | low, (low << 16) | low]).to(dev)
+    other = torch.randint(0, 1 << 16, (1 << 16,), generator=gen, dtype=torch.int32)
+    if high:
+        words = torch.cat([every << 16, (every << 16) | other, (every << 16) | every])
+    else:
+        words = torch.cat([every, (other << 16) | every, (every << 16) | every])
+    words = words.to(dev)
     want, got = torch.empty_like(words), torch.empty_like(words)
-    _low_half_kernel[(triton.cdiv(words.numel(), 1 << 16),)](words, want, got, words.numel(), 128, BLOCK=1 << 16)
+    _half_keys_kernel[(triton.cdiv(words.numel(), 1 << 16),)](words, want, got, words.numel(), 128, HIGH=high,
+                                                               BLOCK=1 << 16)
     assert torch.equal(got, want)

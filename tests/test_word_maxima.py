@@ -70,14 +70,13 @@ def test_ids_less_their_lanes_part_pick_as_whole_ids(block_t, vec, lanes, dev):
     keys with whole ids, bit for bit, and as the oracle: ties across lanes (every word of row 0 alike, a
     grid that ties most K-th places), NaNs of both signs, rows past T. Any ROW_LANES must hold (the split
     into lanes is arithmetic; the layout decides only whether it saves instructions): 16 lanes at the
-    table's tile, where 2 share a row, and a one-row tile; with the even keys by multiplies (FMA_KEYS) at
-    half of them."""
+    table's tile, where 2 share a row, and a one-row tile; with the keys by multiplies (FMA_KEYS 1 and 2)."""
     g = with_specials(tied_logits(37, 128, dev, seed=lanes))
     g[0] = 1.0
     g[1, 16], g[1, 17], g[1, 9] = 4.0, 4.0, 4.0   # a tie inside a word and one across vectors
     s = scale(128, dev)
     whole = route_at_tile(g, 8, s, block_t, vec, WORD_MAXIMA=True, ROW_LANES=1, FMA_KEYS=False)
-    split = route_at_tile(g, 8, s, block_t, vec, WORD_MAXIMA=True, ROW_LANES=lanes, FMA_KEYS=lanes % 4 == 0)
+    split = route_at_tile(g, 8, s, block_t, vec, WORD_MAXIMA=True, ROW_LANES=lanes, FMA_KEYS=lanes % 3)
     assert torch.equal(split[1].long(), route64(g, 8, s)[1])
     assert torch.equal(split[1], whole[1])
     assert torch.equal(split[0].nan_to_num(7.0), whole[0].nan_to_num(7.0))
@@ -97,18 +96,19 @@ def test_lanes_where_the_words_are_read():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("E,K,words", [(128, 8, True), (128, 8, False), (60, 4, False), (100, 6, True), (8, 4, False),
                                        (256, 32, False)])
-def test_fma_keys_pick_as_the_alu_keys(E, K, words, dtype, dev, monkeypatch):
-    """The even columns' keys by multiplies (fused.FMA_KEYS): the same ids and weights, bit for bit, as
-    the ALU's keys, and the oracle's ids, with and without picks_by_word."""
+@pytest.mark.parametrize("halves", [1, 2])
+def test_fma_keys_pick_as_the_alu_keys(E, K, words, halves, dtype, dev, monkeypatch):
+    """The keys by multiplies (fused.FMA_KEYS: the even halves', then both): the same ids and weights, bit
+    for bit, as the ALU's keys, and the oracle's ids, with and without picks_by_word."""
     monkeypatch.setattr(fused_module, "WORD_MAXIMA", words)
     g = with_specials(logits(150, E, dtype, dev, seed=E + K + 1))
-    assert_prepared_path_matches("FMA_KEYS", g, K, scale(E, dev), monkeypatch)
+    assert_prepared_path_matches("FMA_KEYS", g, K, scale(E, dev), monkeypatch, on=halves)
 
 
 @pytest.mark.parametrize("epilogue", ["softmax_all", "sigmoid"])
 def test_fma_keys_under_every_epilogue(epilogue, dev, monkeypatch):
     g = with_specials(tied_logits(150, 60, dev, seed=5))
-    assert_prepared_path_matches("FMA_KEYS", g, 4, scale(60, dev), monkeypatch, kernel=EPILOGUE_KERNELS[epilogue])
+    assert_prepared_path_matches("FMA_KEYS", g, 4, scale(60, dev), monkeypatch, kernel=EPILOGUE_KERNELS[epilogue], on=2)
 
 
 def test_words_only_where_a_row_holds_k_words(dev, monkeypatch):

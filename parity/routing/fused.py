@@ -98,7 +98,7 @@ def route_kernel(
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
     SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr, ROW_ALIGN: tl.constexpr = 1,
     WORD_MAXIMA: tl.constexpr = False, FP32_UNCHECKED: tl.constexpr = False, ROW_LANES: tl.constexpr = 1,
-    FMA_KEYS: tl.constexpr = False,
+    FMA_KEYS: tl.constexpr = 0,
 ):
     tl.static_assert(PAIRS or not WORD_MAXIMA, "picks_by_word reads rows as words")
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
@@ -423,12 +423,13 @@ WORD_MAXIMA_MAX_REGISTERS = 96
 (17 one-warp programs an SM), at 96 it keeps the table's 21 without a spill; 88 / 80 / 72 were slower
 on the H100 (35.26 / 36.2 / 38.7 us, Gemma4 bf16 at T = 250000)."""
 
-FMA_KEYS: bool = False
-"""Whether plan lets route_kernel make the even columns' 16-bit keys by two multiplies (kernel_parts.low_half_key,
-FMA pipe) where four ALU-pipe instructions made them. SASS sm_90 (triton 3.6) at the T = 250000 tiles, path / ALU-pipe
-instructions a warp: Gemma4 bf16 1291 / 820 -> 1266 / 759, Qwen2-MoE 772 / 400 -> 770 / 370 (79 -> 64 registers),
-GPT-OSS 930 / 606 -> 903 / 544, Llama 4 559 / 437 -> 531 / 375. Prepared, off: not timed yet (reports/bench/NOTES.md,
-"Twenty-fourth round")."""
+FMA_KEYS: int = 0
+"""How plan lets route_kernel make the 16-bit keys of rows read as words: 0 on the ALU pipe; 1 the even columns' by
+two multiplies (kernel_parts.low_half_key, FMA pipe) where four ALU-pipe instructions made them; 2 the odd columns'
+too (high_half_key). SASS sm_90 (triton 3.6) at the T = 250000 tiles, path / ALU-pipe instructions a warp, at 1:
+Gemma4 bf16 1291 / 820 -> 1266 / 759, Qwen2-MoE 772 / 400 -> 770 / 370 (79 -> 64 registers), GPT-OSS 930 / 606 ->
+903 / 544, Llama 4 559 / 437 -> 531 / 375; at 2 with LANE_IDS, Gemma4 1217 / 607 (1184 / 670 at 1), but GPT-OSS 90 ->
+118 registers. Prepared, off: not timed yet (reports/bench/NOTES.md, "Twenty-fourth round")."""
 
 LANE_IDS: bool = False
 """Whether plan lets route_kernel pack ids less their lane's part under picks_by_word (ROW_LANES; kernel_parts.lane_offsets):
@@ -479,7 +480,7 @@ class Launch:
 
 def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor, *,
          interpreter: bool = device.INTERPRETER, score: int = SOFTMAX_K, renormalize: bool = True,
-         word_maxima: bool | None = None, fp32_unchecked: bool | None = None, fma_keys: bool | None = None,
+         word_maxima: bool | None = None, fp32_unchecked: bool | None = None, fma_keys: int | None = None,
          lane_ids: bool | None = None) -> Launch:
     """The launch for these (validated) arguments: the table's tile, and the compile-time
     arguments that follow from the problem, not from tuning. ``score``: what the weights are
@@ -488,7 +489,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     row is read as words and holds at least K of them (None: as WORD_MAXIMA says, and where that is None
     as WORD_MAXIMA_SHAPES does), its registers capped on the GPU; ``fp32_unchecked``:
     fp32 keys without the NaN case, a block holding a NaN or an inf checked once (None: as
-    FP32_UNCHECKED says); ``fma_keys``, ``lane_ids``: as FMA_KEYS and LANE_IDS say (None: as they say)."""
+    FP32_UNCHECKED says); ``fma_keys`` (0, 1, 2), ``lane_ids``: as FMA_KEYS and LANE_IDS say (None: as they say)."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter, score=score)
     pairs = reads_pairs(gating_output)
@@ -514,7 +515,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "WORD_MAXIMA": words,
         "ROW_LANES": (max(1, min(t.block_e // t.vec, 32 * t.num_warps // t.block_t))
                   if words and (LANE_IDS if lane_ids is None else lane_ids) else 1),
-        "FMA_KEYS": FMA_KEYS if fma_keys is None else fma_keys,
+        "FMA_KEYS": int(FMA_KEYS if fma_keys is None else fma_keys),
         "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
                            and gating_output.dtype == torch.float32 and t.block_t > 1),
     }, WORD_MAXIMA_MAX_REGISTERS if words and not interpreter else None)

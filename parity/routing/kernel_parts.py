@@ -427,7 +427,7 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
                       EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
                       VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True, ROW_ALIGN: tl.constexpr = 1,
                       BY_WORD: tl.constexpr = False, VOLATILE: tl.constexpr = False, ROW_LANES: tl.constexpr = 1,
-                      FMA_KEYS: tl.constexpr = False):
+                      FMA_KEYS: tl.constexpr = 0):
     """packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
     BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
     its even column's is the word shifted up by 16. Returns (packed, under VALUES the logits as fp32
@@ -437,8 +437,7 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     (even column's, odd column's) along the last axis. VOLATILE: a volatile read, for a rare path
     that must stay behind its branch (the compiler may not move it out and predicate it). ROW_LANES > 1:
     the keys' ids less their lane's part (lane_offsets), which the caller subtracts where keys of
-    different lanes meet (pick_rounds' lane_off, the rows' largest). FMA_KEYS: the even columns' keys by
-    low_half_key (word_keys)."""
+    different lanes meet (pick_rounds' lane_off, the rows' largest). FMA_KEYS: keys by multiplies (word_keys)."""
     words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
     in_row = columns_in_row(2 * words, E, BLOCK_E, VEC, ROW_ALIGN)  # E is even: a word is in the row or wholly beyond it
     mask = row_ok[:, None, None]
@@ -481,21 +480,25 @@ def lane_offsets(BLOCK_E: tl.constexpr, VEC: tl.constexpr, ROW_LANES: tl.constex
 
 @triton.jit
 def word_keys(w, words, COL_BITS: tl.constexpr, NAN_MAG: tl.constexpr, NAN_CHECKED: tl.constexpr = True, E=0,
-              FMA_KEYS: tl.constexpr = False):
+              FMA_KEYS: tl.constexpr = 0):
     """The packed keys (packed_keys) of the two bf16/fp16 logits in each 32-bit word w of a row
     (``words``: the words' indices in their rows): (even column's, odd column's). The even column's
-    pattern is the word's low half, the odd column's its high half. FMA_KEYS (without NAN_CHECKED):
-    the even columns' keys by low_half_key, E the row's length (it makes its multipliers from it)."""
+    pattern is the word's low half, the odd column's its high half. FMA_KEYS (without NAN_CHECKED): 1, the
+    even columns' keys by low_half_key; 2, the odd columns' too, by high_half_key (E: the row's length,
+    which both make their multipliers from)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     if NAN_CHECKED:
         even = top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
         odd = top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
     else:
-        if FMA_KEYS:
+        if FMA_KEYS >= 1:
             even = low_half_key(w, COL_MASK - 2 * words, E)
         else:
             even = top_half_key_unchecked(w << 16, COL_MASK - 2 * words)
-        odd = top_half_key_unchecked(w, COL_MASK - 1 - 2 * words)
+        if FMA_KEYS >= 2:
+            odd = high_half_key(w, COL_MASK - 1 - 2 * words, E)
+        else:
+            odd = top_half_key_unchecked(w, COL_MASK - 1 - 2 * words)
     return even, odd
 
 
@@ -511,6 +514,19 @@ def low_half_key(w, low, E):
     minus_four = (E >> 24) | -4
     plus_one = ((E >> 24) | 1) << 16
     return (w & 0x7FFF) * ((w & 0x8000) * minus_four + plus_one) + low
+
+
+@triton.jit
+def high_half_key(w, low, E):
+    """top_half_key_unchecked(w, low), the key of the pattern in w's high half, by multiplies: the sign
+    s = umulhi(w, 2) (0 or 1; an IMAD.HI), then ``(w & 0x7FFF0000) * (1 - 2 s) + low`` (two IMAD), one
+    ALU-pipe instruction where the shift, xor and subtraction took three (the multipliers made from E,
+    as low_half_key's)."""
+    two = ((E >> 24) | 2).to(tl.uint32)
+    minus_two = (E >> 24) | -2
+    plus_one = (E >> 24) | 1
+    s = tl.umulhi(w.to(tl.uint32, bitcast=True), two).to(tl.int32, bitcast=True)
+    return (w & 0x7FFF0000) * (s * minus_two + plus_one) + low
 
 
 @triton.jit
