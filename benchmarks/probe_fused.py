@@ -11,7 +11,8 @@ python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,netw
 (regs: the table's tile under register caps 64 / 72 / 80 / 96; vec: with 2 to 64 logits a vector; align:
 without ROW_ALIGN, and other rows a warp with it; words: picks_by_word off and on, and on under caps;
 fp32keys: fp32 keys without the NaN select off and on; fmakeys: 16-bit keys by multiplies (even halves) and ids
-less their lane's part, each off and on, then both with the odd halves' keys by multiplies too.)
+less their lane's part, each off and on, then both with the odd halves' keys by multiplies too; econst: E as a
+compile-time constant off and on.)
 A shape is E:dtype[:K[:score]], K 8 unless given, score k (softmax over the K, Gemma4), all (softmax
 over all E, Qwen2-MoE) or sigmoid (Llama 4): 60:bf16:4:all is Qwen2-MoE's router.
 The first configuration of each (shape, T) is the launch table's at that T.
@@ -96,7 +97,8 @@ def launcher(cfg, g, s, w, i, K, score="k"):
     grid = (triton.cdiv(T, cfg["BLOCK_T"]),)
     sc, renorm = SCORES[score]
     launch = plan(g, K, s, score=sc, renormalize=renorm, word_maxima=cfg.get("WORD_MAXIMA"),
-                  fp32_unchecked=cfg.get("FP32_UNCHECKED"), fma_keys=cfg.get("FMA_KEYS"), lane_ids=cfg.get("LANE_IDS"))
+                  fp32_unchecked=cfg.get("FP32_UNCHECKED"), fma_keys=cfg.get("FMA_KEYS"), lane_ids=cfg.get("LANE_IDS"),
+                  e_constant=cfg.get("E_CONSTANT"))
     tile = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"]}
     if cfg["kernel"] != "rounds":
         v3 = load_variant("v3_bitonic_network")
@@ -147,6 +149,10 @@ def configs_for(T, E, dtype, kinds, score="k"):
         # part (fused.LANE_IDS), each off and on at the table's tile
         out += [{**out[0], "FMA_KEYS": f, "LANE_IDS": lanes} for f in (0, 1) for lanes in (False, True)]
         out += [{**out[0], "FMA_KEYS": 2, "LANE_IDS": True}]
+    if "econst" in kinds:
+        # E as a compile-time constant (fused.E_CONSTANT), with the 16-bit keys on the ALU pipe and by multiplies
+        out += [{**out[0], "E_CONSTANT": e, "FMA_KEYS": f} for f in ((0, 1) if dtype.itemsize == 2 else (0,))
+                for e in (False, True)]
     if "regs" in kinds:
         # the table's tile under a register cap: more warps resident a scheduler, or spills (registers are
         # allocated 8 a thread at a time: Gemma4 bf16's tile, 92 -> 96, runs 21 one-warp programs an SM;

@@ -61,17 +61,17 @@ def test_fp32_patterns(dev):
 
 
 @triton.jit
-def _half_keys_kernel(words_ptr, out_ptr, fma_ptr, n, E, HIGH: tl.constexpr, BLOCK: tl.constexpr):
+def _half_keys_kernel(words_ptr, out_ptr, fma_ptr, n, zero, HIGH: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < n
     w = tl.load(words_ptr + offs, mask=ok, other=0)
     low = offs % 128
     if HIGH:
         tl.store(out_ptr + offs, top_half_key_unchecked(w, low), mask=ok)
-        tl.store(fma_ptr + offs, high_half_key(w, low, E), mask=ok)
+        tl.store(fma_ptr + offs, high_half_key(w, low, zero), mask=ok)
     else:
         tl.store(out_ptr + offs, top_half_key_unchecked(w << 16, low), mask=ok)
-        tl.store(fma_ptr + offs, low_half_key(w, low, E), mask=ok)
+        tl.store(fma_ptr + offs, low_half_key(w, low, zero), mask=ok)
 
 
 @pytest.mark.parametrize("high", [False, True], ids=["low_half_key", "high_half_key"])
@@ -88,6 +88,6 @@ def test_keys_by_multiplies_are_the_alu_keys_for_every_pattern(high, dev):
         words = torch.cat([every, (other << 16) | every, (every << 16) | every])
     words = words.to(dev)
     want, got = torch.empty_like(words), torch.empty_like(words)
-    _half_keys_kernel[(triton.cdiv(words.numel(), 1 << 16),)](words, want, got, words.numel(), 128, HIGH=high,
+    _half_keys_kernel[(triton.cdiv(words.numel(), 1 << 16),)](words, want, got, words.numel(), 0, HIGH=high,
                                                                BLOCK=1 << 16)
     assert torch.equal(got, want)

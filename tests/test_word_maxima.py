@@ -147,3 +147,20 @@ def test_words_by_default_where_timed():
         assert not off.constexprs["WORD_MAXIMA"] and off.max_registers is None and "maxnreg" not in off.options()
     interpreted = plan(torch.empty(1000, 128, dtype=torch.bfloat16), 8, s128, interpreter=True)
     assert interpreted.constexprs["WORD_MAXIMA"] and interpreted.max_registers is None
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("E,K", [(60, 4), (100, 6), (128, 8)])
+def test_e_as_a_constant_routes_as_e_at_run_time(E, K, dtype, dev, monkeypatch):
+    """E a compile-time constant (fused.E_CONSTANT: the prepared Qwen2-MoE path) changes no bit."""
+    g = logits(150, E, dtype, dev, seed=E)
+    if dtype != torch.float32:
+        g = with_specials(g)
+    s = scale(E, dev)
+    monkeypatch.setattr(fused_module, "E_CONSTANT", False)
+    base = fused(g, K, s)
+    monkeypatch.setattr(fused_module, "E_CONSTANT", True)
+    assert fused_module.plan(g, K, s).constexprs["E_CONST"] == E
+    new = fused(g, K, s)
+    assert torch.equal(new[1].long(), route64(g, K, s)[1])
+    assert torch.equal(new[1], base[1]) and torch.equal(new[0].nan_to_num(7.0), base[0].nan_to_num(7.0))

@@ -98,9 +98,11 @@ def route_kernel(
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
     SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr, ROW_ALIGN: tl.constexpr = 1,
     WORD_MAXIMA: tl.constexpr = False, FP32_UNCHECKED: tl.constexpr = False, ROW_LANES: tl.constexpr = 1,
-    FMA_KEYS: tl.constexpr = 0,
+    FMA_KEYS: tl.constexpr = 0, E_CONST: tl.constexpr = 0,
 ):
     tl.static_assert(PAIRS or not WORD_MAXIMA, "picks_by_word reads rows as words")
+    if E_CONST > 0:   # E as a compile-time constant (E_CONSTANT): the columns' masks and addresses fold
+        E = E_CONST
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     pid = tl.program_id(0)
     rows = pid * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -126,7 +128,7 @@ def route_kernel(
     if PAIRS:
         packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
                                      NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN, BY_WORD=WORD_MAXIMA, ROW_LANES=ROW_LANES,
-                                     FMA_KEYS=FMA_KEYS)
+                                     FMA_KEYS=FMA_KEYS, zero=T >> 31)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
@@ -437,6 +439,14 @@ the id then costs no instruction of its own. SASS sm_90, Gemma4 bf16 with FMA_KE
 cap) -> 80 registers. Elsewhere ptxas kept every round's lane offsets live (GPT-OSS 90 -> 125 registers, Llama 4
 118 -> 145), so words only. Prepared, off: not timed yet."""
 
+E_CONSTANT: bool = False
+"""Whether plan makes E a compile-time constant of route_kernel (E_CONST; one kernel per E, where BLOCK_E alone told
+rows of 33 to 64 logits apart): the columns' masks fold where a thread's vectors lie inside the row, and Qwen2-MoE's
+rows of 60 load from one address and immediate offsets (SASS sm_90, its bf16 tile: 772 -> 740 instructions, 79 -> 72
+registers). Timed on an H100 (0ef1cd6 against ef8d848, reverted in 6830002): T = 250000 -0.8%, 65536 +3.7%, mixed;
+prepared again as a switch so that the H200 can time it within one tree (reports/bench/NOTES.md, "Nineteenth round").
+Off."""
+
 FP32_UNCHECKED = True
 """Whether plan lets route_kernel key fp32 logits without the NaN select where rows need no padding
 (E a power of two): three ALU instructions a key where the select took five, and one sum of x * 0
@@ -481,7 +491,7 @@ class Launch:
 def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor, *,
          interpreter: bool = device.INTERPRETER, score: int = SOFTMAX_K, renormalize: bool = True,
          word_maxima: bool | None = None, fp32_unchecked: bool | None = None, fma_keys: int | None = None,
-         lane_ids: bool | None = None) -> Launch:
+         lane_ids: bool | None = None, e_constant: bool | None = None) -> Launch:
     """The launch for these (validated) arguments: the table's tile, and the compile-time
     arguments that follow from the problem, not from tuning. ``score``: what the weights are
     (kernel_parts.SOFTMAX_K, SIGMOID, SOFTMAX_ALL); ``renormalize``: a sigmoid's renormalisation
@@ -489,7 +499,8 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     row is read as words and holds at least K of them (None: as WORD_MAXIMA says, and where that is None
     as WORD_MAXIMA_SHAPES does), its registers capped on the GPU; ``fp32_unchecked``:
     fp32 keys without the NaN case, a block holding a NaN or an inf checked once (None: as
-    FP32_UNCHECKED says); ``fma_keys`` (0, 1, 2), ``lane_ids``: as FMA_KEYS and LANE_IDS say (None: as they say)."""
+    FP32_UNCHECKED says); ``fma_keys`` (0, 1, 2), ``lane_ids``, ``e_constant``: as FMA_KEYS, LANE_IDS and E_CONSTANT
+    say (None: as they say)."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter, score=score)
     pairs = reads_pairs(gating_output)
@@ -516,6 +527,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "ROW_LANES": (max(1, min(t.block_e // t.vec, 32 * t.num_warps // t.block_t))
                   if words and (LANE_IDS if lane_ids is None else lane_ids) else 1),
         "FMA_KEYS": int(FMA_KEYS if fma_keys is None else fma_keys),
+        "E_CONST": E if (E_CONSTANT if e_constant is None else e_constant) else 0,
         "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
                            and gating_output.dtype == torch.float32 and t.block_t > 1),
     }, WORD_MAXIMA_MAX_REGISTERS if words and not interpreter else None)

@@ -427,7 +427,7 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
                       EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
                       VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True, ROW_ALIGN: tl.constexpr = 1,
                       BY_WORD: tl.constexpr = False, VOLATILE: tl.constexpr = False, ROW_LANES: tl.constexpr = 1,
-                      FMA_KEYS: tl.constexpr = 0):
+                      FMA_KEYS: tl.constexpr = 0, zero=0):
     """packed_keys for contiguous bf16/fp16 rows of even length, read as 32-bit words: [BLOCK_T,
     BLOCK_E // VEC, VEC], column c * VEC + v. A word's top half is its odd column's pattern as is;
     its even column's is the word shifted up by 16. Returns (packed, under VALUES the logits as fp32
@@ -437,7 +437,8 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     (even column's, odd column's) along the last axis. VOLATILE: a volatile read, for a rare path
     that must stay behind its branch (the compiler may not move it out and predicate it). ROW_LANES > 1:
     the keys' ids less their lane's part (lane_offsets), which the caller subtracts where keys of
-    different lanes meet (pick_rounds' lane_off, the rows' largest). FMA_KEYS: keys by multiplies (word_keys)."""
+    different lanes meet (pick_rounds' lane_off, the rows' largest). FMA_KEYS, zero: keys by multiplies
+    (word_keys)."""
     words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
     in_row = columns_in_row(2 * words, E, BLOCK_E, VEC, ROW_ALIGN)  # E is even: a word is in the row or wholly beyond it
     mask = row_ok[:, None, None]
@@ -448,7 +449,7 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
                 other=0 if EVEN_E else TWO_NEG_INF, volatile=VOLATILE)
     # the ids less their lane's part (lane_offsets): a key returned is the true one plus that part
     in_lane = words - (lane_offsets(BLOCK_E, VEC, ROW_LANES) // 2)[:, :, None]
-    even, odd = word_keys(w, in_lane, COL_BITS, NAN_MAG, NAN_CHECKED, E, FMA_KEYS)
+    even, odd = word_keys(w, in_lane, COL_BITS, NAN_MAG, NAN_CHECKED, FMA_KEYS, zero)
     shape: tl.constexpr = [even.shape[0], BLOCK_E // VEC, VEC]
     x = even  # a stand-in (compiled functions cannot return None)
     if VALUES:
@@ -479,52 +480,52 @@ def lane_offsets(BLOCK_E: tl.constexpr, VEC: tl.constexpr, ROW_LANES: tl.constex
 
 
 @triton.jit
-def word_keys(w, words, COL_BITS: tl.constexpr, NAN_MAG: tl.constexpr, NAN_CHECKED: tl.constexpr = True, E=0,
-              FMA_KEYS: tl.constexpr = 0):
+def word_keys(w, words, COL_BITS: tl.constexpr, NAN_MAG: tl.constexpr, NAN_CHECKED: tl.constexpr = True,
+              FMA_KEYS: tl.constexpr = 0, zero=0):
     """The packed keys (packed_keys) of the two bf16/fp16 logits in each 32-bit word w of a row
     (``words``: the words' indices in their rows): (even column's, odd column's). The even column's
     pattern is the word's low half, the odd column's its high half. FMA_KEYS (without NAN_CHECKED): 1, the
-    even columns' keys by low_half_key; 2, the odd columns' too, by high_half_key (E: the row's length,
-    which both make their multipliers from)."""
+    even columns' keys by low_half_key; 2, the odd columns' too, by high_half_key (``zero``: a run-time
+    zero the compiler cannot see, which both make their multipliers from)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     if NAN_CHECKED:
         even = top_half_key(w << 16, NAN_MAG) | (COL_MASK - 2 * words)
         odd = top_half_key(w, NAN_MAG) | (COL_MASK - 1 - 2 * words)
     else:
         if FMA_KEYS >= 1:
-            even = low_half_key(w, COL_MASK - 2 * words, E)
+            even = low_half_key(w, COL_MASK - 2 * words, zero)
         else:
             even = top_half_key_unchecked(w << 16, COL_MASK - 2 * words)
         if FMA_KEYS >= 2:
-            odd = high_half_key(w, COL_MASK - 1 - 2 * words, E)
+            odd = high_half_key(w, COL_MASK - 1 - 2 * words, zero)
         else:
             odd = top_half_key_unchecked(w, COL_MASK - 1 - 2 * words)
     return even, odd
 
 
 @triton.jit
-def low_half_key(w, low, E):
+def low_half_key(w, low, zero):
     """top_half_key_unchecked(w << 16, low), the key of the pattern in w's low half, by two multiplies:
     ``(w & 0x7FFF) * m + low`` with m = 65536 for a positive pattern and -65536 for a negative one,
-    m = (w & 0x8000) * -4 + 65536. The multiplies' constants are made from E (the row's length, here
-    below 2**24) so that neither LLVM nor ptxas can fold them into shifts: they issue as IMAD on the
+    m = (w & 0x8000) * -4 + 65536. The multiplies' constants are made from ``zero``, 0 at run time (route_kernel
+    passes T >> 31), so that neither LLVM nor ptxas can fold them into shifts: they issue as IMAD on the
     FMA pipe, where the shift, sign extension, xor and subtraction took four ALU-pipe instructions
     (the busiest pipe: reports/bench/NOTES.md, "Seventh round"). Equal bits for every pattern; a
     NaN's key lands where top_half_key_unchecked's does."""
-    minus_four = (E >> 24) | -4
-    plus_one = ((E >> 24) | 1) << 16
+    minus_four = zero | -4
+    plus_one = (zero | 1) << 16
     return (w & 0x7FFF) * ((w & 0x8000) * minus_four + plus_one) + low
 
 
 @triton.jit
-def high_half_key(w, low, E):
+def high_half_key(w, low, zero):
     """top_half_key_unchecked(w, low), the key of the pattern in w's high half, by multiplies: the sign
     s = umulhi(w, 2) (0 or 1; an IMAD.HI), then ``(w & 0x7FFF0000) * (1 - 2 s) + low`` (two IMAD), one
-    ALU-pipe instruction where the shift, xor and subtraction took three (the multipliers made from E,
-    as low_half_key's)."""
-    two = ((E >> 24) | 2).to(tl.uint32)
-    minus_two = (E >> 24) | -2
-    plus_one = (E >> 24) | 1
+    ALU-pipe instruction where the shift, xor and subtraction took three (the multipliers made from
+    ``zero``, as low_half_key's)."""
+    two = (zero | 2).to(tl.uint32)
+    minus_two = zero | -2
+    plus_one = zero | 1
     s = tl.umulhi(w.to(tl.uint32, bitcast=True), two).to(tl.int32, bitcast=True)
     return (w & 0x7FFF0000) * (s * minus_two + plus_one) + low
 
