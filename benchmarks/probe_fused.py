@@ -147,11 +147,10 @@ def configs_for(T, E, dtype, kinds, score="k"):
     if "fmakeys" in kinds and dtype.itemsize == 2:
         # the even columns' keys by multiplies (fused.FMA_KEYS) and, under picks_by_word, ids less their lane's
         # part (fused.LANE_IDS), each off and on at the table's tile
-        out += [{**out[0], "FMA_KEYS": f, "LANE_IDS": lanes} for f in (0, 1) for lanes in (False, True)]
-        out += [{**out[0], "FMA_KEYS": 2, "LANE_IDS": True}]
+        out += [{**out[0], "FMA_KEYS": f, "LANE_IDS": lanes} for f in (0, 1, 2) for lanes in (False, True)]
     if "econst" in kinds:
         # E as a compile-time constant (fused.E_CONSTANT), with the 16-bit keys on the ALU pipe and by multiplies
-        out += [{**out[0], "E_CONSTANT": e, "FMA_KEYS": f} for f in ((0, 1) if dtype.itemsize == 2 else (0,))
+        out += [{**out[0], "E_CONSTANT": e, "FMA_KEYS": f} for f in ((0, 1, 2) if dtype.itemsize == 2 else (0,))
                 for e in (False, True)]
     if "regs" in kinds:
         # the table's tile under a register cap: more warps resident a scheduler, or spills (registers are

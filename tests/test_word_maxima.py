@@ -164,3 +164,23 @@ def test_e_as_a_constant_routes_as_e_at_run_time(E, K, dtype, dev, monkeypatch):
     new = fused(g, K, s)
     assert torch.equal(new[1].long(), route64(g, K, s)[1])
     assert torch.equal(new[1], base[1]) and torch.equal(new[0].nan_to_num(7.0), base[0].nan_to_num(7.0))
+
+
+def test_fma_keys_by_default_where_timed():
+    """Off the tests' switches, the GPU's plan makes the 16-bit keys by multiplies as the H100 timed them: the even
+    halves' under picks_by_word (with ids less their lane's part), both halves' elsewhere, neither at one row a
+    program (not timed there); fp32 keys are no words (FMA_KEYS has no effect on them)."""
+    assert fused_module.FMA_KEYS is None and fused_module.LANE_IDS and not fused_module.E_CONSTANT
+    s128, s60 = scale(128, "cpu"), scale(60, "cpu")
+
+    def gpu(T, E, K, dtype=torch.bfloat16, s=s128):
+        return plan(torch.empty(T, E, dtype=dtype), K, s, interpreter=False).constexprs
+
+    for dtype in (torch.bfloat16, torch.float16):
+        words = gpu(250000, 128, 8, dtype)
+        assert words["WORD_MAXIMA"] and words["FMA_KEYS"] == 1 and words["ROW_LANES"] == 2 and words["E_CONST"] == 0
+    for c in (gpu(250000, 128, 4), gpu(250000, 60, 4, s=s60), gpu(65536, 128, 1)):
+        assert not c["WORD_MAXIMA"] and c["FMA_KEYS"] == 2 and c["ROW_LANES"] == 1
+    assert gpu(64, 128, 8)["FMA_KEYS"] == 0   # one row a program
+    assert plan(torch.empty(250000, 128, dtype=torch.bfloat16), 8, s128, interpreter=False,
+                fma_keys=0).constexprs["FMA_KEYS"] == 0

@@ -425,27 +425,34 @@ WORD_MAXIMA_MAX_REGISTERS = 96
 (17 one-warp programs an SM), at 96 it keeps the table's 21 without a spill; 88 / 80 / 72 were slower
 on the H100 (35.26 / 36.2 / 38.7 us, Gemma4 bf16 at T = 250000)."""
 
-FMA_KEYS: int = 0
+FMA_KEYS: int | None = None
 """How plan lets route_kernel make the 16-bit keys of rows read as words: 0 on the ALU pipe; 1 the even columns' by
 two multiplies (kernel_parts.low_half_key, FMA pipe) where four ALU-pipe instructions made them; 2 the odd columns'
-too (high_half_key). SASS sm_90 (triton 3.6) at the T = 250000 tiles, path / ALU-pipe instructions a warp, at 1:
-Gemma4 bf16 1291 / 820 -> 1266 / 759, Qwen2-MoE 772 / 400 -> 770 / 370 (79 -> 64 registers), GPT-OSS 930 / 606 ->
-903 / 544, Llama 4 559 / 437 -> 531 / 375; at 2 with LANE_IDS, Gemma4 1217 / 607 (1184 / 670 at 1), but GPT-OSS 90 ->
-118 registers. Prepared, off: not timed yet (reports/bench/NOTES.md, "Twenty-fourth round")."""
+too (high_half_key); None (the default) as measured: at tiles of several rows 1 where picks_by_word runs (with
+LANE_IDS) and 2 elsewhere, at one-row programs (small T, latency-bound, not timed) 0. SASS sm_90 (triton 3.6) at the T =
+250000 tiles, path / ALU-pipe instructions a warp: Gemma4 bf16 1291 / 820 -> 1184 / 670 (1 with LANE_IDS; 96 -> 80
+registers), GPT-OSS 930 / 606 -> 903 / 544 at 1, Qwen2-MoE 772 / 400 -> 786 / 341 at 2. Timed on an H100 (probe_fused
+--configs fmakeys,econst, four calls back to back, every row the oracle's; reports/bench/probes/fma-keys-h100.json),
+T = 250000 / 65536, µs: Gemma4 bf16 34.55 / 12.69 -> 33.16-33.20 / 12.44-12.52 at 1 with LANE_IDS (12.38-12.41 at 1
+without, 33.92 at 250000; at 2 without LANE_IDS 34.96 / 13.14, slower); GPT-OSS 30.29 / 11.16 -> 29.47 / 10.75 at 2
+(29.72 / 10.87 at 1); Llama 4 26.47 / 9.53 -> 25.99 / 9.31 at 2; Qwen2-MoE 19.06-19.12 / 7.35 -> 18.34-18.39 / 7.22-7.26
+at 2 (18.48-18.54 / 7.48-7.50 at 1: slower at 65536). reports/bench/NOTES.md, "Twenty-fourth round"."""
 
-LANE_IDS: bool = False
+LANE_IDS: bool = True
 """Whether plan lets route_kernel pack ids less their lane's part under picks_by_word (ROW_LANES; kernel_parts.lane_offsets):
-the id then costs no instruction of its own. SASS sm_90, Gemma4 bf16 with FMA_KEYS: 1266 / 759 -> 1184 / 670, 96 (the
-cap) -> 80 registers. Elsewhere ptxas kept every round's lane offsets live (GPT-OSS 90 -> 125 registers, Llama 4
-118 -> 145), so words only. Prepared, off: not timed yet."""
+the id then costs no instruction of its own. SASS sm_90, Gemma4 bf16 with FMA_KEYS = 1: 1266 / 759 -> 1184 / 670, 96
+(the cap) -> 80 registers. Elsewhere ptxas kept every round's lane offsets live (GPT-OSS 90 -> 125 registers, Llama 4
+118 -> 145), so words only. On the H100 with FMA_KEYS = 1, Gemma4 bf16 33.92 -> 33.16-33.20 µs at T = 250000, 12.38-12.41
+-> 12.44-12.52 at 65536; alone (keys on the ALU pipe) slower, 34.55 -> 34.72 / 12.69 -> 13.14 (fma-keys-h100.json)."""
 
 E_CONSTANT: bool = False
 """Whether plan makes E a compile-time constant of route_kernel (E_CONST; one kernel per E, where BLOCK_E alone told
 rows of 33 to 64 logits apart): the columns' masks fold where a thread's vectors lie inside the row, and Qwen2-MoE's
 rows of 60 load from one address and immediate offsets (SASS sm_90, its bf16 tile: 772 -> 740 instructions, 79 -> 72
 registers). Timed on an H100 (0ef1cd6 against ef8d848, reverted in 6830002): T = 250000 -0.8%, 65536 +3.7%, mixed;
-prepared again as a switch so that the H200 can time it within one tree (reports/bench/NOTES.md, "Nineteenth round").
-Off."""
+prepared again as a switch so that one tree times it (reports/bench/NOTES.md, "Nineteenth round"). On an H100 with
+FMA_KEYS = 2, Qwen2-MoE bf16 18.34 -> 18.16 µs at T = 250000, 7.26 -> 7.22 at 65536 (-1.0%, -0.6%: under the 2% a path
+must win by; alone 19.05 -> 18.76 and 7.37 -> 7.62, as in the nineteenth round). Off."""
 
 FP32_UNCHECKED = True
 """Whether plan lets route_kernel key fp32 logits without the NaN select where rows need no padding
@@ -499,8 +506,8 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     row is read as words and holds at least K of them (None: as WORD_MAXIMA says, and where that is None
     as WORD_MAXIMA_SHAPES does), its registers capped on the GPU; ``fp32_unchecked``:
     fp32 keys without the NaN case, a block holding a NaN or an inf checked once (None: as
-    FP32_UNCHECKED says); ``fma_keys`` (0, 1, 2), ``lane_ids``, ``e_constant``: as FMA_KEYS, LANE_IDS and E_CONSTANT
-    say (None: as they say)."""
+    FP32_UNCHECKED says); ``fma_keys`` (0, 1, 2; None: by the tile, fma_keys_for), ``lane_ids``, ``e_constant``: as
+    FMA_KEYS, LANE_IDS and E_CONSTANT say (None: as they say)."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter, score=score)
     pairs = reads_pairs(gating_output)
@@ -513,6 +520,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     if words is None:
         words = (t.block_e, topk) in WORD_MAXIMA_SHAPES
     words = words and pairs and 1 < topk <= t.block_e // 2 and t.block_t > 1
+    fma = FMA_KEYS if fma_keys is None else fma_keys
     return Launch(T, E, t, {
         "K": topk, "BLOCK_K": block_k, "LOG2_BLOCK_K": block_k.bit_length() - 1, "COL_BITS": col_bits,
         "CHECK_LOSS": gating_output.dtype == torch.float32,
@@ -526,11 +534,16 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "WORD_MAXIMA": words,
         "ROW_LANES": (max(1, min(t.block_e // t.vec, 32 * t.num_warps // t.block_t))
                   if words and (LANE_IDS if lane_ids is None else lane_ids) else 1),
-        "FMA_KEYS": int(FMA_KEYS if fma_keys is None else fma_keys),
+        "FMA_KEYS": fma_keys_for(t, words) if fma is None else int(fma),
         "E_CONST": E if (E_CONSTANT if e_constant is None else e_constant) else 0,
         "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
                            and gating_output.dtype == torch.float32 and t.block_t > 1),
     }, WORD_MAXIMA_MAX_REGISTERS if words and not interpreter else None)
+
+
+def fma_keys_for(t: Tile, words: bool) -> int:
+    """FMA_KEYS's default (None) for a tile: 0 at one row a program, else 1 under picks_by_word, 2 elsewhere."""
+    return 0 if t.block_t == 1 else 1 if words else 2
 
 
 def _launcher(score: int, renormalize: bool = True):
