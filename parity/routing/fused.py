@@ -127,8 +127,8 @@ def route_kernel(
     lane_off = lane_offsets(BLOCK_E, VEC, ROW_LANES)   # [1, C]
     if PAIRS:
         packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
-                                     NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN, BY_WORD=WORD_MAXIMA, ROW_LANES=ROW_LANES,
-                                     FMA_KEYS=FMA_KEYS, zero=T >> 31)
+                                     NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN, BY_WORD=WORD_MAXIMA,
+                                     ROW_LANES=ROW_LANES, FMA_KEYS=FMA_KEYS, zero=T >> 31)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
@@ -430,7 +430,7 @@ FMA_KEYS: int | None = None
 two multiplies (kernel_parts.low_half_key, FMA pipe) where four ALU-pipe instructions made them; 2 the odd columns'
 too (high_half_key); None (the default) as measured: at tiles of several rows 1 where picks_by_word runs (with
 LANE_IDS) and 2 elsewhere, at one-row programs (small T, latency-bound, not timed) 0. SASS sm_90 (triton 3.6) at the T =
-250000 tiles, path / ALU-pipe instructions a warp: Gemma4 bf16 1291 / 820 -> 1184 / 670 (1 with LANE_IDS; 96 -> 80
+250000 tiles, path / ALU-pipe instructions a warp: Gemma4 bf16 1291 / 820 -> 1184 / 671 (1 with LANE_IDS; 96 -> 82
 registers), GPT-OSS 930 / 606 -> 903 / 544 at 1, Qwen2-MoE 772 / 400 -> 786 / 341 at 2. Timed on an H100 (probe_fused
 --configs fmakeys,econst, four calls back to back, every row the oracle's; reports/bench/probes/fma-keys-h100.json),
 T = 250000 / 65536, µs: Gemma4 bf16 34.55 / 12.69 -> 33.16-33.20 / 12.44-12.52 at 1 with LANE_IDS (12.38-12.41 at 1
@@ -439,11 +439,12 @@ without, 33.92 at 250000; at 2 without LANE_IDS 34.96 / 13.14, slower); GPT-OSS 
 at 2 (18.48-18.54 / 7.48-7.50 at 1: slower at 65536). reports/bench/NOTES.md, "Twenty-fourth round"."""
 
 LANE_IDS: bool = True
-"""Whether plan lets route_kernel pack ids less their lane's part under picks_by_word (ROW_LANES; kernel_parts.lane_offsets):
-the id then costs no instruction of its own. SASS sm_90, Gemma4 bf16 with FMA_KEYS = 1: 1266 / 759 -> 1184 / 670, 96
-(the cap) -> 80 registers. Elsewhere ptxas kept every round's lane offsets live (GPT-OSS 90 -> 125 registers, Llama 4
-118 -> 145), so words only. On the H100 with FMA_KEYS = 1, Gemma4 bf16 33.92 -> 33.16-33.20 µs at T = 250000, 12.38-12.41
--> 12.44-12.52 at 65536; alone (keys on the ALU pipe) slower, 34.55 -> 34.72 / 12.69 -> 13.14 (fma-keys-h100.json)."""
+"""Whether plan lets route_kernel pack ids less their lane's part under picks_by_word (ROW_LANES;
+kernel_parts.lane_offsets): the id then costs no instruction of its own. SASS sm_90, Gemma4 bf16 with FMA_KEYS = 1:
+1267 / 760 -> 1184 / 671, 96 (the cap) -> 82 registers. Elsewhere ptxas kept every round's lane offsets live (GPT-OSS
+90 -> 125 registers, Llama 4 118 -> 145), so words only. On the H100 with FMA_KEYS = 1, Gemma4 bf16 33.92 -> 33.16-33.20
+µs at T = 250000, 12.38-12.41 -> 12.44-12.52 at 65536; alone (keys on the ALU pipe) slower, 34.55 -> 34.72 / 12.69 ->
+13.14 (fma-keys-h100.json)."""
 
 E_CONSTANT: bool = False
 """Whether plan makes E a compile-time constant of route_kernel (E_CONST; one kernel per E, where BLOCK_E alone told

@@ -435,8 +435,8 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
     stand-in). NAN_CHECKED as in packed_keys; ROW_ALIGN as in
     columns_in_row. BY_WORD: packed as [BLOCK_T, BLOCK_E // VEC, VEC // 2, 2], a word's two keys
     (even column's, odd column's) along the last axis. VOLATILE: a volatile read, for a rare path
-    that must stay behind its branch (the compiler may not move it out and predicate it). ROW_LANES > 1:
-    the keys' ids less their lane's part (lane_offsets), which the caller subtracts where keys of
+    that must stay behind its branch (the compiler may not move it out and predicate it).
+    ROW_LANES > 1: the keys' ids less their lane's part (lane_offsets), which the caller subtracts where keys of
     different lanes meet (pick_rounds' lane_off, the rows' largest). FMA_KEYS, zero: keys by multiplies
     (word_keys)."""
     words = ((tl.arange(0, BLOCK_E // VEC) * (VEC // 2))[:, None] + tl.arange(0, VEC // 2)[None, :])[None, :, :]
@@ -473,8 +473,8 @@ def packed_pair_keys(row_ptr, row_ok, E, BLOCK_E: tl.constexpr, VEC: tl.constexp
 def lane_offsets(BLOCK_E: tl.constexpr, VEC: tl.constexpr, ROW_LANES: tl.constexpr):
     """[1, BLOCK_E // VEC]: each vector's lane's part of its columns, VEC * (c % ROW_LANES), where a row
     of the tile [BLOCK_T, BLOCK_E // VEC, VEC] spreads over ROW_LANES threads (a thread holds the vectors
-    c, c + ROW_LANES, ...). Keys packed with ids less this part (packed_pair_keys' ROW_LANES) carry an id that
-    is a constant of the register in every lane, which ptxas adds with the key's own add; the lane's
+    c, c + ROW_LANES, ...). Keys packed with ids less this part (packed_pair_keys' ROW_LANES) carry an id
+    that is a constant of the register in every lane, which ptxas adds with the key's own add; the lane's
     part comes back once a round (pick_rounds' lane_off). With ROW_LANES = 1: zeros."""
     return (tl.arange(0, BLOCK_E // VEC) % ROW_LANES * VEC)[None, :]
 
@@ -507,8 +507,8 @@ def word_keys(w, words, COL_BITS: tl.constexpr, NAN_MAG: tl.constexpr, NAN_CHECK
 def low_half_key(w, low, zero):
     """top_half_key_unchecked(w << 16, low), the key of the pattern in w's low half, by two multiplies:
     ``(w & 0x7FFF) * m + low`` with m = 65536 for a positive pattern and -65536 for a negative one,
-    m = (w & 0x8000) * -4 + 65536. The multiplies' constants are made from ``zero``, 0 at run time (route_kernel
-    passes T >> 31), so that neither LLVM nor ptxas can fold them into shifts: they issue as IMAD on the
+    m = (w & 0x8000) * -4 + 65536. The multiplies' constants are made from ``zero``, 0 at run time
+    (route_kernel passes T >> 31), so that neither LLVM nor ptxas can fold them into shifts: they issue as IMAD on the
     FMA pipe, where the shift, sign extension, xor and subtraction took four ALU-pipe instructions
     (the busiest pipe: reports/bench/NOTES.md, "Seventh round"). Equal bits for every pattern; a
     NaN's key lands where top_half_key_unchecked's does."""
