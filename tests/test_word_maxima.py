@@ -107,8 +107,11 @@ def test_fma_keys_pick_as_the_alu_keys(E, K, words, halves, dtype, dev, monkeypa
 
 @pytest.mark.parametrize("epilogue", ["softmax_all", "sigmoid"])
 def test_fma_keys_under_every_epilogue(epilogue, dev, monkeypatch):
+    """Both halves' keys by multiplies under the softmax over all E (Qwen2-MoE) and the sigmoid (Llama 4), on a
+    grid that ties most K-th places."""
     g = with_specials(tied_logits(150, 60, dev, seed=5))
-    assert_prepared_path_matches("FMA_KEYS", g, 4, scale(60, dev), monkeypatch, kernel=EPILOGUE_KERNELS[epilogue], on=2)
+    assert_prepared_path_matches("FMA_KEYS", g, 4, scale(60, dev), monkeypatch, kernel=EPILOGUE_KERNELS[epilogue],
+                                 on=2)
 
 
 def test_words_only_where_a_row_holds_k_words(dev, monkeypatch):
@@ -169,7 +172,7 @@ def test_e_as_a_constant_routes_as_e_at_run_time(E, K, dtype, dev, monkeypatch):
 def test_fma_keys_by_default_where_timed():
     """Off the tests' switches, the GPU's plan makes the 16-bit keys by multiplies as the H100 timed them: the even
     halves' under picks_by_word (with ids less their lane's part), both halves' elsewhere, neither at one row a
-    program (not timed there); fp32 keys are no words (FMA_KEYS has no effect on them)."""
+    program (not timed there)."""
     assert fused_module.FMA_KEYS is None and fused_module.LANE_IDS and not fused_module.E_CONSTANT
     s128, s60 = scale(128, "cpu"), scale(60, "cpu")
 
