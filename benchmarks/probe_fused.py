@@ -98,7 +98,7 @@ def launcher(cfg, g, s, w, i, K, score="k"):
     sc, renorm = SCORES[score]
     launch = plan(g, K, s, score=sc, renormalize=renorm, word_maxima=cfg.get("WORD_MAXIMA"),
                   fp32_unchecked=cfg.get("FP32_UNCHECKED"), fma_keys=cfg.get("FMA_KEYS"), lane_ids=cfg.get("LANE_IDS"),
-                  e_constant=cfg.get("E_CONSTANT"))
+                  e_constant=cfg.get("E_CONSTANT"), min3=cfg.get("MIN3"))
     tile = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"]}
     if cfg["kernel"] != "rounds":
         v3 = load_variant("v3_bitonic_network")
@@ -152,6 +152,11 @@ def configs_for(T, E, dtype, kinds, score="k"):
         # E as a compile-time constant (fused.E_CONSTANT), with the 16-bit keys on the ALU pipe and by multiplies
         out += [{**out[0], "E_CONSTANT": e, "FMA_KEYS": f} for f in ((0, 1, 2) if dtype.itemsize == 2 else (0,))
                 for e in (False, True)]
+    if "min3" in kinds:
+        # the rounds' minimum by three-input mins of paired keys (fused.MIN3), off and on, under the plan's register cap
+        # and, under picks_by_word, at 80 and 72 (six and seven one-warp programs a scheduler where the plan's 82 holds five)
+        caps = (out[0].get("maxnreg"), 80, 72) if E == 128 and dtype.itemsize == 2 and out[0]["BLOCK_T"] > 1 else (None,)
+        out += [{**out[0], "MIN3": m, **({} if r is None else {"maxnreg": r})} for r in caps for m in (False, True)]
     if "regs" in kinds:
         # the table's tile under a register cap: more warps resident a scheduler, or spills (registers are
         # allocated 8 a thread at a time: Gemma4 bf16's tile, 92 -> 96, runs 21 one-warp programs an SM;

@@ -71,6 +71,7 @@ from parity.routing.kernel_parts import (
     order_key,
     key_value,
     top_half_key,
+    unsigned_min_by_pairs,
     fp32_keys_on_top,
     ranks_before,
     load_fp32,
@@ -98,7 +99,7 @@ def route_kernel(
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
     SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr, ROW_ALIGN: tl.constexpr = 1,
     WORD_MAXIMA: tl.constexpr = False, FP32_UNCHECKED: tl.constexpr = False, ROW_LANES: tl.constexpr = 1,
-    FMA_KEYS: tl.constexpr = 0, E_CONST: tl.constexpr = 0,
+    FMA_KEYS: tl.constexpr = 0, E_CONST: tl.constexpr = 0, MIN3: tl.constexpr = False,
 ):
     tl.static_assert(PAIRS or not WORD_MAXIMA, "picks_by_word reads rows as words")
     if E_CONST > 0:   # E as a compile-time constant (E_CONSTANT): the columns' masks and addresses fold
@@ -175,11 +176,12 @@ def route_kernel(
         den = softmax_denominator(x, row_max, LOG2_BLOCK_E, ACCURATE_EXP, not KEY16)
     out_ok = row_ok[:, None] & (slots < K)[None, :]
     if WORD_MAXIMA:
-        top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG, lane_off[:, :, None])
+        top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG, lane_off[:, :, None],
+                               MIN3, ACCURATE_EXP, (T >> 31) - 1)   # ACCURATE_EXP: not the interpreter
         order_in_doubt = 0
     else:
         top_id, order_in_doubt = picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, COL_BITS, CHECK_LOSS,
-                                          lane_off[:, :, None])
+                                          lane_off[:, :, None], MIN3, ACCURATE_EXP, (T >> 31) - 1)
 
     top_id = tl.where(out_ok, top_id, 0)
     # Gathering the chosen logits again (cache hits) also moves the K picks from the reduction's
@@ -199,11 +201,14 @@ def route_kernel(
 
 @triton.jit
 def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_BITS: tl.constexpr,
-                CHECK_LOSS: tl.constexpr, lane_off=0):
+                CHECK_LOSS: tl.constexpr, lane_off=0, MIN3: tl.constexpr = False, NATIVE: tl.constexpr = False,
+                minus_one=-1):
     """The picks' packed keys [BLOCK_T, BLOCK_K] by slot, largest first, from packed keys
     [BLOCK_T, C, V] whose rows' largest is ``best``: each round the largest key below the last
     pick, ``prev - 1 - min_unsigned((prev - 1) - packed)`` (``lane_off``: what each key exceeds its
-    true value by, [1, C, 1] or 0; route_kernel's ROW_LANES). Also, under CHECK_LOSS, which rows
+    true value by, [1, C, 1] or 0; route_kernel's ROW_LANES; MIN3: the minimum by three-input mins of paired gaps,
+    unsigned_min_by_pairs, where a vector holds two keys or more, the gaps by IMAD with ``minus_one``, -1 made at run
+    time, and NATIVE: on the GPU). Also, under CHECK_LOSS, which rows
     have two consecutive picks of the ROUNDS sharing a truncated key, and which have the K-th and
     the (K + 1)-th sharing one (ROUNDS = K + 1)."""
     top = tl.where(slots[None, :] == 0, best[:, None], 0)
@@ -211,8 +216,15 @@ def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_
     at_kth = ambiguous
     for k in tl.static_range(1, ROUNDS):
         prev = best
-        gap = (((prev - 1)[:, None, None] + lane_off) - packed).to(tl.uint32, bitcast=True)
-        best = prev - 1 - tl.min(tl.min(gap, axis=2), axis=1).to(tl.int32, bitcast=True)
+        if MIN3 and packed.shape[2] >= 2:
+            gap = ((prev - 1)[:, None, None] + lane_off) + packed * minus_one
+            if NATIVE:
+                best = prev - 1 - unsigned_min_by_pairs(gap, NATIVE)
+            else:   # the same minimum: the interpreter runs a reduction's combine in Python, element by element
+                best = prev - 1 - tl.min(tl.min(gap.to(tl.uint32, bitcast=True), axis=2), axis=1).to(tl.int32, bitcast=True)
+        else:
+            gap = (((prev - 1)[:, None, None] + lane_off) - packed).to(tl.uint32, bitcast=True)
+            best = prev - 1 - tl.min(tl.min(gap, axis=2), axis=1).to(tl.int32, bitcast=True)
         if CHECK_LOSS:
             tie = (best >> COL_BITS) == (prev >> COL_BITS)
             ambiguous = ambiguous | tie
@@ -225,7 +237,8 @@ def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_
 
 @triton.jit
 def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: tl.constexpr, COL_BITS: tl.constexpr,
-             CHECK_LOSS: tl.constexpr, lane_off=0):
+             CHECK_LOSS: tl.constexpr, lane_off=0, MIN3: tl.constexpr = False, NATIVE: tl.constexpr = False,
+             minus_one=-1):
     """The K picks' ids [BLOCK_T, BLOCK_K] from packed keys [BLOCK_T, C, V] (``best``: the rows'
     largest; ``key``: the full keys, for fp32's exact path; ``cols``: the columns [1, C, V]), and,
     under CHECK_LOSS, whether some row's picks are right as a set but in doubt as to their order
@@ -233,7 +246,8 @@ def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: t
     variant (benchmarks/variants/v8_tma_ring.py) select through here."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     ROUNDS: tl.constexpr = K + 1 if CHECK_LOSS else K  # one more pick shows a tie across the K-th place
-    top, ambiguous, at_kth = pick_rounds(packed, best, slots, K, ROUNDS, COL_BITS, CHECK_LOSS, lane_off)
+    top, ambiguous, at_kth = pick_rounds(packed, best, slots, K, ROUNDS, COL_BITS, CHECK_LOSS, lane_off, MIN3, NATIVE,
+                                         minus_one)
     top_id = COL_MASK - (top & COL_MASK)
     order_in_doubt = 0
     if CHECK_LOSS:
@@ -251,7 +265,8 @@ def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: t
 
 @triton.jit
 def picks_by_word(word_max, best, row_ptr, out_ok, slots, K: tl.constexpr, COL_BITS: tl.constexpr,
-                  NAN_MAG: tl.constexpr, lane_off=0):
+                  NAN_MAG: tl.constexpr, lane_off=0, MIN3: tl.constexpr = False, NATIVE: tl.constexpr = False,
+                  minus_one=-1):
     """The K picks' ids [BLOCK_T, BLOCK_K] of bf16/fp16 rows read as 32-bit words, from each word's
     larger packed key (word_max [BLOCK_T, C, V]; ``best``: the rows' largest). The rounds run over
     the words' maxima, half the keys: their K largest are the K words that can hold a pick (a key
@@ -259,14 +274,14 @@ def picks_by_word(word_max, best, row_ptr, out_ok, slots, K: tl.constexpr, COL_B
     smaller, whose word's larger ranks above it). Those K words are read again (from L1, where the
     row's load left them), and the rounds run once more over their 2K keys."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
-    top, _, _ = pick_rounds(word_max, best, slots, K, K, COL_BITS, False, lane_off)
+    top, _, _ = pick_rounds(word_max, best, slots, K, K, COL_BITS, False, lane_off, MIN3, NATIVE, minus_one)
     col = COL_MASK - (top & COL_MASK)
     w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None] + (col >> 1), mask=out_ok, other=0)
     # the other logit of each chosen word: the low half when the pick is the odd column
     partner = top_half_key(tl.where((col & 1) == 1, w << 16, w), NAN_MAG) | (COL_MASK - (col ^ 1))
     slot_ok = (slots < K)[None, :]
     candidates = tl.join(tl.where(slot_ok, top, -2147483647 - 1), tl.where(slot_ok, partner, -2147483647 - 1))
-    top, _, _ = pick_rounds(candidates, best, slots, K, K, COL_BITS, False)
+    top, _, _ = pick_rounds(candidates, best, slots, K, K, COL_BITS, False, 0, MIN3, NATIVE, minus_one)
     return COL_MASK - (top & COL_MASK)
 
 
@@ -455,6 +470,14 @@ prepared again as a switch so that one tree times it (reports/bench/NOTES.md, "N
 FMA_KEYS = 2, Qwen2-MoE bf16 18.34 -> 18.16 µs at T = 250000, 7.26 -> 7.22 at 65536 (-1.0%, -0.6%: under the 2% a path
 must win by; alone 19.05 -> 18.76 and 7.37 -> 7.62, as in the nineteenth round). Off."""
 
+MIN3: bool = False
+"""Whether plan lets route_kernel take each selection round's minimum by three-input mins of keys in pairs
+(kernel_parts.unsigned_min_by_pairs, inline asm on the GPU; the gaps by IMAD with a -1 made at run time, which ptxas
+cannot fuse into a min on the ALU pipe). SASS sm_90 (triton 3.6), path / ALU-pipe / FMA-pipe instructions a warp at the
+T = 250000 tiles: Gemma4 bf16 1184 / 671 / 433 -> 1213 / 616 / 503, GPT-OSS 931 / 477 / 401 -> 918 / 445 / 417, Qwen2-MoE
+786 / 341 / 344 -> 789 / 336 / 349, Gemma4 fp32 599 / 346 / 171 -> 641 / 316 / 219 (64 -> 72 registers). Off: to be
+timed (reports/bench/NOTES.md, "Twenty-fifth round")."""
+
 FP32_UNCHECKED = True
 """Whether plan lets route_kernel key fp32 logits without the NaN select where rows need no padding
 (E a power of two): three ALU instructions a key where the select took five, and one sum of x * 0
@@ -499,7 +522,7 @@ class Launch:
 def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor, *,
          interpreter: bool = device.INTERPRETER, score: int = SOFTMAX_K, renormalize: bool = True,
          word_maxima: bool | None = None, fp32_unchecked: bool | None = None, fma_keys: int | None = None,
-         lane_ids: bool | None = None, e_constant: bool | None = None) -> Launch:
+         lane_ids: bool | None = None, e_constant: bool | None = None, min3: bool | None = None) -> Launch:
     """The launch for these (validated) arguments: the table's tile, and the compile-time
     arguments that follow from the problem, not from tuning. ``score``: what the weights are
     (kernel_parts.SOFTMAX_K, SIGMOID, SOFTMAX_ALL); ``renormalize``: a sigmoid's renormalisation
@@ -508,7 +531,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     as WORD_MAXIMA_SHAPES does), its registers capped on the GPU; ``fp32_unchecked``:
     fp32 keys without the NaN case, a block holding a NaN or an inf checked once (None: as
     FP32_UNCHECKED says); ``fma_keys`` (0, 1, 2; None: by the tile, fma_keys_for), ``lane_ids``, ``e_constant``: as
-    FMA_KEYS, LANE_IDS and E_CONSTANT say (None: as they say)."""
+    FMA_KEYS, LANE_IDS and E_CONSTANT say (None: as they say); ``min3``: as MIN3 says (None: as it says)."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter, score=score)
     pairs = reads_pairs(gating_output)
@@ -537,6 +560,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
                   if words and (LANE_IDS if lane_ids is None else lane_ids) else 1),
         "FMA_KEYS": fma_keys_for(t, words) if fma is None else int(fma),
         "E_CONST": E if (E_CONSTANT if e_constant is None else e_constant) else 0,
+        "MIN3": MIN3 if min3 is None else min3,
         "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
                            and gating_output.dtype == torch.float32 and t.block_t > 1),
     }, WORD_MAXIMA_MAX_REGISTERS if words and not interpreter else None)

@@ -136,6 +136,46 @@ def exact_topk(key, cols, slots, K: tl.constexpr, BLOCK_E: tl.constexpr, top_id)
 
 
 @triton.jit
+def min3_u32(a, b, c, NATIVE: tl.constexpr):
+    """The unsigned minimum of three int32 bit patterns. On the GPU (NATIVE) two PTX min.u32 in one inline asm, which
+    ptxas issues as one three-input VIMNMX3.U32 (LLVM, which cannot see into the asm, would otherwise fold the mins into
+    its own binary tree, of which ptxas fuses only some); in the interpreter (no inline asm) tl.minimum: the same bits."""
+    if NATIVE:
+        return tl.inline_asm_elementwise("{ .reg .u32 t; min.u32 t, $1, $2; min.u32 $0, t, $3; }", "=r,r,r,r",
+                                         [a, b, c], dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        u = tl.minimum(tl.minimum(a.to(tl.uint32, bitcast=True), b.to(tl.uint32, bitcast=True)),
+                       c.to(tl.uint32, bitcast=True))
+        return u.to(tl.int32, bitcast=True)
+
+
+@triton.jit
+def _pair_min_native(m1, p1, m2, p2):
+    return min3_u32(m1, m2, p1, True), p2
+
+
+@triton.jit
+def _pair_min_interpreted(m1, p1, m2, p2):
+    return min3_u32(m1, m2, p1, False), p2
+
+
+@triton.jit
+def unsigned_min_by_pairs(x, NATIVE: tl.constexpr):
+    """The unsigned minimum of each row of x [BLOCK_T, C, V] (int32 bit patterns, V >= 2 a power of two within one
+    thread), as int32 bits, by three-input mins: the keys go in pairs (m, p), and two pairs combine into
+    (min3(m1, m2, p1), p2), whose min(m, p) is the four's; a row of 2n keys takes n - 1 three-input mins and one
+    two-input where tl.min's tree took ~1.8 n (reports/bench/NOTES.md, "Twenty-fifth round")."""
+    m, p = tl.split(tl.reshape(x, [x.shape[0], x.shape[1], x.shape[2] // 2, 2]))
+    if NATIVE:
+        m, p = tl.reduce((m, p), 2, _pair_min_native)
+        m, p = tl.reduce((m, p), 1, _pair_min_native)
+    else:
+        m, p = tl.reduce((m, p), 2, _pair_min_interpreted)
+        m, p = tl.reduce((m, p), 1, _pair_min_interpreted)
+    return tl.minimum(m.to(tl.uint32, bitcast=True), p.to(tl.uint32, bitcast=True)).to(tl.int32, bitcast=True)
+
+
+@triton.jit
 def pairwise_sum(e, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr):
     """Row sums of e [BLOCK_T, BLOCK_K] by a fixed pairwise tree of neighbours. tl.sum's tree
     follows the layout (rows per program, warps), so its last bit would change with the launch
