@@ -69,7 +69,7 @@ def test_pair_mins_under_every_epilogue(epilogue, dev, monkeypatch):
 def test_pair_mins_pick_as_the_tree_at_other_tiles(block_t, vec, lanes, dev):
     """At tiles the table does not choose, with the words' ids less their lane's part and without, on tied bf16
     logits: the same ids and weights as tl.min's tree."""
-    g = with_specials(tied_logits(96, 128, dev, seed=block_t + vec))
+    g = with_specials(tied_logits(32, 128, dev, seed=block_t + vec))
     s = scale(128, dev)
     for words, row_lanes in ((True, lanes), (False, 1)):
         base = route_at_tile(g, 8, s, block_t, vec, WORD_MAXIMA=words, ROW_LANES=row_lanes, MIN3=False)
