@@ -41,9 +41,10 @@
 # carried) under this tree's benchmarks and scripts, for A/B calls of two kernels in one device call.
 # files: the test files named in TEST_FILES (FILES_LIMIT s, default 200) into logs/pytest_files.log, e.g. the
 # tests mended on the CPU since the suite last ran on a GPU, before a bench in the same call.
-# min3: the twenty-fifth round's owed timing (reports/bench/NOTES.md): probe_fused --configs min3 (fused.MIN3 off and on,
-# Gemma4's tile also at register caps of 80 and 72) over Gemma4's, GPT-OSS's and Qwen2-MoE's bf16 shapes at T = 250000
-# and 65536, twice (logs/min3-1.json, min3-2.json), then tests/test_pair_mins.py on CUDA (the inline asm runs only there).
+# min3: the twenty-fifth round's owed timing (reports/bench/NOTES.md): probe_fused --configs min3 (fused.MIN3 off and
+# on, Gemma4's tile also at register caps of 80 and 72) over Gemma4's, GPT-OSS's and Qwen2-MoE's bf16 shapes at
+# T = 250000 and 65536, twice (logs/min3-1.json, min3-2.json), then tests/test_pair_mins.py on CUDA (the inline asm
+# runs only there).
 # tests: -v, so that each test's result is a line of its own as it finishes: at b84a360 the time limit's interrupt
 # ended pytest in an INTERNALERROR before its summary, and the log held "2 failed" without their names.
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
@@ -173,9 +174,11 @@ for step in $steps; do
     launch) timeout ${LAUNCH_LIMIT:-120} python3 -m benchmarks.probe_launch --out "$LOGS/launch.json" ${LAUNCH_ARGS:-} \
         > "$LOGS/launch.log" 2>&1 ;;
     min3) for i in 1 2; do timeout ${PROBE_LIMIT:-150} python3 -m benchmarks.probe_fused --configs min3 \
-          --shapes 128:bf16:8,128:bf16:4,60:bf16:4:all --out "$LOGS/min3-$i.json" 250000 65536 > "$LOGS/min3-$i.log" 2>&1
+          --shapes 128:bf16:8,128:bf16:4,60:bf16:4:all --out "$LOGS/min3-$i.json" 250000 65536 \
+          > "$LOGS/min3-$i.log" 2>&1
         done
-        timeout 120 python3 -m pytest -n 16 -q -p no:cacheprovider tests/test_pair_mins.py > "$LOGS/pytest_pair_mins.log" 2>&1 ;;
+        timeout 120 python3 -m pytest -n 16 -q -p no:cacheprovider tests/test_pair_mins.py \
+          > "$LOGS/pytest_pair_mins.log" 2>&1 ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;
   esac
@@ -185,5 +188,6 @@ rm -f reports/*/records-gw*.jsonl
 # hypothesis's database holds every failing example it found: it comes back to replay them here.
 tar czf "$OUT/results.tar.gz" reports/$GPU* reports/bench/$GPU* reports/notebooks "$LOGS" \
     $([ -d .hypothesis ] && echo .hypothesis) 2>/dev/null
-cat "$OUT/steps.txt"; tail -3 "$LOGS/pytest_cuda.log" "$LOGS/pytest_files.log" "$LOGS/properties.log" "$LOGS/pytest_pair_mins.log" 2>/dev/null
+cat "$OUT/steps.txt"
+tail -3 "$LOGS/pytest_cuda.log" "$LOGS/pytest_files.log" "$LOGS/properties.log" "$LOGS/pytest_pair_mins.log" 2>/dev/null
 grep -h '"us"\|nan_batch\|passed\|failed\|Error' "$LOGS/tma-ring.log" 2>/dev/null | cut -c1-240 | tail -60; tail -14 "$LOGS/ncu-ring.log" 2>/dev/null | cut -c1-300; tail -6 "$LOGS"/sweep_*.log 2>/dev/null; tail -22 "$LOGS"/fuzz*.log "$LOGS"/impact.log 2>/dev/null

@@ -16,7 +16,8 @@ from test_word_maxima import with_specials
 @triton.jit
 def _rows_min_kernel(x_ptr, out_ptr, C: tl.constexpr, V: tl.constexpr, BLOCK_T: tl.constexpr, NATIVE: tl.constexpr):
     rows = tl.arange(0, BLOCK_T)
-    x = tl.load(x_ptr + rows[:, None, None] * (C * V) + (tl.arange(0, C) * V)[None, :, None] + tl.arange(0, V)[None, None, :])
+    cols = (tl.arange(0, C) * V)[None, :, None] + tl.arange(0, V)[None, None, :]
+    x = tl.load(x_ptr + rows[:, None, None] * (C * V) + cols)
     tl.store(out_ptr + rows, unsigned_min_by_pairs(x, NATIVE))
 
 

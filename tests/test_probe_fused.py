@@ -22,9 +22,10 @@ def test_fp32keys_configurations_only_for_fp32():
 
 
 def test_min3_configurations_under_caps_only_for_the_word_shape():
-    """MIN3 off and on at the table's tile: under the plan's cap, 80 and 72 where Gemma4's words run, else the plan's."""
-    cfgs = configs_for(250000, 128, torch.bfloat16, ["min3"])
-    assert [(c.get("MIN3"), c.get("maxnreg")) for c in cfgs[1:]] == [(False, None), (True, None), (False, 80), (True, 80),
-                                                                      (False, 72), (True, 72)]
-    assert [(c.get("MIN3"), c.get("maxnreg")) for c in configs_for(250000, 60, torch.bfloat16, ["min3"], "all")[1:]] == [
-        (False, None), (True, None)]
+    """MIN3 off and on at the table's tile: under the plan's cap, 80 and 72 where Gemma4's words run, else the
+    plan's."""
+    def settings(E, score="k"):
+        return [(c.get("MIN3"), c.get("maxnreg")) for c in configs_for(250000, E, torch.bfloat16, ["min3"], score)[1:]]
+
+    assert settings(128) == [(False, None), (True, None), (False, 80), (True, 80), (False, 72), (True, 72)]
+    assert settings(60, "all") == [(False, None), (True, None)]

@@ -221,7 +221,8 @@ def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_
             if NATIVE:
                 best = prev - 1 - unsigned_min_by_pairs(gap, NATIVE)
             else:   # the same minimum: the interpreter runs a reduction's combine in Python, element by element
-                best = prev - 1 - tl.min(tl.min(gap.to(tl.uint32, bitcast=True), axis=2), axis=1).to(tl.int32, bitcast=True)
+                gap_min = tl.min(tl.min(gap.to(tl.uint32, bitcast=True), axis=2), axis=1)
+                best = prev - 1 - gap_min.to(tl.int32, bitcast=True)
         else:
             gap = (((prev - 1)[:, None, None] + lane_off) - packed).to(tl.uint32, bitcast=True)
             best = prev - 1 - tl.min(tl.min(gap, axis=2), axis=1).to(tl.int32, bitcast=True)
@@ -473,10 +474,10 @@ must win by; alone 19.05 -> 18.76 and 7.37 -> 7.62, as in the nineteenth round).
 MIN3: bool = False
 """Whether plan lets route_kernel take each selection round's minimum by three-input mins of keys in pairs
 (kernel_parts.unsigned_min_by_pairs, inline asm on the GPU; the gaps by IMAD with a -1 made at run time, which ptxas
-cannot fuse into a min on the ALU pipe). SASS sm_90 (triton 3.6), path / ALU-pipe / FMA-pipe instructions a warp at the
-T = 250000 tiles: Gemma4 bf16 1184 / 671 / 433 -> 1213 / 616 / 503, GPT-OSS 931 / 477 / 401 -> 918 / 445 / 417, Qwen2-MoE
-786 / 341 / 344 -> 789 / 336 / 349, Gemma4 fp32 599 / 346 / 171 -> 641 / 316 / 219 (64 -> 72 registers). Off: to be
-timed (reports/bench/NOTES.md, "Twenty-fifth round")."""
+cannot fuse into a min on the ALU pipe). SASS sm_90 (triton 3.6), path / ALU-pipe / FMA-pipe instructions a warp at
+the T = 250000 tiles: Gemma4 bf16 1184 / 671 / 433 -> 1213 / 616 / 503, GPT-OSS 931 / 477 / 401 -> 918 / 445 / 417,
+Qwen2-MoE 786 / 341 / 344 -> 789 / 336 / 349, Gemma4 fp32 599 / 346 / 171 -> 641 / 316 / 219 (64 -> 72 registers). Off:
+to be timed (reports/bench/NOTES.md, "Twenty-fifth round")."""
 
 FP32_UNCHECKED = True
 """Whether plan lets route_kernel key fp32 logits without the NaN select where rows need no padding

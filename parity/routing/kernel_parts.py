@@ -138,8 +138,9 @@ def exact_topk(key, cols, slots, K: tl.constexpr, BLOCK_E: tl.constexpr, top_id)
 @triton.jit
 def min3_u32(a, b, c, NATIVE: tl.constexpr):
     """The unsigned minimum of three int32 bit patterns. On the GPU (NATIVE) two PTX min.u32 in one inline asm, which
-    ptxas issues as one three-input VIMNMX3.U32 (LLVM, which cannot see into the asm, would otherwise fold the mins into
-    its own binary tree, of which ptxas fuses only some); in the interpreter (no inline asm) tl.minimum: the same bits."""
+    ptxas issues as one three-input VIMNMX3.U32 (LLVM, which cannot see into the asm, would otherwise fold the mins
+    into its own binary tree, of which ptxas fuses only some); in the interpreter (no inline asm) tl.minimum: the
+    same bits."""
     if NATIVE:
         return tl.inline_asm_elementwise("{ .reg .u32 t; min.u32 t, $1, $2; min.u32 $0, t, $3; }", "=r,r,r,r",
                                          [a, b, c], dtype=tl.int32, is_pure=True, pack=1)
