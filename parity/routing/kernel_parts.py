@@ -165,7 +165,8 @@ def unsigned_min_by_pairs(x, NATIVE: tl.constexpr):
     """The unsigned minimum of each row of x [BLOCK_T, C, V] (int32 bit patterns, V >= 2 a power of two within one
     thread), as int32 bits, by three-input mins: the keys go in pairs (m, p), and two pairs combine into
     (min3(m1, m2, p1), p2), whose min(m, p) is the four's; a row of 2n keys takes n - 1 three-input mins and one
-    two-input where tl.min's tree took ~1.4 n (Gemma4's rounds: 23 for 32 keys) (reports/bench/NOTES.md, "Twenty-fifth round")."""
+    two-input where tl.min's tree took ~1.4 n (Gemma4's rounds: 23 for 32 keys; reports/bench/NOTES.md,
+    "Twenty-fifth round")."""
     m, p = tl.split(tl.reshape(x, [x.shape[0], x.shape[1], x.shape[2] // 2, 2]))
     if NATIVE:
         m, p = tl.reduce((m, p), 2, _pair_min_native)
