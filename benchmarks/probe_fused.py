@@ -154,8 +154,8 @@ def configs_for(T, E, dtype, kinds, score="k"):
                 for e in (False, True)]
     if "min3" in kinds:
         # the rounds' minimum by three-input mins of paired keys (fused.MIN3), off and on, under the plan's register cap
-        # and, under picks_by_word, at 80 and 72 (six and seven one-warp programs a scheduler where the plan's 82
-        # holds five)
+        # and, at E = 128 16-bit tiles of several rows, at 80 and 72: for Gemma4's words six and seven one-warp programs
+        # a scheduler where the plan's 82 holds five; GPT-OSS's shape (119 registers, spilling under both) a control
         words = E == 128 and dtype.itemsize == 2 and out[0]["BLOCK_T"] > 1
         caps = (out[0].get("maxnreg"), 80, 72) if words else (None,)
         out += [{**out[0], "MIN3": m, **({} if r is None else {"maxnreg": r})} for r in caps for m in (False, True)]

@@ -126,10 +126,14 @@ def route_kernel(
     # ROW_LANES > 1: the keys' ids lack their lane's part (kernel_parts.lane_offsets), which comes back where
     # keys of different lanes meet: in each round (pick_rounds) and in the rows' largest
     lane_off = lane_offsets(BLOCK_E, VEC, ROW_LANES)   # [1, C]
+    # 0 at run time (T < 2**31), which the compiler cannot fold: the keys' multipliers (FMA_KEYS) and the rounds' -1
+    # (MIN3) are made from it; NATIVE: inline asm, which the interpreter lacks as it lacks libdevice's exp
+    zero = T >> 31
+    NATIVE: tl.constexpr = ACCURATE_EXP
     if PAIRS:
         packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
                                      NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN, BY_WORD=WORD_MAXIMA,
-                                     ROW_LANES=ROW_LANES, FMA_KEYS=FMA_KEYS, zero=T >> 31)
+                                     ROW_LANES=ROW_LANES, FMA_KEYS=FMA_KEYS, zero=zero)
         key = packed  # unused: 16-bit keys are packed whole, CHECK_LOSS is off
     else:
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
@@ -177,11 +181,11 @@ def route_kernel(
     out_ok = row_ok[:, None] & (slots < K)[None, :]
     if WORD_MAXIMA:
         top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG, lane_off[:, :, None],
-                               MIN3, ACCURATE_EXP, (T >> 31) - 1)   # ACCURATE_EXP: not the interpreter
+                               MIN3, NATIVE, zero - 1)
         order_in_doubt = 0
     else:
         top_id, order_in_doubt = picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, COL_BITS, CHECK_LOSS,
-                                          lane_off[:, :, None], MIN3, ACCURATE_EXP, (T >> 31) - 1)
+                                          lane_off[:, :, None], MIN3, NATIVE, zero - 1)
 
     top_id = tl.where(out_ok, top_id, 0)
     # Gathering the chosen logits again (cache hits) also moves the K picks from the reduction's
