@@ -43,7 +43,8 @@
 # tests mended on the CPU since the suite last ran on a GPU, before a bench in the same call.
 # min3: the twenty-fifth round's owed timing (reports/bench/NOTES.md): probe_fused --configs min3 (fused.MIN3 off and
 # on, Gemma4's tile also at register caps of 80 and 72) over Gemma4's, GPT-OSS's and Qwen2-MoE's bf16 shapes at
-# T = 250000 and 65536, twice (logs/min3-1.json, min3-2.json), then tests/test_pair_mins.py on CUDA (the inline asm
+# T = 250000 and 65536, twice (logs/min3-1.json, min3-2.json; their medians printed and in logs/min3-medians.json,
+# benchmarks/probe_medians), then tests/test_pair_mins.py on CUDA (the inline asm
 # runs only there).
 # tests: -v, so that each test's result is a line of its own as it finishes: at b84a360 the time limit's interrupt
 # ended pytest in an INTERNALERROR before its summary, and the log held "2 failed" without their names.
@@ -177,8 +178,9 @@ for step in $steps; do
           --shapes 128:bf16:8,128:bf16:4,60:bf16:4:all --out "$LOGS/min3-$i.json" 250000 65536 \
           > "$LOGS/min3-$i.log" 2>&1
         done
+        python3 -m benchmarks.probe_medians "$LOGS"/min3-[12].json --out "$LOGS/min3-medians.json" | tee "$LOGS/min3.log"
         timeout 120 python3 -m pytest -n 16 -q -p no:cacheprovider tests/test_pair_mins.py \
-          > "$LOGS/pytest_pair_mins.log" 2>&1 ;;
+          > "$LOGS/pytest_pair_mins.log" 2>&1; tail -3 "$LOGS/pytest_pair_mins.log" ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;
   esac
