@@ -42,7 +42,7 @@
 # files: the test files named in TEST_FILES (FILES_LIMIT s, default 200) into logs/pytest_files.log, e.g. the
 # tests mended on the CPU since the suite last ran on a GPU, before a bench in the same call.
 # min3: the twenty-fifth round's owed timing (reports/bench/NOTES.md): probe_fused --configs min3 (fused.MIN3 off and
-# on, Gemma4's tile also at register caps of 80 and 72) over Gemma4's, GPT-OSS's and Qwen2-MoE's bf16 shapes at
+# on, Gemma4's tile also at register caps of 80 and 72) over Gemma4's (bf16, fp32), GPT-OSS's, Qwen2-MoE's and Llama 4's shapes at
 # T = 250000 and 65536, twice (logs/min3-1.json, min3-2.json; their medians printed and in logs/min3-medians.json,
 # benchmarks/probe_medians), then tests/test_pair_mins.py on CUDA (the inline asm
 # runs only there).
@@ -174,8 +174,8 @@ for step in $steps; do
     split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
     launch) timeout ${LAUNCH_LIMIT:-120} python3 -m benchmarks.probe_launch --out "$LOGS/launch.json" ${LAUNCH_ARGS:-} \
         > "$LOGS/launch.log" 2>&1 ;;
-    min3) for i in 1 2; do timeout ${PROBE_LIMIT:-150} python3 -m benchmarks.probe_fused --configs min3 \
-          --shapes 128:bf16:8,128:bf16:4,60:bf16:4:all --out "$LOGS/min3-$i.json" 250000 65536 \
+    min3) for i in 1 2; do timeout ${PROBE_LIMIT:-200} python3 -m benchmarks.probe_fused --configs min3 \
+          --shapes 128:bf16:8,128:bf16:4,60:bf16:4:all,128:fp32:8,128:bf16:1:sigmoid --out "$LOGS/min3-$i.json" 250000 65536 \
           > "$LOGS/min3-$i.log" 2>&1
         done
         python3 -m benchmarks.probe_medians "$LOGS"/min3-[12].json --out "$LOGS/min3-medians.json" | tee "$LOGS/min3.log"
