@@ -159,6 +159,11 @@ def configs_for(T, E, dtype, kinds, score="k"):
         words = E == 128 and dtype.itemsize == 2 and out[0]["BLOCK_T"] > 1
         caps = (out[0].get("maxnreg"), 80, 72) if words else (None,)
         out += [{**out[0], "MIN3": m, **({} if r is None else {"maxnreg": r})} for r in caps for m in (False, True)]
+    if "fp32fma" in kinds and dtype == torch.float32:
+        # fp32 keys by multiplies (fused.FP32_FMA_KEYS, FMA_KEYS 1) off and on, with MIN3 off and on, uncapped (72
+        # registers with either, seven one-warp programs a scheduler) and under 64 (eight, the table's; no spill)
+        out += [{**out[0], "FMA_KEYS": f, "MIN3": m, **({} if r is None else {"maxnreg": r})}
+                for r in (None, 64) for m in (False, True) for f in (0, 1)]
     if "regs" in kinds:
         # the table's tile under a register cap: more warps resident a scheduler, or spills (registers are
         # allocated 8 a thread at a time: Gemma4 bf16's tile, 92 -> 96, runs 21 one-warp programs an SM;

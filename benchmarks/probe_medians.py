@@ -35,7 +35,7 @@ def main() -> None:
     a = ap.parse_args()
     runs = [json.load(open(p))["rows"] for p in a.runs]
     rows = medians(runs)
-    shown = ("T", "E", "K", "dtype", "BLOCK_T", "MIN3", "maxnreg")
+    shown = ("T", "E", "K", "dtype", "BLOCK_T", "FMA_KEYS", "MIN3", "maxnreg")
     for r in rows:
         print(" ".join(f"{k}={r.get(k)}" for k in shown), f"median={r['median_us']:.2f}", r["runs_us"],
               "ok" if r["ok"] else "NOT THE ORACLE'S")

@@ -42,10 +42,11 @@
 # files: the test files named in TEST_FILES (FILES_LIMIT s, default 200) into logs/pytest_files.log, e.g. the
 # tests mended on the CPU since the suite last ran on a GPU, before a bench in the same call.
 # min3: the twenty-fifth round's owed timing (reports/bench/NOTES.md): probe_fused --configs min3 (fused.MIN3 off and
-# on, Gemma4's tile also at register caps of 80 and 72) over Gemma4's (bf16, fp32), GPT-OSS's, Qwen2-MoE's and Llama 4's shapes at
-# T = 250000 and 65536, twice (logs/min3-1.json, min3-2.json; their medians printed and in logs/min3-medians.json,
-# benchmarks/probe_medians), then tests/test_pair_mins.py on CUDA (the inline asm
-# runs only there).
+# on, Gemma4's tile also at register caps of 80 and 72) over Gemma4's (bf16, fp32), GPT-OSS's and Qwen2-MoE's shapes
+# (Llama 4's K = 1 has no rounds) at T = 250000 and 65536, fp32 also its keys by multiplies (fused.FP32_FMA_KEYS)
+# under MIN3 and a cap of 64 (fp32fma), twice (logs/min3-1.json, min3-2.json; their medians printed and in
+# logs/min3-medians.json, benchmarks/probe_medians), then on CUDA tests/test_pair_mins.py (the inline asm runs only
+# there), test_fp32_unchecked.py and test_kernel_parts.py (the fp32 keys by multiplies).
 # tests: -v, so that each test's result is a line of its own as it finishes: at b84a360 the time limit's interrupt
 # ended pytest in an INTERNALERROR before its summary, and the log held "2 failed" without their names.
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
@@ -174,12 +175,13 @@ for step in $steps; do
     split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
     launch) timeout ${LAUNCH_LIMIT:-120} python3 -m benchmarks.probe_launch --out "$LOGS/launch.json" ${LAUNCH_ARGS:-} \
         > "$LOGS/launch.log" 2>&1 ;;
-    min3) for i in 1 2; do timeout ${PROBE_LIMIT:-200} python3 -m benchmarks.probe_fused --configs min3 \
-          --shapes 128:bf16:8,128:bf16:4,60:bf16:4:all,128:fp32:8,128:bf16:1:sigmoid --out "$LOGS/min3-$i.json" 250000 65536 \
+    min3) for i in 1 2; do timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --configs min3,fp32fma \
+          --shapes 128:bf16:8,128:bf16:4,60:bf16:4:all,128:fp32:8 --out "$LOGS/min3-$i.json" 250000 65536 \
           > "$LOGS/min3-$i.log" 2>&1
         done
         python3 -m benchmarks.probe_medians "$LOGS"/min3-[12].json --out "$LOGS/min3-medians.json" | tee "$LOGS/min3.log"
-        timeout 120 python3 -m pytest -n 16 -q -p no:cacheprovider tests/test_pair_mins.py \
+        timeout 120 python3 -m pytest -n 16 -q -p no:cacheprovider tests/test_pair_mins.py tests/test_fp32_unchecked.py \
+          tests/test_kernel_parts.py \
           > "$LOGS/pytest_pair_mins.log" 2>&1; tail -3 "$LOGS/pytest_pair_mins.log" ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;

@@ -29,3 +29,12 @@ def test_min3_configurations_under_caps_only_for_the_word_shape():
 
     assert settings(128) == [(False, None), (True, None), (False, 80), (True, 80), (False, 72), (True, 72)]
     assert settings(60, "all") == [(False, None), (True, None)]
+
+
+def test_fp32fma_configurations_only_for_fp32():
+    """fp32 keys by multiplies and MIN3, each off and on, uncapped and under 64 registers; nothing for 16-bit logits."""
+    cfgs = configs_for(250000, 128, torch.float32, ["fp32fma"])
+    assert [(c.get("FMA_KEYS"), c.get("MIN3"), c.get("maxnreg")) for c in cfgs[1:]] == [
+        (0, False, None), (1, False, None), (0, True, None), (1, True, None),
+        (0, False, 64), (1, False, 64), (0, True, 64), (1, True, 64)]
+    assert configs_for(250000, 128, torch.bfloat16, ["fp32fma"]) == configs_for(250000, 128, torch.bfloat16, [])

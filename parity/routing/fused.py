@@ -138,7 +138,8 @@ def route_kernel(
     else:
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
                                      columns_in_row(cols, E, BLOCK_E, VEC, ROW_ALIGN), COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16,
-                                     not KEY16 and (SCORE == 2 or UNCHECKED), NAN_CHECKED=not UNCHECKED)
+                                     not KEY16 and (SCORE == 2 or UNCHECKED), NAN_CHECKED=not UNCHECKED,
+                                     FMA_KEYS=FMA_KEYS, zero=zero)
 
     if WORD_MAXIMA:
         # the rounds run over each word's larger key; picks_by_word adds the smaller ones back
@@ -446,9 +447,10 @@ WORD_MAXIMA_MAX_REGISTERS = 96
 on the H100 (35.26 / 36.2 / 38.7 us, Gemma4 bf16 at T = 250000)."""
 
 FMA_KEYS: int | None = None
-"""How plan lets route_kernel make the 16-bit keys of rows read as words: 0 on the ALU pipe; 1 the even columns' by
+"""How plan lets route_kernel make the keys: of 16-bit rows read as words, 0 on the ALU pipe; 1 the even columns' by
 two multiplies (kernel_parts.low_half_key, FMA pipe) where four ALU-pipe instructions made them; 2 the odd columns'
-too (high_half_key); None (the default) as measured: at tiles of several rows 1 where picks_by_word runs (with
+too (high_half_key); for fp32 logits (not read as words) 1 or 2 their keys by multiplies (FP32_FMA_KEYS); None (the
+default) as measured: at tiles of several rows 1 where picks_by_word runs (with
 LANE_IDS) and 2 elsewhere, at one-row programs (small T, latency-bound, not timed) 0. SASS sm_90 (triton 3.6) at the T =
 250000 tiles, path / ALU-pipe instructions a warp: Gemma4 bf16 1291 / 820 -> 1184 / 671 (1 with LANE_IDS; 96 -> 82
 registers), GPT-OSS 930 / 606 -> 903 / 544 at 1, Qwen2-MoE 772 / 400 -> 786 / 341 at 2. Timed on an H100 (probe_fused
@@ -457,6 +459,14 @@ T = 250000 / 65536, µs: Gemma4 bf16 34.55 / 12.69 -> 33.16-33.20 / 12.44-12.52 
 without, 33.92 at 250000; at 2 without LANE_IDS 34.96 / 13.14, slower); GPT-OSS 30.29 / 11.16 -> 29.47 / 10.75 at 2
 (29.72 / 10.87 at 1); Llama 4 26.47 / 9.53 -> 25.99 / 9.31 at 2; Qwen2-MoE 19.06-19.12 / 7.35 -> 18.34-18.39 / 7.22-7.26
 at 2 (18.48-18.54 / 7.48-7.50 at 1: slower at 65536). reports/bench/NOTES.md, "Twenty-fourth round"."""
+
+FP32_FMA_KEYS: bool = False
+"""Whether FMA_KEYS's default (None) makes fp32 keys by multiplies at tiles of several rows (FMA_KEYS >= 1 there:
+kernel_parts.fp32_key_by_multiplies, an IMAD.HI and three IMADs on the FMA pipe where sign_magnitude_unchecked took
+two ALU-pipe instructions and an IMAD; the same bits). SASS sm_90 (triton 3.6), Gemma4 fp32's T = 250000 tile, path /
+ALU / FMA a warp: 599 / 346 / 171 (64 registers) -> 620 / 319 / 219 (72), 624 / 323 / 219 under maxnreg 64 (no spill);
+with MIN3 666 / 293 / 267 under 64. The ALU pipe issues a warp's instruction every two cycles, so 346 of them hold it
+692 cycles a warp, more than the 599 issue slots. Off: to be timed (reports/bench/NOTES.md, "Twenty-sixth round")."""
 
 LANE_IDS: bool = True
 """Whether plan lets route_kernel pack ids less their lane's part under picks_by_word (ROW_LANES;
@@ -563,7 +573,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "WORD_MAXIMA": words,
         "ROW_LANES": (max(1, min(t.block_e // t.vec, 32 * t.num_warps // t.block_t))
                   if words and (LANE_IDS if lane_ids is None else lane_ids) else 1),
-        "FMA_KEYS": fma_keys_for(t, words) if fma is None else int(fma),
+        "FMA_KEYS": fma_keys_for(t, words, gating_output.dtype) if fma is None else int(fma),
         "E_CONST": E if (E_CONSTANT if e_constant is None else e_constant) else 0,
         "MIN3": MIN3 if min3 is None else min3,
         "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
@@ -571,9 +581,14 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     }, WORD_MAXIMA_MAX_REGISTERS if words and not interpreter else None)
 
 
-def fma_keys_for(t: Tile, words: bool) -> int:
-    """FMA_KEYS's default (None) for a tile: 0 at one row a program, else 1 under picks_by_word, 2 elsewhere."""
-    return 0 if t.block_t == 1 else 1 if words else 2
+def fma_keys_for(t: Tile, words: bool, dtype: torch.dtype) -> int:
+    """FMA_KEYS's default (None) for a tile: 0 at one row a program, else for 16-bit logits 1 under picks_by_word, 2
+    elsewhere, and for fp32 ones 1 where FP32_FMA_KEYS says."""
+    if t.block_t == 1:
+        return 0
+    if dtype == torch.float32:
+        return int(FP32_FMA_KEYS)
+    return 1 if words else 2
 
 
 def _launcher(score: int, renormalize: bool = True):

@@ -416,7 +416,8 @@ def columns_in_row(cols, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, ROW_ALIGN:
 @triton.jit
 def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.constexpr,
                  EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
-                 VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True):
+                 VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True, FMA_KEYS: tl.constexpr = 0,
+                 zero=0):
     """Load logits and pack each into one int32: order key, then BLOCK_E - 1 - id in the low
     COL_BITS bits (unique in its row; larger packed = larger logit, then lower id). Returns
     (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16, and under
@@ -429,7 +430,8 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
     Without NAN_CHECKED, bf16/fp16 keys come from top_half_key_unchecked (the caller checks with
     half_keys_hold_nan) and the full key returned is the packed one; fp32 keys are
     sign_magnitude_key's without the NaN case (a NaN's key lands beyond +inf's or below -inf's; the
-    caller checks: fp32_keys_on_top)."""
+    caller checks: fp32_keys_on_top), by multiplies where FMA_KEYS >= 1 (fp32_key_by_multiplies; ``zero``: 0 at run
+    time)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     if not EVEN_E:
         mask = mask & col_ok
@@ -452,6 +454,8 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
         raw = tl.load(ptrs.to(tl.pointer_type(tl.int32)), mask=mask, other=0 if EVEN_E else NAN_MAG - 2147483648)
         if NAN_CHECKED:
             key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
+        elif FMA_KEYS >= 1:
+            key = fp32_key_by_multiplies(raw, zero)
         else:
             key = sign_magnitude_unchecked(raw, 0x7FFFFFFF)
         packed = (key & ~COL_MASK) | (COL_MASK - cols)
@@ -570,6 +574,20 @@ def high_half_key(w, low, zero):
     plus_one = zero | 1
     s = tl.umulhi(w.to(tl.uint32, bitcast=True), two).to(tl.int32, bitcast=True)
     return (w & 0x7FFF0000) * (s * minus_two + plus_one) + low
+
+
+@triton.jit
+def fp32_key_by_multiplies(w, zero):
+    """sign_magnitude_unchecked(w, 0x7FFFFFFF), fp32 bits' key, by multiplies: the sign s = umulhi(w, 2) (0 or 1;
+    an IMAD.HI), then ``w * (1 - 2 s) + s * 2**31`` (mod 2**32: -w + 2**31 = -(w & 0x7FFFFFFF) for a negative w), all
+    on the FMA pipe where the shift, xor and subtraction took two ALU-pipe instructions and one IMAD (the multipliers
+    made from ``zero``, as low_half_key's). Equal bits for every pattern, NaNs' included."""
+    two = (zero | 2).to(tl.uint32)
+    minus_two = zero | -2
+    plus_one = zero | 1
+    top_bit = zero | (-2147483647 - 1)
+    s = tl.umulhi(w.to(tl.uint32, bitcast=True), two).to(tl.int32, bitcast=True)
+    return w * (s * minus_two + plus_one) + s * top_bit
 
 
 @triton.jit
