@@ -44,7 +44,7 @@
 # min3: the twenty-fifth round's owed timing (reports/bench/NOTES.md): probe_fused --configs min3 (fused.MIN3 off and
 # on, Gemma4's tile also at register caps of 80 and 72) over Gemma4's (bf16, fp32), GPT-OSS's and Qwen2-MoE's shapes
 # (Llama 4's K = 1 has no rounds) at T = 250000 and 65536, fp32 also its keys by multiplies (fused.FP32_FMA_KEYS)
-# under MIN3 and a cap of 64 (fp32fma), twice (logs/min3-1.json, min3-2.json; their medians printed and in
+# under MIN3 and a cap of 64 (fp32fma), MIN3_RUNS times (default 2: logs/min3-1.json, ...; their medians printed and in
 # logs/min3-medians.json, benchmarks/probe_medians), then on CUDA tests/test_pair_mins.py (the inline asm runs only
 # there), test_fp32_unchecked.py and test_kernel_parts.py (the fp32 keys by multiplies).
 # tests: -v, so that each test's result is a line of its own as it finishes: at b84a360 the time limit's interrupt
@@ -175,11 +175,11 @@ for step in $steps; do
     split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
     launch) timeout ${LAUNCH_LIMIT:-120} python3 -m benchmarks.probe_launch --out "$LOGS/launch.json" ${LAUNCH_ARGS:-} \
         > "$LOGS/launch.log" 2>&1 ;;
-    min3) for i in 1 2; do timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --configs min3,fp32fma \
+    min3) for i in $(seq ${MIN3_RUNS:-2}); do timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --configs min3,fp32fma \
           --shapes 128:bf16:8,128:bf16:4,60:bf16:4:all,128:fp32:8 --out "$LOGS/min3-$i.json" 250000 65536 \
           > "$LOGS/min3-$i.log" 2>&1
         done
-        python3 -m benchmarks.probe_medians "$LOGS"/min3-[12].json --out "$LOGS/min3-medians.json" | tee "$LOGS/min3.log"
+        python3 -m benchmarks.probe_medians "$LOGS"/min3-[0-9].json --out "$LOGS/min3-medians.json" | tee "$LOGS/min3.log"
         timeout 120 python3 -m pytest -n 16 -q -p no:cacheprovider tests/test_pair_mins.py tests/test_fp32_unchecked.py \
           tests/test_kernel_parts.py \
           > "$LOGS/pytest_pair_mins.log" 2>&1; tail -3 "$LOGS/pytest_pair_mins.log" ;;
