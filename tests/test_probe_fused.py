@@ -32,9 +32,12 @@ def test_min3_configurations_under_caps_only_for_the_word_shape():
 
 
 def test_fp32fma_configurations_only_for_fp32():
-    """fp32 keys by multiplies and MIN3, each off and on, uncapped and under 64 registers; nothing for 16-bit logits."""
+    """fp32 keys by multiplies and MIN3, each off and on, uncapped and under 64 registers, and at twice the table's
+    rows a warp; nothing for 16-bit logits."""
     cfgs = configs_for(250000, 128, torch.float32, ["fp32fma"])
-    assert [(c.get("FMA_KEYS"), c.get("MIN3"), c.get("maxnreg")) for c in cfgs[1:]] == [
-        (0, False, None), (1, False, None), (0, True, None), (1, True, None),
-        (0, False, 64), (1, False, 64), (0, True, 64), (1, True, 64)]
+    table = cfgs[0]["BLOCK_T"]
+    assert [(c["BLOCK_T"], c.get("FMA_KEYS"), c.get("MIN3"), c.get("maxnreg")) for c in cfgs[1:]] == [
+        (table, 0, False, None), (table, 1, False, None), (table, 0, True, None), (table, 1, True, None),
+        (table, 0, False, 64), (table, 1, False, 64), (table, 0, True, 64), (table, 1, True, 64),
+        (2 * table, 0, False, None), (2 * table, 1, False, None), (2 * table, 0, True, None), (2 * table, 1, True, None)]
     assert configs_for(250000, 128, torch.bfloat16, ["fp32fma"]) == configs_for(250000, 128, torch.bfloat16, [])
