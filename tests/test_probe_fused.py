@@ -39,5 +39,6 @@ def test_fp32fma_configurations_only_for_fp32():
     assert [(c["BLOCK_T"], c.get("FMA_KEYS"), c.get("MIN3"), c.get("maxnreg")) for c in cfgs[1:]] == [
         (table, 0, False, None), (table, 1, False, None), (table, 0, True, None), (table, 1, True, None),
         (table, 0, False, 64), (table, 1, False, 64), (table, 0, True, 64), (table, 1, True, 64),
-        (2 * table, 0, False, None), (2 * table, 1, False, None), (2 * table, 0, True, None), (2 * table, 1, True, None)]
+        (2 * table, 0, False, None), (2 * table, 1, False, None),
+        (2 * table, 0, True, None), (2 * table, 1, True, None)]
     assert configs_for(250000, 128, torch.bfloat16, ["fp32fma"]) == configs_for(250000, 128, torch.bfloat16, [])
