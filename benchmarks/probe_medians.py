@@ -6,6 +6,7 @@ median time over the runs, and whether every run of it matched the oracle.
 import argparse
 import json
 import statistics
+from pathlib import Path
 
 TIMING = ("us", "ids_ok", "weights_ok", "weights_same")
 
@@ -33,15 +34,15 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", help="probe JSON files ({meta, rows})")
     ap.add_argument("--out")
     a = ap.parse_args()
-    runs = [json.load(open(p))["rows"] for p in a.runs]
-    rows = medians(runs)
+    files = [json.loads(Path(p).read_text()) for p in a.runs]
+    rows = medians([f["rows"] for f in files])
     shown = ("T", "E", "K", "dtype", "BLOCK_T", "FMA_KEYS", "MIN3", "maxnreg")
     for r in rows:
         print(" ".join(f"{k}={r.get(k)}" for k in shown), f"median={r['median_us']:.2f}", r["runs_us"],
               "ok" if r["ok"] else "NOT THE ORACLE'S")
     if a.out:
         with open(a.out, "w") as f:
-            json.dump({"runs": a.runs, "meta": json.load(open(a.runs[0])).get("meta"), "rows": rows}, f, indent=1)
+            json.dump({"runs": a.runs, "meta": files[0].get("meta"), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ import torch
 
 from parity.routing import fused as fused_module
 from parity.routing.fused import plan
-from routing_cases import logits, scale
 from parity.routing.oracle import route64
+from routing_cases import logits, scale
 from test_fused import EPILOGUE_KERNELS, SEVERAL_ROWS_T, assert_prepared_path_matches, route_at_tile
 
 NAN_BITS = [0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FFFFFFF, 0xFFFFFFFF]
