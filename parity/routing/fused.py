@@ -242,12 +242,6 @@ def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_
 
 
 @triton.jit
-def bits_or(a, b):
-    """The combine of a bitwise-OR reduction."""
-    return a | b
-
-
-@triton.jit
 def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: tl.constexpr, COL_BITS: tl.constexpr,
              CHECK_LOSS: tl.constexpr, lane_off=0, MIN3: tl.constexpr = False, NATIVE: tl.constexpr = False,
              minus_one=-1):
@@ -267,9 +261,7 @@ def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: t
         # the K picks leaves the set right and only its order in doubt: the picks are ranked again
         # by their logits (the caller). A tie across the K-th place leaves the set in doubt: the
         # block takes the exact iterative max (reports/bench/NOTES.md, "fp32 truncated ties inside the K").
-        # a row's dropped bits: some key's are not 0 where the OR of its keys' are not (an OR of three keys is one
-        # LOP3, where masking each key and a max tree took two instructions a key: Gemma4 fp32 599 -> 583 a warp)
-        in_doubt = ambiguous & ((tl.reduce(tl.reduce(key, 2, bits_or), 1, bits_or) & COL_MASK) != 0) & row_ok
+        in_doubt = ambiguous & (tl.max(tl.max(key & COL_MASK, axis=2), axis=1) != 0) & row_ok
         set_in_doubt = tl.max((in_doubt & at_kth).to(tl.int32), axis=0)
         if set_in_doubt > 0:
             top_id = exact_topk(key, cols, slots, K, BLOCK_E, top_id)
@@ -472,9 +464,9 @@ FP32_FMA_KEYS: bool = False
 """Whether FMA_KEYS's default (None) makes fp32 keys by multiplies at tiles of several rows (FMA_KEYS >= 1 there:
 kernel_parts.fp32_key_by_multiplies, an IMAD.HI and three IMADs on the FMA pipe where sign_magnitude_unchecked took
 two ALU-pipe instructions and an IMAD; the same bits). SASS sm_90 (triton 3.6), Gemma4 fp32's T = 250000 tile, path /
-ALU / FMA a warp: 583 / 330 / 171 (64 registers) -> 604 / 303 / 219 (72), 608 / 307 / 219 under maxnreg 64 (no spill);
-with MIN3 650 / 277 / 267 under 64. The ALU pipe issues a warp's instruction every two cycles, so 330 of them hold it
-660 cycles a warp, more than the 583 issue slots. Off: to be timed (reports/bench/NOTES.md, "Twenty-sixth round")."""
+ALU / FMA a warp: 599 / 346 / 171 (64 registers) -> 620 / 319 / 219 (72), 624 / 323 / 219 under maxnreg 64 (no spill);
+with MIN3 666 / 293 / 267 under 64. The ALU pipe issues a warp's instruction every two cycles, so 346 of them hold it
+692 cycles a warp, more than the 599 issue slots. Off: to be timed (reports/bench/NOTES.md, "Twenty-sixth round")."""
 
 LANE_IDS: bool = True
 """Whether plan lets route_kernel pack ids less their lane's part under picks_by_word (ROW_LANES;
@@ -498,7 +490,7 @@ MIN3: bool = False
 (kernel_parts.unsigned_min_by_pairs, inline asm on the GPU; the gaps by IMAD with a -1 made at run time, which ptxas
 cannot fuse into a min on the ALU pipe). SASS sm_90 (triton 3.6), path / ALU-pipe / FMA-pipe instructions a warp at
 the T = 250000 tiles: Gemma4 bf16 1184 / 671 / 433 -> 1213 / 616 / 503, GPT-OSS 931 / 477 / 401 -> 918 / 445 / 417,
-Qwen2-MoE 786 / 341 / 344 -> 789 / 336 / 349, Gemma4 fp32 583 / 330 / 171 -> 625 / 300 / 219 (64 -> 71 registers). Off:
+Qwen2-MoE 786 / 341 / 344 -> 789 / 336 / 349, Gemma4 fp32 599 / 346 / 171 -> 641 / 316 / 219 (64 -> 72 registers). Off:
 to be timed (reports/bench/NOTES.md, "Twenty-fifth round")."""
 
 FP32_UNCHECKED = True
