@@ -6,9 +6,8 @@ import torch
 
 from parity.routing import fused as fused_module
 from parity.routing.fused import plan
-from parity.routing.oracle import route64
 from routing_cases import logits, scale
-from test_fused import EPILOGUE_KERNELS, SEVERAL_ROWS_T, assert_prepared_path_matches, route_at_tile
+from test_fused import EPILOGUE_KERNELS, SEVERAL_ROWS_T, assert_prepared_path_matches
 
 NAN_BITS = [0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FFFFFFF, 0xFFFFFFFF]
 """NaNs of both signs, the smallest payloads (which truncating the key's low bits would make +inf's
@@ -94,12 +93,8 @@ def test_fp32_keys_by_multiplies_at_other_tiles(block_t, vec, dev):
     """The GPU's tile for fp32 (four rows of 16-byte vectors), eight rows, and the row as one vector, keys unchecked
     (the path the multiplies take), blocks with and without a NaN (T = 37)."""
     g = with_specials(logits(37, 128, torch.float32, dev, seed=block_t + 20))
-    s = scale(128, dev)
-    base = route_at_tile(g, 8, s, block_t, vec, FP32_UNCHECKED=True, FMA_KEYS=0)
-    new = route_at_tile(g, 8, s, block_t, vec, FP32_UNCHECKED=True, FMA_KEYS=1)
-    assert torch.equal(new[1].long(), route64(g, 8, s)[1])
-    assert torch.equal(new[1], base[1])
-    assert torch.equal(new[0].nan_to_num(7.0), base[0].nan_to_num(7.0))
+    assert_prepared_path_matches("FMA_KEYS", g, 8, scale(128, dev), None, tile=(block_t, vec), on=1,
+                                 FP32_UNCHECKED=True)
 
 
 def test_fp32_keys_by_multiplies_by_default_only_where_fp32_fma_keys_says(monkeypatch):

@@ -569,11 +569,8 @@ def high_half_key(w, low, zero):
     s = umulhi(w, 2) (0 or 1; an IMAD.HI), then ``(w & 0x7FFF0000) * (1 - 2 s) + low`` (two IMAD), one
     ALU-pipe instruction where the shift, xor and subtraction took three (the multipliers made from
     ``zero``, as low_half_key's)."""
-    two = (zero | 2).to(tl.uint32)
-    minus_two = zero | -2
-    plus_one = zero | 1
-    s = tl.umulhi(w.to(tl.uint32, bitcast=True), two).to(tl.int32, bitcast=True)
-    return (w & 0x7FFF0000) * (s * minus_two + plus_one) + low
+    s, one_minus_2s = _sign_multiplier(w, zero)
+    return (w & 0x7FFF0000) * one_minus_2s + low
 
 
 @triton.jit
@@ -582,12 +579,16 @@ def fp32_key_by_multiplies(w, zero):
     an IMAD.HI), then ``w * (1 - 2 s) + s * 2**31`` (mod 2**32: -w + 2**31 = -(w & 0x7FFFFFFF) for a negative w), all
     on the FMA pipe where the shift, xor and subtraction took two ALU-pipe instructions and one IMAD (the multipliers
     made from ``zero``, as low_half_key's). Equal bits for every pattern, NaNs' included."""
-    two = (zero | 2).to(tl.uint32)
-    minus_two = zero | -2
-    plus_one = zero | 1
-    top_bit = zero | (-2147483647 - 1)
-    s = tl.umulhi(w.to(tl.uint32, bitcast=True), two).to(tl.int32, bitcast=True)
-    return w * (s * minus_two + plus_one) + s * top_bit
+    s, one_minus_2s = _sign_multiplier(w, zero)
+    return w * one_minus_2s + s * (zero | (-2147483647 - 1))
+
+
+@triton.jit
+def _sign_multiplier(w, zero):
+    """(s, 1 - 2 s), s the sign bit of w (0 or 1) as umulhi(w, 2), an IMAD.HI, and 1 - 2 s as an IMAD: high_half_key's
+    and fp32_key_by_multiplies' multiplier, its constants made from ``zero`` so that nothing folds them into shifts."""
+    s = tl.umulhi(w.to(tl.uint32, bitcast=True), (zero | 2).to(tl.uint32)).to(tl.int32, bitcast=True)
+    return s, s * (zero | -2) + (zero | 1)
 
 
 @triton.jit
