@@ -9,7 +9,7 @@ import triton.language as tl
 from parity.routing import fused as fused_module
 from parity.routing.kernel_parts import unsigned_min_by_pairs
 from routing_cases import logits, scale, tied_logits
-from test_fused import EPILOGUE_KERNELS, assert_prepared_path_matches, route_at_tile
+from test_fused import EPILOGUE_KERNELS, assert_prepared_path_matches
 from test_word_maxima import with_specials
 
 
@@ -67,13 +67,10 @@ def test_pair_mins_under_every_epilogue(epilogue, dev, monkeypatch):
 
 
 @pytest.mark.parametrize("block_t,vec,lanes", [(16, 8, 2), (8, 8, 4), (4, 2, 8), (2, 4, 16), (1, 8, 1)])
-def test_pair_mins_pick_as_the_tree_at_other_tiles(block_t, vec, lanes, dev):
+def test_pair_mins_pick_as_the_tree_at_other_tiles(block_t, vec, lanes, dev, monkeypatch):
     """At tiles the table does not choose, with the words' ids less their lane's part and without, on tied bf16
-    logits: the same ids and weights as tl.min's tree."""
+    logits: the oracle's ids, and the same ids and weights as tl.min's tree."""
     g = with_specials(tied_logits(32, 128, dev, seed=block_t + vec))
-    s = scale(128, dev)
     for words, row_lanes in ((True, lanes), (False, 1)):
-        base = route_at_tile(g, 8, s, block_t, vec, WORD_MAXIMA=words, ROW_LANES=row_lanes, MIN3=False)
-        new = route_at_tile(g, 8, s, block_t, vec, WORD_MAXIMA=words, ROW_LANES=row_lanes, MIN3=True)
-        assert torch.equal(new[1], base[1])
-        assert torch.equal(new[0].nan_to_num(7.0), base[0].nan_to_num(7.0))
+        assert_prepared_path_matches("MIN3", g, 8, scale(128, dev), monkeypatch, tile=(block_t, vec),
+                                     WORD_MAXIMA=words, ROW_LANES=row_lanes)
