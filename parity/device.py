@@ -49,7 +49,7 @@ INTERPRETER: bool = os.environ.get("TRITON_INTERPRET") == "1"
 if INTERPRETER:
     from parity import interpreter
 
-    interpreter.skip_repatching()  # the same kernels, ~40% less interpreter time (parity/interpreter.py)
+    interpreter.skip_repatching()  # the same kernels in less time (parity/interpreter.py)
 
 
 def default() -> torch.device:

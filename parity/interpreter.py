@@ -21,8 +21,8 @@ _MARK = "parity_skips_repatching"
 
 def skip_repatching() -> bool:
     """Install the skip into triton's interpreter (once). False where this triton's interpreter is
-    not built as expected (no ``_patch_lang`` returning a scope with ``restore``): it then runs
-    unchanged, only slower."""
+    not built as expected (no ``_patch_lang`` or ``_LangPatchScope``): it then runs unchanged, only
+    slower."""
     from triton import language as tl
     from triton.runtime import interpreter
 
@@ -44,8 +44,8 @@ def skip_repatching() -> bool:
         if patched and seen <= patched:
             return interpreter._LangPatchScope()  # nothing to patch, nothing to restore
         scope = patch(fn)
-        if patched:  # a device function that sees a module not patched yet (triton.language.standard's
-            patched.update(seen)  # see triton.language.core): patched as upstream, which restores it never
+        if patched:  # a device function that sees a module not patched yet (triton.language.standard's see
+            patched.update(seen)  # triton.language.core): patched as upstream patches it, and never restored
             return scope
         restore = scope.restore
 
