@@ -4,7 +4,7 @@
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [files] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [fuzztiles] [impact]
 #        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [ab] [tmaring] [ncuring] [peers] [properties] [multigpu] [split] [smallvec]
-#        [launch] [min3]
+#        [launch] [min3] [adopt]
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
 # untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out;
@@ -46,7 +46,10 @@
 # (Llama 4's K = 1 has no rounds) at T = 250000 and 65536, fp32 also its keys by multiplies (fused.FP32_FMA_KEYS)
 # under MIN3 and a cap of 64 (fp32fma), MIN3_RUNS times (default 2: logs/min3-1.json, ...; their medians printed and in
 # logs/min3-medians.json, benchmarks/probe_medians), then on CUDA tests/test_pair_mins.py (the inline asm runs only
-# there), test_fp32_unchecked.py and test_kernel_parts.py (the fp32 keys by multiplies).
+# there), test_fp32_unchecked.py and test_kernel_parts.py (the fp32 keys by multiplies; MIN3_TESTS=0 leaves them out).
+# adopt (after min3): scripts/adopt_winners.py --apply over logs/min3-medians.json: the switches that won written into
+# this copy's parity/routing/fused.py and named in PARITY_GIT_SHA (<sha>+MIN3+...), so that a bench step after it in
+# the same call times those defaults (logs/adopt.log); the commit that makes them defaults is written by hand after.
 # tests: -v, so that each test's result is a line of its own as it finishes: at b84a360 the time limit's interrupt
 # ended pytest in an INTERNALERROR before its summary, and the log held "2 failed" without their names.
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
@@ -180,9 +183,12 @@ for step in $steps; do
           > "$LOGS/min3-$i.log" 2>&1
         done
         python3 -m benchmarks.probe_medians "$LOGS"/min3-[0-9].json --out "$LOGS/min3-medians.json" | tee "$LOGS/min3.log"
-        timeout 120 python3 -m pytest -n 16 -q -p no:cacheprovider tests/test_pair_mins.py tests/test_fp32_unchecked.py \
-          tests/test_kernel_parts.py \
-          > "$LOGS/pytest_pair_mins.log" 2>&1; tail -3 "$LOGS/pytest_pair_mins.log" ;;
+        [ "${MIN3_TESTS:-1}" = 0 ] || { timeout 120 python3 -m pytest -n 16 -q -p no:cacheprovider tests/test_pair_mins.py \
+          tests/test_fp32_unchecked.py tests/test_kernel_parts.py \
+          > "$LOGS/pytest_pair_mins.log" 2>&1; tail -3 "$LOGS/pytest_pair_mins.log"; } ;;
+    adopt) python3 scripts/adopt_winners.py "$LOGS/min3-medians.json" --apply | tee "$LOGS/adopt.log"
+        tag=$(tail -1 "$LOGS/adopt.log"); [ "$tag" = defaults ] || export PARITY_GIT_SHA="${PARITY_GIT_SHA:-?}+$tag"
+        git diff --stat -- parity | tee -a "$LOGS/adopt.log" ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;
   esac

@@ -109,3 +109,19 @@ def test_fp32_keys_by_multiplies_by_default_only_where_fp32_fma_keys_says(monkey
     assert on["FMA_KEYS"] == 1 and on["FP32_UNCHECKED"]
     assert plan(g[:64], 8, s, interpreter=False).constexprs["FMA_KEYS"] == 0
     assert plan(g.bfloat16(), 8, s, interpreter=False).constexprs["FMA_KEYS"] == 1   # words: the even halves'
+
+
+def test_fp32_register_cap_only_where_fp32_max_registers_says(monkeypatch):
+    """No cap on fp32 tiles by default (FP32_MAX_REGISTERS None, not yet timed); set, the GPU's fp32 tiles of several
+    rows take it, a row a program, the interpreter and 16-bit tiles do not."""
+    assert fused_module.FP32_MAX_REGISTERS is None
+    s = scale(128, "cpu")
+    g = torch.empty(250000, 128)
+    assert "maxnreg" not in plan(g, 8, s, interpreter=False).options()
+    monkeypatch.setattr(fused_module, "FP32_MAX_REGISTERS", 64)
+    assert plan(g, 8, s, interpreter=False).options()["maxnreg"] == 64
+    assert "maxnreg" not in plan(g[:64], 8, s, interpreter=False).options()
+    assert plan(g, 8, s, interpreter=True).max_registers is None
+    words = plan(g.bfloat16(), 8, s, interpreter=False)
+    assert words.max_registers == fused_module.WORD_MAXIMA_MAX_REGISTERS
+    assert plan(g.bfloat16(), 4, s, interpreter=False).max_registers is None

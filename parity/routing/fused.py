@@ -468,6 +468,12 @@ ALU / FMA a warp: 599 / 346 / 171 (64 registers) -> 620 / 319 / 219 (72), 624 / 
 with MIN3 666 / 293 / 267 under 64. The ALU pipe issues a warp's instruction every two cycles, so 346 of them hold it
 692 cycles a warp, more than the 599 issue slots. Off: to be timed (reports/bench/NOTES.md, "Twenty-sixth round")."""
 
+FP32_MAX_REGISTERS: int | None = None
+"""ptxas's register cap (maxnreg) for fp32 tiles of several rows on the GPU, None: none. The keys by multiplies and
+MIN3 take Gemma4 fp32's T = 250000 tile from 64 registers (eight one-warp programs a scheduler) to 72 (seven); under 64
+ptxas keeps them without a spill (SASS sm_90, FP32_FMA_KEYS above). None until `probe_fused --configs fp32fma` has timed
+the cap (reports/bench/NOTES.md, "Twenty-sixth round")."""
+
 LANE_IDS: bool = True
 """Whether plan lets route_kernel pack ids less their lane's part under picks_by_word (ROW_LANES;
 kernel_parts.lane_offsets): the id then costs no instruction of its own. SASS sm_90, Gemma4 bf16 with FMA_KEYS = 1:
@@ -578,7 +584,17 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
         "MIN3": MIN3 if min3 is None else min3,
         "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
                            and gating_output.dtype == torch.float32 and t.block_t > 1),
-    }, WORD_MAXIMA_MAX_REGISTERS if words and not interpreter else None)
+    }, register_cap(t, words, gating_output.dtype, interpreter))
+
+
+def register_cap(t: Tile, words: bool, dtype: torch.dtype, interpreter: bool) -> int | None:
+    """The plan's register cap on the GPU: WORD_MAXIMA_MAX_REGISTERS under picks_by_word, FP32_MAX_REGISTERS at fp32
+    tiles of several rows, else none."""
+    if interpreter:
+        return None
+    if words:
+        return WORD_MAXIMA_MAX_REGISTERS
+    return FP32_MAX_REGISTERS if dtype == torch.float32 and t.block_t > 1 else None
 
 
 def fma_keys_for(t: Tile, words: bool, dtype: torch.dtype) -> int:
