@@ -43,7 +43,7 @@
 # tests mended on the CPU since the suite last ran on a GPU, before a bench in the same call.
 # min3: the twenty-fifth round's owed timing (reports/bench/NOTES.md): probe_fused --configs min3 (fused.MIN3 off and
 # on, Gemma4's tile also at register caps of 80 and 72) over Gemma4's (bf16, fp32), GPT-OSS's and Qwen2-MoE's shapes
-# (Llama 4's K = 1 has no rounds) at T = 250000 and 65536, fp32 also its keys by multiplies (fused.FP32_FMA_KEYS)
+# (Llama 4's K = 1 has no rounds) at T = 250000 and 65536 (MIN3_TS), fp32 also its keys by multiplies (fused.FP32_FMA_KEYS)
 # under MIN3 and a cap of 64 (fp32fma), MIN3_RUNS times (default 2: logs/min3-1.json, ...; their medians printed and in
 # logs/min3-medians.json, benchmarks/probe_medians), then on CUDA tests/test_pair_mins.py (the inline asm runs only
 # there), test_fp32_unchecked.py and test_kernel_parts.py (the fp32 keys by multiplies; MIN3_TESTS=0 leaves them out).
@@ -179,7 +179,7 @@ for step in $steps; do
     launch) timeout ${LAUNCH_LIMIT:-120} python3 -m benchmarks.probe_launch --out "$LOGS/launch.json" ${LAUNCH_ARGS:-} \
         > "$LOGS/launch.log" 2>&1 ;;
     min3) for i in $(seq ${MIN3_RUNS:-2}); do timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --configs min3,fp32fma \
-          --shapes 128:bf16:8,128:bf16:4,60:bf16:4:all,128:fp32:8 --out "$LOGS/min3-$i.json" 250000 65536 \
+          --shapes 128:bf16:8,128:bf16:4,60:bf16:4:all,128:fp32:8 --out "$LOGS/min3-$i.json" ${MIN3_TS:-250000 65536} \
           > "$LOGS/min3-$i.log" 2>&1
         done
         python3 -m benchmarks.probe_medians "$LOGS"/min3-[0-9].json --out "$LOGS/min3-medians.json" | tee "$LOGS/min3.log"
