@@ -578,3 +578,66 @@ def test_the_group_test_leaves_what_it_cannot_prove_to_float64(block_t, dev):
         "the oracle's choice of groups moved: the test shows nothing"
     assert (flags == 2).all(), f"flags {flags.tolist()}: a doubtful group proven"
     check(g, 8, router, out=out)
+
+
+def _both_key_paths(g, K, router, block_t):
+    """(flags, weights, ids) with the keys' distance saturated by a min (SAT_KEYS off) and by fma.sat (on), each with
+    the float64 passes and without them (the fast path's own picks and flags)."""
+    bias = router.correction_bias.float()
+    s = fused.router_scale(router, g.shape[1], g.device)
+    out = {}
+    for sat in (False, True):
+        for fallback in (True, False):
+            w, ids = empty_outputs(g, K)
+            launch_ = fused_grouped.plan(g, K, bias, s, router.n_group, router.topk_group, router.renormalize,
+                                         block_t=block_t, fallback=fallback, sat_keys=sat)
+            assert launch_.constexprs["SAT_KEYS"] == sat
+            out[sat, fallback] = (launch_.run(g, bias, s, w, ids).cpu(), w.cpu(), ids.cpu())
+    return out
+
+
+SAT_CASES = [("deepseek-v3", torch.bfloat16, 4, "spread"), ("deepseek-v3", torch.float32, 1, "spread"),
+             ("deepseek-v3", torch.float32, 8, "wide"), ("glm-4.5", torch.bfloat16, 4, "spread"),
+             ("glm-4.5", torch.float32, 1, "wide"), ("deepseek-v3", torch.bfloat16, 4, "far")]
+
+
+@pytest.mark.parametrize("shape,dtype,block_t,bias_kind", SAT_CASES, ids=str)
+def test_keys_saturated_by_fma_sat_route_as_by_the_min(shape, dtype, block_t, bias_kind, dev):
+    """SAT_KEYS (the distance's float in [0.5, 1), saturated by fma.rn.sat, keys packed less 2**31 so that SAT is 0)
+    against the min's keys: the same flags from the fast path alone and with the float64 passes, the same ids and
+    weights bit for bit (the fast path's alone on the rows it decides), the oracle's ids. Inputs: _flag_inputs' rows (NaN, -inf, planted fp32 ties, random rows; wide
+    biases saturate many keys; a bias of 1e9: every key's float collapses or saturates, and the row leaves the fp32
+    keys)."""
+    if bias_kind == "far":
+        g, K, router = _flag_inputs(shape, dtype, "spread", dev)
+        router = Router("sigmoid", True, router.scaling_factor, router.n_group, router.topk_group,
+                        correction_bias=torch.full((g.shape[1],), 1e9, device=dev) + torch.arange(g.shape[1], device=dev) % 7)
+    else:
+        g, K, router = _flag_inputs(shape, dtype, bias_kind, dev)
+    out = _both_key_paths(g, K, router, block_t)
+    for fallback in (True, False):
+        (f0, w0, i0), (f1, w1, i1) = out[False, fallback], out[True, fallback]
+        assert torch.equal(f0, f1), f"flags differ (fallback={fallback}): {(f0 != f1).nonzero().flatten().tolist()}"
+        kept = torch.ones_like(f0, dtype=torch.bool) if fallback else f0 == 0   # a flagged row's fast picks may differ
+        assert torch.equal(i0[kept], i1[kept]) and torch.equal(w0[kept].view(torch.int32), w1[kept].view(torch.int32))
+    assert torch.equal(out[True, True][2].long(), route64(g, K, router)[1].cpu())
+    flags = out[True, True][0]
+    if bias_kind == "far":
+        assert (flags != 0).all(), "keys that collapse or saturate must leave the fp32 keys"
+    elif bias_kind == "spread":
+        assert flags[1] == 2 and (flags[3:7] != 0).all() and int((flags == 0).sum()) >= 8
+
+
+@pytest.mark.parametrize("block_t", [1, 4])
+@pytest.mark.parametrize("bias", [126.0, -1e6])
+def test_keys_saturated_by_fma_sat_far_from_zero(bias, block_t, dev):
+    """test_tops_far_from_zero_route_as_the_oracle's rows under SAT_KEYS: t1 one binade above the top's and
+    far beyond, as by the min."""
+    E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
+    g = logits(8, E, torch.float32, dev, seed=11, spread=2.0)
+    g[:4, 3] = 100.0
+    router = Router("sigmoid", True, sf, n_group, topk_group,
+                    correction_bias=torch.full((E,), bias, device=dev) + 0.01 * torch.arange(E, device=dev) % 7)
+    out = _both_key_paths(g, K, router, block_t)
+    assert torch.equal(out[False, True][0], out[True, True][0]) and torch.equal(out[False, False][0], out[True, False][0])
+    check(g, K, router, out=(out[True, True][1], out[True, True][2]))
