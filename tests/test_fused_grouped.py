@@ -17,7 +17,8 @@ from routing_cases import DTYPES, FUSED_MAX_ULP, logits, tied_logits
 
 # (E, K, n_group, topk_group, scaling factor): the three models, odd group sizes, K up to 64
 SHAPES = {"deepseek-v3": (256, 8, 8, 4, 2.5), "kimi-k2": (384, 8, 1, 1, 2.827), "glm-4.5": (160, 8, 1, 1, 2.5),
-          "odd-groups": (60, 6, 6, 3, 1.0), "k64": (128, 64, 4, 2, 1.0), "tiny": (7, 7, 1, 1, 1.0)}
+          "odd-groups": (60, 6, 6, 3, 1.0), "k64": (128, 64, 4, 2, 1.0), "tiny": (7, 7, 1, 1, 1.0),
+          "six-groups": (192, 8, 6, 3, 1.0)}
 
 
 def router_for(shape: str, dev, *, bias: str = "spread", renormalize: bool = True) -> Router:
@@ -518,8 +519,9 @@ def test_the_group_test_is_on_by_default_for_one_row_launches_from_its_row_count
     assert not launch(high, group_test=False).kernel_options()["GROUP_TEST"]
 
 
+@pytest.mark.parametrize("sat_keys", [False, True], ids=["min", "fma-sat"])
 @pytest.mark.parametrize("block_t", [1, 4])
-def test_the_group_test_never_proves_a_wrong_choice(block_t, dev):
+def test_the_group_test_never_proves_a_wrong_choice(block_t, sat_keys, dev):
     """Many rows whose 4th and 5th groups compete (groups 3 and 4, two experts each above the rest;
     experts 128 and 129 biased 5.1, the others 5.0) with their scores a gap apart drawn from 1e-10
     to 1e-5 either way (group 4's logits set so that each of its keys sits 0.1 of sigmoid against the
@@ -548,14 +550,15 @@ def test_the_group_test_never_proves_a_wrong_choice(block_t, dev):
     s = fused.router_scale(router, E, g.device)
     w, ids = empty_outputs(g, K)
     flags = fused_grouped.plan(g, K, router.correction_bias, s, n_group, topk_group, True, block_t=block_t,
-                               group_test=True).run(g, router.correction_bias, s, w, ids).cpu()
+                               group_test=True, sat_keys=sat_keys).run(g, router.correction_bias, s, w, ids).cpu()
     check(g, K, router, out=(w, ids))
     assert int((flags == 2).sum()) >= 30 and int(((flags == 1) | (flags == 3)).sum()) >= 30, \
         f"flags {torch.bincount(flags.long()).tolist()}: the rows no longer test both outcomes"
 
 
+@pytest.mark.parametrize("sat_keys", [False, True], ids=["min", "fma-sat"])
 @pytest.mark.parametrize("block_t", [1, 4])
-def test_the_group_test_leaves_what_it_cannot_prove_to_float64(block_t, dev):
+def test_the_group_test_leaves_what_it_cannot_prove_to_float64(block_t, sat_keys, dev):
     """Two ways the group test's conditions matter beyond the two scores (fp32 logits, bias 5.0):
     the next group's second key ties in fp32 with its third, which is the true second (experts 129
     and 130 at 0 and 5e-7): group 4's true score exceeds group 3's (96 and 97 at 0 and 2.4e-7) though
@@ -571,7 +574,7 @@ def test_the_group_test_leaves_what_it_cannot_prove_to_float64(block_t, dev):
     group_above = _planted_deepseek_rows({0: 1.0, 1: 0.9, 32: 0.95, 33: 0.85, 64: 0.0, 65: 0.0, 96: 0.0, 97: 8e-7,
                                           128: 0.0, 129: 4e-7}, range(5, 8), dev)
     g = torch.cat([third_key[:2], third_group[:2], group_above[:2]])
-    router, oid, flags, out = _routed_with_flags(g, block_t, dev, group_test=True)
+    router, oid, flags, out = _routed_with_flags(g, block_t, dev, group_test=True, sat_keys=sat_keys)
     assert set(oid[0, 6:].tolist()) == {128, 130} and set(oid[2, 6:].tolist()) == {160, 161}, \
         "the oracle's choice of groups moved: the test shows nothing"
     assert {96, 97, 128, 129} <= set(oid[4].tolist()) and not {64, 65} & set(oid[4].tolist()), \
@@ -598,7 +601,8 @@ def _both_key_paths(g, K, router, block_t):
 
 SAT_CASES = [("deepseek-v3", torch.bfloat16, 4, "spread"), ("deepseek-v3", torch.float32, 1, "spread"),
              ("deepseek-v3", torch.float32, 8, "wide"), ("glm-4.5", torch.bfloat16, 4, "spread"),
-             ("glm-4.5", torch.float32, 1, "wide"), ("deepseek-v3", torch.bfloat16, 4, "far")]
+             ("glm-4.5", torch.float32, 1, "wide"), ("deepseek-v3", torch.bfloat16, 4, "far"),
+             ("six-groups", torch.bfloat16, 4, "spread"), ("six-groups", torch.float32, 1, "wide")]
 
 
 @pytest.mark.parametrize("shape,dtype,block_t,bias_kind", SAT_CASES, ids=str)
