@@ -791,7 +791,12 @@ def grouped_kernel(
     and whose exponent shifts out of the packed word; saturated by a min (NaN and far keys -> QMAX).
     The FFMA rounds to nearest once: monotone, half a unit off, where ``error_bound`` allows one; the
     row's constant offset (t1's margin, 8 units, and its rounding) cancels in every difference and
-    only lengthens the reach. (Until 2dc16af: (top - key) * 2**SHIFT by one FFMA, its min, + 2**23 to
+    only lengthens the reach. SAT_KEYS (COL_BITS 8; prepared, off until timed): the same FFMA scaled by 2**-4 into
+    [0.5, 1) (the same mantissa, bit for bit) as fma.rn.sat, which clamps a far key to 1.0 and a NaN to 0 where the min
+    took an ALU-pipe instruction a key; 1.0's exponent bit lands on bit 31, so the packed keys are flipped there: valid
+    keys negative, saturated ones 0 and up (SAT 0), their distances read back by ``_reach`` (SASS sm_90, triton 3.6,
+    DeepSeek-V3 bf16's T = 250000 tile: path 1055 -> 1026, ALU 492 -> 463 a warp, 64 registers, no spill before the
+    flags; one row a program 520 -> 517). (Until 2dc16af: (top - key) * 2**SHIFT by one FFMA, its min, + 2**23 to
     round: one FADD a key more; SASS sm_90, DeepSeek-V3's table tile: 1111 -> 1080 instructions a warp,
     and with the id OR'ed in as group base and position where a group is a power of two long, 1062.)
     The row top is a NaN-propagating max (a NaN key saturates every distance and flags the row); a
