@@ -1,5 +1,6 @@
 """Which of the prepared switches `h200_run.sh min3` times win, by the rule of reports/bench/NOTES.md (a setting becomes
-the default where it is 2% or more faster at T = 250000 and no more than 2% slower at T = 65536, every run the oracle's),
+the default where it is 2% or more faster at T = 250000 and no more than 2% slower at T = 65536, every run the
+oracle's),
 and, with --apply, those switches set in parity/routing/fused.py of this tree, so that `make bench` in the same device
 call times the defaults they make (the device's machine goes cold 30 s after a call). A probe's helper, not parity's:
 the commit that makes a default is written by hand afterwards, from the printed lines.
@@ -47,7 +48,8 @@ def decide(rows: list[dict]) -> dict:
     out = {"MIN3": False, "WORD_CAP": None, "FP32_FMA": False, "FP32_CAP": None, "FP32_ROWS8": False}
     g4 = [r for r in rows if r["E"] == 128 and r["dtype"] == "bf16" and r["K"] == 8]
     g4_base = {"E": 128, "dtype": "bf16", "K": 8, "MIN3": None, "maxnreg": None}
-    g4_options = [({**g4_base, "MIN3": m, "maxnreg": cap}, m, cap) for m in (None, False, True) for cap in (None, 80, 72)]
+    g4_options = [({**g4_base, "MIN3": m, "maxnreg": cap}, m, cap)
+                  for m in (None, False, True) for cap in (None, 80, 72)]
     timed = [(pick(g4, 250000, **w), w, m, cap) for w, m, cap in g4_options if better(g4, g4_base, w)]
     timed = [t for t in timed if t[0] is not None]
     best = min(timed, key=lambda t: t[0]) if timed else None
@@ -55,11 +57,11 @@ def decide(rows: list[dict]) -> dict:
         print(f"Gemma4 bf16: {pick(g4, 250000, **g4_base)} -> {best[0]} us at T = 250000 with MIN3={best[2]} "
               f"cap={best[3]}")
     min3_wanted = best is not None and best[2] is True
-    if min3_wanted:   # MIN3 is global: no shape may lose more than 1% at T = 250000 under it (its other settings default)
+    if min3_wanted:   # MIN3 is global: no shape may lose more than 1% at T = 250000 under it (other settings default)
         for shape in {(r["E"], r["dtype"], r["K"]) for r in rows}:
             E, dt, K = shape
-            off = pick(rows, 250000, E=E, dtype=dt, K=K, MIN3=False, maxnreg=None, FMA_KEYS=None, BLOCK_T=table_rows(rows, E, dt, K))
-            on = pick(rows, 250000, E=E, dtype=dt, K=K, MIN3=True, maxnreg=None, FMA_KEYS=None, BLOCK_T=table_rows(rows, E, dt, K))
+            at = dict(E=E, dtype=dt, K=K, maxnreg=None, FMA_KEYS=None, BLOCK_T=table_rows(rows, E, dt, K))
+            off, on = pick(rows, 250000, MIN3=False, **at), pick(rows, 250000, MIN3=True, **at)
             print(f"MIN3 at E={E} {dt} K={K}: {off} -> {on} us")
             if off is None or on is None or on > MIN3_LOSS * off:
                 min3_wanted = False
@@ -67,7 +69,8 @@ def decide(rows: list[dict]) -> dict:
     if best is not None and (best[2] is not True or min3_wanted):
         out["WORD_CAP"] = best[3]
     elif best is not None:   # MIN3 refused: the best cap without it
-        caps = [(pick(g4, 250000, **w), cap) for w, m, cap in g4_options if m is not True and cap and better(g4, g4_base, w)]
+        caps = [(pick(g4, 250000, **w), cap) for w, m, cap in g4_options
+                if m is not True and cap and better(g4, g4_base, w)]
         caps = [c for c in caps if c[0] is not None]
         out["WORD_CAP"] = min(caps)[1] if caps else None
     f32 = [r for r in rows if r["dtype"] == "fp32"]

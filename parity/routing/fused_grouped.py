@@ -1178,8 +1178,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     row (T = 64: 2.88 against 2.99; reports/bench/NOTES.md, "Tenth round"); pair_test=False reorders every
     near row from float64 keys, where the default first tries the pair test (grouped_kernel's PAIR_TEST);
     group_test=True first tries a like test on a row whose group stage is in doubt (grouped_kernel's
-    GROUP_TEST; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows); sat_keys: as SAT_KEYS says (None: as it
-    says), where COL_BITS is 8."""
+    GROUP_TEST; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows); sat_keys: as SAT_KEYS says
+    (None: as it says), where COL_BITS is 8."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
