@@ -186,9 +186,10 @@ for step in $steps; do
         [ "${MIN3_TESTS:-1}" = 0 ] || { timeout 120 python3 -m pytest -n 16 -q -p no:cacheprovider tests/test_pair_mins.py \
           tests/test_fp32_unchecked.py tests/test_kernel_parts.py \
           > "$LOGS/pytest_pair_mins.log" 2>&1; tail -3 "$LOGS/pytest_pair_mins.log"; } ;;
-    adopt) python3 scripts/adopt_winners.py "$LOGS/min3-medians.json" --apply | tee "$LOGS/adopt.log"
-        tag=$(tail -1 "$LOGS/adopt.log"); [ "$tag" = defaults ] || export PARITY_GIT_SHA="${PARITY_GIT_SHA:-?}+$tag"
-        git diff --stat -- parity | tee -a "$LOGS/adopt.log" ;;
+    adopt) if python3 scripts/adopt_winners.py "$LOGS/min3-medians.json" --apply > "$LOGS/adopt.log" 2>&1; then
+          tag=$(tail -1 "$LOGS/adopt.log"); [ "$tag" = defaults ] || export PARITY_GIT_SHA="${PARITY_GIT_SHA:-?}+$tag"
+        else echo "adopt: nothing written, the defaults stay" >> "$LOGS/adopt.log"; false; fi
+        cat "$LOGS/adopt.log"; git diff --stat -- parity | tee -a "$LOGS/adopt.log" ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;
   esac
