@@ -126,7 +126,8 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
                          "rows_pair_test": int((flags == 3).sum()),
                          "us": us, "rows_not_the_oracles": wrong, "weights_ok": weights_ok, "rows_flagged": flagged,
                          "rows_whole_float64": whole,
-                         "table": (block_t, warps) == table and over == base})
+                         "table": (block_t, warps) == table and over == base,
+                         **({"ab_" + switch_ab: over[switch_ab]} if switch_ab else {})})   # the side of an A/B
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
