@@ -42,51 +42,48 @@ def better(rows, base: dict, new: dict) -> bool:
     return n <= WIN * b and (b2 is None or n2 is None or n2 <= LOSE_AT_65536 * b2)
 
 
+def fastest_winner(rows, base: dict, options: list[dict]) -> tuple[float, dict] | None:
+    """(its median, the option) for the fastest of ``options`` that wins over ``base`` by the rule; None if none
+    wins."""
+    won = [(pick(rows, 250000, **o), o) for o in options if better(rows, base, o)]
+    return min(won, key=lambda t: t[0], default=None)
+
+
 def decide(rows: list[dict]) -> dict:
     """The settings to adopt: {"MIN3": bool, "WORD_CAP": int|None, "FP32_FMA": bool, "FP32_CAP": int|None,
     "FP32_ROWS8": bool}, each with the figures that decided it printed."""
     out = {"MIN3": False, "WORD_CAP": None, "FP32_FMA": False, "FP32_CAP": None, "FP32_ROWS8": False}
     g4 = [r for r in rows if r["E"] == 128 and r["dtype"] == "bf16" and r["K"] == 8]
     g4_base = {"E": 128, "dtype": "bf16", "K": 8, "MIN3": None, "maxnreg": None}
-    g4_options = [({**g4_base, "MIN3": m, "maxnreg": cap}, m, cap)
-                  for m in (None, False, True) for cap in (None, 80, 72)]
-    timed = [(pick(g4, 250000, **w), w, m, cap) for w, m, cap in g4_options if better(g4, g4_base, w)]
-    timed = [t for t in timed if t[0] is not None]
-    best = min(timed, key=lambda t: t[0]) if timed else None
+    g4_options = [{**g4_base, "MIN3": m, "maxnreg": cap} for m in (None, False, True) for cap in (None, 80, 72)]
+    best = fastest_winner(g4, g4_base, g4_options)
     if best is not None:
-        print(f"Gemma4 bf16: {pick(g4, 250000, **g4_base)} -> {best[0]} us at T = 250000 with MIN3={best[2]} "
-              f"cap={best[3]}")
-    min3_wanted = best is not None and best[2] is True
-    if min3_wanted:   # MIN3 is global: no shape may lose more than 1% at T = 250000 under it (other settings default)
-        for shape in {(r["E"], r["dtype"], r["K"]) for r in rows}:
-            E, dt, K = shape
+        print(f"Gemma4 bf16: {pick(g4, 250000, **g4_base)} -> {best[0]} us at T = 250000 with "
+              f"MIN3={best[1]['MIN3']} cap={best[1]['maxnreg']}")
+    if best is not None and best[1]["MIN3"] is True:
+        # MIN3 is global: no shape may lose more than 1% at T = 250000 under it (other settings default)
+        out["MIN3"] = True
+        for E, dt, K in {(r["E"], r["dtype"], r["K"]) for r in rows}:
             at = dict(E=E, dtype=dt, K=K, maxnreg=None, FMA_KEYS=None, BLOCK_T=table_rows(rows, E, dt, K))
             off, on = pick(rows, 250000, MIN3=False, **at), pick(rows, 250000, MIN3=True, **at)
             print(f"MIN3 at E={E} {dt} K={K}: {off} -> {on} us")
             if off is None or on is None or on > MIN3_LOSS * off:
-                min3_wanted = False
-    out["MIN3"] = min3_wanted
-    if best is not None and (best[2] is not True or min3_wanted):
-        out["WORD_CAP"] = best[3]
-    elif best is not None:   # MIN3 refused: the best cap without it
-        caps = [(pick(g4, 250000, **w), cap) for w, m, cap in g4_options
-                if m is not True and cap and better(g4, g4_base, w)]
-        caps = [c for c in caps if c[0] is not None]
-        out["WORD_CAP"] = min(caps)[1] if caps else None
+                out["MIN3"] = False
+        if not out["MIN3"]:   # MIN3 refused: the best cap without it
+            best = fastest_winner(g4, g4_base, [o for o in g4_options if o["MIN3"] is not True and o["maxnreg"]])
+    out["WORD_CAP"] = best[1]["maxnreg"] if best is not None else None
     f32 = [r for r in rows if r["dtype"] == "fp32"]
     if f32:
         rows4 = table_rows(f32, 128, "fp32", 8)
         base = {"MIN3": None, "FMA_KEYS": None, "maxnreg": None, "BLOCK_T": rows4}
-        m = True if out["MIN3"] else False
-        options = [({"MIN3": m, "FMA_KEYS": f, "maxnreg": cap, "BLOCK_T": rows4}, f, cap, False)
-                   for f in (0, 1) for cap in (None, 64)]
-        options += [({"MIN3": m, "FMA_KEYS": f, "maxnreg": None, "BLOCK_T": 2 * rows4}, f, None, True) for f in (0, 1)]
-        timed = [(pick(f32, 250000, **w), w, f, cap, r8) for w, f, cap, r8 in options if better(f32, base, w)]
-        timed = [t for t in timed if t[0] is not None]
-        if timed:
-            t, w, f, cap, r8 = min(timed, key=lambda t: t[0])
-            print(f"Gemma4 fp32: {pick(f32, 250000, **base)} -> {t} us at T = 250000 with {w}")
-            out.update(FP32_FMA=bool(f), FP32_CAP=cap, FP32_ROWS8=r8)
+        options = [{"MIN3": out["MIN3"], "FMA_KEYS": f, "maxnreg": cap, "BLOCK_T": rows4} for f in (0, 1)
+                   for cap in (None, 64)]
+        options += [{"MIN3": out["MIN3"], "FMA_KEYS": f, "maxnreg": None, "BLOCK_T": 2 * rows4} for f in (0, 1)]
+        won = fastest_winner(f32, base, options)
+        if won is not None:
+            print(f"Gemma4 fp32: {pick(f32, 250000, **base)} -> {won[0]} us at T = 250000 with {won[1]}")
+            out.update(FP32_FMA=bool(won[1]["FMA_KEYS"]), FP32_CAP=won[1]["maxnreg"],
+                       FP32_ROWS8=won[1]["BLOCK_T"] != rows4)
     return out
 
 
