@@ -4,7 +4,7 @@
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [files] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [fuzztiles] [impact]
 #        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [ab] [tmaring] [ncuring] [peers] [properties] [multigpu] [split] [smallvec]
-#        [launch] [min3] [adopt] [satkeys]
+#        [launch] [min3] [adopt]
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
 # untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out;
@@ -50,9 +50,6 @@
 # adopt (after min3): scripts/adopt_winners.py --apply over logs/min3-medians.json: the switches that won written into
 # this copy's parity/routing/fused.py and named in PARITY_GIT_SHA (<sha>+MIN3+...), so that a bench step after it in
 # the same call times those defaults (logs/adopt.log); the commit that makes them defaults is written by hand after.
-# satkeys: DeepSeek-V3 bf16's keys saturated by fma.sat (fused_grouped.SAT_KEYS) against the min, the table's launch in
-# turns (probe_grouped --switch-ab sat_keys, the bench's inputs, SATKEYS_TS), then tests/test_fused_grouped.py on CUDA
-# (its fma_sat cases run the inline asm there), into logs/sat-keys-ab.json and logs/sat-keys.log.
 # tests: -v, so that each test's result is a line of its own as it finishes: at b84a360 the time limit's interrupt
 # ended pytest in an INTERNALERROR before its summary, and the log held "2 failed" without their names.
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
@@ -193,10 +190,6 @@ for step in $steps; do
           tag=$(tail -1 "$LOGS/adopt.log"); [ "$tag" = defaults ] || export PARITY_GIT_SHA="${PARITY_GIT_SHA:-?}+$tag"
         else echo "adopt: nothing written, the defaults stay" >> "$LOGS/adopt.log"; false; fi
         cat "$LOGS/adopt.log"; git diff --stat -- parity | tee -a "$LOGS/adopt.log" ;;
-    satkeys) { timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --switch-ab sat_keys --models deepseek-v3 \
-          --dtypes bf16 --bench-inputs --out "$LOGS/sat-keys-ab.json" ${SATKEYS_TS:-250000 65536 512}
-        timeout 150 python3 -m pytest -n 16 -q -p no:cacheprovider tests/test_fused_grouped.py; } > "$LOGS/sat-keys.log" 2>&1
-        tail -3 "$LOGS/sat-keys.log" ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;
   esac
