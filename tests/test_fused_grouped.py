@@ -348,12 +348,19 @@ def test_tops_far_from_zero_route_as_the_oracle(bias, block_t, dev):
     twice as coarse), 2**8, far beyond, negative, and so large that the sigmoids vanish in the fp32
     keys (every key's float collapses to 8 or saturates: flagged), each with one saturated logit on
     top (key exactly 1 + B) and with none: ids the oracle's, as at DeepSeek-V3's usual bias of ~5."""
+    g, K, router = _far_from_zero(bias, dev)
+    check(g, K, router, out=launch(g, K, router, block_t=block_t))
+
+
+def _far_from_zero(bias: float, dev):
+    """test_tops_far_from_zero_route_as_the_oracle's inputs: DeepSeek-V3 rows (fp32), four with a saturated logit on
+    top, and a bias of about ``bias`` for every expert: (logits, K, router)."""
     E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
     g = logits(8, E, torch.float32, dev, seed=11, spread=2.0)
     g[:4, 3] = 100.0
     router = Router("sigmoid", True, sf, n_group, topk_group,
                     correction_bias=torch.full((E,), bias, device=dev) + 0.01 * torch.arange(E, device=dev) % 7)
-    check(g, K, router, out=launch(g, K, router, block_t=block_t))
+    return g, K, router
 
 
 def _pair_rows(dev) -> tuple[torch.Tensor, torch.Tensor]:
@@ -637,11 +644,7 @@ def test_keys_saturated_by_fma_sat_route_as_by_the_min(shape, dtype, block_t, bi
 def test_keys_saturated_by_fma_sat_far_from_zero(bias, block_t, dev):
     """test_tops_far_from_zero_route_as_the_oracle's rows under SAT_KEYS: t1 one binade above the top's and
     far beyond, as by the min."""
-    E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
-    g = logits(8, E, torch.float32, dev, seed=11, spread=2.0)
-    g[:4, 3] = 100.0
-    router = Router("sigmoid", True, sf, n_group, topk_group,
-                    correction_bias=torch.full((E,), bias, device=dev) + 0.01 * torch.arange(E, device=dev) % 7)
+    g, K, router = _far_from_zero(bias, dev)
     out = _both_key_paths(g, K, router, block_t)
     assert torch.equal(out[False, True][0], out[True, True][0]) and torch.equal(out[False, False][0], out[True, False][0])
     check(g, K, router, out=(out[True, True][1], out[True, True][2]))
