@@ -15,7 +15,7 @@ from parity.routing.oracle import route64
 from parity.routing.router import Router
 from routing_cases import DTYPES, FUSED_MAX_ULP, logits, tied_logits
 
-# (E, K, n_group, topk_group, scaling factor): the three models, odd group sizes, K up to 64
+# (E, K, n_group, topk_group, scaling factor): the three models, odd group sizes, K up to 64, six groups of 32
 SHAPES = {"deepseek-v3": (256, 8, 8, 4, 2.5), "kimi-k2": (384, 8, 1, 1, 2.827), "glm-4.5": (160, 8, 1, 1, 2.5),
           "odd-groups": (60, 6, 6, 3, 1.0), "k64": (128, 64, 4, 2, 1.0), "tiny": (7, 7, 1, 1, 1.0),
           "six-groups": (192, 8, 6, 3, 1.0)}
@@ -348,19 +348,12 @@ def test_tops_far_from_zero_route_as_the_oracle(bias, block_t, dev):
     twice as coarse), 2**8, far beyond, negative, and so large that the sigmoids vanish in the fp32
     keys (every key's float collapses to 8 or saturates: flagged), each with one saturated logit on
     top (key exactly 1 + B) and with none: ids the oracle's, as at DeepSeek-V3's usual bias of ~5."""
-    g, K, router = _far_from_zero(bias, dev)
-    check(g, K, router, out=launch(g, K, router, block_t=block_t))
-
-
-def _far_from_zero(bias: float, dev):
-    """test_tops_far_from_zero_route_as_the_oracle's inputs: DeepSeek-V3 rows (fp32), four with a saturated logit on
-    top, and a bias of about ``bias`` for every expert: (logits, K, router)."""
     E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
     g = logits(8, E, torch.float32, dev, seed=11, spread=2.0)
     g[:4, 3] = 100.0
     router = Router("sigmoid", True, sf, n_group, topk_group,
                     correction_bias=torch.full((E,), bias, device=dev) + 0.01 * torch.arange(E, device=dev) % 7)
-    return g, K, router
+    check(g, K, router, out=launch(g, K, router, block_t=block_t))
 
 
 def _pair_rows(dev) -> tuple[torch.Tensor, torch.Tensor]:
@@ -526,9 +519,8 @@ def test_the_group_test_is_on_by_default_for_one_row_launches_from_its_row_count
     assert not launch(high, group_test=False).kernel_options()["GROUP_TEST"]
 
 
-@pytest.mark.parametrize("sat_keys", [False, True], ids=["min", "fma-sat"])
 @pytest.mark.parametrize("block_t", [1, 4])
-def test_the_group_test_never_proves_a_wrong_choice(block_t, sat_keys, dev):
+def test_the_group_test_never_proves_a_wrong_choice(block_t, dev):
     """Many rows whose 4th and 5th groups compete (groups 3 and 4, two experts each above the rest;
     experts 128 and 129 biased 5.1, the others 5.0) with their scores a gap apart drawn from 1e-10
     to 1e-5 either way (group 4's logits set so that each of its keys sits 0.1 of sigmoid against the
@@ -557,15 +549,14 @@ def test_the_group_test_never_proves_a_wrong_choice(block_t, sat_keys, dev):
     s = fused.router_scale(router, E, g.device)
     w, ids = empty_outputs(g, K)
     flags = fused_grouped.plan(g, K, router.correction_bias, s, n_group, topk_group, True, block_t=block_t,
-                               group_test=True, sat_keys=sat_keys).run(g, router.correction_bias, s, w, ids).cpu()
+                               group_test=True).run(g, router.correction_bias, s, w, ids).cpu()
     check(g, K, router, out=(w, ids))
     assert int((flags == 2).sum()) >= 30 and int(((flags == 1) | (flags == 3)).sum()) >= 30, \
         f"flags {torch.bincount(flags.long()).tolist()}: the rows no longer test both outcomes"
 
 
-@pytest.mark.parametrize("sat_keys", [False, True], ids=["min", "fma-sat"])
 @pytest.mark.parametrize("block_t", [1, 4])
-def test_the_group_test_leaves_what_it_cannot_prove_to_float64(block_t, sat_keys, dev):
+def test_the_group_test_leaves_what_it_cannot_prove_to_float64(block_t, dev):
     """Two ways the group test's conditions matter beyond the two scores (fp32 logits, bias 5.0):
     the next group's second key ties in fp32 with its third, which is the true second (experts 129
     and 130 at 0 and 5e-7): group 4's true score exceeds group 3's (96 and 97 at 0 and 2.4e-7) though
@@ -581,70 +572,10 @@ def test_the_group_test_leaves_what_it_cannot_prove_to_float64(block_t, sat_keys
     group_above = _planted_deepseek_rows({0: 1.0, 1: 0.9, 32: 0.95, 33: 0.85, 64: 0.0, 65: 0.0, 96: 0.0, 97: 8e-7,
                                           128: 0.0, 129: 4e-7}, range(5, 8), dev)
     g = torch.cat([third_key[:2], third_group[:2], group_above[:2]])
-    router, oid, flags, out = _routed_with_flags(g, block_t, dev, group_test=True, sat_keys=sat_keys)
+    router, oid, flags, out = _routed_with_flags(g, block_t, dev, group_test=True)
     assert set(oid[0, 6:].tolist()) == {128, 130} and set(oid[2, 6:].tolist()) == {160, 161}, \
         "the oracle's choice of groups moved: the test shows nothing"
     assert {96, 97, 128, 129} <= set(oid[4].tolist()) and not {64, 65} & set(oid[4].tolist()), \
         "the oracle's choice of groups moved: the test shows nothing"
     assert (flags == 2).all(), f"flags {flags.tolist()}: a doubtful group proven"
     check(g, 8, router, out=out)
-
-
-def _both_key_paths(g, K, router, block_t):
-    """(flags, weights, ids) with the keys' distance saturated by a min (SAT_KEYS off) and by fma.sat (on), each with
-    the float64 passes and without them (the fast path's own picks and flags)."""
-    bias = router.correction_bias.float()
-    s = fused.router_scale(router, g.shape[1], g.device)
-    out = {}
-    for sat in (False, True):
-        for fallback in (True, False):
-            w, ids = empty_outputs(g, K)
-            launch_ = fused_grouped.plan(g, K, bias, s, router.n_group, router.topk_group, router.renormalize,
-                                         block_t=block_t, fallback=fallback, sat_keys=sat)
-            assert launch_.constexprs["SAT_KEYS"] == sat
-            out[sat, fallback] = (launch_.run(g, bias, s, w, ids).cpu(), w.cpu(), ids.cpu())
-    return out
-
-
-SAT_CASES = [("deepseek-v3", torch.bfloat16, 4, "spread"), ("deepseek-v3", torch.float32, 1, "spread"),
-             ("deepseek-v3", torch.float32, 8, "wide"), ("glm-4.5", torch.bfloat16, 4, "spread"),
-             ("glm-4.5", torch.float32, 1, "wide"), ("deepseek-v3", torch.bfloat16, 4, "far"),
-             ("six-groups", torch.bfloat16, 4, "spread"), ("six-groups", torch.float32, 1, "wide")]
-
-
-@pytest.mark.parametrize("shape,dtype,block_t,bias_kind", SAT_CASES, ids=str)
-def test_keys_saturated_by_fma_sat_route_as_by_the_min(shape, dtype, block_t, bias_kind, dev):
-    """SAT_KEYS (the distance's float in [0.5, 1), saturated by fma.rn.sat, keys packed less 2**31 so that SAT is 0)
-    against the min's keys: the same flags from the fast path alone and with the float64 passes, the same ids and
-    weights bit for bit (the fast path's alone on the rows it decides), the oracle's ids. Inputs: _flag_inputs' rows (NaN, -inf, planted fp32 ties, random rows; wide
-    biases saturate many keys; a bias of 1e9: every key's float collapses or saturates, and the row leaves the fp32
-    keys)."""
-    if bias_kind == "far":
-        g, K, router = _flag_inputs(shape, dtype, "spread", dev)
-        router = Router("sigmoid", True, router.scaling_factor, router.n_group, router.topk_group,
-                        correction_bias=torch.full((g.shape[1],), 1e9, device=dev) + torch.arange(g.shape[1], device=dev) % 7)
-    else:
-        g, K, router = _flag_inputs(shape, dtype, bias_kind, dev)
-    out = _both_key_paths(g, K, router, block_t)
-    for fallback in (True, False):
-        (f0, w0, i0), (f1, w1, i1) = out[False, fallback], out[True, fallback]
-        assert torch.equal(f0, f1), f"flags differ (fallback={fallback}): {(f0 != f1).nonzero().flatten().tolist()}"
-        kept = torch.ones_like(f0, dtype=torch.bool) if fallback else f0 == 0   # a flagged row's fast picks may differ
-        assert torch.equal(i0[kept], i1[kept]) and torch.equal(w0[kept].view(torch.int32), w1[kept].view(torch.int32))
-    assert torch.equal(out[True, True][2].long(), route64(g, K, router)[1].cpu())
-    flags = out[True, True][0]
-    if bias_kind == "far":
-        assert (flags != 0).all(), "keys that collapse or saturate must leave the fp32 keys"
-    elif bias_kind == "spread":
-        assert flags[1] == 2 and (flags[3:7] != 0).all() and int((flags == 0).sum()) >= 8
-
-
-@pytest.mark.parametrize("block_t", [1, 4])
-@pytest.mark.parametrize("bias", [126.0, -1e6])
-def test_keys_saturated_by_fma_sat_far_from_zero(bias, block_t, dev):
-    """test_tops_far_from_zero_route_as_the_oracle's rows under SAT_KEYS: t1 one binade above the top's and
-    far beyond, as by the min."""
-    g, K, router = _far_from_zero(bias, dev)
-    out = _both_key_paths(g, K, router, block_t)
-    assert torch.equal(out[False, True][0], out[True, True][0]) and torch.equal(out[False, False][0], out[True, False][0])
-    check(g, K, router, out=(out[True, True][1], out[True, True][2]))

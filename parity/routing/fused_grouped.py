@@ -193,43 +193,17 @@ def error_bound(top, reach, SHIFT: tl.constexpr):
 
 
 @triton.jit
-def _reach(units, COL_BITS: tl.constexpr, SAT_KEYS: tl.constexpr):
-    """A distance in units of 2**-SHIFT below the row's top from a packed key's high bits (packed >> COL_BITS), for
-    error_bound: as is, or under SAT_KEYS (keys packed less 2**31, grouped_kernel) that offset put back; a saturated
-    key (at or above 0 there) reads as the farthest."""
-    if SAT_KEYS:
-        return tl.where(units >= 0, 1 << (31 - COL_BITS), units + (1 << (31 - COL_BITS)))
-    else:
-        return units
-
-
-@triton.jit
-def _keys_near(upper, lower, top, COL_BITS: tl.constexpr, SHIFT: tl.constexpr, SAT_KEYS: tl.constexpr = False):
+def _keys_near(upper, lower, top, COL_BITS: tl.constexpr, SHIFT: tl.constexpr):
     """Whether two packed keys (upper at or above lower in the fp32 order) lie within the keys'
     error bound of each other: the fp32 keys cannot order them."""
-    return (lower >> COL_BITS) - (upper >> COL_BITS) <= error_bound(top, _reach(lower >> COL_BITS, COL_BITS, SAT_KEYS),
-                                                                    SHIFT)
+    return (lower >> COL_BITS) - (upper >> COL_BITS) <= error_bound(top, lower >> COL_BITS, SHIFT)
 
 
 @triton.jit
-def _scores_near(upper, lower, top, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr, COL_BITS: tl.constexpr,
-                 SAT_KEYS: tl.constexpr = False):
+def _scores_near(upper, lower, top, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr):
     """_keys_near for two packed group scores (halved sums of two distances, beside the group id): a
     group's score is its two keys' mean, so its second key is at most 2 * score + 1 below the top."""
-    reach = 2 * _reach(lower >> GROUP_BITS, COL_BITS, SAT_KEYS) + 1
-    return (lower >> GROUP_BITS) - (upper >> GROUP_BITS) <= error_bound(top, reach, SHIFT) + 2
-
-
-@triton.jit
-def _fma_sat(a, b, c, NATIVE: tl.constexpr):
-    """a * b + c rounded once and clamped to [0, 1], NaN to 0: one fma.rn.sat.f32 on the GPU (NATIVE; FFMA.SAT), the
-    same values by a clamp in the interpreter."""
-    if NATIVE:
-        return tl.inline_asm_elementwise("fma.rn.sat.f32 $0, $1, $2, $3;", "=r,r,r,r", [a, b, c], dtype=tl.float32,
-                                         is_pure=True, pack=1)
-    else:
-        e = tl.fma(a, b, c)
-        return tl.where(e != e, 0.0, tl.minimum(tl.maximum(e, 0.0), 1.0))
+    return (lower >> GROUP_BITS) - (upper >> GROUP_BITS) <= error_bound(top, 2 * (lower >> GROUP_BITS) + 1, SHIFT) + 2
 
 
 @triton.jit
@@ -428,7 +402,7 @@ def _key_difference(row_ptr, bias_ptr, i, j, mask, stride_ge, stride_b, IS_BF16:
 def _groups_in_order(row_ptr, bias_ptr, doubt, gpacked, cut, after, a1, a2, a3, top, gids, stride_ge, stride_b,
                      COL_BITS: tl.constexpr, GROUP_BITS: tl.constexpr, SHIFT: tl.constexpr,
                      TOPK_GROUP: tl.constexpr, N_GROUP: tl.constexpr, LAST_ID: tl.constexpr, IS_BF16: tl.constexpr,
-                     NATIVE: tl.constexpr, SAT_KEYS: tl.constexpr = False):
+                     NATIVE: tl.constexpr):
     """Whether a row whose group stage is in doubt (the TOPK_GROUP-th group c and the next, n, too
     close for the fp32 scores: ``doubt``) has its groups right after all, proven on exact
     differences [BLOCK_T]: then the fast path's choice of groups is the oracle's, and the row's picks
@@ -445,13 +419,13 @@ def _groups_in_order(row_ptr, bias_ptr, doubt, gpacked, cut, after, a1, a2, a3, 
     at_n = gids == (after & GROUP_MASK)[:, None]
     n2 = tl.sum(tl.where(at_n, a2, 0), axis=1)
     n3 = tl.sum(tl.where(at_n, a3, 0), axis=1)
-    ok = doubt & (_keys_near(n2, n3, top, COL_BITS, SHIFT, SAT_KEYS) == 0)
+    ok = doubt & (_keys_near(n2, n3, top, COL_BITS, SHIFT) == 0)
     if TOPK_GROUP + 1 < N_GROUP:   # the (TOPK_GROUP+2)-th group below c
         after2 = _next_up(after, gpacked, 1)
-        ok = ok & (_scores_near(cut, after2, top, GROUP_BITS, SHIFT, COL_BITS, SAT_KEYS) == 0)
+        ok = ok & (_scores_near(cut, after2, top, GROUP_BITS, SHIFT) == 0)
     if TOPK_GROUP > 1:             # the (TOPK_GROUP-1)-th group above n
-        before = tl.max(tl.where(gpacked < cut[:, None], gpacked, -2147483647 - 1), axis=1)
-        ok = ok & (_scores_near(before, after, top, GROUP_BITS, SHIFT, COL_BITS, SAT_KEYS) == 0)
+        before = tl.max(tl.where(gpacked < cut[:, None], gpacked, -1), axis=1)
+        ok = ok & (_scores_near(before, after, top, GROUP_BITS, SHIFT) == 0)
     # (c1, c2) against (n1, n2) on two lanes of a [BLOCK_T, 2] pair
     two = tl.arange(0, 2)[None, :]
     c_ids = tl.where(two == 0, tl.sum(tl.where(at_c, a1, 0), axis=1)[:, None], tl.sum(tl.where(at_c, a2, 0), axis=1)[:, None])
@@ -653,14 +627,14 @@ def _group_after(prev, packed):
 
 @triton.jit
 def _third_near_kth(top_packed, best, packed, flat, third, top, slots, K: tl.constexpr, COL_BITS: tl.constexpr,
-                    SHIFT: tl.constexpr, ONE_ROW: tl.constexpr, LISTS: tl.constexpr, SAT_KEYS: tl.constexpr = False):
+                    SHIFT: tl.constexpr, ONE_ROW: tl.constexpr, LISTS: tl.constexpr):
     """Whether the (K+2)-th pick lies near the K-th (in top_packed), by the keys' error bound: then
     the top K may lie beyond the K + 1 picks, and _reorder cannot settle the row. The (K+2)-th pick
     is ``third`` from the lists (LISTS: the groups' or the vectors'), else the next below best ((K+1)-th)."""
-    kth = tl.max(tl.where(slots[None, :] == K - 1, top_packed, -2147483647 - 1), axis=1)
+    kth = tl.max(tl.where(slots[None, :] == K - 1, top_packed, 0), axis=1)
     if not LISTS:
         third = _next_pick(best, packed, flat, ONE_ROW)
-    return _keys_near(kth, third, top, COL_BITS, SHIFT, SAT_KEYS)
+    return _keys_near(kth, third, top, COL_BITS, SHIFT)
 
 
 @triton.jit
@@ -703,7 +677,7 @@ def _near_rows(redo, hard, top_packed, best, packed, flat, third, top, picks, fa
                LOG2_BLOCK_K: tl.constexpr, BLOCK_E: tl.constexpr, LAST_ID: tl.constexpr, COL_BITS: tl.constexpr,
                SHIFT: tl.constexpr, ONE_ROW: tl.constexpr, LISTS: tl.constexpr, ACCURATE_EXP: tl.constexpr,
                IS_BF16: tl.constexpr, SCALE_IS_BF16: tl.constexpr, RENORM: tl.constexpr, NATIVE: tl.constexpr,
-               PAIR_TEST: tl.constexpr, SAT_KEYS: tl.constexpr = False):
+               PAIR_TEST: tl.constexpr):
     """The flagged rows ``redo`` settled from their K + 1 first picks where that suffices (not
     ``hard``, and the (K+2)-th pick not near the K-th: the top K are among those K + 1, every other key
     surely below K of them, and only their order is in doubt): the pair test may prove the fp32 keys'
@@ -711,7 +685,7 @@ def _near_rows(redo, hard, top_packed, best, packed, flat, third, top, picks, fa
     Their flags stored (2: left to the whole row's pass); the rows left [BLOCK_T]."""
     BLOCK_C: tl.constexpr = 2 * BLOCK_K if K == BLOCK_K else BLOCK_K
     hard = hard | _third_near_kth(top_packed, best, packed, flat, third, top, slots, K, COL_BITS, SHIFT, ONE_ROW,
-                                  LISTS, SAT_KEYS)
+                                  LISTS)
     near = redo & (hard == 0)
     in_order = near & (near == 0)   # all False
     if PAIR_TEST:
@@ -743,7 +717,6 @@ def grouped_kernel(
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
     ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False, GROUP_LISTS: tl.constexpr = False,
     SPECULATE: tl.constexpr = False, PAIR_TEST: tl.constexpr = False, GROUP_TEST: tl.constexpr = False,
-    SAT_KEYS: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
@@ -791,12 +764,7 @@ def grouped_kernel(
     and whose exponent shifts out of the packed word; saturated by a min (NaN and far keys -> QMAX).
     The FFMA rounds to nearest once: monotone, half a unit off, where ``error_bound`` allows one; the
     row's constant offset (t1's margin, 8 units, and its rounding) cancels in every difference and
-    only lengthens the reach. SAT_KEYS (COL_BITS 8; prepared, off until timed): the same FFMA scaled by 2**-4 into
-    [0.5, 1) (the same mantissa, bit for bit) as fma.rn.sat, which clamps a far key to 1.0 and a NaN to 0 where the min
-    took an ALU-pipe instruction a key; 1.0's exponent bit lands on bit 31, so the packed keys are flipped there: valid
-    keys negative, saturated ones 0 and up (SAT 0), their distances read back by ``_reach`` (SASS sm_90, triton 3.6,
-    DeepSeek-V3 bf16's T = 250000 tile: path 1055 -> 1026, ALU 492 -> 463 a warp, 64 registers, no spill before the
-    flags; one row a program 520 -> 517). (Until 2dc16af: (top - key) * 2**SHIFT by one FFMA, its min, + 2**23 to
+    only lengthens the reach. (Until 2dc16af: (top - key) * 2**SHIFT by one FFMA, its min, + 2**23 to
     round: one FADD a key more; SASS sm_90, DeepSeek-V3's table tile: 1111 -> 1080 instructions a warp,
     and with the id OR'ed in as group base and position where a group is a power of two long, 1062.)
     The row top is a NaN-propagating max (a NaN key saturates every distance and flags the row); a
@@ -807,15 +775,13 @@ def grouped_kernel(
     tl.static_assert(not SPECULATE or (INLINE_EXACT and REORDER and ONE_ROW and not GROUP_LISTS))
     tl.static_assert(not PAIR_TEST or (INLINE_EXACT and REORDER and not SPECULATE))
     tl.static_assert(not GROUP_TEST or (PAIR_TEST and N_GROUP > 1 and TOPK_GROUP < N_GROUP))
-    tl.static_assert(not SAT_KEYS or COL_BITS == 8)
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     VECTOR_LISTS: tl.constexpr = ONE_ROW and VEC == 8 and N_GROUP > 1   # the sort hidden under the group stage
     LISTS: tl.constexpr = GROUP_LISTS or VECTOR_LISTS
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
     DIST_SCALE: tl.constexpr = 2.0 ** (SHIFT - 20)           # a key's 2**-SHIFT: one ulp of a float in [8, 16)
-    DIST_SCALE_SAT: tl.constexpr = 2.0 ** (SHIFT - 24)       # ... and of a float in [0.5, 1) (SAT_KEYS)
-    SAT: tl.constexpr = 0 if SAT_KEYS else QMAX << COL_BITS  # packed at or above: a saturated distance
+    SAT: tl.constexpr = QMAX << COL_BITS                     # packed at or above: a saturated distance
     INT32_MAX: tl.constexpr = 2147483647
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     slots = tl.arange(0, BLOCK_K)
@@ -843,12 +809,7 @@ def grouped_kernel(
     else:
         top = _row_max_nan(key, NATIVE)
     hard = top != top          # a row flagged for a reason _reorder cannot settle
-    if SAT_KEYS:   # the same mantissa from a float in [0.5, 1), saturated by the FFMA itself (see the docstring)
-        t1 = top * DIST_SCALE_SAT + (0.5 + 2.0**-21)
-        e = _fma_sat(key, tl.full(key.shape, -DIST_SCALE_SAT, tl.float32), tl.broadcast_to(t1[:, None, None, None],
-                                                                                             key.shape), NATIVE)
-        q = (e.to(tl.int32, bitcast=True) << COL_BITS) ^ (-2147483647 - 1)   # 1.0's bit 23 shifts to bit 31: flip it
-    elif COL_BITS >= 8:   # the distance as the mantissa of a float in [8, 16): one FFMA and a min
+    if COL_BITS >= 8:   # the distance as the mantissa of a float in [8, 16): one FFMA and a min
         # fl(t1 - s top) >= 8 where |s top| < 2**26 (where t1's grid is at most 2**-16 the margin covers
         # its rounding; where coarser, s top's grid is at most twice as fine, so s top + 8 lies on t1's grid
         # or half a step off it and the margin rounds it up), so every key's float is >= 8 (the FFMA rounds
@@ -877,7 +838,7 @@ def grouped_kernel(
             if BLOCK_G == N_GROUP:
                 hard = hard | (tl.max(a2, axis=1) >= SAT)
             else:
-                hard = hard | (tl.max(tl.where(gids < N_GROUP, a2, -2147483647 - 1), axis=1) >= SAT)
+                hard = hard | (tl.max(tl.where(gids < N_GROUP, a2, 0), axis=1) >= SAT)
         gq = ((a1 >> COL_BITS) + (a2 >> COL_BITS)) >> 1                       # halved: fits beside the group id
         gpacked = tl.where(gids < N_GROUP, (gq << GROUP_BITS) | gids, INT32_MAX)
         if ONE_ROW:   # each group ranked against all (no rounds); the TOPK_GROUP-th and the next by a REDUX each
@@ -892,7 +853,7 @@ def grouped_kernel(
             if TOPK_GROUP < N_GROUP:
                 after = _next_up(cut, gpacked, 1)
         if TOPK_GROUP < N_GROUP:
-            group_doubt = _scores_near(cut, after, top, GROUP_BITS, SHIFT, COL_BITS, SAT_KEYS)
+            group_doubt = _scores_near(cut, after, top, GROUP_BITS, SHIFT)
             if not GROUP_TEST:   # else flagged below, and the groups tested before the float64 pass
                 hard = hard | group_doubt
         chosen = gpacked <= cut[:, None]                                       # [BLOCK_T, BLOCK_G]
@@ -935,7 +896,7 @@ def grouped_kernel(
     hard = hard | (best >= SAT)   # the (K+1)-th pick saturated
     # two picks (or the K-th and the next) too close for the fp32 keys to order; the (K+1)-th pick
     # is the farthest of them
-    flagged = hard | (closest <= error_bound(top, _reach(best >> COL_BITS, COL_BITS, SAT_KEYS), SHIFT))
+    flagged = hard | (closest <= error_bound(top, best >> COL_BITS, SHIFT))
     if GROUP_TEST:
         flagged = flagged | group_doubt
     fast = row_ok & (flagged == 0) if INLINE_EXACT else row_ok
@@ -948,7 +909,7 @@ def grouped_kernel(
         # "DeepSeek-V3 at one row a program"). Only a row in doubt beyond its K + 1 picks (flag 2)
         # still takes a pass after the store: the whole row's float64 keys.
         hard = hard | _third_near_kth(top_packed, best, packed, flat, third, top, slots, K, COL_BITS, SHIFT, ONE_ROW,
-                                      LISTS, SAT_KEYS)
+                                      LISTS)
         redo = flagged & row_ok
         near = redo & (hard == 0)
         tl.store(flags_ptr + rows, flagged.to(tl.int8) + (flagged & hard).to(tl.int8), mask=row_ok)   # 2: whole row
@@ -1006,20 +967,20 @@ def grouped_kernel(
                                   weights_ptr, ids_ptr, flags_ptr, slots, stride_ge, stride_b, stride_s, COL_MASK, K,
                                   BLOCK_T, BLOCK_K, LOG2_BLOCK_K, BLOCK_G * BLOCK_P, N_GROUP * PER - 1, COL_BITS,
                                   SHIFT, ONE_ROW, LISTS, ACCURATE_EXP, IS_BF16, SCALE_IS_BF16, RENORM, NATIVE,
-                                  PAIR_TEST, SAT_KEYS)
+                                  PAIR_TEST)
                 if GROUP_TEST:
                     doubt = left & group_doubt & (hard == 0)
                     if tl.max(doubt.to(tl.int32), axis=0) > 0:
                         proven = _groups_in_order(row_ptr, bias_ptr, doubt, gpacked, cut, after, a1, a2, a3, top,
                                                   gids, stride_ge, stride_b, COL_BITS, GROUP_BITS, SHIFT, TOPK_GROUP,
-                                                  N_GROUP, N_GROUP * PER - 1, IS_BF16, NATIVE, SAT_KEYS)
+                                                  N_GROUP, N_GROUP * PER - 1, IS_BF16, NATIVE)
                         if tl.max(proven.to(tl.int32), axis=0) > 0:
                             left = (left & (proven == 0)) | _near_rows(
                                 proven, hard, top_packed, best, packed, flat, third, top, picks, fast_weights, row_ptr,
                                 row_ok, rows, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr, slots, stride_ge,
                                 stride_b, stride_s, COL_MASK, K, BLOCK_T, BLOCK_K, LOG2_BLOCK_K, BLOCK_G * BLOCK_P,
                                 N_GROUP * PER - 1, COL_BITS, SHIFT, ONE_ROW, LISTS, ACCURATE_EXP, IS_BF16,
-                                SCALE_IS_BF16, RENORM, NATIVE, PAIR_TEST, SAT_KEYS)
+                                SCALE_IS_BF16, RENORM, NATIVE, PAIR_TEST)
                 redo = left
             if tl.max(redo.to(tl.int32), axis=0) > 0:
                 _reroute_flagged(gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, rows, redo, T, stride_gt,
@@ -1092,12 +1053,6 @@ instructions) and measured mixed (T = 65536 -1.5%, 250000 +1.0%)."""
 REORDER_MAX_CANDIDATES = 16
 """The inline pass settles a row whose only doubt is the order of its K + 1 first picks from those
 K + 1 float64 keys (an all-pairs rank: BLOCK_C**2 comparisons a row) when K + 1 is at most this."""
-SAT_KEYS = False
-"""Whether plan lets grouped_kernel saturate the keys' distances in their FFMA (SAT_KEYS, where COL_BITS is 8:
-DeepSeek-V3, GLM-4.5): the distance's float in [0.5, 1) (the same mantissa as in [8, 16), scaled by 2**-4) by
-fma.rn.sat, which clamps a far key (and -inf) to 1.0 and a NaN to 0, where a min a key took one ALU-pipe instruction
-more; 1.0's exponent bit shifts to bit 31, so the packed keys are flipped there (valid keys negative, saturated ones
-0 and up: SAT is 0). Off: to be timed (reports/bench/NOTES.md, "Twenty-eighth round")."""
 EXACT_ROWS = 4
 """Rows per program of exact_kernel on the GPU (a program with no flagged row returns at once); the
 interpreter, which pays per program in Python, takes the fast kernel's large blocks instead."""
@@ -1163,7 +1118,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
          block_t: int | None = None, num_warps: int | None = None, fallback: bool = True,
          inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None,
          lists: bool | None = None, speculate: bool | None = None, pair_test: bool | None = None,
-         group_test: bool | None = None, sat_keys: bool | None = None) -> GroupedLaunch:
+         group_test: bool | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
     fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
     (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
@@ -1178,8 +1133,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     row (T = 64: 2.88 against 2.99; reports/bench/NOTES.md, "Tenth round"); pair_test=False reorders every
     near row from float64 keys, where the default first tries the pair test (grouped_kernel's PAIR_TEST);
     group_test=True first tries a like test on a row whose group stage is in doubt (grouped_kernel's
-    GROUP_TEST; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows); sat_keys: as SAT_KEYS says
-    (None: as it says), where COL_BITS is 8."""
+    GROUP_TEST; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows)."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -1207,7 +1161,6 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per, "ONE_ROW": block_t == 1,
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
         "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
-        "SAT_KEYS": (SAT_KEYS if sat_keys is None else sat_keys) and col_bits == 8,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
         bool(speculate), True if pair_test is None else pair_test,
         (block_t == 1 and T >= GROUP_TEST_MIN_ROWS) if group_test is None else group_test)
