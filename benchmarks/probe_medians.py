@@ -1,7 +1,7 @@
 """Probe rows of several runs (probe_fused / probe_grouped JSON) side by side: each configuration's
 median time over the runs, and whether every run of it matched the oracle.
 
-    python3 -m benchmarks.probe_medians logs/min3-1.json logs/min3-2.json [--out summary.json]
+    python3 -m benchmarks.probe_medians run-1.json run-2.json [--out summary.json]
 """
 import argparse
 import json
@@ -36,9 +36,9 @@ def main() -> None:
     a = ap.parse_args()
     files = [json.loads(Path(p).read_text()) for p in a.runs]
     rows = medians([f["rows"] for f in files])
-    shown = ("T", "E", "K", "dtype", "BLOCK_T", "FMA_KEYS", "MIN3", "maxnreg")
-    for r in rows:
-        print(" ".join(f"{k}={r.get(k)}" for k in shown), f"median={r['median_us']:.2f}", r["runs_us"],
+    for r in rows:   # a configuration's settings, those it leaves to the plan (None) left out
+        shown = {k: v for k, v in r.items() if k not in ("runs_us", "ok", "median_us") and v is not None}
+        print(" ".join(f"{k}={v}" for k, v in shown.items()), f"median={r['median_us']:.2f}", r["runs_us"],
               "ok" if r["ok"] else "NOT THE ORACLE'S")
     if a.out:
         with open(a.out, "w") as f:

@@ -4,7 +4,7 @@
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [files] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [fuzztiles] [impact]
 #        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [ab] [tmaring] [ncuring] [peers] [properties] [multigpu] [split] [smallvec]
-#        [launch] [min3] [adopt]
+#        [launch]
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
 # untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out;
@@ -41,15 +41,6 @@
 # carried) under this tree's benchmarks and scripts, for A/B calls of two kernels in one device call.
 # files: the test files named in TEST_FILES (FILES_LIMIT s, default 200) into logs/pytest_files.log, e.g. the
 # tests mended on the CPU since the suite last ran on a GPU, before a bench in the same call.
-# min3: the twenty-fifth round's owed timing (reports/bench/NOTES.md): probe_fused --configs min3 (fused.MIN3 off and
-# on, Gemma4's tile also at register caps of 80 and 72) over Gemma4's (bf16, fp32), GPT-OSS's and Qwen2-MoE's shapes
-# (Llama 4's K = 1 has no rounds) at T = 250000 and 65536 (MIN3_TS), fp32 also its keys by multiplies (fused.FP32_FMA_KEYS)
-# under MIN3 and a cap of 64 (fp32fma), MIN3_RUNS times (default 2: logs/min3-1.json, ...; their medians printed and in
-# logs/min3-medians.json, benchmarks/probe_medians), then on CUDA tests/test_pair_mins.py (the inline asm runs only
-# there), test_fp32_unchecked.py and test_kernel_parts.py (the fp32 keys by multiplies; MIN3_TESTS=0 leaves them out).
-# adopt (after min3): scripts/adopt_winners.py --apply over logs/min3-medians.json: the switches that won written into
-# this copy's parity/routing/fused.py and named in PARITY_GIT_SHA (<sha>+MIN3+...), so that a bench step after it in
-# the same call times those defaults (logs/adopt.log); the commit that makes them defaults is written by hand after.
 # tests: -v, so that each test's result is a line of its own as it finishes: at b84a360 the time limit's interrupt
 # ended pytest in an INTERNALERROR before its summary, and the log held "2 failed" without their names.
 # TESTS_SHARD=i/n runs the i-th of n disjoint parts of the suite (PARITY_SHARD, tests/conftest.py):
@@ -178,18 +169,6 @@ for step in $steps; do
     split) timeout 150 python3 -m benchmarks.probe_split --out "$LOGS/split.json" > "$LOGS/split.log" 2>&1 ;;
     launch) timeout ${LAUNCH_LIMIT:-120} python3 -m benchmarks.probe_launch --out "$LOGS/launch.json" ${LAUNCH_ARGS:-} \
         > "$LOGS/launch.log" 2>&1 ;;
-    min3) for i in $(seq ${MIN3_RUNS:-2}); do timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --configs min3,fp32fma \
-          --shapes 128:bf16:8,128:bf16:4,60:bf16:4:all,128:fp32:8 --out "$LOGS/min3-$i.json" ${MIN3_TS:-250000 65536} \
-          > "$LOGS/min3-$i.log" 2>&1
-        done
-        python3 -m benchmarks.probe_medians "$LOGS"/min3-[0-9].json --out "$LOGS/min3-medians.json" | tee "$LOGS/min3.log"
-        [ "${MIN3_TESTS:-1}" = 0 ] || { timeout 120 python3 -m pytest -n 16 -q -p no:cacheprovider tests/test_pair_mins.py \
-          tests/test_fp32_unchecked.py tests/test_kernel_parts.py \
-          > "$LOGS/pytest_pair_mins.log" 2>&1; tail -3 "$LOGS/pytest_pair_mins.log"; } ;;
-    adopt) if python3 scripts/adopt_winners.py "$LOGS/min3-medians.json" --apply > "$LOGS/adopt.log" 2>&1; then
-          tag=$(tail -1 "$LOGS/adopt.log"); [ "$tag" = defaults ] || export PARITY_GIT_SHA="${PARITY_GIT_SHA:-?}+$tag"
-        else echo "adopt: nothing written, the defaults stay" >> "$LOGS/adopt.log"; false; fi
-        cat "$LOGS/adopt.log"; git diff --stat -- parity | tee -a "$LOGS/adopt.log" ;;
     smallvec) timeout 150 python3 -m benchmarks.probe_fused --configs small --shapes 128:bf16,128:fp16,128:fp32,256:bf16 \
         --out "$LOGS/small-vec.json" 1 8 64 512 > "$LOGS/small-vec.log" 2>&1 ;;
   esac
@@ -199,6 +178,5 @@ rm -f reports/*/records-gw*.jsonl
 # hypothesis's database holds every failing example it found: it comes back to replay them here.
 tar czf "$OUT/results.tar.gz" reports/$GPU* reports/bench/$GPU* reports/notebooks "$LOGS" \
     $([ -d .hypothesis ] && echo .hypothesis) 2>/dev/null
-cat "$OUT/steps.txt"
-tail -3 "$LOGS/pytest_cuda.log" "$LOGS/pytest_files.log" "$LOGS/properties.log" "$LOGS/pytest_pair_mins.log" 2>/dev/null
+cat "$OUT/steps.txt"; tail -3 "$LOGS/pytest_cuda.log" "$LOGS/pytest_files.log" "$LOGS/properties.log" 2>/dev/null
 grep -h '"us"\|nan_batch\|passed\|failed\|Error' "$LOGS/tma-ring.log" 2>/dev/null | cut -c1-240 | tail -60; tail -14 "$LOGS/ncu-ring.log" 2>/dev/null | cut -c1-300; tail -6 "$LOGS"/sweep_*.log 2>/dev/null; tail -22 "$LOGS"/fuzz*.log "$LOGS"/impact.log 2>/dev/null
