@@ -12,7 +12,8 @@ python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,netw
 without ROW_ALIGN, and other rows a warp with it; words: picks_by_word off and on, and on under caps;
 fp32keys: fp32 keys without the NaN select off and on; fmakeys: 16-bit keys by multiplies (even halves) and ids
 less their lane's part, each off and on, then both with the odd halves' keys by multiplies too; econst: E as a
-compile-time constant off and on.)
+compile-time constant off and on; caps: the table's tile under the plan's register cap, and where it takes several
+rows under 80 and 72 at E = 128 16-bit shapes, 64 at fp32 ones.)
 A shape is E:dtype[:K[:score]], K 8 unless given, score k (softmax over the K, Gemma4), all (softmax
 over all E, Qwen2-MoE) or sigmoid (Llama 4): 60:bf16:4:all is Qwen2-MoE's router.
 The first configuration of each (shape, T) is the launch table's at that T.
@@ -98,7 +99,7 @@ def launcher(cfg, g, s, w, i, K, score="k"):
     sc, renorm = SCORES[score]
     launch = plan(g, K, s, score=sc, renormalize=renorm, word_maxima=cfg.get("WORD_MAXIMA"),
                   fp32_unchecked=cfg.get("FP32_UNCHECKED"), fma_keys=cfg.get("FMA_KEYS"), lane_ids=cfg.get("LANE_IDS"),
-                  e_constant=cfg.get("E_CONSTANT"), min3=cfg.get("MIN3"))
+                  e_constant=cfg.get("E_CONSTANT"))
     tile = {"BLOCK_T": cfg["BLOCK_T"], "BLOCK_E": block_e, "num_warps": cfg["warps"]}
     if cfg["kernel"] != "rounds":
         v3 = load_variant("v3_bitonic_network")
@@ -152,23 +153,15 @@ def configs_for(T, E, dtype, kinds, score="k"):
         # E as a compile-time constant (fused.E_CONSTANT), with the 16-bit keys on the ALU pipe and by multiplies
         out += [{**out[0], "E_CONSTANT": e, "FMA_KEYS": f} for f in ((0, 1, 2) if dtype.itemsize == 2 else (0,))
                 for e in (False, True)]
-    if "min3" in kinds:
-        # the rounds' minimum by three-input mins of paired keys (fused.MIN3), off and on, under the plan's register cap
-        # and, at E = 128 16-bit tiles of several rows, at 80 and 72: for Gemma4's words six and seven one-warp programs
-        # a scheduler where the plan's 82 holds five; GPT-OSS's shape (119 registers, spilling under both) a control
-        words = E == 128 and dtype.itemsize == 2 and out[0]["BLOCK_T"] > 1
-        caps = (out[0].get("maxnreg"), 80, 72) if words else (None,)
-        out += [{**out[0], "MIN3": m, **({} if r is None else {"maxnreg": r})} for r in caps for m in (False, True)]
-    if "fp32fma" in kinds and dtype == torch.float32:
-        # fp32 keys by multiplies (fused.FP32_FMA_KEYS, FMA_KEYS 1) off and on, with MIN3 off and on, uncapped (72
-        # registers with either, seven one-warp programs a scheduler) and under 64 (eight, the table's; no spill)
-        out += [{**out[0], "FMA_KEYS": f, "MIN3": m, **({} if r is None else {"maxnreg": r})}
-                for r in (None, 64) for m in (False, True) for f in (0, 1)]
-        # and at twice the table's rows a warp (4 lanes a row where the table's 4 rows take 8: ~15% fewer
-        # instructions a row, 96 registers), when the table takes several rows a one-warp program
-        if out[0]["BLOCK_T"] > 1 and out[0]["warps"] == 1:
-            out += [{**out[0], "BLOCK_T": 2 * out[0]["BLOCK_T"], "FMA_KEYS": f, "MIN3": m}
-                    for m in (False, True) for f in (0, 1)]
+    if "caps" in kinds:
+        # the table's tile under the plan's register cap (the first row) and, at E = 128 16-bit tiles of several rows,
+        # at 80 and 72: for Gemma4's words six and seven one-warp programs a scheduler where the plan's 82 holds five
+        # (80 on an H100: 33.23 -> 32.88 us at T = 250000, under the 2% a path must win by); GPT-OSS's shape (119
+        # registers, spilling under both) a control; fp32 tiles of several rows at 64, what they take uncapped (Gemma4
+        # fp32: 55.72 -> 56.23 us on the H100)
+        if out[0]["BLOCK_T"] > 1:
+            caps = (80, 72) if E == 128 and dtype.itemsize == 2 else (64,) if dtype == torch.float32 else ()
+            out += [{**out[0], "maxnreg": r} for r in caps]
     if "regs" in kinds:
         # the table's tile under a register cap: more warps resident a scheduler, or spills (registers are
         # allocated 8 a thread at a time: Gemma4 bf16's tile, 92 -> 96, runs 21 one-warp programs an SM;

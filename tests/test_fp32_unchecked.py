@@ -1,6 +1,5 @@
-"""route_kernel keying fp32 logits without the NaN select (fused.FP32_UNCHECKED), and those keys by multiplies
-(fused.FP32_FMA_KEYS): the same ids and weights, bit for bit, as the NaN-checked keys and the ALU's, and the
-oracle's ids."""
+"""route_kernel keying fp32 logits without the NaN select (fused.FP32_UNCHECKED): the same ids and
+weights, bit for bit, as the NaN-checked keys, and the oracle's ids."""
 import pytest
 import torch
 
@@ -72,56 +71,3 @@ def test_unchecked_fp32_keys_by_default_at_tiles_of_several_rows():
     g = torch.empty(250000, 128)
     assert plan(g, 8, s, interpreter=False).constexprs["FP32_UNCHECKED"]
     assert not plan(g[:64], 8, s, interpreter=False).constexprs["FP32_UNCHECKED"]
-
-
-@pytest.mark.parametrize("E,K", [(128, 8), (128, 64), (64, 6), (256, 32), (16, 16), (100, 8)])
-def test_fp32_keys_by_multiplies_pick_as_the_alu_keys(E, K, dev, monkeypatch):
-    """fp32 keys by multiplies (FMA_KEYS 1 for fp32): NaNs, infinities, signed zeros, ties once truncated; E = 100 pads
-    its rows, whose keys stay NaN-checked ones."""
-    g = with_specials(logits(150, E, torch.float32, dev, seed=E + K + 7))
-    assert_prepared_path_matches("FMA_KEYS", g, K, scale(E, dev), monkeypatch, on=1)
-
-
-@pytest.mark.parametrize("epilogue", ["softmax_all", "sigmoid"])
-def test_fp32_keys_by_multiplies_under_every_epilogue(epilogue, dev, monkeypatch):
-    g = with_specials(logits(150, 64, torch.float32, dev, seed=4))
-    assert_prepared_path_matches("FMA_KEYS", g, 4, scale(64, dev), monkeypatch, kernel=EPILOGUE_KERNELS[epilogue], on=1)
-
-
-@pytest.mark.parametrize("block_t,vec", [(4, 4), (8, 4), (2, 128)])
-def test_fp32_keys_by_multiplies_at_other_tiles(block_t, vec, dev):
-    """The GPU's tile for fp32 (four rows of 16-byte vectors), eight rows, and the row as one vector, keys unchecked
-    (the path the multiplies take), blocks with and without a NaN (T = 37)."""
-    g = with_specials(logits(37, 128, torch.float32, dev, seed=block_t + 20))
-    assert_prepared_path_matches("FMA_KEYS", g, 8, scale(128, dev), None, tile=(block_t, vec), on=1,
-                                 FP32_UNCHECKED=True)
-
-
-def test_fp32_keys_by_multiplies_by_default_only_where_fp32_fma_keys_says(monkeypatch):
-    """Off by default (FP32_FMA_KEYS, not yet timed); on, at tiles of several rows, where it says; never at a row a
-    program; 16-bit tiles keep their own default."""
-    assert fused_module.FP32_FMA_KEYS is False
-    s = scale(128, "cpu")
-    g = torch.empty(250000, 128)
-    assert plan(g, 8, s, interpreter=False).constexprs["FMA_KEYS"] == 0
-    monkeypatch.setattr(fused_module, "FP32_FMA_KEYS", True)
-    on = plan(g, 8, s, interpreter=False).constexprs
-    assert on["FMA_KEYS"] == 1 and on["FP32_UNCHECKED"]
-    assert plan(g[:64], 8, s, interpreter=False).constexprs["FMA_KEYS"] == 0
-    assert plan(g.bfloat16(), 8, s, interpreter=False).constexprs["FMA_KEYS"] == 1   # words: the even halves'
-
-
-def test_fp32_register_cap_only_where_fp32_max_registers_says(monkeypatch):
-    """No cap on fp32 tiles by default (FP32_MAX_REGISTERS None, not yet timed); set, the GPU's fp32 tiles of several
-    rows take it, a row a program, the interpreter and 16-bit tiles do not."""
-    assert fused_module.FP32_MAX_REGISTERS is None
-    s = scale(128, "cpu")
-    g = torch.empty(250000, 128)
-    assert "maxnreg" not in plan(g, 8, s, interpreter=False).options()
-    monkeypatch.setattr(fused_module, "FP32_MAX_REGISTERS", 64)
-    assert plan(g, 8, s, interpreter=False).options()["maxnreg"] == 64
-    assert "maxnreg" not in plan(g[:64], 8, s, interpreter=False).options()
-    assert plan(g, 8, s, interpreter=True).max_registers is None
-    words = plan(g.bfloat16(), 8, s, interpreter=False)
-    assert words.max_registers == fused_module.WORD_MAXIMA_MAX_REGISTERS
-    assert plan(g.bfloat16(), 4, s, interpreter=False).max_registers is None

@@ -36,7 +36,7 @@ SEVERAL_ROWS_T = 16 * fused_module.FILL_PROGRAMS
 where plan keeps the word maxima and the unchecked fp32 keys off)."""
 
 
-def assert_prepared_path_matches(flag, g, K, s, monkeypatch, kernel=fused, tile=None, on=True, **fixed):
+def assert_prepared_path_matches(flag, g, K, s, monkeypatch, kernel=fused, tile=None, on=True):
     """A prepared route_kernel path (``flag``: its fused module constant and compile-time argument,
     WORD_MAXIMA, FP32_UNCHECKED or FMA_KEYS; ``on``: its value when on) gives the oracle's ids and the
     default path's ids and weights bit for bit: through the public op, or at ``tile`` = (block_t, vec)
@@ -45,9 +45,9 @@ def assert_prepared_path_matches(flag, g, K, s, monkeypatch, kernel=fused, tile=
     rows, and a batch of a few hundred rows is routed a row a program there."""
     if not tile and g.is_cuda:
         g = g.repeat(-(-SEVERAL_ROWS_T // g.shape[0]), 1)
-    if tile:   # ``fixed``: other compile-time arguments both launches take
-        base = route_at_tile(g, K, s, *tile, **fixed, **{flag: False})
-        new = route_at_tile(g, K, s, *tile, **fixed, **{flag: on})
+    if tile:
+        base = route_at_tile(g, K, s, *tile, **{flag: False})
+        new = route_at_tile(g, K, s, *tile, **{flag: on})
     else:
         monkeypatch.setattr(fused_module, flag, False)
         base = kernel(g, K, s)

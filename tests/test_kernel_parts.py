@@ -7,8 +7,7 @@ import triton
 import triton.language as tl
 
 from parity.routing.fused import NAN_MAGNITUDE
-from parity.routing.kernel_parts import (fp32_key_by_multiplies, high_half_key, low_half_key, sign_magnitude_key,
-                                         sign_magnitude_unchecked, top_half_key_unchecked)
+from parity.routing.kernel_parts import high_half_key, low_half_key, sign_magnitude_key, top_half_key_unchecked
 
 
 @triton.jit
@@ -91,29 +90,4 @@ def test_keys_by_multiplies_are_the_alu_keys_for_every_pattern(high, dev):
     want, got = torch.empty_like(words), torch.empty_like(words)
     _half_keys_kernel[(triton.cdiv(words.numel(), 1 << 16),)](words, want, got, words.numel(), 0, HIGH=high,
                                                                BLOCK=1 << 16)
-    assert torch.equal(got, want)
-
-
-@triton.jit
-def _fp32_keys_kernel(bits_ptr, out_ptr, fma_ptr, n, zero, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ok = offs < n
-    w = tl.load(bits_ptr + offs, mask=ok, other=0)
-    tl.store(out_ptr + offs, sign_magnitude_unchecked(w, 0x7FFFFFFF), mask=ok)
-    tl.store(fma_ptr + offs, fp32_key_by_multiplies(w, zero), mask=ok)
-
-
-def test_fp32_keys_by_multiplies_are_the_alu_keys(dev):
-    """fp32_key_by_multiplies (fused.FP32_FMA_KEYS) equals sign_magnitude_unchecked bit for bit: every pattern
-    whose high 16 bits run through all 2**16 values (low bits random), the sign bit alone, both zeros, the
-    infinities, NaNs of both signs and every payload's ends."""
-    gen = torch.Generator().manual_seed(2)
-    high = torch.arange(0, 1 << 16, dtype=torch.int64) << 16
-    low = torch.randint(0, 1 << 16, (1 << 16,), generator=gen, dtype=torch.int64)
-    ends = torch.tensor([0, 1, 0x7F7FFFFF, 0x7F800000, 0x7F800001, 0x7FC00000, 0x7FFFFFFF,
-                         0x80000000, 0x80000001, 0xFF800000, 0xFF800001, 0xFFC00000, 0xFFFFFFFF], dtype=torch.int64)
-    bits = torch.cat([high, high | low, high | 0xFFFF, ends])
-    bits = torch.where(bits > 0x7FFFFFFF, bits - (1 << 32), bits).to(torch.int32).to(dev)
-    want, got = torch.empty_like(bits), torch.empty_like(bits)
-    _fp32_keys_kernel[(triton.cdiv(bits.numel(), 1 << 16),)](bits, want, got, bits.numel(), 0, BLOCK=1 << 16)
     assert torch.equal(got, want)

@@ -21,24 +21,15 @@ def test_fp32keys_configurations_only_for_fp32():
     assert configs_for(250000, 128, torch.bfloat16, ["fp32keys"]) == configs_for(250000, 128, torch.bfloat16, [])
 
 
-def test_min3_configurations_under_caps_only_for_the_word_shape():
-    """MIN3 off and on at the table's tile: under the plan's cap, 80 and 72 where Gemma4's words run, else the
-    plan's."""
-    def settings(E, score="k"):
-        return [(c.get("MIN3"), c.get("maxnreg")) for c in configs_for(250000, E, torch.bfloat16, ["min3"], score)[1:]]
+def test_caps_configurations_by_shape():
+    """The table's tile under the plan's cap (the first row), and under 80 and 72 at E = 128 16-bit tiles of several
+    rows, 64 at fp32 ones; nothing more where the table runs a row a program or for other 16-bit shapes."""
+    def caps(E, dtype, T=250000, score="k"):
+        cfgs = configs_for(T, E, dtype, ["caps"], score)
+        assert all(c == {**cfgs[0], "maxnreg": c["maxnreg"]} for c in cfgs[1:])
+        return [c["maxnreg"] for c in cfgs[1:]]
 
-    assert settings(128) == [(False, None), (True, None), (False, 80), (True, 80), (False, 72), (True, 72)]
-    assert settings(60, "all") == [(False, None), (True, None)]
-
-
-def test_fp32fma_configurations_only_for_fp32():
-    """fp32 keys by multiplies and MIN3, each off and on, uncapped and under 64 registers, and at twice the table's
-    rows a warp; nothing for 16-bit logits."""
-    cfgs = configs_for(250000, 128, torch.float32, ["fp32fma"])
-    table = cfgs[0]["BLOCK_T"]
-    assert [(c["BLOCK_T"], c.get("FMA_KEYS"), c.get("MIN3"), c.get("maxnreg")) for c in cfgs[1:]] == [
-        (table, 0, False, None), (table, 1, False, None), (table, 0, True, None), (table, 1, True, None),
-        (table, 0, False, 64), (table, 1, False, 64), (table, 0, True, 64), (table, 1, True, 64),
-        (2 * table, 0, False, None), (2 * table, 1, False, None),
-        (2 * table, 0, True, None), (2 * table, 1, True, None)]
-    assert configs_for(250000, 128, torch.bfloat16, ["fp32fma"]) == configs_for(250000, 128, torch.bfloat16, [])
+    assert caps(128, torch.bfloat16) == [80, 72]
+    assert caps(128, torch.float32) == [64]
+    assert caps(60, torch.bfloat16, score="all") == []
+    assert caps(128, torch.bfloat16, T=8) == []

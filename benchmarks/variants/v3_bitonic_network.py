@@ -193,8 +193,7 @@ def _network_kernel(
 EXACT_ROWS = 2**17 if device.INTERPRETER else 8
 """Rows the network kernel's exact path takes at a time (in the interpreter: all of a program's)."""
 
-ROUTE_ONLY = ("SCORE", "RENORM", "ROW_ALIGN", "WORD_MAXIMA", "FP32_UNCHECKED", "ROW_LANES", "FMA_KEYS", "E_CONST",
-              "MIN3")
+ROUTE_ONLY = ("SCORE", "RENORM", "ROW_ALIGN", "WORD_MAXIMA", "FP32_UNCHECKED", "ROW_LANES", "FMA_KEYS", "E_CONST")
 """fused.plan's compile-time arguments that only route_kernel takes: the network computes the softmax
 over the K, reads a row logit by logit and keeps its fp32 keys NaN-checked."""
 

@@ -71,7 +71,6 @@ from parity.routing.kernel_parts import (
     order_key,
     key_value,
     top_half_key,
-    unsigned_min_by_pairs,
     fp32_keys_on_top,
     ranks_before,
     load_fp32,
@@ -99,7 +98,7 @@ def route_kernel(
     EVEN_E: tl.constexpr, KEY16: tl.constexpr, NAN_MAG: tl.constexpr, PAIRS: tl.constexpr, VEC: tl.constexpr,
     SCORE: tl.constexpr, RENORM: tl.constexpr, LOG2_BLOCK_E: tl.constexpr, ROW_ALIGN: tl.constexpr = 1,
     WORD_MAXIMA: tl.constexpr = False, FP32_UNCHECKED: tl.constexpr = False, ROW_LANES: tl.constexpr = 1,
-    FMA_KEYS: tl.constexpr = 0, E_CONST: tl.constexpr = 0, MIN3: tl.constexpr = False,
+    FMA_KEYS: tl.constexpr = 0, E_CONST: tl.constexpr = 0,
 ):
     tl.static_assert(PAIRS or not WORD_MAXIMA, "picks_by_word reads rows as words")
     if E_CONST > 0:   # E as a compile-time constant (E_CONSTANT): the columns' masks and addresses fold
@@ -126,10 +125,8 @@ def route_kernel(
     # ROW_LANES > 1: the keys' ids lack their lane's part (kernel_parts.lane_offsets), which comes back where
     # keys of different lanes meet: in each round (pick_rounds) and in the rows' largest
     lane_off = lane_offsets(BLOCK_E, VEC, ROW_LANES)   # [1, C]
-    # 0 at run time (T < 2**31), which the compiler cannot fold: the keys' multipliers (FMA_KEYS) and the rounds' -1
-    # (MIN3) are made from it; NATIVE: inline asm, which the interpreter lacks as it lacks libdevice's exp
+    # 0 at run time (T < 2**31), which the compiler cannot fold: the keys' multipliers (FMA_KEYS) are made from it
     zero = T >> 31
-    NATIVE: tl.constexpr = ACCURATE_EXP
     if PAIRS:
         packed, x = packed_pair_keys(row_ptr, row_ok, E, BLOCK_E, VEC, COL_BITS, EVEN_E, NAN_MAG, IS_BF16, SCORE == 2,
                                      NAN_CHECKED=not UNCHECKED, ROW_ALIGN=ROW_ALIGN, BY_WORD=WORD_MAXIMA,
@@ -138,8 +135,7 @@ def route_kernel(
     else:
         packed, key, x = packed_keys(row_ptr[:, None, None] + cols * stride_ge, row_ok[:, None, None], cols,
                                      columns_in_row(cols, E, BLOCK_E, VEC, ROW_ALIGN), COL_BITS, KEY16, EVEN_E, NAN_MAG, IS_BF16,
-                                     not KEY16 and (SCORE == 2 or UNCHECKED), NAN_CHECKED=not UNCHECKED,
-                                     FMA_KEYS=FMA_KEYS, zero=zero)
+                                     not KEY16 and (SCORE == 2 or UNCHECKED), NAN_CHECKED=not UNCHECKED)
 
     if WORD_MAXIMA:
         # the rounds run over each word's larger key; picks_by_word adds the smaller ones back
@@ -181,12 +177,11 @@ def route_kernel(
         den = softmax_denominator(x, row_max, LOG2_BLOCK_E, ACCURATE_EXP, not KEY16)
     out_ok = row_ok[:, None] & (slots < K)[None, :]
     if WORD_MAXIMA:
-        top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG, lane_off[:, :, None],
-                               MIN3, NATIVE, zero - 1)
+        top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG, lane_off[:, :, None])
         order_in_doubt = 0
     else:
         top_id, order_in_doubt = picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, COL_BITS, CHECK_LOSS,
-                                          lane_off[:, :, None], MIN3, NATIVE, zero - 1)
+                                          lane_off[:, :, None])
 
     top_id = tl.where(out_ok, top_id, 0)
     # Gathering the chosen logits again (cache hits) also moves the K picks from the reduction's
@@ -206,14 +201,11 @@ def route_kernel(
 
 @triton.jit
 def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_BITS: tl.constexpr,
-                CHECK_LOSS: tl.constexpr, lane_off=0, MIN3: tl.constexpr = False, NATIVE: tl.constexpr = False,
-                minus_one=-1):
+                CHECK_LOSS: tl.constexpr, lane_off=0):
     """The picks' packed keys [BLOCK_T, BLOCK_K] by slot, largest first, from packed keys
     [BLOCK_T, C, V] whose rows' largest is ``best``: each round the largest key below the last
     pick, ``prev - 1 - min_unsigned((prev - 1) - packed)`` (``lane_off``: what each key exceeds its
-    true value by, [1, C, 1] or 0; route_kernel's ROW_LANES; MIN3: the minimum by three-input mins of paired gaps,
-    unsigned_min_by_pairs, where a vector holds two keys or more, the gaps by IMAD with ``minus_one``, -1 made at run
-    time, and NATIVE: on the GPU). Also, under CHECK_LOSS, which rows
+    true value by, [1, C, 1] or 0; route_kernel's ROW_LANES). Also, under CHECK_LOSS, which rows
     have two consecutive picks of the ROUNDS sharing a truncated key, and which have the K-th and
     the (K + 1)-th sharing one (ROUNDS = K + 1)."""
     top = tl.where(slots[None, :] == 0, best[:, None], 0)
@@ -221,16 +213,8 @@ def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_
     at_kth = ambiguous
     for k in tl.static_range(1, ROUNDS):
         prev = best
-        if MIN3 and packed.shape[2] >= 2:
-            gap = ((prev - 1)[:, None, None] + lane_off) + packed * minus_one
-            if NATIVE:
-                best = prev - 1 - unsigned_min_by_pairs(gap, NATIVE)
-            else:   # the same minimum: the interpreter runs a reduction's combine in Python, element by element
-                gap_min = tl.min(tl.min(gap.to(tl.uint32, bitcast=True), axis=2), axis=1)
-                best = prev - 1 - gap_min.to(tl.int32, bitcast=True)
-        else:
-            gap = (((prev - 1)[:, None, None] + lane_off) - packed).to(tl.uint32, bitcast=True)
-            best = prev - 1 - tl.min(tl.min(gap, axis=2), axis=1).to(tl.int32, bitcast=True)
+        gap = (((prev - 1)[:, None, None] + lane_off) - packed).to(tl.uint32, bitcast=True)
+        best = prev - 1 - tl.min(tl.min(gap, axis=2), axis=1).to(tl.int32, bitcast=True)
         if CHECK_LOSS:
             tie = (best >> COL_BITS) == (prev >> COL_BITS)
             ambiguous = ambiguous | tie
@@ -243,8 +227,7 @@ def pick_rounds(packed, best, slots, K: tl.constexpr, ROUNDS: tl.constexpr, COL_
 
 @triton.jit
 def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: tl.constexpr, COL_BITS: tl.constexpr,
-             CHECK_LOSS: tl.constexpr, lane_off=0, MIN3: tl.constexpr = False, NATIVE: tl.constexpr = False,
-             minus_one=-1):
+             CHECK_LOSS: tl.constexpr, lane_off=0):
     """The K picks' ids [BLOCK_T, BLOCK_K] from packed keys [BLOCK_T, C, V] (``best``: the rows'
     largest; ``key``: the full keys, for fp32's exact path; ``cols``: the columns [1, C, V]), and,
     under CHECK_LOSS, whether some row's picks are right as a set but in doubt as to their order
@@ -252,8 +235,7 @@ def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: t
     variant (benchmarks/variants/v8_tma_ring.py) select through here."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     ROUNDS: tl.constexpr = K + 1 if CHECK_LOSS else K  # one more pick shows a tie across the K-th place
-    top, ambiguous, at_kth = pick_rounds(packed, best, slots, K, ROUNDS, COL_BITS, CHECK_LOSS, lane_off, MIN3, NATIVE,
-                                         minus_one)
+    top, ambiguous, at_kth = pick_rounds(packed, best, slots, K, ROUNDS, COL_BITS, CHECK_LOSS, lane_off)
     top_id = COL_MASK - (top & COL_MASK)
     order_in_doubt = 0
     if CHECK_LOSS:
@@ -271,8 +253,7 @@ def picks_of(packed, key, best, cols, slots, row_ok, K: tl.constexpr, BLOCK_E: t
 
 @triton.jit
 def picks_by_word(word_max, best, row_ptr, out_ok, slots, K: tl.constexpr, COL_BITS: tl.constexpr,
-                  NAN_MAG: tl.constexpr, lane_off=0, MIN3: tl.constexpr = False, NATIVE: tl.constexpr = False,
-                  minus_one=-1):
+                  NAN_MAG: tl.constexpr, lane_off=0):
     """The K picks' ids [BLOCK_T, BLOCK_K] of bf16/fp16 rows read as 32-bit words, from each word's
     larger packed key (word_max [BLOCK_T, C, V]; ``best``: the rows' largest). The rounds run over
     the words' maxima, half the keys: their K largest are the K words that can hold a pick (a key
@@ -280,14 +261,14 @@ def picks_by_word(word_max, best, row_ptr, out_ok, slots, K: tl.constexpr, COL_B
     smaller, whose word's larger ranks above it). Those K words are read again (from L1, where the
     row's load left them), and the rounds run once more over their 2K keys."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
-    top, _, _ = pick_rounds(word_max, best, slots, K, K, COL_BITS, False, lane_off, MIN3, NATIVE, minus_one)
+    top, _, _ = pick_rounds(word_max, best, slots, K, K, COL_BITS, False, lane_off)
     col = COL_MASK - (top & COL_MASK)
     w = tl.load(row_ptr.to(tl.pointer_type(tl.int32))[:, None] + (col >> 1), mask=out_ok, other=0)
     # the other logit of each chosen word: the low half when the pick is the odd column
     partner = top_half_key(tl.where((col & 1) == 1, w << 16, w), NAN_MAG) | (COL_MASK - (col ^ 1))
     slot_ok = (slots < K)[None, :]
     candidates = tl.join(tl.where(slot_ok, top, -2147483647 - 1), tl.where(slot_ok, partner, -2147483647 - 1))
-    top, _, _ = pick_rounds(candidates, best, slots, K, K, COL_BITS, False, 0, MIN3, NATIVE, minus_one)
+    top, _, _ = pick_rounds(candidates, best, slots, K, K, COL_BITS, False)
     return COL_MASK - (top & COL_MASK)
 
 
@@ -447,10 +428,9 @@ WORD_MAXIMA_MAX_REGISTERS = 96
 on the H100 (35.26 / 36.2 / 38.7 us, Gemma4 bf16 at T = 250000)."""
 
 FMA_KEYS: int | None = None
-"""How plan lets route_kernel make the keys: of 16-bit rows read as words, 0 on the ALU pipe; 1 the even columns' by
+"""How plan lets route_kernel make the 16-bit keys of rows read as words: 0 on the ALU pipe; 1 the even columns' by
 two multiplies (kernel_parts.low_half_key, FMA pipe) where four ALU-pipe instructions made them; 2 the odd columns'
-too (high_half_key); for fp32 logits (not read as words) 1 or 2 their keys by multiplies (FP32_FMA_KEYS); None (the
-default) as measured: at tiles of several rows 1 where picks_by_word runs (with
+too (high_half_key); None (the default) as measured: at tiles of several rows 1 where picks_by_word runs (with
 LANE_IDS) and 2 elsewhere, at one-row programs (small T, latency-bound, not timed) 0. SASS sm_90 (triton 3.6) at the T =
 250000 tiles, path / ALU-pipe instructions a warp: Gemma4 bf16 1291 / 820 -> 1184 / 671 (1 with LANE_IDS; 96 -> 82
 registers), GPT-OSS 930 / 606 -> 903 / 544 at 1, Qwen2-MoE 772 / 400 -> 786 / 341 at 2. Timed on an H100 (probe_fused
@@ -459,20 +439,6 @@ T = 250000 / 65536, µs: Gemma4 bf16 34.55 / 12.69 -> 33.16-33.20 / 12.44-12.52 
 without, 33.92 at 250000; at 2 without LANE_IDS 34.96 / 13.14, slower); GPT-OSS 30.29 / 11.16 -> 29.47 / 10.75 at 2
 (29.72 / 10.87 at 1); Llama 4 26.47 / 9.53 -> 25.99 / 9.31 at 2; Qwen2-MoE 19.06-19.12 / 7.35 -> 18.34-18.39 / 7.22-7.26
 at 2 (18.48-18.54 / 7.48-7.50 at 1: slower at 65536). reports/bench/NOTES.md, "Twenty-fourth round"."""
-
-FP32_FMA_KEYS: bool = False
-"""Whether FMA_KEYS's default (None) makes fp32 keys by multiplies at tiles of several rows (FMA_KEYS >= 1 there:
-kernel_parts.fp32_key_by_multiplies, an IMAD.HI and three IMADs on the FMA pipe where sign_magnitude_unchecked took
-two ALU-pipe instructions and an IMAD; the same bits). SASS sm_90 (triton 3.6), Gemma4 fp32's T = 250000 tile, path /
-ALU / FMA a warp: 599 / 346 / 171 (64 registers) -> 620 / 319 / 219 (72), 624 / 323 / 219 under maxnreg 64 (no spill);
-with MIN3 666 / 293 / 267 under 64. The ALU pipe issues a warp's instruction every two cycles, so 346 of them hold it
-692 cycles a warp, more than the 599 issue slots. Off: to be timed (reports/bench/NOTES.md, "Twenty-sixth round")."""
-
-FP32_MAX_REGISTERS: int | None = None
-"""ptxas's register cap (maxnreg) for fp32 tiles of several rows on the GPU, None: none. The keys by multiplies and
-MIN3 take Gemma4 fp32's T = 250000 tile from 64 registers (eight one-warp programs a scheduler) to 72 (seven); under 64
-ptxas keeps them without a spill (SASS sm_90, FP32_FMA_KEYS above). None until `probe_fused --configs fp32fma` has timed
-the cap (reports/bench/NOTES.md, "Twenty-sixth round")."""
 
 LANE_IDS: bool = True
 """Whether plan lets route_kernel pack ids less their lane's part under picks_by_word (ROW_LANES;
@@ -490,14 +456,6 @@ registers). Timed on an H100 (0ef1cd6 against ef8d848, reverted in 6830002): T =
 prepared again as a switch so that one tree times it (reports/bench/NOTES.md, "Nineteenth round"). On an H100 with
 FMA_KEYS = 2, Qwen2-MoE bf16 18.34 -> 18.16 µs at T = 250000, 7.26 -> 7.22 at 65536 (-1.0%, -0.6%: under the 2% a path
 must win by; alone 19.05 -> 18.76 and 7.37 -> 7.62, as in the nineteenth round). Off."""
-
-MIN3: bool = False
-"""Whether plan lets route_kernel take each selection round's minimum by three-input mins of keys in pairs
-(kernel_parts.unsigned_min_by_pairs, inline asm on the GPU; the gaps by IMAD with a -1 made at run time, which ptxas
-cannot fuse into a min on the ALU pipe). SASS sm_90 (triton 3.6), path / ALU-pipe / FMA-pipe instructions a warp at
-the T = 250000 tiles: Gemma4 bf16 1184 / 671 / 433 -> 1213 / 616 / 503, GPT-OSS 931 / 477 / 401 -> 918 / 445 / 417,
-Qwen2-MoE 786 / 341 / 344 -> 789 / 336 / 349, Gemma4 fp32 599 / 346 / 171 -> 641 / 316 / 219 (64 -> 72 registers). Off:
-to be timed (reports/bench/NOTES.md, "Twenty-fifth round")."""
 
 FP32_UNCHECKED = True
 """Whether plan lets route_kernel key fp32 logits without the NaN select where rows need no padding
@@ -543,7 +501,7 @@ class Launch:
 def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor, *,
          interpreter: bool = device.INTERPRETER, score: int = SOFTMAX_K, renormalize: bool = True,
          word_maxima: bool | None = None, fp32_unchecked: bool | None = None, fma_keys: int | None = None,
-         lane_ids: bool | None = None, e_constant: bool | None = None, min3: bool | None = None) -> Launch:
+         lane_ids: bool | None = None, e_constant: bool | None = None) -> Launch:
     """The launch for these (validated) arguments: the table's tile, and the compile-time
     arguments that follow from the problem, not from tuning. ``score``: what the weights are
     (kernel_parts.SOFTMAX_K, SIGMOID, SOFTMAX_ALL); ``renormalize``: a sigmoid's renormalisation
@@ -552,7 +510,7 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
     as WORD_MAXIMA_SHAPES does), its registers capped on the GPU; ``fp32_unchecked``:
     fp32 keys without the NaN case, a block holding a NaN or an inf checked once (None: as
     FP32_UNCHECKED says); ``fma_keys`` (0, 1, 2; None: by the tile, fma_keys_for), ``lane_ids``, ``e_constant``: as
-    FMA_KEYS, LANE_IDS and E_CONSTANT say (None: as they say); ``min3``: as MIN3 says (None: as it says)."""
+    FMA_KEYS, LANE_IDS and E_CONSTANT say (None: as they say)."""
     T, E = gating_output.shape
     t = tile(T, E, gating_output.dtype, interpreter=interpreter, score=score)
     pairs = reads_pairs(gating_output)
@@ -581,30 +539,15 @@ def plan(gating_output: torch.Tensor, topk: int, per_expert_scale: torch.Tensor,
                   if words and (LANE_IDS if lane_ids is None else lane_ids) else 1),
         "FMA_KEYS": fma_keys_for(t, words, gating_output.dtype) if fma is None else int(fma),
         "E_CONST": E if (E_CONSTANT if e_constant is None else e_constant) else 0,
-        "MIN3": MIN3 if min3 is None else min3,
         "FP32_UNCHECKED": ((FP32_UNCHECKED if fp32_unchecked is None else fp32_unchecked)
                            and gating_output.dtype == torch.float32 and t.block_t > 1),
-    }, register_cap(t, words, gating_output.dtype, interpreter))
-
-
-def register_cap(t: Tile, words: bool, dtype: torch.dtype, interpreter: bool) -> int | None:
-    """The plan's register cap on the GPU: WORD_MAXIMA_MAX_REGISTERS under picks_by_word, FP32_MAX_REGISTERS at fp32
-    tiles of several rows, else none."""
-    if interpreter:
-        return None
-    if words:
-        return WORD_MAXIMA_MAX_REGISTERS
-    return FP32_MAX_REGISTERS if dtype == torch.float32 and t.block_t > 1 else None
+    }, WORD_MAXIMA_MAX_REGISTERS if words and not interpreter else None)
 
 
 def fma_keys_for(t: Tile, words: bool, dtype: torch.dtype) -> int:
-    """FMA_KEYS's default (None) for a tile: 0 at one row a program, else for 16-bit logits 1 under picks_by_word, 2
-    elsewhere, and for fp32 ones 1 where FP32_FMA_KEYS says."""
-    if t.block_t == 1:
-        return 0
-    if dtype == torch.float32:
-        return int(FP32_FMA_KEYS)
-    return 1 if words else 2
+    """FMA_KEYS's default (None) for a tile: 0 at one row a program and for fp32 logits (whose keys it does not
+    make), else 1 under picks_by_word, 2 elsewhere."""
+    return 0 if t.block_t == 1 or dtype == torch.float32 else 1 if words else 2
 
 
 def _launcher(score: int, renormalize: bool = True):

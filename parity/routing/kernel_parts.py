@@ -136,48 +136,6 @@ def exact_topk(key, cols, slots, K: tl.constexpr, BLOCK_E: tl.constexpr, top_id)
 
 
 @triton.jit
-def min3_u32(a, b, c, NATIVE: tl.constexpr):
-    """The unsigned minimum of three int32 bit patterns. On the GPU (NATIVE) two PTX min.u32 in one inline asm, which
-    ptxas issues as one three-input VIMNMX3.U32 (LLVM, which cannot see into the asm, would otherwise fold the mins
-    into its own binary tree, of which ptxas fuses only some); in the interpreter (no inline asm) tl.minimum: the
-    same bits."""
-    if NATIVE:
-        return tl.inline_asm_elementwise("{ .reg .u32 t; min.u32 t, $1, $2; min.u32 $0, t, $3; }", "=r,r,r,r",
-                                         [a, b, c], dtype=tl.int32, is_pure=True, pack=1)
-    else:
-        u = tl.minimum(tl.minimum(a.to(tl.uint32, bitcast=True), b.to(tl.uint32, bitcast=True)),
-                       c.to(tl.uint32, bitcast=True))
-        return u.to(tl.int32, bitcast=True)
-
-
-@triton.jit
-def _pair_min_native(m1, p1, m2, p2):
-    return min3_u32(m1, m2, p1, True), p2
-
-
-@triton.jit
-def _pair_min_interpreted(m1, p1, m2, p2):
-    return min3_u32(m1, m2, p1, False), p2
-
-
-@triton.jit
-def unsigned_min_by_pairs(x, NATIVE: tl.constexpr):
-    """The unsigned minimum of each row of x [BLOCK_T, C, V] (int32 bit patterns, V >= 2 a power of two within one
-    thread), as int32 bits, by three-input mins: the keys go in pairs (m, p), and two pairs combine into
-    (min3(m1, m2, p1), p2), whose min(m, p) is the four's; a row of 2n keys takes n - 1 three-input mins and one
-    two-input where tl.min's tree took ~1.4 n (Gemma4's rounds: 23 for 32 keys; reports/bench/NOTES.md,
-    "Twenty-fifth round")."""
-    m, p = tl.split(tl.reshape(x, [x.shape[0], x.shape[1], x.shape[2] // 2, 2]))
-    if NATIVE:
-        m, p = tl.reduce((m, p), 2, _pair_min_native)
-        m, p = tl.reduce((m, p), 1, _pair_min_native)
-    else:
-        m, p = tl.reduce((m, p), 2, _pair_min_interpreted)
-        m, p = tl.reduce((m, p), 1, _pair_min_interpreted)
-    return tl.minimum(m.to(tl.uint32, bitcast=True), p.to(tl.uint32, bitcast=True)).to(tl.int32, bitcast=True)
-
-
-@triton.jit
 def pairwise_sum(e, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, LOG2_BLOCK_K: tl.constexpr):
     """Row sums of e [BLOCK_T, BLOCK_K] by a fixed pairwise tree of neighbours. tl.sum's tree
     follows the layout (rows per program, warps), so its last bit would change with the launch
@@ -416,8 +374,7 @@ def columns_in_row(cols, E, BLOCK_E: tl.constexpr, VEC: tl.constexpr, ROW_ALIGN:
 @triton.jit
 def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.constexpr,
                  EVEN_E: tl.constexpr, NAN_MAG: tl.constexpr, IS_BF16: tl.constexpr = True,
-                 VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True, FMA_KEYS: tl.constexpr = 0,
-                 zero=0):
+                 VALUES: tl.constexpr = False, NAN_CHECKED: tl.constexpr = True):
     """Load logits and pack each into one int32: order key, then BLOCK_E - 1 - id in the low
     COL_BITS bits (unique in its row; larger packed = larger logit, then lower id). Returns
     (packed, full key: the fp32 one for fp32 logits, the 16-bit one for bf16/fp16, and under
@@ -430,8 +387,7 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
     Without NAN_CHECKED, bf16/fp16 keys come from top_half_key_unchecked (the caller checks with
     half_keys_hold_nan) and the full key returned is the packed one; fp32 keys are
     sign_magnitude_key's without the NaN case (a NaN's key lands beyond +inf's or below -inf's; the
-    caller checks: fp32_keys_on_top), by multiplies where FMA_KEYS >= 1 (fp32_key_by_multiplies; ``zero``: 0 at run
-    time)."""
+    caller checks: fp32_keys_on_top)."""
     COL_MASK: tl.constexpr = (1 << COL_BITS) - 1
     if not EVEN_E:
         mask = mask & col_ok
@@ -454,8 +410,6 @@ def packed_keys(ptrs, mask, cols, col_ok, COL_BITS: tl.constexpr, KEY16: tl.cons
         raw = tl.load(ptrs.to(tl.pointer_type(tl.int32)), mask=mask, other=0 if EVEN_E else NAN_MAG - 2147483648)
         if NAN_CHECKED:
             key = sign_magnitude_key(raw, 0x7FFFFFFF, NAN_MAG)
-        elif FMA_KEYS >= 1:
-            key = fp32_key_by_multiplies(raw, zero)
         else:
             key = sign_magnitude_unchecked(raw, 0x7FFFFFFF)
         packed = (key & ~COL_MASK) | (COL_MASK - cols)
@@ -569,26 +523,9 @@ def high_half_key(w, low, zero):
     s = umulhi(w, 2) (0 or 1; an IMAD.HI), then ``(w & 0x7FFF0000) * (1 - 2 s) + low`` (two IMAD), one
     ALU-pipe instruction where the shift, xor and subtraction took three (the multipliers made from
     ``zero``, as low_half_key's)."""
-    s, one_minus_2s = _sign_multiplier(w, zero)
-    return (w & 0x7FFF0000) * one_minus_2s + low
-
-
-@triton.jit
-def fp32_key_by_multiplies(w, zero):
-    """sign_magnitude_unchecked(w, 0x7FFFFFFF), fp32 bits' key, by multiplies: the sign s = umulhi(w, 2) (0 or 1;
-    an IMAD.HI), then ``w * (1 - 2 s) + s * 2**31`` (mod 2**32: -w + 2**31 = -(w & 0x7FFFFFFF) for a negative w), all
-    on the FMA pipe where the shift, xor and subtraction took two ALU-pipe instructions and one IMAD (the multipliers
-    made from ``zero``, as low_half_key's). Equal bits for every pattern, NaNs' included."""
-    s, one_minus_2s = _sign_multiplier(w, zero)
-    return w * one_minus_2s + s * (zero | (-2147483647 - 1))
-
-
-@triton.jit
-def _sign_multiplier(w, zero):
-    """(s, 1 - 2 s), s the sign bit of w (0 or 1) as umulhi(w, 2), an IMAD.HI, and 1 - 2 s as an IMAD: high_half_key's
-    and fp32_key_by_multiplies' multiplier, its constants made from ``zero`` so that nothing folds them into shifts."""
     s = tl.umulhi(w.to(tl.uint32, bitcast=True), (zero | 2).to(tl.uint32)).to(tl.int32, bitcast=True)
-    return s, s * (zero | -2) + (zero | 1)
+    one_minus_2s = s * (zero | -2) + (zero | 1)
+    return (w & 0x7FFF0000) * one_minus_2s + low
 
 
 @triton.jit
