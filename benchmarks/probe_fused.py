@@ -8,12 +8,11 @@ the first configuration's, bit for bit (until the eighteenth round only the latt
 computed wrong weights in every tile passed; reports/bench/NOTES.md).
 
 python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,network,small,regs,vec,align] [--out FILE.json] [T ...]
-(regs: the table's tile under register caps 64 / 72 / 80 / 96; vec: with 2 to 64 logits a vector; align:
+(regs: the table's tile under register caps 64 / 72 / 80 / 88 / 96; vec: with 2 to 64 logits a vector; align:
 without ROW_ALIGN, and other rows a warp with it; words: picks_by_word off and on, and on under caps;
 fp32keys: fp32 keys without the NaN select off and on; fmakeys: 16-bit keys by multiplies (even halves) and ids
 less their lane's part, each off and on, then both with the odd halves' keys by multiplies too; econst: E as a
-compile-time constant off and on; caps: the table's tile under the plan's register cap, and where it takes several
-rows under 80 and 72 at E = 128 16-bit shapes, 64 at fp32 ones.)
+compile-time constant off and on.)
 A shape is E:dtype[:K[:score]], K 8 unless given, score k (softmax over the K, Gemma4), all (softmax
 over all E, Qwen2-MoE) or sigmoid (Llama 4): 60:bf16:4:all is Qwen2-MoE's router.
 The first configuration of each (shape, T) is the launch table's at that T.
@@ -153,19 +152,11 @@ def configs_for(T, E, dtype, kinds, score="k"):
         # E as a compile-time constant (fused.E_CONSTANT), with the 16-bit keys on the ALU pipe and by multiplies
         out += [{**out[0], "E_CONSTANT": e, "FMA_KEYS": f} for f in ((0, 1, 2) if dtype.itemsize == 2 else (0,))
                 for e in (False, True)]
-    if "caps" in kinds:
-        # the table's tile under the plan's register cap (the first row) and, at E = 128 16-bit tiles of several rows,
-        # at 80 and 72: for Gemma4's words six and seven one-warp programs a scheduler where the plan's 82 holds five
-        # (80 on an H100: 33.23 -> 32.88 us at T = 250000, under the 2% a path must win by); GPT-OSS's shape (119
-        # registers, spilling under both) a control; fp32 tiles of several rows at 64, what they take uncapped (Gemma4
-        # fp32: 55.72 -> 56.23 us on the H100)
-        if out[0]["BLOCK_T"] > 1:
-            caps = (80, 72) if E == 128 and dtype.itemsize == 2 else (64,) if dtype == torch.float32 else ()
-            out += [{**out[0], "maxnreg": r} for r in caps]
     if "regs" in kinds:
         # the table's tile under a register cap: more warps resident a scheduler, or spills (registers are
         # allocated 8 a thread at a time: Gemma4 bf16's tile, 92 -> 96, runs 21 one-warp programs an SM;
-        # 88, without a spill in its SASS, 23)
+        # 88, without a spill in its SASS, 23; at 82 since FMA_KEYS, 80 holds six programs a scheduler where 82 holds
+        # five: 33.23 -> 32.88 us on an H100 at T = 250000, reports/bench/probes/min3-h100.json)
         out += [{**out[0], "maxnreg": r} for r in (64, 72, 80, 88, 96)]
     if "rounds" in kinds:
         # The tile is [BLOCK_T, BLOCK_E // VEC, VEC]: rows go across lanes first (32 // BLOCK_T
