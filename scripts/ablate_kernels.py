@@ -1,0 +1,96 @@
+"""Ablations of the fused kernels: each takes one stage's work out (its results are then wrong) so that the
+GPU can time what that stage costs. Four switches that cut ALU-pipe instructions by the SASS count were each
+slower on an H100 (reports/bench/NOTES.md, "Twenty-ninth round"): what a stage costs in time is measured by
+taking it out, not read from instruction counts.
+
+    python3 scripts/ablate_kernels.py [--only NAME,...] [--dir va]
+
+writes DIR/base/parity (a copy of this checkout's parity/) and DIR/ablate-<name>/parity (the copy with the
+ablation's edits) and prints the AB_BASE / AB_NEW for `scripts/h200_run.sh ab`, which times them in turns
+(benchmarks.probe_fused for route_kernel's shapes, benchmarks.probe_grouped for the grouped kernel's). The
+probes record each row's ids against the oracle: an ablation's rows do not match, by design.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    what: str
+    edits: tuple[tuple[str, str, str], ...]   # (file under parity/routing, text found once there, its replacement)
+
+
+ABLATIONS = [
+    Ablation("route-no-rounds", "route_kernel without its selection: the ids from the rows' largest key and the slot "
+             "(the keys, their maximum, the gather, softmax and stores stay)",
+             (("fused.py", "top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG, "
+               "lane_off[:, :, None])", "top_id = (best[:, None] + slots[None, :]) & (BLOCK_E - 1)"),
+              ("fused.py", "top_id, order_in_doubt = picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, "
+               "COL_BITS, CHECK_LOSS,\n                                          lane_off[:, :, None])",
+               "top_id = (best[:, None] + slots[None, :]) & (BLOCK_E - 1)\n        order_in_doubt = 0"))),
+    Ablation("route-no-second-stage", "picks_by_word without its second stage: the K words' larger keys taken as the "
+             "picks (no second read of the K words, no rounds over their 2K keys)",
+             (("fused.py", "    top, _, _ = pick_rounds(candidates, best, slots, K, K, COL_BITS, False)\n"
+               "    return COL_MASK - (top & COL_MASK)", "    return col"),)),
+    Ablation("grouped-no-sigmoid", "the grouped kernel's keys x / 4 + b: one FFMA where the sigmoid and the bias took "
+             "an FMUL, two MUFU and two FADD (x / 4: the sigmoid's slope at 0, so that the keys' spread and the "
+             "flags stay alike)",
+             (("fused_grouped.py", "        key = _sigmoid_ftz(x) + b", "        key = x * 0.25 + b"),)),
+]
+
+
+def check_ablations(ablations=ABLATIONS, root: Path = ROOT) -> None:
+    """Every edit's text occurs exactly once in its file, and the names are unique."""
+    names = [a.name for a in ablations]
+    if len(set(names)) != len(names):
+        raise ValueError("ablation names repeat")
+    for a in ablations:
+        for path, old, _ in a.edits:
+            n = (root / "parity" / "routing" / path).read_text().count(old)
+            if n != 1:
+                raise ValueError(f"{a.name}: its text occurs {n} times in parity/routing/{path} "
+                                 "(the source changed: update the ablation)")
+
+
+def write_tree(directory: Path, ablation: Ablation | None = None, root: Path = ROOT) -> Path:
+    """directory/parity: root's parity/ (no caches), with the ablation's edits where one is given."""
+    target = directory / "parity"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(root / "parity", target, ignore=shutil.ignore_patterns("__pycache__"))
+    for path, old, new in ablation.edits if ablation else ():
+        file = target / "routing" / path
+        source = file.read_text()
+        assert source.count(old) == 1, (ablation.name, path)
+        file.write_text(source.replace(old, new))
+        ast.parse(file.read_text())   # a broken edit fails here, not after a device machine started
+    return directory
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma-separated ablation names (default: all)")
+    ap.add_argument("--dir", default="va", help="where the trees go (default va/, which travels to the device)")
+    args = ap.parse_args()
+    chosen = [a for a in ABLATIONS if not args.only or a.name in args.only.split(",")]
+    if args.only and len(chosen) != len(args.only.split(",")):
+        raise SystemExit(f"unknown ablation in {args.only}; known: {', '.join(a.name for a in ABLATIONS)}")
+    check_ablations(chosen)
+    out = Path(args.dir)
+    base = write_tree(out / "base")
+    news = [write_tree(out / f"ablate-{a.name}", a) for a in chosen]
+    for a in chosen:
+        print(f"{a.name}: {a.what}")
+    print(f'AB_BASE={base} AB_NEW="{" ".join(str(n) for n in news)}"')
+
+
+if __name__ == "__main__":
+    main()
