@@ -106,6 +106,8 @@ def launcher(cfg, g, s, w, i, K, score="k"):
         return lambda: v3._network_kernel[grid](*args, **const)
     const = {**tile, **launch.constexprs}
     const["PAIRS"] = const["PAIRS"] and cfg.get("PAIRS", True)
+    if not const["PAIRS"]:   # picks_by_word and its lane-less ids read rows as words: without pairs, neither
+        const.update(WORD_MAXIMA=False, ROW_LANES=1)
     cap = cfg.get("maxnreg", launch.max_registers)   # the plan's cap unless the configuration names one (None: none)
     if cap is not None:
         const["maxnreg"] = cap

@@ -2,8 +2,10 @@
 the kinds asked for."""
 import torch
 
-from benchmarks.probe_fused import configs_for
+from benchmarks.probe_fused import configs_for, launcher
 from parity.routing.fused import tile
+from parity.routing.oracle import route64
+from parity.routing.router import Router
 
 
 def test_words_configurations_follow_the_table_tile():
@@ -26,3 +28,19 @@ def test_regs_configurations_are_the_table_tile_under_caps():
     cfgs = configs_for(250000, 128, torch.bfloat16, ["regs"])
     assert [c.get("maxnreg") for c in cfgs[1:]] == [64, 72, 80, 88, 96]
     assert all(c == {**cfgs[0], "maxnreg": c["maxnreg"]} for c in cfgs[1:])
+
+
+def test_rounds_without_pairs_route_as_the_oracle_where_the_table_reads_words():
+    """The rounds configurations that read 16-bit logits one by one (PAIRS False) at Gemma4's shape, whose table
+    tile reads words under picks_by_word: they launch without picks_by_word and its lane-less ids, and route as the
+    oracle (an H100 run of the default configurations stopped at the first of them on the kernel's static assert)."""
+    T, E, K = 32, 128, 8
+    torch.manual_seed(0)
+    g, s = torch.randn(T, E).to(torch.bfloat16), torch.rand(E)
+    oracle_ids = route64(g, K, Router("softmax", True, per_expert_scale=s))[1]
+    cfgs = [c for c in configs_for(250000, E, torch.bfloat16, ["rounds"]) if c.get("PAIRS") is False]
+    assert cfgs
+    for cfg in cfgs[:2]:
+        w, ids = torch.empty(T, K), torch.empty(T, K, dtype=torch.int32)
+        launcher(cfg, g, s, w, ids, K)()
+        assert torch.equal(ids.long(), oracle_ids), cfg
