@@ -12,7 +12,7 @@ python3 -m benchmarks.probe_fused [--shapes 128:bf16,...] [--configs rounds,netw
 without ROW_ALIGN, and other rows a warp with it; words: picks_by_word off and on, and on under caps;
 fp32keys: fp32 keys without the NaN select off and on; fmakeys: 16-bit keys by multiplies (even halves) and ids
 less their lane's part, each off and on, then both with the odd halves' keys by multiplies too; econst: E as a
-compile-time constant off and on.)
+compile-time constant off and on; any other name, e.g. table: the launch table's tile alone.)
 A shape is E:dtype[:K[:score]], K 8 unless given, score k (softmax over the K, Gemma4), all (softmax
 over all E, Qwen2-MoE) or sigmoid (Llama 4): 60:bf16:4:all is Qwen2-MoE's router.
 The first configuration of each (shape, T) is the launch table's at that T.

@@ -4,7 +4,11 @@
 # device returns at most 8 files), beside $OUT/steps.txt and $OUT/gpu.txt.
 # Usage: bash scripts/h200_run.sh [tests] [files] [kernels] [default] [upstream] [candidates] [testing] [fuzz] [fuzzmodels] [fuzztiles] [impact]
 #        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [ab] [tmaring] [ncuring] [peers] [properties] [multigpu] [split] [smallvec]
-#        [launch]
+#        [launch] [ablate]
+# ablate: scripts/ablate_kernels.py's trees (va/base and one a stage taken out) timed in turns by the ab step, twice:
+# route_kernel's ablations by probe_fused at the table's tile (ABLATE_ROUTE_ARGS, default Gemma4 bf16 and fp32 and
+# GPT-OSS at T = 250000 and 65536) into $LOGS/ablate-route/, the grouped kernel's by probe_grouped (ABLATE_GROUPED_ARGS,
+# default DeepSeek-V3 bf16) into $LOGS/ablate-grouped/: what each stage costs in time (NOTES, "Twenty-ninth round").
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
 # untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out;
@@ -83,6 +87,13 @@ for step in $steps; do
     kernels) timeout ${KERNELS_LIMIT:-300} python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=10 tests/test_fused.py \
         tests/test_fused_families.py tests/test_fused_grouped.py tests/test_bench.py tests/test_compile.py tests/test_kernel_parts.py \
         tests/test_invariance.py tests/test_word_maxima.py tests/test_fp32_unchecked.py > "$LOGS/pytest_kernels.log" 2>&1 ;;
+    ablate) python3 scripts/ablate_kernels.py --dir va > "$LOGS/ablate.log" 2>&1 && {
+        AB_BASE=va/base AB_NEW="va/ablate-route-no-rounds va/ablate-route-no-second-stage" AB_PROBE=benchmarks.probe_fused \
+          AB_ARGS="${ABLATE_ROUTE_ARGS:---shapes 128:bf16:8,128:fp32:8,128:bf16:4 --configs table 250000 65536}" \
+          LOGS_DIR="$LOGS/ablate-route" bash "$0" ab
+        AB_BASE=va/base AB_NEW=va/ablate-grouped-no-sigmoid AB_PROBE=benchmarks.probe_grouped \
+          AB_ARGS="${ABLATE_GROUPED_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 250000 65536}" \
+          LOGS_DIR="$LOGS/ablate-grouped" bash "$0" ab; } >> "$LOGS/ablate.log" 2>&1 ;;
     probegrouped) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --out "$LOGS/probe-grouped.json" \
         ${PROBE_GROUPED_ARGS:-} ${PROBE_TS:-250000 2048 64} > "$LOGS/probe-grouped.log" 2>&1 ;;
     ab) if [ ! -d "${AB_BASE:-/nonexistent}/parity" ]; then   # else the "base" runs would time this tree twice
