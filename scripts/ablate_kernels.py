@@ -31,15 +31,20 @@ class Ablation:
 ABLATIONS = [
     Ablation("route-no-rounds", "route_kernel without its selection: the ids from the rows' largest key and the slot "
              "(the keys, their maximum, the gather, softmax and stores stay)",
-             (("fused.py", "top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG, "
-               "lane_off[:, :, None])", "top_id = (best[:, None] + slots[None, :]) & (BLOCK_E - 1)"),
-              ("fused.py", "top_id, order_in_doubt = picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, "
-               "COL_BITS, CHECK_LOSS,\n                                          lane_off[:, :, None])",
+             (("fused.py",
+               ("top_id = picks_by_word(packed, best, row_ptr, out_ok, slots, K, COL_BITS, NAN_MAG, "
+                "lane_off[:, :, None])"),
+               "top_id = (best[:, None] + slots[None, :]) & (BLOCK_E - 1)"),
+              ("fused.py",
+               ("top_id, order_in_doubt = picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, COL_BITS, "
+                "CHECK_LOSS,\n                                          lane_off[:, :, None])"),
                "top_id = (best[:, None] + slots[None, :]) & (BLOCK_E - 1)\n        order_in_doubt = 0"))),
     Ablation("route-no-second-stage", "picks_by_word without its second stage: the K words' larger keys taken as the "
              "picks (no second read of the K words, no rounds over their 2K keys)",
-             (("fused.py", "    top, _, _ = pick_rounds(candidates, best, slots, K, K, COL_BITS, False)\n"
-               "    return COL_MASK - (top & COL_MASK)", "    return col"),)),
+             (("fused.py",
+               ("    top, _, _ = pick_rounds(candidates, best, slots, K, K, COL_BITS, False)\n"
+                "    return COL_MASK - (top & COL_MASK)"),
+               "    return col"),)),
     Ablation("grouped-no-sigmoid", "the grouped kernel's keys x / 4 + b: one FFMA where the sigmoid and the bias took "
              "an FMUL, two MUFU and two FADD (x / 4: the sigmoid's slope at 0, so that the keys' spread and the "
              "flags stay alike)",

@@ -2,17 +2,13 @@
 checkout's parity/ with exactly those edits (the ablated kernels are timed on a GPU, never tested: their ids are
 wrong by design; their SASS compiles, reports/bench/NOTES.md, "Twenty-ninth round")."""
 import filecmp
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from script_modules import script_module
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("ablate_kernels", ROOT / "scripts" / "ablate_kernels.py")
-ak = importlib.util.module_from_spec(_spec)
-sys.modules["ablate_kernels"] = ak   # dataclasses look their module up there
-_spec.loader.exec_module(ak)
+ak = script_module("ablate_kernels")
 
 
 def test_every_ablation_matches_the_kernels_source_once():

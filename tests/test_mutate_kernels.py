@@ -2,17 +2,13 @@
 killed mutant from a surviving or an invalid one and always restores the file (on a made-up
 project of one function and one test: the kernels' own run takes ~20 minutes and writes
 reports/kernel-mutants)."""
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from script_modules import script_module
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("mutate_kernels", ROOT / "scripts" / "mutate_kernels.py")
-mk = importlib.util.module_from_spec(_spec)
-sys.modules["mutate_kernels"] = mk   # dataclasses look their module up there
-_spec.loader.exec_module(mk)
+mk = script_module("mutate_kernels")
 
 
 def test_every_mutant_matches_the_kernels_source_once():

@@ -9,11 +9,9 @@ too: a peer that declines a router it computes (or takes one it does not) fails 
 """
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import lzma
 import struct
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,8 +23,8 @@ from parity import inputs, routing
 from parity.routing import Unsupported
 from parity.routing.oracle import route64
 from parity.routing.router import Router
+from script_modules import script_module
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _routed(g: torch.Tensor, K: int, router: Router) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,11 +168,7 @@ def test_a_packed_extension_is_unpacked_outside_the_carry_directory_once(tmp_pat
 
 
 def _fetch_peers():
-    spec = importlib.util.spec_from_file_location("fetch_peers", ROOT / "scripts" / "fetch_peers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fetch_peers"] = module   # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return script_module("fetch_peers")
 
 
 def _entry(kind: int, arch: int, payload: bytes) -> bytes:
