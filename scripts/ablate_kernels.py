@@ -28,6 +28,9 @@ class Ablation:
     edits: tuple[tuple[str, str, str], ...]   # (file under parity/routing, text found once there, its replacement)
 
 
+GROUPED_UNFLAGGED = ("fused_grouped.py", "    flagged = hard | (closest <= error_bound(top, best >> COL_BITS, SHIFT))",
+                     "    flagged = top != top")
+
 ABLATIONS = [
     Ablation("route-no-rounds", "route_kernel without its selection: the ids from the rows' largest key and the slot "
              "(the keys, their maximum, the gather, softmax and stores stay)",
@@ -49,6 +52,17 @@ ABLATIONS = [
              "an FMUL, two MUFU and two FADD (x / 4: the sigmoid's slope at 0, so that the keys' spread and the "
              "flags stay alike)",
              (("fused_grouped.py", "        key = _sigmoid_ftz(x) + b", "        key = x * 0.25 + b"),)),
+    Ablation("grouped-no-flags", "the grouped kernel's rows never flagged (only a NaN top would be): no near row's "
+             "float64 pass, no whole row's; the reference for grouped-no-list-passes",
+             (GROUPED_UNFLAGGED,)),
+    Ablation("grouped-no-list-passes", "grouped-no-flags, and each group's third to fifth keys one more than its "
+             "second, no sixth (its list never runs out): four of the group stage's six passes over the keys taken out",
+             (GROUPED_UNFLAGGED,
+              ("fused_grouped.py",
+               ("            a3 = _group_after(a2, packed)\n            a4 = _group_after(a3, packed)\n"
+                "            a5 = _group_after(a4, packed)\n            a6 = _group_after(a5, packed)"),
+               ("            a3 = a2 + 1\n            a4 = a2 + 2\n            a5 = a2 + 3\n"
+                "            a6 = tl.full(a2.shape, 2147483647, tl.int32)")))),
 ]
 
 

@@ -91,7 +91,8 @@ for step in $steps; do
         AB_BASE=va/base AB_NEW="va/ablate-route-no-rounds va/ablate-route-no-second-stage" AB_PROBE=benchmarks.probe_fused \
           AB_ARGS="${ABLATE_ROUTE_ARGS:---shapes 128:bf16:8,128:fp32:8,128:bf16:4 --configs table 250000 65536}" \
           LOGS_DIR="$LOGS/ablate-route" bash "$0" ab
-        AB_BASE=va/base AB_NEW=va/ablate-grouped-no-sigmoid AB_PROBE=benchmarks.probe_grouped \
+        AB_BASE=va/base AB_PROBE=benchmarks.probe_grouped \
+          AB_NEW="va/ablate-grouped-no-sigmoid va/ablate-grouped-no-flags va/ablate-grouped-no-list-passes" \
           AB_ARGS="${ABLATE_GROUPED_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 250000 65536}" \
           LOGS_DIR="$LOGS/ablate-grouped" bash "$0" ab; } >> "$LOGS/ablate.log" 2>&1 ;;
     probegrouped) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --out "$LOGS/probe-grouped.json" \
