@@ -76,6 +76,25 @@ python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", tr
 ab_side() {   # the ab step's name for a tree: base, new where one tree is timed against it, else the tree's folder name
   if [ "$1" = "${AB_BASE:-}" ]; then echo base; elif [ $(echo $2 | wc -w) = 1 ]; then echo new; else basename "$1"; fi
 }
+ab_turns() {   # the ab step into $1/ab/ and $1/ab.log: AB_BASE and AB_NEW timed in turns by AB_PROBE, then summarised
+  local dir=$1
+  if [ ! -d "${AB_BASE:-/nonexistent}/parity" ]; then   # else the "base" runs would time this tree twice
+    echo "ab: AB_BASE=${AB_BASE:-(unset)} holds no parity/: make it with git archive (see ab above) and carry it" \
+      | tee "$dir/ab.log"; return
+  fi
+  { mkdir -p "$dir/ab"; news=${AB_NEW:-.}; for i in $(seq ${AB_REPS:-2}); do for tree in "$AB_BASE" $news; do
+      side=$(ab_side "$tree" "$news")
+      run=$([ "$tree" = . ] || echo "with_tree $tree")   # that tree's parity/ first (with_tree.sh); "." the working tree's
+      echo "$side-r$i imports parity from $($run parity_imported)"
+      $run timeout ${PROBE_LIMIT:-240} python3 -m ${AB_PROBE:-benchmarks.probe_grouped} \
+        --out "$dir/ab/$side-r$i.json" ${AB_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 1 8 64 512} \
+        > "$dir/ab/$side-r$i.log" 2>&1; done; done
+    for tree in $news; do side=$(ab_side "$tree" "$news")
+      echo "== $side ($tree) against base ($AB_BASE)"
+      python3 -m benchmarks.ab_summary --base "$dir"/ab/base-r*.json --new "$dir"/ab/$side-r*.json ${AB_WHERE:-} \
+        ${AB_IGNORE:+$(for f in $AB_IGNORE; do echo --ignore $f; done)} \
+        --out "$dir/ab/summary$([ $side = new ] || echo "-$side").json"; done; } > "$dir/ab.log" 2>&1; cat "$dir/ab.log"
+}
 for step in $steps; do
   start=$(date +%s)
   case $step in
@@ -88,30 +107,17 @@ for step in $steps; do
         tests/test_fused_families.py tests/test_fused_grouped.py tests/test_bench.py tests/test_compile.py tests/test_kernel_parts.py \
         tests/test_invariance.py tests/test_word_maxima.py tests/test_fp32_unchecked.py > "$LOGS/pytest_kernels.log" 2>&1 ;;
     ablate) python3 scripts/ablate_kernels.py --dir va > "$LOGS/ablate.log" 2>&1 && {
-        AB_BASE=va/base AB_NEW="va/ablate-route-no-rounds va/ablate-route-no-second-stage" AB_PROBE=benchmarks.probe_fused \
+        mkdir -p "$LOGS/ablate-route" "$LOGS/ablate-grouped"
+        AB_BASE=va/base AB_PROBE=benchmarks.probe_fused AB_NEW="va/ablate-route-no-rounds va/ablate-route-no-second-stage" \
           AB_ARGS="${ABLATE_ROUTE_ARGS:---shapes 128:bf16:8,128:fp32:8,128:bf16:4 --configs table 250000 65536}" \
-          LOGS_DIR="$LOGS/ablate-route" bash "$0" ab
+          ab_turns "$LOGS/ablate-route"
         AB_BASE=va/base AB_PROBE=benchmarks.probe_grouped \
           AB_NEW="va/ablate-grouped-no-sigmoid va/ablate-grouped-no-flags va/ablate-grouped-no-list-passes" \
           AB_ARGS="${ABLATE_GROUPED_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 250000 65536}" \
-          LOGS_DIR="$LOGS/ablate-grouped" bash "$0" ab; } >> "$LOGS/ablate.log" 2>&1 ;;
+          ab_turns "$LOGS/ablate-grouped"; } >> "$LOGS/ablate.log" 2>&1 ;;
     probegrouped) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --out "$LOGS/probe-grouped.json" \
         ${PROBE_GROUPED_ARGS:-} ${PROBE_TS:-250000 2048 64} > "$LOGS/probe-grouped.log" 2>&1 ;;
-    ab) if [ ! -d "${AB_BASE:-/nonexistent}/parity" ]; then   # else the "base" runs would time this tree twice
-          echo "ab: AB_BASE=${AB_BASE:-(unset)} holds no parity/: make it with git archive (see ab above) and carry it" \
-            | tee "$LOGS/ab.log"
-        else { mkdir -p "$LOGS/ab"; news=${AB_NEW:-.}; for i in $(seq ${AB_REPS:-2}); do for tree in "$AB_BASE" $news; do
-            side=$(ab_side "$tree" "$news")
-            run=$([ "$tree" = . ] || echo "with_tree $tree")   # that tree's parity/ first (with_tree.sh); "." the working tree's
-            echo "$side-r$i imports parity from $($run parity_imported)"
-            $run timeout ${PROBE_LIMIT:-240} python3 -m ${AB_PROBE:-benchmarks.probe_grouped} \
-              --out "$LOGS/ab/$side-r$i.json" ${AB_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 1 8 64 512} \
-              > "$LOGS/ab/$side-r$i.log" 2>&1; done; done
-        for tree in $news; do side=$(ab_side "$tree" "$news")
-          echo "== $side ($tree) against base ($AB_BASE)"
-          python3 -m benchmarks.ab_summary --base "$LOGS"/ab/base-r*.json --new "$LOGS"/ab/$side-r*.json ${AB_WHERE:-} \
-            ${AB_IGNORE:+$(for f in $AB_IGNORE; do echo --ignore $f; done)} \
-            --out "$LOGS/ab/summary$([ $side = new ] || echo "-$side").json"; done; } > "$LOGS/ab.log" 2>&1; cat "$LOGS/ab.log"; fi ;;
+    ab) ab_turns "$LOGS" ;;
     probefused) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_fused --out "$LOGS/probe-fused.json" \
         ${PROBE_FUSED_ARGS:---shapes 60:bf16:4:all,60:bf16:4:k --configs rounds,small 250000 2048 512 8} > "$LOGS/probe-fused.log" 2>&1 ;;
     tmaring) { timeout 150 python3 -m pytest -n 8 -q -rA -p no:cacheprovider -k v8 tests/test_bench_variants.py
