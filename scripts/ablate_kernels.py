@@ -81,15 +81,15 @@ def check_ablations(ablations=ABLATIONS, root: Path = ROOT) -> None:
 
 def write_tree(directory: Path, ablation: Ablation | None = None, root: Path = ROOT) -> Path:
     """directory/parity: root's parity/ (no caches), with the ablation's edits where one is given."""
+    if ablation:
+        check_ablations([ablation], root)
     target = directory / "parity"
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(root / "parity", target, ignore=shutil.ignore_patterns("__pycache__"))
     for path, old, new in ablation.edits if ablation else ():
         file = target / "routing" / path
-        source = file.read_text()
-        assert source.count(old) == 1, (ablation.name, path)
-        file.write_text(source.replace(old, new))
+        file.write_text(file.read_text().replace(old, new))
         ast.parse(file.read_text())   # a broken edit fails here, not after a device machine started
     return directory
 
