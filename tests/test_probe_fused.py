@@ -3,6 +3,7 @@ the kinds asked for."""
 import torch
 
 from benchmarks.probe_fused import configs_for, launcher
+from parity import device
 from parity.routing.fused import tile
 from parity.routing.oracle import route64
 from parity.routing.router import Router
@@ -33,7 +34,8 @@ def test_regs_configurations_are_the_table_tile_under_caps():
 def test_rounds_without_pairs_route_as_the_oracle_where_the_table_reads_words():
     """The rounds configurations that read 16-bit logits one by one (PAIRS False) at Gemma4's shape, whose table
     tile reads words under picks_by_word: they launch without picks_by_word and its lane-less ids, and route as the
-    oracle (an H100 run of the default configurations stopped at the first of them on the kernel's static assert)."""
+    oracle (an H100 run of the default configurations stopped at the first of them on the kernel's static assert).
+    The inputs lie where the kernels run: on a GPU the launch refuses CPU tensors."""
     T, E, K = 32, 128, 8
     torch.manual_seed(0)
     g, s = torch.randn(T, E).to(torch.bfloat16), torch.rand(E)
@@ -41,6 +43,7 @@ def test_rounds_without_pairs_route_as_the_oracle_where_the_table_reads_words():
     cfgs = [c for c in configs_for(250000, E, torch.bfloat16, ["rounds"]) if c.get("PAIRS") is False]
     assert cfgs
     for cfg in cfgs[:2]:
-        w, ids = torch.empty(T, K), torch.empty(T, K, dtype=torch.int32)
-        launcher(cfg, g, s, w, ids, K)()
-        assert torch.equal(ids.long(), oracle_ids), cfg
+        on = device.default()
+        w, ids = torch.empty(T, K, device=on), torch.empty(T, K, dtype=torch.int32, device=on)
+        launcher(cfg, g.to(on), s.to(on), w, ids, K)()
+        assert torch.equal(ids.long().cpu(), oracle_ids), cfg
