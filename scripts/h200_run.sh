@@ -9,6 +9,9 @@
 # route_kernel's ablations by probe_fused at the table's tile (ABLATE_ROUTE_ARGS, default Gemma4 bf16 and fp32 and
 # GPT-OSS at T = 250000 and 65536) into $LOGS/ablate-route/, the grouped kernel's by probe_grouped (ABLATE_GROUPED_ARGS,
 # default DeepSeek-V3 bf16) into $LOGS/ablate-grouped/: what each stage costs in time (NOTES, "Twenty-ninth round").
+# ABLATE_KERNELS (default "route grouped") picks the halves. With T = 250000 alone and the grouped table's launch alone
+# (--table-only) each half fits one call; at 65536 too and every probe configuration the two took ~16 minutes on an H100.
+# ONLY_GPU=h200 (a card's tag, as the folders') ends the call at once, before any step, on any other card.
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
 # untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out;
@@ -72,6 +75,9 @@ PEERS_ALL="triton_kernels_topk sglang_topk_softmax sglang_topk_sigmoid sglang_mo
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 GPU=${GPU_TAG:-$(grep -oiE 'h[0-9]{3}' "$OUT/gpu.txt" | head -1 | tr 'A-Z' 'a-z')}   # the card just listed names the folders
 GPU=${GPU:-gpu}
+if [ -n "${ONLY_GPU:-}" ] && [ "$GPU" != "$ONLY_GPU" ]; then   # a question only that card answers: the rest of the call unspent
+  echo "ONLY_GPU=$ONLY_GPU, but this card is $GPU: nothing run" | tee "$OUT/steps.txt"; exit 3
+fi
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
 ab_side() {   # the ab step's name for a tree: base, new where one tree is timed against it, else the tree's folder name
   if [ "$1" = "${AB_BASE:-}" ]; then echo base; elif [ $(echo $2 | wc -w) = 1 ]; then echo new; else basename "$1"; fi
@@ -107,14 +113,15 @@ for step in $steps; do
         tests/test_fused_families.py tests/test_fused_grouped.py tests/test_bench.py tests/test_compile.py tests/test_kernel_parts.py \
         tests/test_invariance.py tests/test_word_maxima.py tests/test_fp32_unchecked.py > "$LOGS/pytest_kernels.log" 2>&1 ;;
     ablate) python3 scripts/ablate_kernels.py --dir va > "$LOGS/ablate.log" 2>&1 && {
-        mkdir -p "$LOGS/ablate-route" "$LOGS/ablate-grouped"
-        AB_BASE=va/base AB_PROBE=benchmarks.probe_fused AB_NEW="va/ablate-route-no-rounds va/ablate-route-no-second-stage" \
-          AB_ARGS="${ABLATE_ROUTE_ARGS:---shapes 128:bf16:8,128:fp32:8,128:bf16:4 --configs table 250000 65536}" \
-          ab_turns "$LOGS/ablate-route"
-        AB_BASE=va/base AB_PROBE=benchmarks.probe_grouped \
-          AB_NEW="va/ablate-grouped-no-sigmoid va/ablate-grouped-no-flags va/ablate-grouped-no-list-passes" \
-          AB_ARGS="${ABLATE_GROUPED_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs 250000 65536}" \
-          ab_turns "$LOGS/ablate-grouped"; } >> "$LOGS/ablate.log" 2>&1 ;;
+        if [[ " ${ABLATE_KERNELS:-route grouped} " == *" route "* ]]; then mkdir -p "$LOGS/ablate-route"
+          AB_BASE=va/base AB_PROBE=benchmarks.probe_fused AB_NEW="va/ablate-route-no-rounds va/ablate-route-no-second-stage" \
+            AB_ARGS="${ABLATE_ROUTE_ARGS:---shapes 128:bf16:8,128:fp32:8 --configs table 250000}" \
+            ab_turns "$LOGS/ablate-route"; fi
+        if [[ " ${ABLATE_KERNELS:-route grouped} " == *" grouped "* ]]; then mkdir -p "$LOGS/ablate-grouped"
+          AB_BASE=va/base AB_PROBE=benchmarks.probe_grouped \
+            AB_NEW="va/ablate-grouped-no-sigmoid va/ablate-grouped-no-flags va/ablate-grouped-no-list-passes" \
+            AB_ARGS="${ABLATE_GROUPED_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs --table-only 250000}" \
+            ab_turns "$LOGS/ablate-grouped"; fi; } >> "$LOGS/ablate.log" 2>&1 ;;
     probegrouped) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --out "$LOGS/probe-grouped.json" \
         ${PROBE_GROUPED_ARGS:-} ${PROBE_TS:-250000 2048 64} > "$LOGS/probe-grouped.log" 2>&1 ;;
     ab) ab_turns "$LOGS" ;;
