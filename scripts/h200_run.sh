@@ -6,11 +6,11 @@
 #        [bench] [ncu] [ncurow] [mutants] [probegrouped] [probefused] [ab] [tmaring] [ncuring] [peers] [properties] [multigpu] [split] [smallvec]
 #        [launch] [ablate]
 # ablate: scripts/ablate_kernels.py's trees (va/base and one a stage taken out) timed in turns by the ab step, twice:
-# route_kernel's ablations by probe_fused at the table's tile (ABLATE_ROUTE_ARGS, default Gemma4 bf16 and fp32 and
-# GPT-OSS at T = 250000 and 65536) into $LOGS/ablate-route/, the grouped kernel's by probe_grouped (ABLATE_GROUPED_ARGS,
-# default DeepSeek-V3 bf16) into $LOGS/ablate-grouped/: what each stage costs in time (NOTES, "Twenty-ninth round").
-# ABLATE_KERNELS (default "route grouped") picks the halves. With T = 250000 alone and the grouped table's launch alone
-# (--table-only) each half fits one call; at 65536 too and every probe configuration the two took ~16 minutes on an H100.
+# route_kernel's ablations by probe_fused at the table's tile (ABLATE_ROUTE_ARGS, default Gemma4 bf16 and fp32 at
+# T = 250000) into $LOGS/ablate-route/, the grouped kernel's by probe_grouped (ABLATE_GROUPED_ARGS, default DeepSeek-V3
+# bf16's table launch alone at T = 250000) into $LOGS/ablate-grouped/: what each stage costs in time (NOTES,
+# "Twenty-ninth round"). ABLATE_KERNELS (default "route grouped") picks the halves: each fits one call (the grouped
+# half took 83 s on an H100; at 65536 too and every probe configuration the two took ~16 minutes there).
 # ONLY_GPU=h200 (a card's tag, as the folders') ends the call at once, before any step, on any other card.
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
