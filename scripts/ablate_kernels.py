@@ -1,12 +1,14 @@
 """Ablations of the fused kernels: each takes one stage's work out (its results are then wrong) so that the
 GPU can time what that stage costs. Four switches that cut ALU-pipe instructions by the SASS count were each
 slower on an H100 (reports/bench/NOTES.md, "Twenty-ninth round"): what a stage costs in time is measured by
-taking it out, not read from instruction counts.
+taking it out, not read from instruction counts. Variants (``exact``) take work out where the results stay the
+oracle's (tests run the fp32 kernel tests on each variant's tree), to be timed beside the ablations before one
+becomes the kernel's.
 
     python3 scripts/ablate_kernels.py [--only NAME,...] [--dir va]
 
-writes DIR/base/parity (a copy of this checkout's parity/) and DIR/ablate-<name>/parity (the copy with the
-ablation's edits) and prints the AB_BASE / AB_NEW for `scripts/h200_run.sh ab`, which times them in turns
+writes DIR/base/parity (a copy of this checkout's parity/) and DIR/ablate-<name>/parity or DIR/variant-<name>/parity
+(the copy with the edits) and prints the AB_BASE / AB_NEW for `scripts/h200_run.sh ab`, which times them in turns
 (benchmarks.probe_fused for route_kernel's shapes, benchmarks.probe_grouped for the grouped kernel's). The
 probes record each row's ids against the oracle: an ablation's rows do not match, by design.
 """
@@ -26,6 +28,11 @@ class Ablation:
     name: str
     what: str
     edits: tuple[tuple[str, str, str], ...]   # (file under parity/routing, text found once there, its replacement)
+    exact: bool = False   # a variant: less work where the results stay the oracle's (tested), timed as the ablations
+
+    @property
+    def folder(self) -> str:
+        return f"{'variant' if self.exact else 'ablate'}-{self.name}"
 
 
 GROUPED_UNFLAGGED = ("fused_grouped.py", "    flagged = hard | (closest <= error_bound(top, best >> COL_BITS, SHIFT))",
@@ -48,6 +55,21 @@ ABLATIONS = [
                ("    top, _, _ = pick_rounds(candidates, best, slots, K, K, COL_BITS, False)\n"
                 "    return COL_MASK - (top & COL_MASK)"),
                "    return col"),)),
+    Ablation("route-no-loss-check", "fp32 rows picked as if no key lost bits to its id: K rounds where K + 1 ran, no "
+             "check of whether a row's truncated keys tie, no exact pass (16-bit keys lose none: their rows are "
+             "the control)",
+             (("fused.py",
+               "picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, COL_BITS, CHECK_LOSS,",
+               "picks_of(packed, key, best, cols, slots, row_ok, K, BLOCK_E, COL_BITS, False,"),)),
+    Ablation("route-lazy-dropped-bits", "fp32 rows' check of whether a key lost bits to its id taken only in a "
+             "block where some row's truncated picks tie (rare), not in every block: the same ids and weights; SASS "
+             "sm_90 path 599 -> 578, ALU 346 -> 321 a warp, 64 registers (Gemma4 fp32's T = 250000 tile)",
+             (("fused.py",
+               "        in_doubt = ambiguous & (tl.max(tl.max(key & COL_MASK, axis=2), axis=1) != 0) & row_ok\n",
+               ("        in_doubt = ambiguous & row_ok\n"
+                "        if tl.max(in_doubt.to(tl.int32), axis=0) > 0:\n"
+                "            in_doubt = in_doubt & (tl.max(tl.max(key & COL_MASK, axis=2), axis=1) != 0)\n")),),
+             exact=True),
     Ablation("grouped-no-sigmoid", "the grouped kernel's keys x / 4 + b: one FFMA where the sigmoid and the bias took "
              "an FMUL, two MUFU and two FADD (x / 4: the sigmoid's slope at 0, so that the keys' spread and the "
              "flags stay alike)",
@@ -105,7 +127,7 @@ def main() -> None:
     check_ablations(chosen)
     out = Path(args.dir)
     base = write_tree(out / "base")
-    news = [write_tree(out / f"ablate-{a.name}", a) for a in chosen]
+    news = [write_tree(out / a.folder, a) for a in chosen]
     for a in chosen:
         print(f"{a.name}: {a.what}")
     print(f'AB_BASE={base} AB_NEW="{" ".join(str(n) for n in news)}"')

@@ -11,6 +11,8 @@
 # bf16's table launch alone at T = 250000) into $LOGS/ablate-grouped/: what each stage costs in time (NOTES,
 # "Twenty-ninth round"). ABLATE_KERNELS (default "route grouped") picks the halves: each fits one call (the grouped
 # half took 83 s on an H100; at 65536 too and every probe configuration the two took ~16 minutes there).
+# ABLATE_ROUTE_TREES: the route half's trees (default its three ablations and the exact variant
+# route-lazy-dropped-bits; scripts/ablate_kernels.py names them).
 # ONLY_GPU=h200 (a card's tag, as the folders') ends the call at once, before any step, on any other card.
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
@@ -114,7 +116,8 @@ for step in $steps; do
         tests/test_invariance.py tests/test_word_maxima.py tests/test_fp32_unchecked.py > "$LOGS/pytest_kernels.log" 2>&1 ;;
     ablate) python3 scripts/ablate_kernels.py --dir va > "$LOGS/ablate.log" 2>&1 && {
         if [[ " ${ABLATE_KERNELS:-route grouped} " == *" route "* ]]; then mkdir -p "$LOGS/ablate-route"
-          AB_BASE=va/base AB_PROBE=benchmarks.probe_fused AB_NEW="va/ablate-route-no-rounds va/ablate-route-no-second-stage" \
+          AB_BASE=va/base AB_PROBE=benchmarks.probe_fused AB_NEW="${ABLATE_ROUTE_TREES:-va/ablate-route-no-rounds \
+            va/ablate-route-no-second-stage va/ablate-route-no-loss-check va/variant-route-lazy-dropped-bits}" \
             AB_ARGS="${ABLATE_ROUTE_ARGS:---shapes 128:bf16:8,128:fp32:8 --configs table 250000}" \
             ab_turns "$LOGS/ablate-route"; fi
         if [[ " ${ABLATE_KERNELS:-route grouped} " == *" grouped "* ]]; then mkdir -p "$LOGS/ablate-grouped"

@@ -2,6 +2,10 @@
 checkout's parity/ with exactly those edits (the ablated kernels are timed on a GPU, never tested: their ids are
 wrong by design; their SASS compiles, reports/bench/NOTES.md, "Twenty-ninth round")."""
 import filecmp
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +37,29 @@ def test_an_ablation_whose_text_is_gone_is_refused(tmp_path):
     (tmp_path / "parity" / "routing" / "k.py").write_text("x = 1\n")
     with pytest.raises(ValueError, match="occurs 0 times"):
         ak.check_ablations([ak.Ablation("gone", "", (("k.py", "x = 2", "x = 3"),))], root=tmp_path)
+
+
+def test_the_route_half_of_the_ablate_step_names_trees_the_script_writes():
+    """scripts/h200_run.sh's default route trees are folders ablate_kernels writes (a renamed ablation would leave
+    the device timing nothing for it)."""
+    text = (ROOT / "scripts" / "h200_run.sh").read_text()
+    folders = {a.folder for a in ak.ABLATIONS}
+    named = set(re.findall(r"va/((?:ablate|variant)-[a-z0-9-]+)", text))
+    assert named and named <= folders, named - folders
+
+
+@pytest.mark.parametrize("variant", [a for a in ak.ABLATIONS if a.exact], ids=lambda a: a.name)
+def test_variants_pass_the_fp32_kernel_tests_on_their_own_tree(variant, tmp_path):
+    """An exact variant's tree passes tests/test_fused.py's fp32 tests (truncated ties inside and across the K-th
+    place, exact ties on a coarse grid) and tests/test_fp32_unchecked.py, run with that tree's parity/ imported (checked
+    in the child) and the checkout's tests."""
+    tree = ak.write_tree(tmp_path / variant.folder, variant)
+    check = (f"import parity, pytest, sys; assert parity.__file__.startswith({str(tree)!r}), parity.__file__; "
+             "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-o', 'pythonpath=', "
+             "'-o', 'addopts=', 'tests/test_fused.py', '-k', 'fp32', 'tests/test_fp32_unchecked.py']))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHONPATH"))}
+    env.update(PYTHONSAFEPATH="1", PYTHONPATH=f"{tree}{os.pathsep}{ROOT}")
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
