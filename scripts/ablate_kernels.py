@@ -29,6 +29,7 @@ class Ablation:
     what: str
     edits: tuple[tuple[str, str, str], ...]   # (file under parity/routing, text found once there, its replacement)
     exact: bool = False   # a variant: less work where the results stay the oracle's (tested), timed as the ablations
+    checks: tuple[str, ...] = ()   # an exact variant's: the pytest arguments its tree must pass (the CPU suite's)
 
     @property
     def folder(self) -> str:
@@ -69,7 +70,7 @@ ABLATIONS = [
                ("        in_doubt = ambiguous & row_ok\n"
                 "        if tl.max(in_doubt.to(tl.int32), axis=0) > 0:\n"
                 "            in_doubt = in_doubt & (tl.max(tl.max(key & COL_MASK, axis=2), axis=1) != 0)\n")),),
-             exact=True),
+             exact=True, checks=("tests/test_fused.py", "-k", "fp32", "tests/test_fp32_unchecked.py")),
     Ablation("grouped-no-sigmoid", "the grouped kernel's keys x / 4 + b: one FFMA where the sigmoid and the bias took "
              "an FMUL, two MUFU and two FADD (x / 4: the sigmoid's slope at 0, so that the keys' spread and the "
              "flags stay alike)",
