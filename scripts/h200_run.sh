@@ -114,13 +114,14 @@ for step in $steps; do
     kernels) timeout ${KERNELS_LIMIT:-300} python3 -m pytest -n 16 -q -rA -p no:cacheprovider --durations=10 tests/test_fused.py \
         tests/test_fused_families.py tests/test_fused_grouped.py tests/test_bench.py tests/test_compile.py tests/test_kernel_parts.py \
         tests/test_invariance.py tests/test_word_maxima.py tests/test_fp32_unchecked.py > "$LOGS/pytest_kernels.log" 2>&1 ;;
-    ablate) python3 scripts/ablate_kernels.py --dir va > "$LOGS/ablate.log" 2>&1 && {
-        if [[ " ${ABLATE_KERNELS:-route grouped} " == *" route "* ]]; then mkdir -p "$LOGS/ablate-route"
+    ablate) halves=" ${ABLATE_KERNELS:-route grouped} "
+      python3 scripts/ablate_kernels.py --dir va > "$LOGS/ablate.log" 2>&1 && {
+        if [[ $halves == *" route "* ]]; then mkdir -p "$LOGS/ablate-route"
           AB_BASE=va/base AB_PROBE=benchmarks.probe_fused AB_NEW="${ABLATE_ROUTE_TREES:-va/ablate-route-no-rounds \
             va/ablate-route-no-second-stage va/ablate-route-no-loss-check va/variant-route-lazy-dropped-bits}" \
             AB_ARGS="${ABLATE_ROUTE_ARGS:---shapes 128:bf16:8,128:fp32:8 --configs table 250000}" \
             ab_turns "$LOGS/ablate-route"; fi
-        if [[ " ${ABLATE_KERNELS:-route grouped} " == *" grouped "* ]]; then mkdir -p "$LOGS/ablate-grouped"
+        if [[ $halves == *" grouped "* ]]; then mkdir -p "$LOGS/ablate-grouped"
           AB_BASE=va/base AB_PROBE=benchmarks.probe_grouped \
             AB_NEW="va/ablate-grouped-no-sigmoid va/ablate-grouped-no-flags va/ablate-grouped-no-list-passes" \
             AB_ARGS="${ABLATE_GROUPED_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs --table-only 250000}" \

@@ -26,7 +26,6 @@ from parity.routing.router import Router
 from script_modules import script_module
 
 
-
 def _routed(g: torch.Tensor, K: int, router: Router) -> tuple[torch.Tensor, torch.Tensor]:
     w, ids = route64(g, K, router)
     return w.float(), ids.to(torch.int32)
