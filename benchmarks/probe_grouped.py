@@ -22,6 +22,7 @@ python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dt
 --switch-ab NAME: the table's launch with plan(NAME=True) and plan(NAME=False), in turns, three times each:
 pair_test (the default; fused_grouped._picks_in_order; False reorders every near row from float64 keys),
 group_test (fused_grouped._groups_in_order; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows).
+fixed_ref (grouped_kernel's FIXED_REF: the distances below one reference made from the bias; off by default).
 --bench-inputs: `make bench`'s logits and router for the model at each T (parity.bench; its T=64 and
 T=512 batches of DeepSeek-V3 hold one near row each) instead of the probe's own.
 """
@@ -141,7 +142,8 @@ def main() -> None:
     ap.add_argument("--bench-inputs", action="store_true", help="make bench's inputs (see the module docstring)")
     ap.add_argument("--table-only", action="store_true", help="time the table's launch alone (A/B calls)")
     ap.add_argument("--switch-ab", default=None, metavar="NAME",
-                    help="the table's launch with plan(NAME=True) and plan(NAME=False), in turns (pair_test, group_test)")
+                    help="the table's launch with plan(NAME=True) and plan(NAME=False), in turns (pair_test, group_test, "
+                         "fixed_ref)")
     ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
     a = ap.parse_args()
     rows = []

@@ -83,7 +83,7 @@ def compile_one(model: str, dtype: torch.dtype, block_t: int, lists: bool, inlin
                                 interpreter=False, block_t=block_t, lists=lists, inline=inline)
     w, ids = torch.empty(T, m.K), torch.empty(T, m.K, dtype=torch.int32)
     flags = torch.empty(T, dtype=torch.int8)
-    kernel = fused_grouped.grouped_kernel.warmup(g, bias, scale, w, ids, flags, T, m.E, 1, 1, 1, grid=(1,),
+    kernel = fused_grouped.grouped_kernel.warmup(g, bias, scale, w, ids, flags, bias, T, m.E, 1, 1, 1, grid=(1,),
                                                  **launch.kernel_options())
     return kernel, launch
 

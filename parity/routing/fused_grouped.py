@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from torch.utils.weak import WeakIdKeyDictionary
 
 from parity import device
 from parity.routing.kernel_parts import (
@@ -708,7 +709,7 @@ def _near_rows(redo, hard, top_packed, best, packed, flat, third, top, picks, fa
 
 @triton.jit(do_not_specialize=["T"])
 def grouped_kernel(
-    gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr,
+    gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr, ref_ptr,
     T, stride_gt, stride_ge, stride_b, stride_s,
     K: tl.constexpr, TOPK_GROUP: tl.constexpr, N_GROUP: tl.constexpr, PER: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -717,6 +718,7 @@ def grouped_kernel(
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
     ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False, GROUP_LISTS: tl.constexpr = False,
     SPECULATE: tl.constexpr = False, PAIR_TEST: tl.constexpr = False, GROUP_TEST: tl.constexpr = False,
+    FIXED_REF: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
@@ -751,6 +753,16 @@ def grouped_kernel(
     of groups on exact differences; the rows it proves then go the near rows' way after all (the pair
     test, the reorder), the rest take the whole row's pass.
 
+    FIXED_REF (several rows a program, COL_BITS >= 8; plan(fixed_ref=True)): the distances are taken below one
+    reference for every row, ``reference_of`` the bias (above every key: a sigmoid is at most 1), loaded once, where
+    the default takes each row's largest key (31 FMNMX a thread and a shuffle tree). The error bound holds for any
+    reference at or above the keys (|key| <= |reference| + the distance). A NaN key no longer makes the reference
+    NaN: its distance stays NaN through a NaN-propagating min, so its packed word is negative (a NaN's exponent bits
+    shift into the sign), the smallest of its group, and the row is flagged from its group's smallest (or its
+    first pick, where every group is read). A row far below the reference saturates more of its keys than below
+    its own top, and is flagged where that could matter, as any row. SASS sm_90, DeepSeek-V3's table tile:
+    path 1055 -> 1023 instructions a warp, ALU 492 -> 460 (reports/bench/NOTES.md, "Thirty-first round").
+
     GROUP_LISTS (groups, several rows a program: a group in one thread): the picks come from each
     chosen group's GROUP_LIST smallest keys (``_list_rounds``), the whole tile's rounds only for a
     block where a list could run out (SASS sm_90, DeepSeek-V3: 1264 -> 1064 instructions a warp).
@@ -775,6 +787,7 @@ def grouped_kernel(
     tl.static_assert(not SPECULATE or (INLINE_EXACT and REORDER and ONE_ROW and not GROUP_LISTS))
     tl.static_assert(not PAIR_TEST or (INLINE_EXACT and REORDER and not SPECULATE))
     tl.static_assert(not GROUP_TEST or (PAIR_TEST and N_GROUP > 1 and TOPK_GROUP < N_GROUP))
+    tl.static_assert(not FIXED_REF or (COL_BITS >= 8 and not ONE_ROW))
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     VECTOR_LISTS: tl.constexpr = ONE_ROW and VEC == 8 and N_GROUP > 1   # the sort hidden under the group stage
     LISTS: tl.constexpr = GROUP_LISTS or VECTOR_LISTS
@@ -806,6 +819,8 @@ def grouped_kernel(
         key = tl.where(valid, key, -float("inf"))
     if ONE_ROW:
         top = _row_max_int(key)
+    elif FIXED_REF:   # one reference above every key (reference_of): no max over the row; NaN keys flagged below
+        top = tl.load(ref_ptr) + tl.zeros([BLOCK_T], tl.float32)
     else:
         top = _row_max_nan(key, NATIVE)
     hard = top != top          # a row flagged for a reason _reorder cannot settle
@@ -816,7 +831,11 @@ def grouped_kernel(
         # monotonically). Beyond, the keys' floats are 0 or saturated: the rows are flagged (ties, or a
         # saturated (K+1)-th pick).
         t1 = top * DIST_SCALE + (8.0 + 2.0**-17)
-        e = tl.minimum(tl.fma(key, -DIST_SCALE, t1[:, None, None, None]), 8.0 + QMAX * 2.0**-20)
+        if FIXED_REF:   # a NaN key's float stays NaN, so its packed word is negative (exponent bits all ones)
+            e = tl.minimum(tl.fma(key, -DIST_SCALE, t1[:, None, None, None]), 8.0 + QMAX * 2.0**-20,
+                           propagate_nan=tl.PropagateNan.ALL)
+        else:
+            e = tl.minimum(tl.fma(key, -DIST_SCALE, t1[:, None, None, None]), 8.0 + QMAX * 2.0**-20)
         q = e.to(tl.int32, bitcast=True) << COL_BITS   # the exponent's bits shift out
     else:               # QMAX >= 2**23: a fixed point truncated
         d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)
@@ -835,10 +854,14 @@ def grouped_kernel(
         a2 = _group_next_up(a1, packed)
         gids = tl.arange(0, BLOCK_G)[None, :]
         if TOPK_GROUP < N_GROUP:   # a saturated second key: that group's score is unsure
-            if BLOCK_G == N_GROUP:
-                hard = hard | (tl.max(a2, axis=1) >= SAT)
+            if FIXED_REF:   # or a NaN key (negative: its group's smallest), in any group
+                a2_or_nan = tl.where(a1 < 0, SAT, a2)
             else:
-                hard = hard | (tl.max(tl.where(gids < N_GROUP, a2, 0), axis=1) >= SAT)
+                a2_or_nan = a2
+            if BLOCK_G == N_GROUP:
+                hard = hard | (tl.max(a2_or_nan, axis=1) >= SAT)
+            else:
+                hard = hard | (tl.max(tl.where(gids < N_GROUP, a2_or_nan, 0), axis=1) >= SAT)
         gq = ((a1 >> COL_BITS) + (a2 >> COL_BITS)) >> 1                       # halved: fits beside the group id
         gpacked = tl.where(gids < N_GROUP, (gq << GROUP_BITS) | gids, INT32_MAX)
         if ONE_ROW:   # each group ranked against all (no rounds); the TOPK_GROUP-th and the next by a REDUX each
@@ -894,6 +917,8 @@ def grouped_kernel(
                                                  COL_BITS, ONE_ROW)
         third = best   # a stand-in: _third_near_kth finds the pick itself
     hard = hard | (best >= SAT)   # the (K+1)-th pick saturated
+    if FIXED_REF and (N_GROUP == 1 or TOPK_GROUP == N_GROUP):   # every group read: a NaN key is the first pick
+        hard = hard | (tl.min(top_packed, axis=1) < 0)
     # two picks (or the K-th and the next) too close for the fp32 keys to order; the (K+1)-th pick
     # is the farthest of them
     flagged = hard | (closest <= error_bound(top, best >> COL_BITS, SHIFT))
@@ -990,7 +1015,7 @@ def grouped_kernel(
 
 @triton.jit(do_not_specialize=["T"])
 def exact_kernel(
-    gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr,
+    gating_ptr, bias_ptr, scale_ptr, weights_ptr, ids_ptr, flags_ptr, ref_ptr,
     T, stride_gt, stride_ge, stride_b, stride_s,
     K: tl.constexpr, TOPK_GROUP: tl.constexpr, N_GROUP: tl.constexpr, PER: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -1104,7 +1129,8 @@ class GroupedLaunch:
         flagged and routed by the whole row's float64 pass inline, 3 flagged and its picks' order
         proven by the pair test inline)."""
         flags = torch.empty(self.T, dtype=torch.int8, device=gating_output.device)
-        args = (gating_output, bias, scale, weights, ids, flags,
+        ref = reference_of(bias) if self.constexprs.get("FIXED_REF") else bias   # bias: a pointer left unread
+        args = (gating_output, bias, scale, weights, ids, flags, ref,
                 self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))
         grouped_kernel[(triton.cdiv(self.T, self.block_t),)](*args, **self.kernel_options())
         if self.fallback and not self.inline:
@@ -1118,7 +1144,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
          block_t: int | None = None, num_warps: int | None = None, fallback: bool = True,
          inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None,
          lists: bool | None = None, speculate: bool | None = None, pair_test: bool | None = None,
-         group_test: bool | None = None) -> GroupedLaunch:
+         group_test: bool | None = None, fixed_ref: bool | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
     fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
     (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
@@ -1133,7 +1159,9 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     row (T = 64: 2.88 against 2.99; reports/bench/NOTES.md, "Tenth round"); pair_test=False reorders every
     near row from float64 keys, where the default first tries the pair test (grouped_kernel's PAIR_TEST);
     group_test=True first tries a like test on a row whose group stage is in doubt (grouped_kernel's
-    GROUP_TEST; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows)."""
+    GROUP_TEST; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows); fixed_ref=True takes the keys'
+    distances below one reference made from the bias (grouped_kernel's FIXED_REF; only where a program holds
+    several rows and E > 128, else ignored)."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -1161,9 +1189,29 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per, "ONE_ROW": block_t == 1,
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
         "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
+        "FIXED_REF": bool(fixed_ref) and block_t > 1 and col_bits >= 8,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
         bool(speculate), True if pair_test is None else pair_test,
         (block_t == 1 and T >= GROUP_TEST_MIN_ROWS) if group_test is None else group_test)
+
+
+_REFERENCES = WeakIdKeyDictionary()
+"""bias tensor -> (its version, its reference): by identity (a tensor's == is elementwise), dropped with the tensor."""
+
+
+def reference_of(bias: torch.Tensor) -> torch.Tensor:
+    """One float32 on the bias's device at or above every key sigmoid(x) + b the fast kernel can make from this
+    bias: 1 + its largest (as float32, which is how the kernel reads it), raised by 2**-20 of its magnitude and
+    2**-20 for the roundings (the key's sum, an approximate sigmoid's last ulp). Made by torch on the device, no
+    sync (a graph replay holds none), once per bias tensor and version: a bias written in place is read again.
+    NaN where the bias holds a NaN (every row is then flagged)."""
+    seen = _REFERENCES.get(bias)
+    if seen is not None and seen[0] == bias._version:
+        return seen[1]
+    top = bias.detach().float().amax().reshape(1) + 1.0
+    ref = top + (top.abs() + 1.0) * 2.0**-20
+    _REFERENCES[bias] = (bias._version, ref)
+    return ref
 
 
 @torch.library.custom_op("parity::fused_grouped_route", mutates_args=())
