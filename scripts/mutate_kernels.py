@@ -27,6 +27,7 @@ GROUPED_TESTS = ("tests/test_fused_grouped.py",)
 ROUTE_TESTS = ("tests/test_fused.py", "tests/test_fused_families.py", "tests/test_kernel_parts.py")
 WORD_TESTS = ("tests/test_word_maxima.py",)
 FP32_KEY_TESTS = ("tests/test_fp32_unchecked.py",)
+FIXED_REF_TESTS = ("tests/test_fixed_reference.py",)
 INVALID = ("CompilationError", "CompileTimeAssertionFailure", "SyntaxError", "NameError")
 
 
@@ -53,9 +54,11 @@ MUTANTS = [
     _m("group-gap-never-flags", "fused_grouped.py",
        "group_doubt = _scores_near(cut, after, top, GROUP_BITS, SHIFT)", "group_doubt = cut < 0",
        GROUPED_TESTS, "groups whose scores are too close to order are not flagged"),
-    _m("saturated-second-key-unflagged", "fused_grouped.py", "hard = hard | (tl.max(a2, axis=1) >= SAT)",
-       "hard = hard | (tl.max(a2, axis=1) < 0)", GROUPED_TESTS,
+    _m("saturated-second-key-unflagged", "fused_grouped.py", "hard = hard | (tl.max(a2_or_nan, axis=1) >= SAT)",
+       "hard = hard | (tl.max(a2_or_nan, axis=1) < 0)", GROUPED_TESTS,
        "a group's saturated second key (score unknown) is not flagged"),
+    _m("fixed-ref-nan-unflagged", "fused_grouped.py", "a2_or_nan = tl.where(a1 < 0, SAT, a2)", "a2_or_nan = a2",
+       FIXED_REF_TESTS, "under FIXED_REF, a NaN key (its group's smallest, negative) does not flag its row"),
     _m("saturated-pick-unflagged", "fused_grouped.py", "hard = hard | (best >= SAT)", "hard = hard | (best < 0)",
        GROUPED_TESTS, "a saturated (K+1)-th pick is not flagged"),
     _m("nan-top-unflagged", "fused_grouped.py", "hard = top != top", "hard = top < top", GROUPED_TESTS,
