@@ -114,8 +114,60 @@ def test_a_bias_written_in_place_makes_a_new_reference(dev):
     bias = router.correction_bias
     first = fused_grouped.reference_of(bias).clone()
     assert fused_grouped.reference_of(bias) is fused_grouped.reference_of(bias)
-    assert float(first) >= float(bias.max()) + 1.0
+    assert float(first[0]) >= float(bias.max()) + 1.0
     bias += 3.0
-    assert float(fused_grouped.reference_of(bias)) >= float(first) + 3.0
+    assert float(fused_grouped.reference_of(bias)[0]) >= float(first[0]) + 3.0
     g = logits(32, E, torch.float32, dev, seed=2, spread=2.0)
+    check(g, K, router, out=fixed(g, K, router))
+
+
+def test_the_reference_says_where_no_distance_needs_saturating(dev):
+    """reference_of's second value: 1.0 where the reference lies within UNSATURATED_REACH of the bias's smallest
+    (the bench's bias, 5 + 0.05 randn; a spread of 1.9), 0.0 for a wide bias, a top far from zero (the reference's
+    margin alone is ~1000 at 1e9), a NaN or an infinite bias."""
+    def unsaturated(b):
+        return float(fused_grouped.reference_of(b.to(dev))[1])
+    spread = router_for("deepseek-v3", dev).correction_bias
+    assert unsaturated(spread) == 1.0
+    assert unsaturated(5.0 + torch.linspace(0.0, 1.9, 256)) == 1.0
+    assert unsaturated(router_for("deepseek-v3", dev, bias="wide").correction_bias) == 0.0
+    assert unsaturated(torch.full((256,), 1e9)) == 0.0
+    for special in (float("nan"), float("inf"), float("-inf")):
+        b = torch.full((256,), 5.0)
+        b[7] = special
+        assert unsaturated(b) == 0.0
+
+
+@pytest.mark.parametrize("shape", APPLIES)
+def test_keys_across_the_whole_reach_go_unsaturated(shape, dev):
+    """A bias spread over 1.9 and logits of +-30 (sigmoids 1 and 0): keys from the reference down to nearly 3 below
+    it, every distance unsaturated (its float up to ~14, below 16): the oracle's ids."""
+    E, K, n_group, topk_group, sf = SHAPES[shape]
+    gen = torch.Generator().manual_seed(3)
+    bias = (5.0 + 1.9 * torch.rand(E, generator=gen)).to(dev)
+    bias[0], bias[1] = 5.0, 6.9
+    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=bias)
+    assert float(fused_grouped.reference_of(bias)[1]) == 1.0
+    g = logits(32, E, torch.float32, dev, seed=17, spread=2.0)
+    g[:, ::3] = 30.0
+    g[:, 1::3] = -30.0
+    g[:8, 0], g[8:16, 1] = -30.0, 30.0
+    check(g, K, router, out=fixed(g, K, router))
+
+
+@pytest.mark.parametrize("shape", APPLIES)
+def test_a_few_experts_far_below_keep_the_saturation(shape, dev):
+    """Three experts biased ~11.5 below the rest, their logits -30 (sigmoids 0): their distances' floats (8 + 2 d,
+    ~33) leave [8, 16) for a binade whose words read as nearer than any other key, so the reference must not let
+    the distances go unsaturated (the rows' other keys all lie within 2 of it, so no word turns negative to flag
+    them). With UNSATURATED_REACH 100 the far experts are picked first."""
+    E, K, n_group, topk_group, sf = SHAPES[shape]
+    gen = torch.Generator().manual_seed(4)
+    bias = 5.0 + 0.05 * torch.randn(E, generator=gen)
+    far = [3, E // 2 + 1, E - 2]
+    bias[far] = float(bias.max()) + 1.0 - 12.55
+    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=bias.to(dev))
+    assert float(fused_grouped.reference_of(router.correction_bias)[1]) == 0.0
+    g = logits(32, E, torch.float32, dev, seed=19, spread=2.0)
+    g[:, far] = -30.0
     check(g, K, router, out=fixed(g, K, router))

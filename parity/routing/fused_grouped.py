@@ -761,7 +761,10 @@ def grouped_kernel(
     shift into the sign), the smallest of its group, and the row is flagged from its group's smallest (or its
     first pick, where every group is read). A row far below the reference saturates more of its keys than below
     its own top, and is flagged where that could matter, as any row. SASS sm_90, DeepSeek-V3's table tile:
-    path 1055 -> 1023 instructions a warp, ALU 492 -> 460 (reports/bench/NOTES.md, "Thirty-first round").
+    path 1055 -> 1003 instructions a warp, ALU 492 -> 428 (reports/bench/NOTES.md, "Thirty-first round"). Where
+    the reference lies less than 3 above the bias's smallest (``reference_of``'s second value: every key is within
+    4 of the reference, so every distance's float stays in [8, 16)), the distances take no saturating min either
+    (a branch once a program on that value; else the min, 1025 / 459).
 
     GROUP_LISTS (groups, several rows a program: a group in one thread): the picks come from each
     chosen group's GROUP_LIST smallest keys (``_list_rounds``), the whole tile's rounds only for a
@@ -832,8 +835,9 @@ def grouped_kernel(
         # saturated (K+1)-th pick).
         t1 = top * DIST_SCALE + (8.0 + 2.0**-17)
         if FIXED_REF:   # a NaN key's float stays NaN, so its packed word is negative (exponent bits all ones)
-            e = tl.minimum(tl.fma(key, -DIST_SCALE, t1[:, None, None, None]), 8.0 + QMAX * 2.0**-20,
-                           propagate_nan=tl.PropagateNan.ALL)
+            e = tl.fma(key, -DIST_SCALE, t1[:, None, None, None])
+            if tl.load(ref_ptr + 1) == 0.0:   # some key may lie 4 or more below the reference: saturated
+                e = tl.minimum(e, 8.0 + QMAX * 2.0**-20, propagate_nan=tl.PropagateNan.ALL)
         else:
             e = tl.minimum(tl.fma(key, -DIST_SCALE, t1[:, None, None, None]), 8.0 + QMAX * 2.0**-20)
         q = e.to(tl.int32, bitcast=True) << COL_BITS   # the exponent's bits shift out
@@ -1195,21 +1199,28 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         (block_t == 1 and T >= GROUP_TEST_MIN_ROWS) if group_test is None else group_test)
 
 
+UNSATURATED_REACH = 3.0
+"""How far above the bias's smallest the reference may lie for the distances to go unsaturated: a key is at least its
+bias, so it lies less than 4 below the reference (a distance's float 8 + 2 d stays in [8, 16)), with a margin."""
 _REFERENCES = WeakIdKeyDictionary()
 """bias tensor -> (its version, its reference): by identity (a tensor's == is elementwise), dropped with the tensor."""
 
 
 def reference_of(bias: torch.Tensor) -> torch.Tensor:
-    """One float32 on the bias's device at or above every key sigmoid(x) + b the fast kernel can make from this
-    bias: 1 + its largest (as float32, which is how the kernel reads it), raised by 2**-20 of its magnitude and
-    2**-20 for the roundings (the key's sum, an approximate sigmoid's last ulp). Made by torch on the device, no
-    sync (a graph replay holds none), once per bias tensor and version: a bias written in place is read again.
-    NaN where the bias holds a NaN (every row is then flagged)."""
+    """Two float32 on the bias's device: a reference at or above every key sigmoid(x) + b the fast kernel can make
+    from this bias, 1 + its largest (as float32, which is how the kernel reads it) raised by 2**-20 of its magnitude
+    and 2**-20 for the roundings (the key's sum, an approximate sigmoid's last ulp); and 1.0 where the reference
+    lies at most UNSATURATED_REACH above the bias's smallest (every key, at least its bias, then lies within it of
+    the reference: no distance needs saturating), else 0.0 (a NaN or infinite bias included). Made by torch on the
+    device, no sync (a graph replay holds none), once per bias tensor and version: a bias written in place is read
+    again. The reference is NaN where the bias holds a NaN (every row is then flagged)."""
     seen = _REFERENCES.get(bias)
     if seen is not None and seen[0] == bias._version:
         return seen[1]
-    top = bias.detach().float().amax().reshape(1) + 1.0
+    b = bias.detach().float()
+    top = b.amax().reshape(1) + 1.0
     ref = top + (top.abs() + 1.0) * 2.0**-20
+    ref = torch.cat([ref, (ref - b.amin() <= UNSATURATED_REACH).float()])
     _REFERENCES[bias] = (bias._version, ref)
     return ref
 
