@@ -22,7 +22,8 @@ python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dt
 --switch-ab NAME: the table's launch with plan(NAME=True) and plan(NAME=False), in turns, three times each:
 pair_test (the default; fused_grouped._picks_in_order; False reorders every near row from float64 keys),
 group_test (fused_grouped._groups_in_order; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows).
-fixed_ref (grouped_kernel's FIXED_REF: the distances below one reference made from the bias; off by default).
+fixed_ref (grouped_kernel's FIXED_REF: the distances below one reference made from the bias; by default on
+where groups are chosen).
 --bench-inputs: `make bench`'s logits and router for the model at each T (parity.bench; its T=64 and
 T=512 batches of DeepSeek-V3 hold one near row each) instead of the probe's own.
 """

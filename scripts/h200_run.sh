@@ -12,7 +12,7 @@
 # "Twenty-ninth round"). ABLATE_KERNELS (default "route grouped") picks the halves: each fits one call (the grouped
 # half took 83 s on an H100; at 65536 too and every probe configuration the two took ~16 minutes there).
 # ABLATE_ROUTE_TREES: the route half's trees (default its three ablations and the exact variant
-# route-lazy-dropped-bits; scripts/ablate_kernels.py names them). ABLATE_GROUPED_TREES: the grouped half's (default the
+# route-eager-dropped-bits, the default before 2026-12-07; scripts/ablate_kernels.py names them). ABLATE_GROUPED_TREES: the grouped half's (default the
 # keys unsaturated, the reference fixed, both: NOTES, "Thirty-first round"; the sigmoid's, flags' and lists' ablations
 # were timed in the thirtieth).
 # ONLY_GPU=h200 (a card's tag, as the folders') ends the call at once, before any step, on any other card.
@@ -120,7 +120,7 @@ for step in $steps; do
       python3 scripts/ablate_kernels.py --dir va > "$LOGS/ablate.log" 2>&1 && {
         if [[ $halves == *" route "* ]]; then mkdir -p "$LOGS/ablate-route"
           AB_BASE=va/base AB_PROBE=benchmarks.probe_fused AB_NEW="${ABLATE_ROUTE_TREES:-va/ablate-route-no-rounds \
-            va/ablate-route-no-second-stage va/ablate-route-no-loss-check va/variant-route-lazy-dropped-bits}" \
+            va/ablate-route-no-second-stage va/ablate-route-no-loss-check va/variant-route-eager-dropped-bits}" \
             AB_ARGS="${ABLATE_ROUTE_ARGS:---shapes 128:bf16:8,128:fp32:8 --configs table 250000}" \
             ab_turns "$LOGS/ablate-route"; fi
         if [[ $halves == *" grouped "* ]]; then mkdir -p "$LOGS/ablate-grouped"

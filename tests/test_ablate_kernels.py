@@ -51,7 +51,7 @@ def test_the_route_half_of_the_ablate_step_names_trees_the_script_writes():
 
 @pytest.mark.parametrize("variant", [a for a in ak.ABLATIONS if a.exact], ids=lambda a: a.name)
 def test_variants_pass_their_kernel_tests_on_their_own_tree(variant, tmp_path):
-    """An exact variant's tree passes the checkout's tests it names (route-lazy-dropped-bits: tests/test_fused.py's
+    """An exact variant's tree passes the checkout's tests it names (route-eager-dropped-bits: tests/test_fused.py's
     fp32 tests, truncated ties inside and across the K-th place and exact ties on a coarse grid, and
     tests/test_fp32_unchecked.py), run with that tree's parity/ imported (checked in the child)."""
     assert variant.checks, f"{variant.name}: an exact variant names the tests its tree must pass"

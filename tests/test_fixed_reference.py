@@ -1,7 +1,7 @@
-"""The grouped kernel's distances below one reference made from the bias (plan(fixed_ref=True), grouped_kernel's
-FIXED_REF) where the default takes each row's largest key: ids the oracle's, weights within bound, for the
-shapes it applies to, biases tied, spread and wide, NaN keys wherever they lie (the row's largest no longer
-flags them), tops far from zero, and a bias written in place."""
+"""The grouped kernel's distances below one reference made from the bias (grouped_kernel's FIXED_REF, by default
+where groups are chosen; plan(fixed_ref=True) forces it) where otherwise each row's largest key is taken: ids the
+oracle's, weights within bound, for the shapes it applies to, biases tied, spread and wide, NaN keys wherever they
+lie (the row's largest no longer flags them), tops far from zero, and a bias written in place."""
 from __future__ import annotations
 
 import pytest
@@ -30,6 +30,11 @@ def test_it_applies_to_several_rows_a_program_from_e_256():
                                       fixed_ref=True).constexprs["FIXED_REF"]
     assert not fused_grouped.plan(g, 8, torch.zeros(128), torch.ones(128), 8, 4, True,
                                   block_t=4).constexprs["FIXED_REF"]
+    # by default on where groups are chosen (faster on the H200), off for one group (Kimi K2 bf16 slower)
+    g = torch.empty(64, 256)
+    assert fused_grouped.plan(g, 8, bias, scale, 8, 4, True, block_t=4).constexprs["FIXED_REF"]
+    assert not fused_grouped.plan(g, 8, bias, scale, 1, 1, True, block_t=4).constexprs["FIXED_REF"]
+    assert not fused_grouped.plan(g, 8, bias, scale, 8, 4, True, block_t=4, fixed_ref=False).constexprs["FIXED_REF"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -64,16 +69,19 @@ def test_nan_keys_anywhere_are_flagged(shape, inline, dev):
 
 @pytest.mark.parametrize("shape", APPLIES)
 def test_a_nan_in_a_group_the_keys_would_not_choose(shape, dev):
-    """A NaN beside logits of -30 whose biases lie 2.5 below the rest (sigmoids ~0: its group the worst by its
-    finite keys, by far) makes its group's score NaN, which the oracle ranks first: only the flag sends the row to
-    float64. (A NaN's packed word is negative, but how far below zero depends on the NaN's bits: the GPU's
-    canonical NaN gives -256 + id, the interpreter's quiet NaN -2**30 + id; the group's finite keys lie far
-    enough that neither makes its score the best.) Rows with two and three NaNs too."""
-    E, K, n_group = SHAPES[shape][:3]
+    """A NaN beside logits of -30 whose biases lie 1.6 below the rest (sigmoids ~0: its group the worst by its
+    finite keys, by far, and every key still within reach of the reference) makes its group's score NaN, which the
+    oracle ranks first: only the flag sends the row to float64. (A NaN's packed word is negative, but how far below
+    zero depends on the NaN's bits: the GPU's canonical NaN gives -256 + id, the interpreter's quiet NaN -2**30 +
+    id; the group's finite keys lie far enough that neither makes its score the best.) Rows with two and three NaNs
+    too."""
+    E, K, n_group, topk_group, sf = SHAPES[shape]
     per = E // n_group
-    router = router_for(shape, dev)
+    bias = 5.0 + torch.linspace(0.0, 0.1, E)
     if n_group > 1:
-        router.correction_bias[E - per:] -= 2.5
+        bias[E - per:] -= 1.6
+    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=bias.to(dev))
+    assert float(fused_grouped.reference_of(router.correction_bias)[1]) == 1.0, "not the fixed reference's path"
     g = logits(12, E, torch.float32, dev, seed=13, spread=2.0)
     g[:, E - per:] = -30.0
     g[:4, E - 2] = float("nan")

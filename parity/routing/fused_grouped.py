@@ -753,18 +753,17 @@ def grouped_kernel(
     of groups on exact differences; the rows it proves then go the near rows' way after all (the pair
     test, the reorder), the rest take the whole row's pass.
 
-    FIXED_REF (several rows a program, COL_BITS >= 8; plan(fixed_ref=True)): the distances are taken below one
-    reference for every row, ``reference_of`` the bias (above every key: a sigmoid is at most 1), loaded once, where
-    the default takes each row's largest key (31 FMNMX a thread and a shuffle tree). The error bound holds for any
-    reference at or above the keys (|key| <= |reference| + the distance). A NaN key no longer makes the reference
-    NaN: its distance stays NaN through a NaN-propagating min, so its packed word is negative (a NaN's exponent bits
-    shift into the sign), the smallest of its group, and the row is flagged from its group's smallest (or its
-    first pick, where every group is read). A row far below the reference saturates more of its keys than below
-    its own top, and is flagged where that could matter, as any row. SASS sm_90, DeepSeek-V3's table tile:
-    path 1055 -> 1003 instructions a warp, ALU 492 -> 428 (reports/bench/NOTES.md, "Thirty-first round"). Where
-    the reference lies less than 3 above the bias's smallest (``reference_of``'s second value: every key is within
-    4 of the reference, so every distance's float stays in [8, 16)), the distances take no saturating min either
-    (a branch once a program on that value; else the min, 1025 / 459).
+    FIXED_REF (several rows a program, COL_BITS >= 8; by default where groups are chosen: plan): where every key lies
+    within reach of one reference made from the bias (``reference_of``: 1 + the bias's largest, at most
+    UNSATURATED_REACH above its smallest, as for real checkpoints' correction biases), the distances are taken below
+    it, where otherwise each row's largest key is (31 FMNMX a thread and a shuffle tree), and no distance needs the
+    saturating min (every float stays in [8, 16)). The error bound holds for any reference at or above the keys
+    (|key| <= |reference| + the distance). A NaN key no longer makes the reference NaN: its distance stays NaN, so
+    its packed word is negative (a NaN's exponent bits shift into the sign), the smallest of its group, and the
+    row is flagged from its groups' smallest (or its first pick, where every group is read). A bias too wide takes
+    the row's largest and the saturating min, as without FIXED_REF (a branch once a program, the same for every
+    program). SASS sm_90, DeepSeek-V3's table tile: path 1055 -> 1009 instructions a warp, ALU 492 -> 430
+    (reports/bench/NOTES.md, "Thirty-first round").
 
     GROUP_LISTS (groups, several rows a program: a group in one thread): the picks come from each
     chosen group's GROUP_LIST smallest keys (``_list_rounds``), the whole tile's rounds only for a
@@ -822,8 +821,14 @@ def grouped_kernel(
         key = tl.where(valid, key, -float("inf"))
     if ONE_ROW:
         top = _row_max_int(key)
-    elif FIXED_REF:   # one reference above every key (reference_of): no max over the row; NaN keys flagged below
-        top = tl.load(ref_ptr) + tl.zeros([BLOCK_T], tl.float32)
+    elif FIXED_REF:   # one reference above every key, every key within reach of it (reference_of): no max over
+        # the row, no saturating min; NaN keys flagged below. A bias too wide for that takes the row's max (a branch
+        # once a program, the same for every program of the launch).
+        within_reach = tl.load(ref_ptr + 1) != 0.0
+        if within_reach:
+            top = tl.load(ref_ptr) + tl.zeros([BLOCK_T], tl.float32)
+        else:
+            top = _row_max_nan(key, NATIVE)
     else:
         top = _row_max_nan(key, NATIVE)
     hard = top != top          # a row flagged for a reason _reorder cannot settle
@@ -836,7 +841,7 @@ def grouped_kernel(
         t1 = top * DIST_SCALE + (8.0 + 2.0**-17)
         if FIXED_REF:   # a NaN key's float stays NaN, so its packed word is negative (exponent bits all ones)
             e = tl.fma(key, -DIST_SCALE, t1[:, None, None, None])
-            if tl.load(ref_ptr + 1) == 0.0:   # some key may lie 4 or more below the reference: saturated
+            if not within_reach:   # some key may lie 4 or more below the row's top: saturated
                 e = tl.minimum(e, 8.0 + QMAX * 2.0**-20, propagate_nan=tl.PropagateNan.ALL)
         else:
             e = tl.minimum(tl.fma(key, -DIST_SCALE, t1[:, None, None, None]), 8.0 + QMAX * 2.0**-20)
@@ -1163,9 +1168,11 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     row (T = 64: 2.88 against 2.99; reports/bench/NOTES.md, "Tenth round"); pair_test=False reorders every
     near row from float64 keys, where the default first tries the pair test (grouped_kernel's PAIR_TEST);
     group_test=True first tries a like test on a row whose group stage is in doubt (grouped_kernel's
-    GROUP_TEST; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows); fixed_ref=True takes the keys'
-    distances below one reference made from the bias (grouped_kernel's FIXED_REF; only where a program holds
-    several rows and E > 128, else ignored)."""
+    GROUP_TEST; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows); fixed_ref takes the keys' distances below
+    one reference made from the bias (grouped_kernel's FIXED_REF; only where a program holds several rows and E >
+    128, else ignored): by default where groups are chosen (n_group > 1; on the H200, DeepSeek-V3 at T = 250000
+    bf16 88.29 -> 83.69 µs, fp32 125.81 -> 120.22), not for one group (Kimi K2 bf16 180.50 -> 182.93, though fp32
+    204.06 -> 197.01; reports/bench/NOTES.md, "Thirty-first round")."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -1193,7 +1200,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per, "ONE_ROW": block_t == 1,
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
         "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
-        "FIXED_REF": bool(fixed_ref) and block_t > 1 and col_bits >= 8,
+        "FIXED_REF": (n_group > 1 if fixed_ref is None else fixed_ref) and block_t > 1 and col_bits >= 8,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
         bool(speculate), True if pair_test is None else pair_test,
         (block_t == 1 and T >= GROUP_TEST_MIN_ROWS) if group_test is None else group_test)
