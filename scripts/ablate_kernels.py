@@ -36,14 +36,6 @@ class Ablation:
         return f"{'variant' if self.exact else 'ablate'}-{self.name}"
 
 
-GROUPED_UNSATURATED = ("fused_grouped.py",
-                       "        e = tl.minimum(tl.fma(key, -DIST_SCALE, t1[:, None, None, None]), 8.0 + QMAX * 2.0**-20)",
-                       "        e = tl.fma(key, -DIST_SCALE, t1[:, None, None, None])")
-FIXED_TOP = 6.5
-"""Above every key of the bench's DeepSeek-V3 rows (bias 5 + 0.05 randn, so keys below ~6.2) and within 4 of each:
-the fixed-top ablations' reference, so that their distances stay in range and their ids may stay the oracle's."""
-GROUPED_FIXED_TOP = ("fused_grouped.py", "        top = _row_max_nan(key, NATIVE)",
-                     f"        top = tl.full([BLOCK_T], {FIXED_TOP}, tl.float32)")
 GROUPED_UNFLAGGED = ("fused_grouped.py", "    flagged = hard | (closest <= error_bound(top, best >> COL_BITS, SHIFT))",
                      "    flagged = top != top")
 
@@ -95,16 +87,6 @@ ABLATIONS = [
                 "            a5 = _group_after(a4, packed)\n            a6 = _group_after(a5, packed)"),
                ("            a3 = a2 + 1\n            a4 = a2 + 2\n            a5 = a2 + 3\n"
                 "            a6 = tl.full(a2.shape, 2147483647, tl.int32)")))),
-    Ablation("grouped-no-saturation", "the grouped kernel's distances not saturated (no FMNMX a key): a key more than 4 "
-             "below its row's top would wrap (the bench's rows hold none: their keys span less than 1.4)",
-             (GROUPED_UNSATURATED,)),
-    Ablation("grouped-fixed-top", f"the grouped kernel's reference a constant ({FIXED_TOP}) where it took the row's "
-             "largest key (a max over the row's keys): what a reference from the bias alone (1 + its largest, made on "
-             "the host) would save; the NaN rows' flag goes with it",
-             (GROUPED_FIXED_TOP,)),
-    Ablation("grouped-fixed-top-no-saturation", "grouped-fixed-top and grouped-no-saturation together",
-             (GROUPED_UNSATURATED,
-              GROUPED_FIXED_TOP)),
 ]
 
 

@@ -13,8 +13,8 @@
 # half took 83 s on an H100; at 65536 too and every probe configuration the two took ~16 minutes there).
 # ABLATE_ROUTE_TREES: the route half's trees (default its three ablations and the exact variant
 # route-eager-dropped-bits, the default before 2026-12-07; scripts/ablate_kernels.py names them). ABLATE_GROUPED_TREES: the grouped half's (default the
-# keys unsaturated, the reference fixed, both: NOTES, "Thirty-first round"; the sigmoid's, flags' and lists' ablations
-# were timed in the thirtieth).
+# sigmoid's, the flags' and the list passes' ablations; the key stage's, timed in the thirty-first round and since
+# built into FIXED_REF, were removed: `git show 9b0be40:scripts/ablate_kernels.py`).
 # ONLY_GPU=h200 (a card's tag, as the folders') ends the call at once, before any step, on any other card.
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
@@ -125,8 +125,8 @@ for step in $steps; do
             ab_turns "$LOGS/ablate-route"; fi
         if [[ $halves == *" grouped "* ]]; then mkdir -p "$LOGS/ablate-grouped"
           AB_BASE=va/base AB_PROBE=benchmarks.probe_grouped \
-            AB_NEW="${ABLATE_GROUPED_TREES:-va/ablate-grouped-no-saturation va/ablate-grouped-fixed-top \
-              va/ablate-grouped-fixed-top-no-saturation}" \
+            AB_NEW="${ABLATE_GROUPED_TREES:-va/ablate-grouped-no-sigmoid va/ablate-grouped-no-flags \
+              va/ablate-grouped-no-list-passes}" \
             AB_ARGS="${ABLATE_GROUPED_ARGS:---models deepseek-v3 --dtypes bf16 --bench-inputs --table-only 250000}" \
             ab_turns "$LOGS/ablate-grouped"; fi; } >> "$LOGS/ablate.log" 2>&1 ;;
     probegrouped) timeout ${PROBE_LIMIT:-240} python3 -m benchmarks.probe_grouped --out "$LOGS/probe-grouped.json" \
