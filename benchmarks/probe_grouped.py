@@ -143,8 +143,8 @@ def main() -> None:
     ap.add_argument("--bench-inputs", action="store_true", help="make bench's inputs (see the module docstring)")
     ap.add_argument("--table-only", action="store_true", help="time the table's launch alone (A/B calls)")
     ap.add_argument("--switch-ab", default=None, metavar="NAME",
-                    help="the table's launch with plan(NAME=True) and plan(NAME=False), in turns (pair_test, group_test, "
-                         "fixed_ref)")
+                    help="the table's launch with plan(NAME=True) and plan(NAME=False), in turns "
+                         "(pair_test, group_test, fixed_ref)")
     ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
     a = ap.parse_args()
     rows = []

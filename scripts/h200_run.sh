@@ -12,9 +12,10 @@
 # "Twenty-ninth round"). ABLATE_KERNELS (default "route grouped") picks the halves: each fits one call (the grouped
 # half took 83 s on an H100; at 65536 too and every probe configuration the two took ~16 minutes there).
 # ABLATE_ROUTE_TREES: the route half's trees (default its three ablations and the exact variant
-# route-eager-dropped-bits, the default before 2026-12-07; scripts/ablate_kernels.py names them). ABLATE_GROUPED_TREES: the grouped half's (default the
-# sigmoid's, the flags' and the list passes' ablations; the key stage's, timed in the thirty-first round and since
-# built into FIXED_REF, were removed: `git show 9b0be40:scripts/ablate_kernels.py`).
+# route-eager-dropped-bits, the default before 2026-12-07; scripts/ablate_kernels.py names them).
+# ABLATE_GROUPED_TREES: the grouped half's (default the sigmoid's, the flags' and the list passes' ablations; the key
+# stage's, timed in the thirty-first round and since built into FIXED_REF, were removed: `git show
+# 9b0be40:scripts/ablate_kernels.py`).
 # ONLY_GPU=h200 (a card's tag, as the folders') ends the call at once, before any step, on any other card.
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels

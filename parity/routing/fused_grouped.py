@@ -1168,11 +1168,11 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     row (T = 64: 2.88 against 2.99; reports/bench/NOTES.md, "Tenth round"); pair_test=False reorders every
     near row from float64 keys, where the default first tries the pair test (grouped_kernel's PAIR_TEST);
     group_test=True first tries a like test on a row whose group stage is in doubt (grouped_kernel's
-    GROUP_TEST; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows); fixed_ref takes the keys' distances below
-    one reference made from the bias (grouped_kernel's FIXED_REF; only where a program holds several rows and E >
-    128, else ignored): by default where groups are chosen (n_group > 1; on the H200, DeepSeek-V3 at T = 250000
-    bf16 88.29 -> 83.69 µs, fp32 125.81 -> 120.22), not for one group (Kimi K2 bf16 180.50 -> 182.93, though fp32
-    204.06 -> 197.01; reports/bench/NOTES.md, "Thirty-first round")."""
+    GROUP_TEST; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows); fixed_ref takes the keys'
+    distances below one reference made from the bias where it can (grouped_kernel's FIXED_REF; only where a program
+    holds several rows and E > 128, else ignored): by default where groups are chosen (n_group > 1; on the H200,
+    DeepSeek-V3 at T = 250000 bf16 88.29 -> 83.69 µs, fp32 125.81 -> 120.22), not for one group (Kimi K2 bf16
+    180.50 -> 182.93, though fp32 204.06 -> 197.01; reports/bench/NOTES.md, "Thirty-first round")."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -1220,7 +1220,7 @@ def reference_of(bias: torch.Tensor) -> torch.Tensor:
     lies at most UNSATURATED_REACH above the bias's smallest (every key, at least its bias, then lies within it of
     the reference: no distance needs saturating), else 0.0 (a NaN or infinite bias included). Made by torch on the
     device, no sync (a graph replay holds none), once per bias tensor and version: a bias written in place is read
-    again. The reference is NaN where the bias holds a NaN (every row is then flagged)."""
+    again. At 0.0 the kernel takes each row's largest key instead, as without FIXED_REF."""
     seen = _REFERENCES.get(bias)
     if seen is not None and seen[0] == bias._version:
         return seen[1]
