@@ -1138,7 +1138,7 @@ class GroupedLaunch:
         flagged and routed by the whole row's float64 pass inline, 3 flagged and its picks' order
         proven by the pair test inline)."""
         flags = torch.empty(self.T, dtype=torch.int8, device=gating_output.device)
-        ref = reference_of(bias) if self.constexprs.get("FIXED_REF") else bias   # bias: a pointer left unread
+        ref = reference_of(bias) if self.constexprs["FIXED_REF"] else bias   # bias: a pointer left unread
         args = (gating_output, bias, scale, weights, ids, flags, ref,
                 self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))
         grouped_kernel[(triton.cdiv(self.T, self.block_t),)](*args, **self.kernel_options())
