@@ -17,24 +17,29 @@ _LINE = re.compile(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?);")
 _BRANCH = re.compile(r"\bBRA(?:\.\w+)? (?:!?U?P\w+, )?(0x[0-9a-f]+)")
 
 
-def common_path(sass: list[str]) -> dict:
-    """The instructions a block without a rare case executes, read off the laid-out code: from the
-    first instruction to the first EXIT, every forward conditional branch taken (past the NaN pass,
-    fp32's exact and ranked paths, the word path's reread), the shuffles' divergence fallbacks
-    (BRA.DIV) not, unconditional branches followed. Its length ("path"; for route_kernel's Gemma4
-    bf16 tile 1450 a warp, where Nsight Compute counted 1454 executed) and its ALU- and FMA-pipe
-    instructions (ALU_PIPE, FMA_PIPE)."""
+def path_instructions(sass: list[str]) -> list[tuple[int, str]]:
+    """The instructions a block without a rare case executes, as (address, text), read off the laid-out code: from
+    the first instruction to the first EXIT, every forward conditional branch taken (past the NaN pass, fp32's exact
+    and ranked paths, the word path's reread), the shuffles' divergence fallbacks (BRA.DIV) not, unconditional
+    branches followed."""
     addr = [(int(m.group(1), 16), m.group(2).strip()) for m in map(_LINE.match, sass) if m]
     index = {a: i for i, (a, _) in enumerate(addr)}
     i, path = 0, []
     while i < len(addr) and len(path) <= len(addr):
         a, text = addr[i]
-        path.append(text)
+        path.append((a, text))
         if "EXIT" in text:
             break
         branch = None if "BRA.DIV" in text else _BRANCH.search(text)
         to = int(branch.group(1), 16) if branch else None
         i = index[to] if to is not None and (to > a or not text.startswith("@")) else i + 1
+    return path
+
+
+def common_path(sass: list[str]) -> dict:
+    """The common path's length (path_instructions; "path": for route_kernel's Gemma4 bf16 tile 1450 a warp, where
+    Nsight Compute counted 1454 executed) and its ALU- and FMA-pipe instructions (ALU_PIPE, FMA_PIPE)."""
+    path = [text for _, text in path_instructions(sass)]
     ops = [t.split()[1] if t.startswith("@") else t.split()[0] for t in path]
     return {"path": len(path), "path_alu": sum(1 for o in ops if ALU_PIPE.match(o)),
             "path_fma": sum(1 for o in ops if FMA_PIPE.match(o))}

@@ -59,7 +59,7 @@ class _Sm90:
 driver.set_active(_Sm90())
 
 from benchmarks.profile_ncu import family_of  # noqa: E402
-from benchmarks.sass_common import common_path  # noqa: E402
+from benchmarks.sass_common import common_path, path_instructions  # noqa: E402
 from parity import routing  # noqa: E402
 from parity.routing import fused, fused_grouped  # noqa: E402
 
@@ -139,7 +139,10 @@ def count(kernel, lines: bool) -> dict:
     with cubin_file(kernel) as path:
         sass = [ln for ln in _tool("cuobjdump", "-sass", path).splitlines() if INSTRUCTION.match(ln)]
         res = _tool("cuobjdump", "-res-usage", path).strip().splitlines()[-1]
-        by_line = collections.Counter(where for _, where, op in line_info(path) if op != "NOP") if lines else {}
+        info = line_info(path) if lines else []
+    on_path = {a for a, _ in path_instructions(sass)}
+    by_line = collections.Counter(where for _, where, op in info if op != "NOP")
+    path_by_line = collections.Counter(where for a, where, op in info if a in on_path and op != "NOP")
     first_flag = next((i for i, ln in enumerate(sass) if "STG.E.U8" in ln), len(sass))
     spills = sum(1 for ln in sass[:first_flag] if re.search(r"\b(STL|LDL)", ln))
     out = {"instructions": len(sass), "before_flags": first_flag, "spills_before_flags": spills,
@@ -147,6 +150,7 @@ def count(kernel, lines: bool) -> dict:
            "spills": sum(1 for ln in sass if re.search(r"\b(STL|LDL)", ln)), **common_path(sass)}
     if lines:
         out["by_line"] = dict(by_line.most_common())
+        out["path_by_line"] = dict(path_by_line.most_common())
     return out
 
 
@@ -182,9 +186,12 @@ def main() -> None:
                **count(kernel, a.lines)}
         rows.append(row)
     for row in rows:
-        print(" ".join(f"{k}={v}" for k, v in row.items() if k != "by_line"), flush=True)
+        print(" ".join(f"{k}={v}" for k, v in row.items() if not k.endswith("by_line")), flush=True)
+        path_by_line = row.get("path_by_line", {})
+        if path_by_line:
+            print("    every instruction / on the common path, per source line:")
         for where, n in row.get("by_line", {}).items():
-            print(f"    {n:5d} {where}")
+            print(f"    {n:5d} {path_by_line.get(where, 0):5d} {where}")
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"triton": triton.__version__, "rows": rows}, f, indent=1)

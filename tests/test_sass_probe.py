@@ -32,6 +32,9 @@ def test_the_sass_probe_counts_the_table_tile(tmp_path):
     lines = row["by_line"]
     assert sum(lines.values()) <= row["instructions"]
     assert any(k.startswith("fused_grouped.py:") for k in lines), "no instruction traced to the kernel's source"
+    on_path = row["path_by_line"]
+    assert sum(on_path.values()) <= row["path"] and all(n <= lines.get(k, 0) for k, n in on_path.items())
+    assert any(k.startswith("fused_grouped.py:") for k in on_path), "no path instruction traced to the kernel's source"
 
 
 @pytest.mark.skipif(not PTXAS.exists(), reason="this Triton ships no ptxas")
