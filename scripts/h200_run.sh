@@ -16,7 +16,9 @@
 # ABLATE_GROUPED_TREES: the grouped half's (default the sigmoid's, the flags' and the list passes' ablations; the key
 # stage's, timed in the thirty-first round and since built into FIXED_REF, were removed: `git show
 # 9b0be40:scripts/ablate_kernels.py`).
-# ONLY_GPU=h200 (a card's tag, as the folders') ends the call at once, before any step, on any other card.
+# ONLY_GPU=h200 (a card's tag, as the folders') ends the call at once, before any step, on any other card; with
+# OTHER_STEPS it runs those steps there instead (e.g. `ONLY_GPU=h200 OTHER_STEPS=tests bash scripts/h200_run.sh bench`:
+# the H200's bench, or the CUDA suite on whichever other card came; on 2026-12-07 nine starts in a row found none).
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
 # untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out;
@@ -81,7 +83,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 GPU=${GPU_TAG:-$(grep -oiE 'h[0-9]{3}' "$OUT/gpu.txt" | head -1 | tr 'A-Z' 'a-z')}   # the card just listed names the folders
 GPU=${GPU:-gpu}
 if [ -n "${ONLY_GPU:-}" ] && [ "$GPU" != "$ONLY_GPU" ]; then   # a question only that card answers: the rest of the call unspent
-  echo "ONLY_GPU=$ONLY_GPU, but this card is $GPU: nothing run" | tee "$OUT/steps.txt"; exit 3
+  if [ -z "${OTHER_STEPS:-}" ]; then
+    echo "ONLY_GPU=$ONLY_GPU, but this card is $GPU: nothing run" | tee "$OUT/steps.txt"; exit 3
+  fi
+  steps=$OTHER_STEPS   # or spent on what any card answers
+  echo "ONLY_GPU=$ONLY_GPU, but this card is $GPU: OTHER_STEPS instead ($steps)" | tee "$OUT/steps.txt"
 fi
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' | tee -a "$OUT/gpu.txt"
 ab_side() {   # the ab step's name for a tree: base, new where one tree is timed against it, else the tree's folder name
