@@ -18,7 +18,8 @@
 # 9b0be40:scripts/ablate_kernels.py`).
 # ONLY_GPU=h200 (a card's tag, as the folders') ends the call at once, before any step, on any other card; with
 # OTHER_STEPS it runs those steps there instead (e.g. `ONLY_GPU=h200 OTHER_STEPS=tests bash scripts/h200_run.sh bench`:
-# the H200's bench, or the CUDA suite on whichever other card came; on 2026-12-07 nine starts in a row found none).
+# the H200's bench, or the CUDA suite on whichever other card came; on 2026-12-07 twelve calls got no machine, then
+# an H100 came).
 # ab: two kernel trees timed in turns in one call (base, new, base, new ...: AB_REPS rounds, default 2), the base tree's
 # parity/ first on the path (AB_BASE=va/<dir>, made by `git archive <ref> parity | tar -x -C va/<dir>`; va/ travels
 # untracked), the new side the working tree's or AB_NEW's (another such tree: two commits compared without checking out;
