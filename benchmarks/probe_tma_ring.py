@@ -18,6 +18,8 @@ import json
 import re
 import sys
 
+from benchmarks.sass_common import instructions
+
 # (stages, ptxas's register cap, programs an SM, fused.pick_rounds itself), bf16/fp16: the stages at
 # route_kernel's occupancy (95 registers under a cap of 96, no spill: ~21 warps an SM), then programs an
 # SM, then the caps, then the rounds as fused writes them
@@ -56,8 +58,7 @@ def loop_instructions(sass: list[str]) -> tuple[int, int]:
     mbarrier's retry and the shuffles' divergence fallbacks, laid out after the loop), unconditional
     branches followed. A count of the laid-out code, not of a run: Nsight Compute's executed
     instructions a warp are the measured equivalent."""
-    addr = [(int(m.group(1), 16), m.group(2).strip()) for m in
-            (re.match(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?);", ln) for ln in sass) if m]
+    addr = instructions(sass)
     target = {a: int(t.group(1), 16) for a, text in addr
               if (t := re.search(r"BRA(?:\.\w+)? (?:!?U?P\w+, )?(0x[0-9a-f]+)", text)) and "BRA.DIV" not in text}
     conditional = {a for a, text in addr if text.startswith("@")}

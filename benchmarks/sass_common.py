@@ -17,12 +17,22 @@ _LINE = re.compile(r"\s+/\*([0-9a-f]{4,})\*/\s+(.*?);")
 _BRANCH = re.compile(r"\bBRA(?:\.\w+)? (?:!?U?P\w+, )?(0x[0-9a-f]+)")
 
 
+def instructions(sass: list[str]) -> list[tuple[int, str]]:
+    """Every instruction of laid-out SASS (cuobjdump -sass lines) as (address, text)."""
+    return [(int(m.group(1), 16), m.group(2).strip()) for m in map(_LINE.match, sass) if m]
+
+
+def opcode(text: str) -> str:
+    """An instruction's opcode with its modifiers (``VIMNMX3.U32``), past any predicate (``@!P0``)."""
+    return text.split()[1] if text.startswith("@") else text.split()[0]
+
+
 def path_instructions(sass: list[str]) -> list[tuple[int, str]]:
     """The instructions a block without a rare case executes, as (address, text), read off the laid-out code: from
     the first instruction to the first EXIT, every forward conditional branch taken (past the NaN pass, fp32's exact
     and ranked paths, the word path's reread), the shuffles' divergence fallbacks (BRA.DIV) not, unconditional
     branches followed."""
-    addr = [(int(m.group(1), 16), m.group(2).strip()) for m in map(_LINE.match, sass) if m]
+    addr = instructions(sass)
     index = {a: i for i, (a, _) in enumerate(addr)}
     i, path = 0, []
     while i < len(addr) and len(path) <= len(addr):
@@ -39,7 +49,6 @@ def path_instructions(sass: list[str]) -> list[tuple[int, str]]:
 def common_path(sass: list[str]) -> dict:
     """The common path's length (path_instructions; "path": for route_kernel's Gemma4 bf16 tile 1450 a warp, where
     Nsight Compute counted 1454 executed) and its ALU- and FMA-pipe instructions (ALU_PIPE, FMA_PIPE)."""
-    path = [text for _, text in path_instructions(sass)]
-    ops = [t.split()[1] if t.startswith("@") else t.split()[0] for t in path]
-    return {"path": len(path), "path_alu": sum(1 for o in ops if ALU_PIPE.match(o)),
+    ops = [opcode(text) for _, text in path_instructions(sass)]
+    return {"path": len(ops), "path_alu": sum(1 for o in ops if ALU_PIPE.match(o)),
             "path_fma": sum(1 for o in ops if FMA_PIPE.match(o))}

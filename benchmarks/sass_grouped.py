@@ -140,17 +140,16 @@ def count(kernel, lines: bool) -> dict:
         sass = [ln for ln in _tool("cuobjdump", "-sass", path).splitlines() if INSTRUCTION.match(ln)]
         res = _tool("cuobjdump", "-res-usage", path).strip().splitlines()[-1]
         info = line_info(path) if lines else []
-    on_path = {a for a, _ in path_instructions(sass)}
-    by_line = collections.Counter(where for _, where, op in info if op != "NOP")
-    path_by_line = collections.Counter(where for a, where, op in info if a in on_path and op != "NOP")
     first_flag = next((i for i, ln in enumerate(sass) if "STG.E.U8" in ln), len(sass))
     spills = sum(1 for ln in sass[:first_flag] if re.search(r"\b(STL|LDL)", ln))
     out = {"instructions": len(sass), "before_flags": first_flag, "spills_before_flags": spills,
            "registers": int(re.search(r"REG:(\d+)", res).group(1)), "stack": int(re.search(r"STACK:(\d+)", res).group(1)),
            "spills": sum(1 for ln in sass if re.search(r"\b(STL|LDL)", ln)), **common_path(sass)}
     if lines:
-        out["by_line"] = dict(by_line.most_common())
-        out["path_by_line"] = dict(path_by_line.most_common())
+        on_path = {a for a, _ in path_instructions(sass)}
+        out["by_line"] = dict(collections.Counter(where for _, where, op in info if op != "NOP").most_common())
+        out["path_by_line"] = dict(collections.Counter(
+            where for a, where, op in info if a in on_path and op != "NOP").most_common())
     return out
 
 

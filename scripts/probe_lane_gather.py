@@ -11,12 +11,12 @@ PYTHONSAFEPATH=1 PYTHONPATH=<triton 3.6 target>:. python3 scripts/probe_lane_gat
 from __future__ import annotations
 
 import collections
-import re
 import sys
 
 import torch
 
 from benchmarks import sass_grouped   # replaces Triton's driver by an sm_90 stand-in: import it first
+from benchmarks.sass_common import instructions, opcode
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
@@ -37,7 +37,6 @@ def lane_gather_kernel(x_ptr, out_ptr, GATHER: tl.constexpr):
     tl.store(out_ptr + tl.arange(0, 4)[:, None] * 8 + tl.arange(0, 8)[None, :], m)
 
 
-OPCODE = re.compile(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)")
 SHOWN = ("SHFL", "STS", "LDS", "BAR", "VIMNMX", "VIMNMX3", "SEL")
 
 
@@ -46,8 +45,8 @@ def main() -> int:
     for gather in (False, True):
         kernel = lane_gather_kernel.warmup(x, out, GATHER=gather, grid=(1,), num_warps=1)
         with sass_grouped.cubin_file(kernel) as path:
-            sass = sass_grouped._tool("cuobjdump", "-sass", path)
-        ops = collections.Counter(m.group(1).split(".")[0] for m in OPCODE.finditer(sass))
+            sass = sass_grouped._tool("cuobjdump", "-sass", path).splitlines()
+        ops = collections.Counter(opcode(text).split(".")[0] for _, text in instructions(sass))
         print(f"gather={gather}: {sum(ops.values())} instructions;", {op: ops[op] for op in SHOWN if ops[op]})
     return 0
 

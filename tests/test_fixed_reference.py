@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from parity.routing import fused_grouped
-from parity.routing.router import Router
 from routing_cases import DTYPES, logits, tied_logits
 from test_fused_grouped import SHAPES, check, launch, router_for
 
@@ -75,12 +74,12 @@ def test_a_nan_in_a_group_the_keys_would_not_choose(shape, dev):
     zero depends on the NaN's bits: the GPU's canonical NaN gives -256 + id, the interpreter's quiet NaN -2**30 +
     id; the group's finite keys lie far enough that neither makes its score the best.) Rows with two and three NaNs
     too."""
-    E, K, n_group, topk_group, sf = SHAPES[shape]
+    E, K, n_group = SHAPES[shape][:3]
     per = E // n_group
     bias = 5.0 + torch.linspace(0.0, 0.1, E)
     if n_group > 1:
         bias[E - per:] -= 1.6
-    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=bias.to(dev))
+    router = router_for(shape, dev, bias=bias)
     assert float(fused_grouped.reference_of(router.correction_bias)[1]) == 1.0, "not the fixed reference's path"
     g = logits(12, E, torch.float32, dev, seed=13, spread=2.0)
     g[:, E - per:] = -30.0
@@ -94,11 +93,11 @@ def test_a_nan_in_a_group_the_keys_would_not_choose(shape, dev):
 def test_tops_far_from_zero(bias, dev):
     """As test_fused_grouped's, with the reference from the bias: keys around 2**7, 2**8, far beyond, negative,
     and so large that the sigmoids vanish in the fp32 keys."""
-    E, K, n_group, topk_group, sf = SHAPES["deepseek-v3"]
+    E, K = SHAPES["deepseek-v3"][:2]
     g = logits(8, E, torch.float32, dev, seed=11, spread=2.0)
     g[:4, 3] = 100.0
-    router = Router("sigmoid", True, sf, n_group, topk_group,
-                    correction_bias=torch.full((E,), bias, device=dev) + 0.01 * torch.arange(E, device=dev) % 7)
+    router = router_for("deepseek-v3", dev,
+                        bias=torch.full((E,), bias, device=dev) + 0.01 * torch.arange(E, device=dev) % 7)
     check(g, K, router, out=fixed(g, K, router))
 
 
@@ -150,11 +149,11 @@ def test_the_reference_says_where_no_distance_needs_saturating(dev):
 def test_keys_across_the_whole_reach_go_unsaturated(shape, dev):
     """A bias spread over 1.9 and logits of +-30 (sigmoids 1 and 0): keys from the reference down to nearly 3 below
     it, every distance unsaturated (its float up to ~14, below 16): the oracle's ids."""
-    E, K, n_group, topk_group, sf = SHAPES[shape]
+    E, K = SHAPES[shape][:2]
     gen = torch.Generator().manual_seed(3)
     bias = (5.0 + 1.9 * torch.rand(E, generator=gen)).to(dev)
     bias[0], bias[1] = 5.0, 6.9
-    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=bias)
+    router = router_for(shape, dev, bias=bias)
     assert float(fused_grouped.reference_of(bias)[1]) == 1.0
     g = logits(32, E, torch.float32, dev, seed=17, spread=2.0)
     g[:, ::3] = 30.0
@@ -169,12 +168,12 @@ def test_a_few_experts_far_below_keep_the_saturation(shape, dev):
     ~33) leave [8, 16) for a binade whose words read as nearer than any other key, so the reference must not let
     the distances go unsaturated (the rows' other keys all lie within 2 of it, so no word turns negative to flag
     them). With UNSATURATED_REACH 100 the far experts are picked first."""
-    E, K, n_group, topk_group, sf = SHAPES[shape]
+    E, K = SHAPES[shape][:2]
     gen = torch.Generator().manual_seed(4)
     bias = 5.0 + 0.05 * torch.randn(E, generator=gen)
     far = [3, E // 2 + 1, E - 2]
     bias[far] = float(bias.max()) + 1.0 - 12.55
-    router = Router("sigmoid", True, sf, n_group, topk_group, correction_bias=bias.to(dev))
+    router = router_for(shape, dev, bias=bias)
     assert float(fused_grouped.reference_of(router.correction_bias)[1]) == 0.0
     g = logits(32, E, torch.float32, dev, seed=19, spread=2.0)
     g[:, far] = -30.0

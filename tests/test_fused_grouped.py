@@ -21,12 +21,14 @@ SHAPES = {"deepseek-v3": (256, 8, 8, 4, 2.5), "kimi-k2": (384, 8, 1, 1, 2.827), 
           "six-groups": (192, 8, 6, 3, 1.0)}
 
 
-def router_for(shape: str, dev, *, bias: str = "spread", renormalize: bool = True) -> Router:
+def router_for(shape: str, dev, *, bias: str | torch.Tensor = "spread", renormalize: bool = True) -> Router:
+    """The shape's router with a named correction bias (spread, tied, wide) or the one given."""
     E, _, n_group, topk_group, sf = SHAPES[shape]
-    gen = torch.Generator().manual_seed(E)
-    b = {"spread": 5.0 + 0.05 * torch.randn(E, generator=gen), "tied": torch.full((E,), 5.0),
-         "wide": 3.0 * torch.randn(E, generator=gen)}[bias]
-    return Router("sigmoid", renormalize, sf, n_group, topk_group, correction_bias=b.to(dev))
+    if isinstance(bias, str):
+        gen = torch.Generator().manual_seed(E)
+        bias = {"spread": 5.0 + 0.05 * torch.randn(E, generator=gen), "tied": torch.full((E,), 5.0),
+                "wide": 3.0 * torch.randn(E, generator=gen)}[bias]
+    return Router("sigmoid", renormalize, sf, n_group, topk_group, correction_bias=bias.to(dev))
 
 
 def check(g, K, router, max_ulp=FUSED_MAX_ULP, out=None):
