@@ -839,12 +839,12 @@ def grouped_kernel(
         # monotonically). Beyond, the keys' floats are 0 or saturated: the rows are flagged (ties, or a
         # saturated (K+1)-th pick).
         t1 = top * DIST_SCALE + (8.0 + 2.0**-17)
+        e = tl.fma(key, -DIST_SCALE, t1[:, None, None, None])
         if FIXED_REF:   # a NaN key's float stays NaN, so its packed word is negative (exponent bits all ones)
-            e = tl.fma(key, -DIST_SCALE, t1[:, None, None, None])
             if not within_reach:   # some key may lie 4 or more below the row's top: saturated
                 e = tl.minimum(e, 8.0 + QMAX * 2.0**-20, propagate_nan=tl.PropagateNan.ALL)
         else:
-            e = tl.minimum(tl.fma(key, -DIST_SCALE, t1[:, None, None, None]), 8.0 + QMAX * 2.0**-20)
+            e = tl.minimum(e, 8.0 + QMAX * 2.0**-20)
         q = e.to(tl.int32, bitcast=True) << COL_BITS   # the exponent's bits shift out
     else:               # QMAX >= 2**23: a fixed point truncated
         d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)
