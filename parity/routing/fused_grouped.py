@@ -333,6 +333,14 @@ def _rcp(y, NATIVE: tl.constexpr):
 
 
 @triton.jit
+def _bf16_pairs_to_fp32(raw):
+    """bf16 bits raw (int16) as fp32, two values a 32-bit register (GPU only): the low one shifted up, the high one
+    masked, one instruction each, where the conversion's high half takes a PRMT and a shift."""
+    return tl.inline_asm_elementwise("{ shl.b32 $0, $2, 16; and.b32 $1, $2, 0xffff0000; }", "=r,=r,r", [raw],
+                                     dtype=tl.float32, is_pure=True, pack=2)
+
+
+@triton.jit
 def _sigmoid_ftz(x):
     """fast_sigmoid in two MUFU instructions without div.full's denormal handling (GPU only): only a
     sigmoid below 2**-126 changes (to 0), and rcp.approx is within 1 ulp where div.full is within 2,
@@ -718,7 +726,7 @@ def grouped_kernel(
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
     ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False, GROUP_LISTS: tl.constexpr = False,
     SPECULATE: tl.constexpr = False, PAIR_TEST: tl.constexpr = False, GROUP_TEST: tl.constexpr = False,
-    FIXED_REF: tl.constexpr = False,
+    FIXED_REF: tl.constexpr = False, WORD_LOADS: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
@@ -806,7 +814,12 @@ def grouped_kernel(
     pos = tl.arange(0, BLOCK_P // VEC)[None, None, :, None] * VEC + tl.arange(0, VEC)[None, None, None, :]
     col = grp * PER + pos                                     # [1, BLOCK_G, BLOCK_P // VEC, VEC]
     bias_ptrs = bias_ptr + col * stride_b + 0 * rows[:, None, None, None]   # the logits' shape: one layout
-    if EVEN:
+    if EVEN and WORD_LOADS and NATIVE:   # bf16 pairs made fp32 a 32-bit word at a time (plan: unit stride)
+        raw = tl.load((row_ptr[:, None, None, None] + col * stride_ge).to(tl.pointer_type(tl.int16)),
+                      row_ok[:, None, None, None], other=0)
+        x = _bf16_pairs_to_fp32(raw)
+        b = tl.load(bias_ptrs).to(tl.float32)
+    elif EVEN:
         x = load_fp32(row_ptr[:, None, None, None] + col * stride_ge, row_ok[:, None, None, None], IS_BF16)
         b = tl.load(bias_ptrs).to(tl.float32)
     else:
@@ -1153,7 +1166,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
          block_t: int | None = None, num_warps: int | None = None, fallback: bool = True,
          inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None,
          lists: bool | None = None, speculate: bool | None = None, pair_test: bool | None = None,
-         group_test: bool | None = None, fixed_ref: bool | None = None) -> GroupedLaunch:
+         group_test: bool | None = None, fixed_ref: bool | None = None,
+         word_loads: bool | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
     fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
     (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
@@ -1201,10 +1215,19 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
         "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
         "FIXED_REF": (n_group > 1 if fixed_ref is None else fixed_ref) and block_t > 1 and col_bits >= 8,
+        "WORD_LOADS": ((WORD_LOADS if word_loads is None else word_loads) and gating_output.dtype == torch.bfloat16
+                       and block_g == n_group and block_p == per and per % 16 == 0 and gating_output.stride(1) == 1
+                       and gating_output.stride(0) % 2 == 0 and gating_output.data_ptr() % 4 == 0),
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
         bool(speculate), True if pair_test is None else pair_test,
         (block_t == 1 and T >= GROUP_TEST_MIN_ROWS) if group_test is None else group_test)
 
+
+WORD_LOADS = False
+"""Whether plan lets grouped_kernel read bf16 logits as 32-bit words (two logits a word, each made fp32 by one
+instruction: the low one shifted, the high one masked) where rows hold whole groups of a multiple of 16, at unit
+stride and 4-byte aligned; the default reads 16-bit values (the high ones of each word by a PRMT and a shift).
+Prepared, off (reports/bench/NOTES.md, "Thirty-third round")."""
 
 UNSATURATED_REACH = 3.0
 """How far above the bias's smallest the reference may lie for the distances to go unsaturated: a key is at least its
