@@ -1224,10 +1224,11 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
 
 
 WORD_LOADS = False
-"""Whether plan lets grouped_kernel read bf16 logits as 32-bit words (two logits a word, each made fp32 by one
-instruction: the low one shifted, the high one masked) where rows hold whole groups of a multiple of 16, at unit
-stride and 4-byte aligned; the default reads 16-bit values (the high ones of each word by a PRMT and a shift).
-Prepared, off (reports/bench/NOTES.md, "Thirty-third round")."""
+"""Whether plan lets grouped_kernel make bf16 logits fp32 two a 32-bit register (inline PTX, _bf16_pairs_to_fp32: the
+low one shifted, the high one masked, one instruction each) where rows hold whole groups of a multiple of 16, at unit
+stride and 4-byte aligned (so that each register the vector loads fill holds two of a row's logits); the default
+conversion takes a PRMT and a shift for each high half. SASS sm_90, DeepSeek-V3 bf16's table tile: 1009 -> 977
+instructions a warp. Prepared, off: not yet timed (reports/bench/NOTES.md, "Thirty-third round")."""
 
 UNSATURATED_REACH = 3.0
 """How far above the bias's smallest the reference may lie for the distances to go unsaturated: a key is at least its
