@@ -3,6 +3,7 @@ runs, and its instructions by the pipe that issues them. Plain text processing, 
 (benchmarks/sass_grouped.py, which compiles the kernels, replaces Triton's driver for its process)."""
 from __future__ import annotations
 
+import hashlib
 import re
 
 ALU_PIPE = re.compile(r"(LOP3|SHF|SGXT|VIMNMX3|VIMNMX|VIADDMNMX|VIADD|IADD3|ISETP|SEL|LEA|PRMT|FMNMX|FSEL|FSETP|"
@@ -20,6 +21,14 @@ _BRANCH = re.compile(r"\bBRA(?:\.\w+)? (?:!?U?P\w+, )?(0x[0-9a-f]+)")
 def instructions(sass: list[str]) -> list[tuple[int, str]]:
     """Every instruction of laid-out SASS (cuobjdump -sass lines) as (address, text)."""
     return [(int(m.group(1), 16), m.group(2).strip()) for m in map(_LINE.match, sass) if m]
+
+
+def fingerprint(sass: list[str]) -> str:
+    """The laid-out code's identity: 12 hex digits of a hash over every instruction's text (opcode, operands, branch
+    targets), without the addresses, the encodings and the line info. Two compiles with the same fingerprint are the
+    same machine code, so a source change that keeps it (a kernel's text mended) owes no timing."""
+    text = "\n".join(t for _, t in instructions(sass))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def opcode(text: str) -> str:

@@ -2,7 +2,9 @@
 installed Triton's ptxas and count its SASS, the numbers reports/bench/NOTES.md quotes ("1264 ->
 1064 instructions a warp"). Per configuration: instructions, registers, stack, the instructions
 before the first store of the flags (the fast path and any branch laid out before it) and the spill
-instructions among them; --lines adds the count per source line (nvdisasm's line info).
+instructions among them; --lines adds the count per source line (nvdisasm's line info). "sass" is the code's
+fingerprint (sass_common.fingerprint): a kernel's text mended without changing what it compiles to keeps it, for every
+configuration printed (run before and after; 2026-12-07's FIXED_REF mend kept all 18 it was checked at).
 
 The counts depend on the Triton version, by much: the notes' figures are triton 3.6.0's (the
 H200's); under triton 3.9.0 (what CI installs) the same source compiles to ~60% more instructions
@@ -59,7 +61,7 @@ class _Sm90:
 driver.set_active(_Sm90())
 
 from benchmarks.profile_ncu import family_of  # noqa: E402
-from benchmarks.sass_common import common_path, path_instructions  # noqa: E402
+from benchmarks.sass_common import common_path, fingerprint, path_instructions  # noqa: E402
 from parity import routing  # noqa: E402
 from parity.routing import fused, fused_grouped  # noqa: E402
 
@@ -144,7 +146,8 @@ def count(kernel, lines: bool) -> dict:
     spills = sum(1 for ln in sass[:first_flag] if re.search(r"\b(STL|LDL)", ln))
     out = {"instructions": len(sass), "before_flags": first_flag, "spills_before_flags": spills,
            "registers": int(re.search(r"REG:(\d+)", res).group(1)), "stack": int(re.search(r"STACK:(\d+)", res).group(1)),
-           "spills": sum(1 for ln in sass if re.search(r"\b(STL|LDL)", ln)), **common_path(sass)}
+           "spills": sum(1 for ln in sass if re.search(r"\b(STL|LDL)", ln)), **common_path(sass),
+           "sass": fingerprint(sass)}
     if lines:
         on_path = {a for a, _ in path_instructions(sass)}
         out["by_line"] = dict(collections.Counter(where for _, where, op in info if op != "NOP").most_common())

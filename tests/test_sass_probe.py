@@ -110,3 +110,23 @@ def test_the_common_path_skips_rare_branches_and_divergence_fallbacks():
         "        /*00d0*/                   FADD R1, R1, R1 ;",
     ]
     assert common_path(sass) == {"path": 9, "path_alu": 2, "path_fma": 1}
+
+
+def test_the_fingerprint_reads_the_code_not_its_addresses_or_encodings():
+    """Two listings of the same code at other addresses, with other encodings and line info, have one fingerprint;
+    an operand changed (here a register) or an instruction more changes it."""
+    from benchmarks.sass_common import fingerprint
+
+    def listing(base, reg="R2", extra=False, enc="0x000fe20000000f00"):
+        lines = [f"        /*{base:04x}*/                   IMAD.MOV.U32 R1, RZ, RZ, c[0x0][0x28] ;  /* {enc} */",
+                 f"        /*{base + 16:04x}*/                   VIADDMNMX.U32 {reg}, R3, -R4, R5, PT ;",
+                 "        //## File \"fused_grouped.py\", line 487"]
+        if extra:
+            lines.append(f"        /*{base + 32:04x}*/                   NOP ;")
+        lines.append(f"        /*{base + 48:04x}*/                   EXIT ;")
+        return lines
+
+    same = fingerprint(listing(0x0))
+    assert len(same) == 12 and same == fingerprint(listing(0x100, enc="0x000fca0000000f00"))
+    assert fingerprint(listing(0x0, reg="R6")) != same
+    assert fingerprint(listing(0x0, extra=True)) != same
