@@ -21,8 +21,8 @@ def test_plan_lets_it_only_for_unit_stride_bf16_rows_of_whole_groups():
     g = torch.empty(64, 256, dtype=torch.bfloat16)
     assert fused_grouped.plan(g, 8, bias, scale, 8, 4, True, word_loads=True).constexprs["WORD_LOADS"]
     assert not fused_grouped.plan(g, 8, bias, scale, 8, 4, True).constexprs["WORD_LOADS"]   # off by default
-    for other in (g.float(), g.half(), torch.empty(64, 512, dtype=torch.bfloat16)[:, ::2],
-                  torch.empty(64, 257, dtype=torch.bfloat16)[:, 1:], torch.empty(64, 257, dtype=torch.bfloat16)[:, :256]):
+    odd = torch.empty(64, 257, dtype=torch.bfloat16)   # an odd row stride; [:, 1:] also starts 2 bytes in
+    for other in (g.float(), g.half(), torch.empty(64, 512, dtype=torch.bfloat16)[:, ::2], odd[:, 1:], odd[:, :256]):
         assert not fused_grouped.plan(other, 8, bias, scale, 8, 4, True, word_loads=True).constexprs["WORD_LOADS"]
     # groups of a length that is no multiple of 16 (GLM-4.5's one group of 160 is padded to 256: not EVEN)
     g = torch.empty(64, 160, dtype=torch.bfloat16)
