@@ -18,7 +18,7 @@ import json
 import re
 import sys
 
-from benchmarks.sass_common import instructions
+from benchmarks.sass_common import branch_target, instructions
 
 # (stages, ptxas's register cap, programs an SM, fused.pick_rounds itself), bf16/fp16: the stages at
 # route_kernel's occupancy (95 registers under a cap of 96, no spill: ~21 warps an SM), then programs an
@@ -59,8 +59,7 @@ def loop_instructions(sass: list[str]) -> tuple[int, int]:
     branches followed. A count of the laid-out code, not of a run: Nsight Compute's executed
     instructions a warp are the measured equivalent."""
     addr = instructions(sass)
-    target = {a: int(t.group(1), 16) for a, text in addr
-              if (t := re.search(r"BRA(?:\.\w+)? (?:!?U?P\w+, )?(0x[0-9a-f]+)", text)) and "BRA.DIV" not in text}
+    target = {a: to for a, text in addr if (to := branch_target(text)) is not None}
     conditional = {a for a, text in addr if text.startswith("@")}
     back = [(a, to) for a, to in target.items() if to < a and a in conditional]   # out-of-line code returns unconditionally
     if not back:

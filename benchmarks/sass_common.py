@@ -31,6 +31,13 @@ def fingerprint(sass: list[str]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def branch_target(text: str) -> int | None:
+    """Where an instruction branches (BRA, predicated or not), or None: no branch, or a shuffle's divergence fallback
+    (BRA.DIV), which a converged warp never takes."""
+    branch = None if "BRA.DIV" in text else _BRANCH.search(text)
+    return int(branch.group(1), 16) if branch else None
+
+
 def opcode(text: str) -> str:
     """An instruction's opcode with its modifiers (``VIMNMX3.U32``), past any predicate (``@!P0``)."""
     return text.split()[1] if text.startswith("@") else text.split()[0]
@@ -49,8 +56,7 @@ def path_instructions(sass: list[str]) -> list[tuple[int, str]]:
         path.append((a, text))
         if "EXIT" in text:
             break
-        branch = None if "BRA.DIV" in text else _BRANCH.search(text)
-        to = int(branch.group(1), 16) if branch else None
+        to = branch_target(text)
         i = index[to] if to is not None and (to > a or not text.startswith("@")) else i + 1
     return path
 

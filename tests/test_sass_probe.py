@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import triton
 
-from benchmarks.sass_common import common_path
+from benchmarks.sass_common import common_path, fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
@@ -115,8 +115,6 @@ def test_the_common_path_skips_rare_branches_and_divergence_fallbacks():
 def test_the_fingerprint_reads_the_code_not_its_addresses_or_encodings():
     """Two listings of the same code at other addresses, with other encodings and line info, have one fingerprint;
     an operand changed (here a register) or an instruction more changes it."""
-    from benchmarks.sass_common import fingerprint
-
     def listing(base, reg="R2", extra=False, enc="0x000fe20000000f00"):
         lines = [f"        /*{base:04x}*/                   IMAD.MOV.U32 R1, RZ, RZ, c[0x0][0x28] ;  /* {enc} */",
                  f"        /*{base + 16:04x}*/                   VIADDMNMX.U32 {reg}, R3, -R4, R5, PT ;",

@@ -814,13 +814,12 @@ def grouped_kernel(
     pos = tl.arange(0, BLOCK_P // VEC)[None, None, :, None] * VEC + tl.arange(0, VEC)[None, None, None, :]
     col = grp * PER + pos                                     # [1, BLOCK_G, BLOCK_P // VEC, VEC]
     bias_ptrs = bias_ptr + col * stride_b + 0 * rows[:, None, None, None]   # the logits' shape: one layout
-    if EVEN and WORD_LOADS and NATIVE:   # bf16 pairs made fp32 a 32-bit word at a time (plan: unit stride)
-        raw = tl.load((row_ptr[:, None, None, None] + col * stride_ge).to(tl.pointer_type(tl.int16)),
-                      row_ok[:, None, None, None], other=0)
-        x = _bf16_pairs_to_fp32(raw)
-        b = tl.load(bias_ptrs).to(tl.float32)
-    elif EVEN:
-        x = load_fp32(row_ptr[:, None, None, None] + col * stride_ge, row_ok[:, None, None, None], IS_BF16)
+    if EVEN:
+        x_ptrs = row_ptr[:, None, None, None] + col * stride_ge
+        if WORD_LOADS and NATIVE:   # bf16 pairs made fp32 a 32-bit word at a time (plan: unit stride)
+            x = _bf16_pairs_to_fp32(tl.load(x_ptrs.to(tl.pointer_type(tl.int16)), row_ok[:, None, None, None], other=0))
+        else:
+            x = load_fp32(x_ptrs, row_ok[:, None, None, None], IS_BF16)
         b = tl.load(bias_ptrs).to(tl.float32)
     else:
         valid = (grp < N_GROUP) & (pos < PER)
