@@ -19,7 +19,9 @@ path (speculate=True), beside the default that reorders flagged rows only, after
 
 python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dtypes bf16,fp32] [--registers 64,80] [--switch-ab NAME]
     [--bench-inputs] [--table-only] [--out FILE.json] [T ...]
---switch-ab NAME: the table's launch with plan(NAME=True) and plan(NAME=False), in turns, three times each:
+--switch-ab NAME[,NAME...]: the table's launch with plan(NAME=True) and plan(NAME=False), in turns, three times each
+(several names: every combination of them on and off, in turns; each row says its side as ab_NAME):
+word_loads, late_group_ids (prepared, off: fused_grouped.WORD_LOADS, LATE_GROUP_IDS),
 pair_test (the default; fused_grouped._picks_in_order; False reorders every near row from float64 keys),
 group_test (fused_grouped._groups_in_order; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows).
 fixed_ref (grouped_kernel's FIXED_REF: the distances below one reference made from the bias; by default on
@@ -30,6 +32,7 @@ T=512 batches of DeepSeek-V3 hold one near row each) instead of the probe's own.
 import argparse
 import dataclasses
 import inspect
+import itertools
 import json
 
 import torch
@@ -96,8 +99,10 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
         configs.insert(1, (*table, {**base, "pair_test": False}))
     if table_only:   # A/B calls (h200_run.sh ab): the launch the table chooses, nothing else to compile
         configs = configs[:1]
-    if switch_ab:    # the table's launch with a plan switch on and off, in turns, three times
-        configs = [(*table, {**base, switch_ab: on}) for _ in range(3) for on in (True, False)]
+    switches = switch_ab.split(",") if switch_ab else []
+    if switches:    # the table's launch with each combination of the switches on and off, in turns, three times
+        sides = [dict(zip(switches, on)) for on in itertools.product((True, False), repeat=len(switches))]
+        configs = [(*table, {**base, **side}) for _ in range(3) for side in sides]
     for block_t, warps, over in configs:
         if block_t > max(1, T):
             continue
@@ -129,7 +134,7 @@ def probe(model: str, dtype: torch.dtype, T: int, tiles, caps=(80,), bench_input
                          "us": us, "rows_not_the_oracles": wrong, "weights_ok": weights_ok, "rows_flagged": flagged,
                          "rows_whole_float64": whole,
                          "table": (block_t, warps) == table and over == base,
-                         **({"ab_" + switch_ab: over[switch_ab]} if switch_ab else {})})   # the side of an A/B
+                         **{"ab_" + name: over[name] for name in switches}})   # the side of an A/B
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -143,8 +148,9 @@ def main() -> None:
     ap.add_argument("--bench-inputs", action="store_true", help="make bench's inputs (see the module docstring)")
     ap.add_argument("--table-only", action="store_true", help="time the table's launch alone (A/B calls)")
     ap.add_argument("--switch-ab", default=None, metavar="NAME",
-                    help="the table's launch with plan(NAME=True) and plan(NAME=False), in turns "
-                         "(pair_test, group_test, fixed_ref)")
+                    help="the table's launch with plan(NAME=True) and plan(NAME=False), in turns (word_loads, "
+                         "late_group_ids, pair_test, group_test, fixed_ref; several names comma-separated: every "
+                         "combination)")
     ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
     a = ap.parse_args()
     rows = []

@@ -726,7 +726,7 @@ def grouped_kernel(
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
     ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False, GROUP_LISTS: tl.constexpr = False,
     SPECULATE: tl.constexpr = False, PAIR_TEST: tl.constexpr = False, GROUP_TEST: tl.constexpr = False,
-    FIXED_REF: tl.constexpr = False, WORD_LOADS: tl.constexpr = False,
+    FIXED_REF: tl.constexpr = False, WORD_LOADS: tl.constexpr = False, LATE_GROUP_IDS: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
@@ -798,6 +798,7 @@ def grouped_kernel(
     tl.static_assert(not PAIR_TEST or (INLINE_EXACT and REORDER and not SPECULATE))
     tl.static_assert(not GROUP_TEST or (PAIR_TEST and N_GROUP > 1 and TOPK_GROUP < N_GROUP))
     tl.static_assert(not FIXED_REF or (COL_BITS >= 8 and not ONE_ROW))
+    tl.static_assert(not LATE_GROUP_IDS or (GROUP_LISTS and EVEN and (PER & (PER - 1)) == 0))
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     VECTOR_LISTS: tl.constexpr = ONE_ROW and VEC == 8 and N_GROUP > 1   # the sort hidden under the group stage
     LISTS: tl.constexpr = GROUP_LISTS or VECTOR_LISTS
@@ -861,7 +862,9 @@ def grouped_kernel(
     else:               # QMAX >= 2**23: a fixed point truncated
         d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)
         q = d.to(tl.int32) << COL_BITS
-    if EVEN and (PER & (PER - 1)) == 0:   # the id OR'ed in parts (group base, position): no add a key for its column
+    if LATE_GROUP_IDS:   # a key's position in its group alone (one LEA a key); the group's base id joins the list heads
+        packed = q | pos
+    elif EVEN and (PER & (PER - 1)) == 0:   # the id OR'ed in parts (group base, position): no add a key for its column
         packed = (q | (grp * PER)) | pos
     else:
         packed = q | col
@@ -906,6 +909,10 @@ def grouped_kernel(
             a4 = _group_after(a3, packed)
             a5 = _group_after(a4, packed)
             a6 = _group_after(a5, packed)
+            if LATE_GROUP_IDS:   # within a group the positions order keys as the ids do; across groups the base
+                a1, a2, a3 = a1 | gids * PER, a2 | gids * PER, a3 | gids * PER
+                a4, a5, a6 = a4 | gids * PER, a5 | gids * PER, a6 | gids * PER
+                packed = packed | grp * PER
         else:
             if GROUP_TEST:   # the group test needs the next group's third key, from the tile unmasked
                 a3 = _group_after(a2, packed)
@@ -1166,7 +1173,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
          inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None,
          lists: bool | None = None, speculate: bool | None = None, pair_test: bool | None = None,
          group_test: bool | None = None, fixed_ref: bool | None = None,
-         word_loads: bool | None = None) -> GroupedLaunch:
+         word_loads: bool | None = None, late_group_ids: bool | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
     fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
     (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
@@ -1185,7 +1192,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     distances below one reference made from the bias where it can (grouped_kernel's FIXED_REF; only where a program
     holds several rows and E > 128, else ignored): by default where groups are chosen (n_group > 1; on the H200,
     DeepSeek-V3 at T = 250000 bf16 88.29 -> 83.69 µs, fp32 125.81 -> 120.22), not for one group (Kimi K2 bf16
-    180.50 -> 182.93, though fp32 204.06 -> 197.01; reports/bench/NOTES.md, "Thirty-first round")."""
+    180.50 -> 182.93, though fp32 204.06 -> 197.01; reports/bench/NOTES.md, "Thirty-first round"); word_loads and
+    late_group_ids turn on the prepared switches WORD_LOADS and LATE_GROUP_IDS (below) where their layouts allow."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -1203,6 +1211,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         num_warps = 1 if interpreter else min(MAX_WARPS, max(1, block_t * block_e // KEYS_PER_WARP[gating_output.dtype]))
     block_k = triton.next_power_of_2(topk)
     inline = True if inline is None else inline
+    even = block_g == n_group and block_p == per
+    group_lists = (n_group > 1 and block_t > 1) if lists is None else lists
     if max_registers is None and fallback and inline and block_e <= 256:
         max_registers = MAX_REGISTERS if block_t > 1 else ONE_ROW_MAX_REGISTERS
     return GroupedLaunch(T, block_t, num_warps, {
@@ -1210,13 +1220,15 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "BLOCK_G": block_g, "BLOCK_P": block_p, "BLOCK_K": block_k, "LOG2_BLOCK_K": block_k.bit_length() - 1,
         "COL_BITS": col_bits, "GROUP_BITS": max(1, (block_g - 1).bit_length()), "SHIFT": 31 - RANGE_BITS - col_bits,
         **dtype_flags(gating_output, scale, interpreter=interpreter),
-        "RENORM": renormalize, "EVEN": block_g == n_group and block_p == per, "ONE_ROW": block_t == 1,
+        "RENORM": renormalize, "EVEN": even, "ONE_ROW": block_t == 1,
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
-        "GROUP_LISTS": (n_group > 1 and block_t > 1) if lists is None else lists,
+        "GROUP_LISTS": group_lists,
         "FIXED_REF": (n_group > 1 if fixed_ref is None else fixed_ref) and block_t > 1 and col_bits >= 8,
         "WORD_LOADS": ((WORD_LOADS if word_loads is None else word_loads) and gating_output.dtype == torch.bfloat16
-                       and block_g == n_group and block_p == per and per % 16 == 0 and gating_output.stride(1) == 1
+                       and even and per % 16 == 0 and gating_output.stride(1) == 1
                        and gating_output.stride(0) % 2 == 0 and gating_output.data_ptr() % 4 == 0),
+        "LATE_GROUP_IDS": ((LATE_GROUP_IDS if late_group_ids is None else late_group_ids) and group_lists and even
+                           and per & (per - 1) == 0),
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
         bool(speculate), True if pair_test is None else pair_test,
         (block_t == 1 and T >= GROUP_TEST_MIN_ROWS) if group_test is None else group_test)
@@ -1228,6 +1240,13 @@ low one shifted, the high one masked, one instruction each) where rows hold whol
 stride and 4-byte aligned (so that each register the vector loads fill holds two of a row's logits); the default
 conversion takes a PRMT and a shift for each high half. SASS sm_90, DeepSeek-V3 bf16's table tile: 1009 -> 977
 instructions a warp. Prepared, off: not yet timed (reports/bench/NOTES.md, "Thirty-third round")."""
+
+LATE_GROUP_IDS = False
+"""Whether plan lets grouped_kernel pack a key with its position in its group alone (the distance shifted and the
+position added: one LEA a key, where the whole id took an IMAD and a VIADD) and add the group's base id to each
+group's list heads after the list passes, where the lists order keys within a group (rows of whole groups of a power
+of two, several rows a program). SASS sm_90, DeepSeek-V3 bf16's table tile: see reports/bench/NOTES.md,
+"Thirty-fourth round". Prepared, off: not yet timed."""
 
 UNSATURATED_REACH = 3.0
 """How far above the bias's smallest the reference may lie for the distances to go unsaturated: a key is at least its
