@@ -28,6 +28,7 @@ ROUTE_TESTS = ("tests/test_fused.py", "tests/test_fused_families.py", "tests/tes
 WORD_TESTS = ("tests/test_word_maxima.py",)
 FP32_KEY_TESTS = ("tests/test_fp32_unchecked.py",)
 FIXED_REF_TESTS = ("tests/test_fixed_reference.py",)
+LATE_IDS_TESTS = ("tests/test_late_group_ids.py",)
 INVALID = ("CompilationError", "CompileTimeAssertionFailure", "SyntaxError", "NameError")
 
 
@@ -206,6 +207,12 @@ MUTANTS = [
        "fp32, unchecked keys: a negative NaN of the smallest payload passes for -inf"),
     _m("fp32-repacked-ids-lost", "fused.py", "packed = (key & ~COL_MASK) | (packed & COL_MASK)",
        "packed = key", FP32_KEY_TESTS, "fp32, unchecked keys: the NaN pass packs the keys without their ids"),
+    # the grouped kernel's keys packed with their position alone (fused_grouped.LATE_GROUP_IDS; prepared, off: its
+    # tests turn it on)
+    _m("late-heads-without-base", "fused_grouped.py", "a1, a2, a3 = a1 | gids * PER, a2 | gids * PER, a3 | gids * PER",
+       "a1, a2, a3 = a1, a2, a3", LATE_IDS_TESTS, "late group ids: three groups' list heads compared by position"),
+    _m("late-tile-without-base", "fused_grouped.py", "                packed = packed | grp * PER\n", "",
+       LATE_IDS_TESTS, "late group ids: the whole tile's rounds (a list run out) compare keys by position"),
 ]
 
 
