@@ -84,3 +84,13 @@ def test_lists_that_run_out_nan_rows_and_groups_in_doubt_as_the_default(group_te
                                       128: 0.0, 129: 0.0}, range(5, 8), dev)   # groups 3 and 4 near (the group test)
     flags = _same_as_the_default(torch.cat([g, planted]), K, router, group_test=group_test)
     assert flags[44] != 0 and (flags[48:] != 0).all(), f"flags {flags.tolist()}: the rare rows are no longer flagged"
+
+
+def test_with_word_loads_as_the_default(dev):
+    """Both prepared switches on (a side of the A/B) against WORD_LOADS alone: on the GPU WORD_LOADS's pair conversion
+    feeds the late ids' packing (on the CPU the default conversion does: the interpreter runs no inline PTX)."""
+    E, K = SHAPES["deepseek-v3"][:2]
+    router = router_for("deepseek-v3", dev, bias="wide")
+    g = torch.cat([logits(64, E, torch.bfloat16, dev, seed=17, spread=2.0), tied_logits(32, E, dev, seed=19)])
+    assert _late(g, K, router, block_t=4, word_loads=True).constexprs["WORD_LOADS"]
+    _same_as_the_default(g, K, router, word_loads=True)
