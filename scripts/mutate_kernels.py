@@ -209,8 +209,9 @@ MUTANTS = [
        "packed = key", FP32_KEY_TESTS, "fp32, unchecked keys: the NaN pass packs the keys without their ids"),
     # the grouped kernel's keys packed with their position alone (fused_grouped.LATE_GROUP_IDS; prepared, off: its
     # tests turn it on)
-    _m("late-heads-without-base", "fused_grouped.py", "a1, a2, a3 = a1 | gids * PER, a2 | gids * PER, a3 | gids * PER",
-       "a1, a2, a3 = a1, a2, a3", LATE_IDS_TESTS, "late group ids: three groups' list heads compared by position"),
+    _m("late-heads-without-base", "fused_grouped.py", "a1, a2, a3, a4, a5, a6 = a1 | base, a2 | base, a3 | base,",
+       "a1, a2, a3, a4, a5, a6 = a1, a2, a3,", LATE_IDS_TESTS,
+       "late group ids: the first three list heads compared by position"),
     _m("late-tile-without-base", "fused_grouped.py", "                packed = packed | grp * PER\n", "",
        LATE_IDS_TESTS, "late group ids: the whole tile's rounds (a list run out) compare keys by position"),
 ]

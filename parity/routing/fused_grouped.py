@@ -910,8 +910,8 @@ def grouped_kernel(
             a5 = _group_after(a4, packed)
             a6 = _group_after(a5, packed)
             if LATE_GROUP_IDS:   # within a group the positions order keys as the ids do; across groups the base
-                a1, a2, a3 = a1 | gids * PER, a2 | gids * PER, a3 | gids * PER
-                a4, a5, a6 = a4 | gids * PER, a5 | gids * PER, a6 | gids * PER
+                base = gids * PER
+                a1, a2, a3, a4, a5, a6 = a1 | base, a2 | base, a3 | base, a4 | base, a5 | base, a6 | base
                 packed = packed | grp * PER
         else:
             if GROUP_TEST:   # the group test needs the next group's third key, from the tile unmasked
