@@ -29,6 +29,7 @@ WORD_TESTS = ("tests/test_word_maxima.py",)
 FP32_KEY_TESTS = ("tests/test_fp32_unchecked.py",)
 FIXED_REF_TESTS = ("tests/test_fixed_reference.py",)
 LATE_IDS_TESTS = ("tests/test_late_group_ids.py",)
+BIAS_IN_REF_TESTS = ("tests/test_bias_in_ref.py",)
 INVALID = ("CompilationError", "CompileTimeAssertionFailure", "SyntaxError", "NameError")
 
 
@@ -97,7 +98,8 @@ MUTANTS = [
        "e = tl.minimum(e, 8.0 + QMAX * 2.0**-20)", "e = e", GROUPED_TESTS,
        "far keys' distances leave [8, 16): their exponent spills into the packed key"),
     _m("distance-unsaturated-small-e", "fused_grouped.py",
-       "d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)",
+       "d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]),\n"
+       "                           QMAX * 1.0)",
        "d = tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None])", GROUPED_TESTS,
        "far keys' distances overflow into the id bits (E <= 128, the truncated fixed point)"),
     _m("distance-units-doubled", "fused_grouped.py", "DIST_SCALE: tl.constexpr = 2.0 ** (SHIFT - 20)",
@@ -214,6 +216,15 @@ MUTANTS = [
        "late group ids: the first three list heads compared by position"),
     _m("late-tile-without-base", "fused_grouped.py", "                packed = packed | grp * PER\n", "",
        LATE_IDS_TESTS, "late group ids: the whole tile's rounds (a list run out) compare keys by position"),
+    # the distances from each expert's offset below the fixed reference (fused_grouped.BIAS_IN_REF; prepared, off:
+    # its tests turn it on)
+    _m("offsets-half-scale", "fused_grouped.py", "(ref.double() - b.double()) * 2.0 ** (shift - 20)",
+       "(ref.double() - b.double()) * 2.0 ** (shift - 21)", BIAS_IN_REF_TESTS,
+       "bias in the reference: the bias weighs half what the sigmoid does"),
+    _m("offsets-wide-unsaturated", "fused_grouped.py", "            e = tl.minimum(_distance_floats(key, top, DIST_SCALE), "
+       "8.0 + QMAX * 2.0**-20,\n                           propagate_nan=tl.PropagateNan.ALL)\n",
+       "            e = _distance_floats(key, top, DIST_SCALE)\n", BIAS_IN_REF_TESTS,
+       "bias in the reference: a bias too wide, its far keys' distances not saturated"),
 ]
 
 

@@ -341,6 +341,15 @@ def _bf16_pairs_to_fp32(raw):
 
 
 @triton.jit
+def _sigmoid_of(x, NATIVE: tl.constexpr):
+    """The keys' sigmoid: _sigmoid_ftz on the GPU, fast_sigmoid in the interpreter."""
+    if NATIVE:
+        return _sigmoid_ftz(x)
+    else:
+        return fast_sigmoid(x)
+
+
+@triton.jit
 def _sigmoid_ftz(x):
     """fast_sigmoid in two MUFU instructions without div.full's denormal handling (GPU only): only a
     sigmoid below 2**-126 changes (to 0), and rcp.approx is within 1 ulp where div.full is within 2,
@@ -629,6 +638,39 @@ def _vector_lists(x):
 
 
 @triton.jit
+def _expert_tile(ptr, col, stride, rows, valid, EVEN: tl.constexpr, VOLATILE: tl.constexpr = False):
+    """One float per expert (the bias, or the reference's offsets) as fp32 on the tile's layout: a pointer tile of
+    the logits' shape (rows broadcast), so that its load and the logits' share one layout; 0 past the experts.
+    VOLATILE: a load the compiler keeps where it stands (ptxas moves a load used on one side of a branch into it)."""
+    ptrs = ptr + col * stride + 0 * rows[:, None, None, None]
+    if EVEN:
+        return tl.load(ptrs, volatile=VOLATILE).to(tl.float32)
+    else:
+        return tl.load(ptrs, mask=valid, other=0.0, volatile=VOLATILE).to(tl.float32)
+
+
+@triton.jit
+def _masked_keys(key, valid, EVEN: tl.constexpr):
+    """The keys, -inf past the experts (where the tile is wider than the row)."""
+    if EVEN:
+        return key
+    else:
+        return tl.where(valid, key, -float("inf"))
+
+
+@triton.jit
+def _distance_floats(key, top, DIST_SCALE: tl.constexpr):
+    """Each key's distance below its row's top [BLOCK_T] as the mantissa of a float in [8, 16): one FFMA,
+    t1 - key * DIST_SCALE, unsaturated. fl(t1 - s top) >= 8 where |s top| < 2**26 (where t1's grid is at most 2**-16
+    the margin covers its rounding; where coarser, s top's grid is at most twice as fine, so s top + 8 lies on t1's
+    grid or half a step off it and the margin rounds it up), so every key's float is >= 8 (the FFMA rounds
+    monotonically). Beyond, the keys' floats are 0 or saturated: the rows are flagged (ties, or a saturated (K+1)-th
+    pick)."""
+    t1 = top * DIST_SCALE + (8.0 + 2.0**-17)
+    return tl.fma(key, -DIST_SCALE, t1[:, None, None, None])
+
+
+@triton.jit
 def _group_after(prev, packed):
     """_group_next_up, INT32_MAX after INT32_MAX (a group with no key left)."""
     return tl.where(prev == 2147483647, prev, _group_next_up(prev, packed))
@@ -727,6 +769,7 @@ def grouped_kernel(
     ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False, GROUP_LISTS: tl.constexpr = False,
     SPECULATE: tl.constexpr = False, PAIR_TEST: tl.constexpr = False, GROUP_TEST: tl.constexpr = False,
     FIXED_REF: tl.constexpr = False, WORD_LOADS: tl.constexpr = False, LATE_GROUP_IDS: tl.constexpr = False,
+    BIAS_IN_REF: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
@@ -799,6 +842,7 @@ def grouped_kernel(
     tl.static_assert(not GROUP_TEST or (PAIR_TEST and N_GROUP > 1 and TOPK_GROUP < N_GROUP))
     tl.static_assert(not FIXED_REF or (COL_BITS >= 8 and not ONE_ROW))
     tl.static_assert(not LATE_GROUP_IDS or (GROUP_LISTS and EVEN and (PER & (PER - 1)) == 0))
+    tl.static_assert(not BIAS_IN_REF or (FIXED_REF and COL_BITS == 8))
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     VECTOR_LISTS: tl.constexpr = ONE_ROW and VEC == 8 and N_GROUP > 1   # the sort hidden under the group stage
     LISTS: tl.constexpr = GROUP_LISTS or VECTOR_LISTS
@@ -814,54 +858,61 @@ def grouped_kernel(
     grp = tl.arange(0, BLOCK_G)[None, :, None, None]
     pos = tl.arange(0, BLOCK_P // VEC)[None, None, :, None] * VEC + tl.arange(0, VEC)[None, None, None, :]
     col = grp * PER + pos                                     # [1, BLOCK_G, BLOCK_P // VEC, VEC]
-    bias_ptrs = bias_ptr + col * stride_b + 0 * rows[:, None, None, None]   # the logits' shape: one layout
+    valid = (grp < N_GROUP) & (pos < PER)
     if EVEN:
         x_ptrs = row_ptr[:, None, None, None] + col * stride_ge
         if WORD_LOADS and NATIVE:   # bf16 pairs made fp32 a 32-bit word at a time (plan: unit stride)
             x = _bf16_pairs_to_fp32(tl.load(x_ptrs.to(tl.pointer_type(tl.int16)), row_ok[:, None, None, None], other=0))
         else:
             x = load_fp32(x_ptrs, row_ok[:, None, None, None], IS_BF16)
-        b = tl.load(bias_ptrs).to(tl.float32)
     else:
-        valid = (grp < N_GROUP) & (pos < PER)
         x = load_fp32(row_ptr[:, None, None, None] + col * stride_ge, row_ok[:, None, None, None] & valid, IS_BF16)
-        b = tl.load(bias_ptrs, mask=valid, other=0.0).to(tl.float32)
-    if NATIVE:
-        key = _sigmoid_ftz(x) + b
+    if BIAS_IN_REF:   # each expert's offset from the reference (16-byte aligned: vector loads), read as the bias was
+        offsets = _expert_tile(ref_ptr + 4, col, 1, rows, valid, EVEN)
     else:
-        key = fast_sigmoid(x) + b
-    if not EVEN:
-        key = tl.where(valid, key, -float("inf"))
-    if ONE_ROW:
-        top = _row_max_int(key)
-    elif FIXED_REF:   # one reference above every key, every key within reach of it (reference_of): no max over
-        # the row, no saturating min; NaN keys flagged below. A bias too wide for that takes the row's max (a branch
-        # once a program, the same for every program of the launch).
-        within_reach = tl.load(ref_ptr + 1) != 0.0
-        if within_reach:
-            top = tl.load(ref_ptr) + tl.zeros([BLOCK_T], tl.float32)
+        b = _expert_tile(bias_ptr, col, stride_b, rows, valid, EVEN)
+    sig = _sigmoid_of(x, NATIVE)
+    if BIAS_IN_REF:   # within reach (the common case) no bias read: each expert's offset from the reference, made once
+        e = tl.fma(sig, -DIST_SCALE, offsets)
+        top = tl.load(ref_ptr) + tl.zeros([BLOCK_T], tl.float32)
+        if tl.load(ref_ptr + 1) == 0.0:   # a bias too wide: the row's largest key and the saturating min, as without
+            # FIXED_REF. The logits read again (volatile: not the first read's registers, which would keep every
+            # sigmoid live beside the distances across the branch: ptxas spilled)
+            x = load_fp32(row_ptr[:, None, None, None] + col * stride_ge, row_ok[:, None, None, None] & valid,
+                          IS_BF16, VOLATILE=True)
+            key = _masked_keys(_sigmoid_of(x, NATIVE) + _expert_tile(bias_ptr, col, stride_b, rows, valid, EVEN),
+                               valid, EVEN)
+            top = _row_max_nan(key, NATIVE)
+            e = tl.minimum(_distance_floats(key, top, DIST_SCALE), 8.0 + QMAX * 2.0**-20,
+                           propagate_nan=tl.PropagateNan.ALL)
+        q = e.to(tl.int32, bitcast=True) << COL_BITS   # a NaN key's word is negative, as under FIXED_REF
+    else:
+        key = _masked_keys(sig + b, valid, EVEN)
+        if ONE_ROW:
+            top = _row_max_int(key)
+        elif FIXED_REF:   # one reference above every key, every key within reach of it (reference_of): no max over
+            # the row, no saturating min; NaN keys flagged below. A bias too wide for that takes the row's max (a
+            # branch once a program, the same for every program of the launch).
+            within_reach = tl.load(ref_ptr + 1) != 0.0
+            if within_reach:
+                top = tl.load(ref_ptr) + tl.zeros([BLOCK_T], tl.float32)
+            else:
+                top = _row_max_nan(key, NATIVE)
         else:
             top = _row_max_nan(key, NATIVE)
-    else:
-        top = _row_max_nan(key, NATIVE)
+        if COL_BITS >= 8:   # the distance as the mantissa of a float in [8, 16): one FFMA and a min
+            e = _distance_floats(key, top, DIST_SCALE)
+            if FIXED_REF:   # a NaN key's float stays NaN, so its packed word is negative (exponent bits all ones)
+                if not within_reach:   # some key may lie 4 or more below the row's top: saturated
+                    e = tl.minimum(e, 8.0 + QMAX * 2.0**-20, propagate_nan=tl.PropagateNan.ALL)
+            else:
+                e = tl.minimum(e, 8.0 + QMAX * 2.0**-20)
+            q = e.to(tl.int32, bitcast=True) << COL_BITS   # the exponent's bits shift out
+        else:               # QMAX >= 2**23: a fixed point truncated
+            d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]),
+                           QMAX * 1.0)
+            q = d.to(tl.int32) << COL_BITS
     hard = top != top          # a row flagged for a reason _reorder cannot settle
-    if COL_BITS >= 8:   # the distance as the mantissa of a float in [8, 16): one FFMA and a min
-        # fl(t1 - s top) >= 8 where |s top| < 2**26 (where t1's grid is at most 2**-16 the margin covers
-        # its rounding; where coarser, s top's grid is at most twice as fine, so s top + 8 lies on t1's grid
-        # or half a step off it and the margin rounds it up), so every key's float is >= 8 (the FFMA rounds
-        # monotonically). Beyond, the keys' floats are 0 or saturated: the rows are flagged (ties, or a
-        # saturated (K+1)-th pick).
-        t1 = top * DIST_SCALE + (8.0 + 2.0**-17)
-        e = tl.fma(key, -DIST_SCALE, t1[:, None, None, None])
-        if FIXED_REF:   # a NaN key's float stays NaN, so its packed word is negative (exponent bits all ones)
-            if not within_reach:   # some key may lie 4 or more below the row's top: saturated
-                e = tl.minimum(e, 8.0 + QMAX * 2.0**-20, propagate_nan=tl.PropagateNan.ALL)
-        else:
-            e = tl.minimum(e, 8.0 + QMAX * 2.0**-20)
-        q = e.to(tl.int32, bitcast=True) << COL_BITS   # the exponent's bits shift out
-    else:               # QMAX >= 2**23: a fixed point truncated
-        d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]), QMAX * 1.0)
-        q = d.to(tl.int32) << COL_BITS
     if LATE_GROUP_IDS:   # a key's position in its group alone (one LEA a key); the group's base id joins the list heads
         packed = q | pos
     elif EVEN and (PER & (PER - 1)) == 0:   # the id OR'ed in parts (group base, position): no add a key for its column
@@ -1157,7 +1208,9 @@ class GroupedLaunch:
         flagged and routed by the whole row's float64 pass inline, 3 flagged and its picks' order
         proven by the pair test inline)."""
         flags = torch.empty(self.T, dtype=torch.int8, device=gating_output.device)
-        ref = reference_of(bias) if self.constexprs["FIXED_REF"] else bias   # bias: a pointer left unread
+        c = self.constexprs
+        ref = (reference_of(bias, c["SHIFT"] if c["BIAS_IN_REF"] else None) if c["FIXED_REF"]
+               else bias)   # bias: a pointer left unread
         args = (gating_output, bias, scale, weights, ids, flags, ref,
                 self.T, gating_output.stride(0), gating_output.stride(1), bias.stride(0), scale.stride(0))
         grouped_kernel[(triton.cdiv(self.T, self.block_t),)](*args, **self.kernel_options())
@@ -1173,7 +1226,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
          inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None,
          lists: bool | None = None, speculate: bool | None = None, pair_test: bool | None = None,
          group_test: bool | None = None, fixed_ref: bool | None = None,
-         word_loads: bool | None = None, late_group_ids: bool | None = None) -> GroupedLaunch:
+         word_loads: bool | None = None, late_group_ids: bool | None = None,
+         bias_in_ref: bool | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
     fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
     (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
@@ -1193,7 +1247,8 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     holds several rows and E > 128, else ignored): by default where groups are chosen (n_group > 1; on the H200,
     DeepSeek-V3 at T = 250000 bf16 88.29 -> 83.69 µs, fp32 125.81 -> 120.22), not for one group (Kimi K2 bf16
     180.50 -> 182.93, though fp32 204.06 -> 197.01; reports/bench/NOTES.md, "Thirty-first round"); word_loads and
-    late_group_ids turn on the prepared switches WORD_LOADS and LATE_GROUP_IDS (below) where their layouts allow."""
+    late_group_ids and bias_in_ref turn on the prepared switches WORD_LOADS, LATE_GROUP_IDS and BIAS_IN_REF (below)
+    where their layouts allow."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -1213,6 +1268,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     inline = True if inline is None else inline
     even = block_g == n_group and block_p == per
     group_lists = (n_group > 1 and block_t > 1) if lists is None else lists
+    fixed_ref = (n_group > 1 if fixed_ref is None else fixed_ref) and block_t > 1 and col_bits >= 8
     if max_registers is None and fallback and inline and block_e <= 256:
         max_registers = MAX_REGISTERS if block_t > 1 else ONE_ROW_MAX_REGISTERS
     return GroupedLaunch(T, block_t, num_warps, {
@@ -1223,12 +1279,13 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "RENORM": renormalize, "EVEN": even, "ONE_ROW": block_t == 1,
         "REORDER": (topk + 1 <= REORDER_MAX_CANDIDATES) if reorder is None else reorder,
         "GROUP_LISTS": group_lists,
-        "FIXED_REF": (n_group > 1 if fixed_ref is None else fixed_ref) and block_t > 1 and col_bits >= 8,
+        "FIXED_REF": fixed_ref,
         "WORD_LOADS": ((WORD_LOADS if word_loads is None else word_loads) and gating_output.dtype == torch.bfloat16
                        and even and per % 16 == 0 and gating_output.stride(1) == 1
                        and gating_output.stride(0) % 2 == 0 and gating_output.data_ptr() % 4 == 0),
         "LATE_GROUP_IDS": ((LATE_GROUP_IDS if late_group_ids is None else late_group_ids) and group_lists and even
                            and per & (per - 1) == 0),
+        "BIAS_IN_REF": (BIAS_IN_REF if bias_in_ref is None else bias_in_ref) and fixed_ref and col_bits == 8,
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
         bool(speculate), True if pair_test is None else pair_test,
         (block_t == 1 and T >= GROUP_TEST_MIN_ROWS) if group_test is None else group_test)
@@ -1248,29 +1305,45 @@ group's list heads after the list passes, where the lists order keys within a gr
 of two, several rows a program). SASS sm_90, DeepSeek-V3 bf16's table tile: see reports/bench/NOTES.md,
 "Thirty-fourth round". Prepared, off: not yet timed."""
 
+BIAS_IN_REF = False
+"""Whether plan lets grouped_kernel take a key's distance below the fixed reference (FIXED_REF) by one FFMA of its
+sigmoid, from each expert's offset 8 + 2**-17 + (reference - bias) 2**(SHIFT - 20) made once per bias (reference_of),
+where the key's sum with the bias and the distance's FFMA took two (one FADD a key less; the bias not read). The
+offset lies in [8, 16) (the bias within UNSATURATED_REACH of the reference), so its rounding is half a unit, the sum's
+rounding gone in its place; with the FFMA's half unit this fits the keys' error bound (error_bound) where a unit is
+2**-21 of a key (COL_BITS 8: 129 to 256 experts a row, DeepSeek-V3), so plan lets it there only. Prepared, off: not yet
+timed (reports/bench/NOTES.md, "Thirty-fifth round")."""
+
 UNSATURATED_REACH = 3.0
 """How far above the bias's smallest the reference may lie for the distances to go unsaturated: a key is at least its
 bias, so it lies less than 4 below the reference (a distance's float 8 + 2 d stays in [8, 16)), with a margin."""
 _REFERENCES = WeakIdKeyDictionary()
-"""bias tensor -> (its version, its reference): by identity (a tensor's == is elementwise), dropped with the tensor."""
+"""bias tensor -> (its version, the shift asked for, its reference): by identity (a tensor's == is elementwise), dropped
+with the tensor."""
 
 
-def reference_of(bias: torch.Tensor) -> torch.Tensor:
+def reference_of(bias: torch.Tensor, shift: int | None = None) -> torch.Tensor:
     """Two float32 on the bias's device: a reference at or above every key sigmoid(x) + b the fast kernel can make
     from this bias, 1 + its largest (as float32, which is how the kernel reads it) raised by 2**-20 of its magnitude
     and 2**-20 for the roundings (the key's sum, an approximate sigmoid's last ulp); and 1.0 where the reference
     lies at most UNSATURATED_REACH above the bias's smallest (every key, at least its bias, then lies within it of
     the reference: no distance needs saturating), else 0.0 (a NaN or infinite bias included). Made by torch on the
     device, no sync (a graph replay holds none), once per bias tensor and version: a bias written in place is read
-    again. At 0.0 the kernel takes each row's largest key instead, as without FIXED_REF."""
+    again. At 0.0 the kernel takes each row's largest key instead, as without FIXED_REF. With shift (BIAS_IN_REF: the
+    kernel's SHIFT) two zeros and each expert's offset follow, E float32: 8 + 2**-17 + (reference - b) 2**(shift - 20), from which
+    the kernel takes a key's distance below the reference by one FFMA of its sigmoid."""
     seen = _REFERENCES.get(bias)
-    if seen is not None and seen[0] == bias._version:
-        return seen[1]
+    if seen is not None and seen[:2] == (bias._version, shift):
+        return seen[2]
     b = bias.detach().float()
     top = b.amax().reshape(1) + 1.0
     ref = top + (top.abs() + 1.0) * 2.0**-20
-    ref = torch.cat([ref, (ref - b.amin() <= UNSATURATED_REACH).float()])
-    _REFERENCES[bias] = (bias._version, ref)
+    parts = [ref, (ref - b.amin() <= UNSATURATED_REACH).float()]
+    if shift is not None:   # from the 5th float (16-byte aligned); float64 rounded once: within half a unit and 2**-49
+        offsets = 8.0 + 2.0**-17 + (ref.double() - b.double()) * 2.0 ** (shift - 20)
+        parts += [torch.zeros_like(ref), torch.zeros_like(ref), offsets.float()]
+    ref = torch.cat(parts)
+    _REFERENCES[bias] = (bias._version, shift, ref)
     return ref
 
 

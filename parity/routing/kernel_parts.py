@@ -16,15 +16,16 @@ from parity.routing.contract import validate
 
 
 @triton.jit
-def load_fp32(ptrs, mask, IS_BF16: tl.constexpr):
+def load_fp32(ptrs, mask, IS_BF16: tl.constexpr, VOLATILE: tl.constexpr = False):
     """Load logits as fp32. bf16 goes through its bits (bf16 -> fp32 is a 16-bit shift): the
     Triton interpreter's own bf16 conversion rounds subnormals wrongly (triton 3.9: bf16 0x007F
-    reads as fp32 0x007E0000), which would misorder subnormal logits on the CPU."""
+    reads as fp32 0x007E0000), which would misorder subnormal logits on the CPU. VOLATILE: a read
+    the compiler neither merges with an earlier one of the same values nor moves."""
     if IS_BF16:
-        raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0)
+        raw = tl.load(ptrs.to(tl.pointer_type(tl.int16)), mask=mask, other=0, volatile=VOLATILE)
         return (raw.to(tl.int32) << 16).to(tl.float32, bitcast=True)
     else:
-        return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+        return tl.load(ptrs, mask=mask, other=0.0, volatile=VOLATILE).to(tl.float32)
 
 
 @triton.jit
