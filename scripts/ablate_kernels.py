@@ -75,7 +75,7 @@ ABLATIONS = [
     Ablation("grouped-no-sigmoid", "the grouped kernel's keys x / 4 + b: one FFMA where the sigmoid and the bias took "
              "an FMUL, two MUFU and two FADD (x / 4: the sigmoid's slope at 0, so that the keys' spread and the "
              "flags stay alike)",
-             (("fused_grouped.py", "        key = _sigmoid_ftz(x) + b", "        key = x * 0.25 + b"),)),
+             (("fused_grouped.py", "    sig = _sigmoid_of(x, NATIVE)\n", "    sig = x * 0.25\n"),)),
     Ablation("grouped-no-flags", "the grouped kernel's rows never flagged (only a NaN top would be): no near row's "
              "float64 pass, no whole row's; the reference for grouped-no-list-passes",
              (GROUPED_UNFLAGGED,)),
