@@ -221,7 +221,8 @@ MUTANTS = [
     _m("offsets-half-scale", "fused_grouped.py", "(ref.double() - b.double()) * 2.0 ** (shift - 20)",
        "(ref.double() - b.double()) * 2.0 ** (shift - 21)", BIAS_IN_REF_TESTS,
        "bias in the reference: the bias weighs half what the sigmoid does"),
-    _m("offsets-wide-unsaturated", "fused_grouped.py", "            e = tl.minimum(_distance_floats(key, top, DIST_SCALE), "
+    _m("offsets-wide-unsaturated", "fused_grouped.py",
+       "            e = tl.minimum(_distance_floats(key, top, DIST_SCALE), "
        "8.0 + QMAX * 2.0**-20,\n                           propagate_nan=tl.PropagateNan.ALL)\n",
        "            e = _distance_floats(key, top, DIST_SCALE)\n", BIAS_IN_REF_TESTS,
        "bias in the reference: a bias too wide, its far keys' distances not saturated"),

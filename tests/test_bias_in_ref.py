@@ -9,33 +9,28 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parity.routing import fused, fused_grouped
-from parity.routing.kernel_parts import empty_outputs
+from parity.routing import fused_grouped
 from routing_cases import logits, tied_logits
-from test_fused_grouped import SHAPES, _planted_deepseek_rows, check, near_tie_rows, router_for
+from test_fused_grouped import (SHAPES, _planted_deepseek_rows, near_tie_rows, plan_for, router_for,
+                                same_with_and_without)
 
 SHIFT = 21   # COL_BITS 8: the only shift plan lets the fold take
-
-
-def _plan(g, K, router, **overrides):
-    return fused_grouped.plan(g, K, router.correction_bias.float(), fused.router_scale(router, g.shape[1], g.device),
-                              router.n_group, router.topk_group, router.renormalize, **overrides)
 
 
 def test_plan_lets_it_only_under_the_fixed_reference_at_col_bits_8():
     router = router_for("deepseek-v3", "cpu")
     g = torch.empty(64, 256, dtype=torch.bfloat16)
-    assert _plan(g, 8, router, block_t=4, bias_in_ref=True).constexprs["BIAS_IN_REF"]
-    assert _plan(g.float(), 8, router, block_t=4, bias_in_ref=True).constexprs["BIAS_IN_REF"]
-    assert not _plan(g, 8, router, block_t=4).constexprs["BIAS_IN_REF"]   # off by default
-    assert not _plan(g, 8, router, block_t=1, bias_in_ref=True).constexprs["BIAS_IN_REF"]   # one row: no reference
-    assert not _plan(g, 8, router, block_t=4, fixed_ref=False, bias_in_ref=True).constexprs["BIAS_IN_REF"]
+    assert plan_for(g, 8, router, block_t=4, bias_in_ref=True).constexprs["BIAS_IN_REF"]
+    assert plan_for(g.float(), 8, router, block_t=4, bias_in_ref=True).constexprs["BIAS_IN_REF"]
+    assert not plan_for(g, 8, router, block_t=4).constexprs["BIAS_IN_REF"]   # off by default
+    assert not plan_for(g, 8, router, block_t=1, bias_in_ref=True).constexprs["BIAS_IN_REF"]   # one row: no reference
+    assert not plan_for(g, 8, router, block_t=4, fixed_ref=False, bias_in_ref=True).constexprs["BIAS_IN_REF"]
     glm = router_for("glm-4.5", "cpu")   # E = 160 in a tile of 256: COL_BITS 8, the reference forced
     E, K = SHAPES["glm-4.5"][:2]
-    assert _plan(torch.empty(64, E), K, glm, block_t=4, fixed_ref=True, bias_in_ref=True).constexprs["BIAS_IN_REF"]
+    assert plan_for(torch.empty(64, E), K, glm, block_t=4, fixed_ref=True, bias_in_ref=True).constexprs["BIAS_IN_REF"]
     kimi = router_for("kimi-k2", "cpu")   # E = 384: COL_BITS 9, a unit 2**-20 of a key, where the bound has no room
     E, K = SHAPES["kimi-k2"][:2]
-    assert not _plan(torch.empty(64, E), K, kimi, block_t=4, fixed_ref=True,
+    assert not plan_for(torch.empty(64, E), K, kimi, block_t=4, fixed_ref=True,
                      bias_in_ref=True).constexprs["BIAS_IN_REF"]
 
 
@@ -60,21 +55,8 @@ def test_the_offsets_lie_within_half_a_unit_of_the_exact_ones(bias):
         assert bias == "wide"
 
 
-def _same_as_the_default(g, K, router, block_t=4, same_flags=True, **overrides):
-    """The offsets' run and the default's: weight bits, ids and (same_flags) flags equal, the offsets' ids the
-    oracle's; returns both runs' flags (the offsets', the default's)."""
-    outs = {}
-    for on in (True, False):
-        launch = _plan(g, K, router, block_t=block_t, bias_in_ref=on, **overrides)
-        assert launch.constexprs["BIAS_IN_REF"] is on
-        w, ids = empty_outputs(g, K)
-        flags = launch.run(g, router.correction_bias.float(), fused.router_scale(router, g.shape[1], g.device), w, ids)
-        outs[on] = (w.view(torch.int32).cpu(), ids.cpu(), flags.cpu())
-        if on:
-            check(g, K, router, out=(w, ids))
-    for a, b, what in list(zip(outs[True], outs[False], ("weights", "ids", "flags")))[:3 if same_flags else 2]:
-        assert torch.equal(a, b), f"{what} differ between the offsets and the default"
-    return outs[True][2], outs[False][2]
+def _same_as_the_default(g, K, router, **overrides):
+    return same_with_and_without("bias_in_ref", g, K, router, **overrides)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
@@ -130,6 +112,6 @@ def test_with_the_other_prepared_switches(dev):
     E, K = SHAPES["deepseek-v3"][:2]
     router = router_for("deepseek-v3", dev, bias="spread")
     g = torch.cat([logits(64, E, torch.bfloat16, dev, seed=41, spread=2.0), tied_logits(32, E, dev, seed=43)])
-    on = _plan(g, K, router, block_t=4, word_loads=True, late_group_ids=True, bias_in_ref=True).constexprs
+    on = plan_for(g, K, router, block_t=4, word_loads=True, late_group_ids=True, bias_in_ref=True).constexprs
     assert on["WORD_LOADS"] and on["LATE_GROUP_IDS"] and on["BIAS_IN_REF"]
     _same_as_the_default(g, K, router, word_loads=True, late_group_ids=True)

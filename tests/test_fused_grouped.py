@@ -43,6 +43,29 @@ def check(g, K, router, max_ulp=FUSED_MAX_ULP, out=None):
     assert float(err.max()) <= max_ulp, f"weights {float(err.max()):.2f} ulp from the oracle"
 
 
+def plan_for(g, K, router, **overrides):
+    """fused_grouped.plan for the router's own bias, scale, groups and renormalisation, with overrides."""
+    return fused_grouped.plan(g, K, router.correction_bias.float(), fused.router_scale(router, g.shape[1], g.device),
+                              router.n_group, router.topk_group, router.renormalize, **overrides)
+
+
+def same_with_and_without(switch, g, K, router, block_t=4, same_flags=True, **overrides):
+    """A prepared switch (plan(switch=...)) on and off: weight bits, ids and (same_flags) flags equal, the ids on the
+    oracle's; returns both runs' flags (on, off)."""
+    outs = {}
+    for on in (True, False):
+        launch = plan_for(g, K, router, block_t=block_t, **{switch: on}, **overrides)
+        assert launch.constexprs[switch.upper()] is on
+        w, ids = empty_outputs(g, K)
+        flags = launch.run(g, router.correction_bias.float(), fused.router_scale(router, g.shape[1], g.device), w, ids)
+        outs[on] = (w.view(torch.int32).cpu(), ids.cpu(), flags.cpu())
+        if on:
+            check(g, K, router, out=(w, ids))
+    for a, b, what in list(zip(outs[True], outs[False], ("weights", "ids", "flags")))[:3 if same_flags else 2]:
+        assert torch.equal(a, b), f"{what} differ with {switch} on and off"
+    return outs[True][2], outs[False][2]
+
+
 def launch(g, K, router, **overrides):
     """The kernel with a forced tile (and, for the tests that show the fallback matters, without it)."""
     bias = router.correction_bias.float()

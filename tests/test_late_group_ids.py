@@ -9,45 +9,28 @@ from __future__ import annotations
 import pytest
 import torch
 
-from parity.routing import fused, fused_grouped
-from parity.routing.kernel_parts import empty_outputs
 from routing_cases import logits, tied_logits
-from test_fused_grouped import SHAPES, _planted_deepseek_rows, check, near_tie_rows, router_for
-
-
-def _late(g, K, router, **overrides):
-    return fused_grouped.plan(g, K, router.correction_bias.float(), fused.router_scale(router, g.shape[1], g.device),
-                              router.n_group, router.topk_group, router.renormalize, **overrides)
+from test_fused_grouped import (SHAPES, _planted_deepseek_rows, near_tie_rows, plan_for, router_for,
+                                same_with_and_without)
 
 
 def test_plan_lets_it_only_for_several_rows_a_program_of_whole_groups_in_lists():
     router = router_for("deepseek-v3", "cpu")
     g = torch.empty(64, 256, dtype=torch.bfloat16)
-    assert _late(g, 8, router, block_t=4, late_group_ids=True).constexprs["LATE_GROUP_IDS"]
-    assert _late(g.float(), 8, router, block_t=4, late_group_ids=True).constexprs["LATE_GROUP_IDS"]
-    assert not _late(g, 8, router, block_t=4).constexprs["LATE_GROUP_IDS"]   # off by default
-    assert not _late(g, 8, router, block_t=1, late_group_ids=True).constexprs["LATE_GROUP_IDS"]   # one row: no lists
-    assert not _late(g, 8, router, block_t=4, lists=False, late_group_ids=True).constexprs["LATE_GROUP_IDS"]
+    assert plan_for(g, 8, router, block_t=4, late_group_ids=True).constexprs["LATE_GROUP_IDS"]
+    assert plan_for(g.float(), 8, router, block_t=4, late_group_ids=True).constexprs["LATE_GROUP_IDS"]
+    assert not plan_for(g, 8, router, block_t=4).constexprs["LATE_GROUP_IDS"]   # off by default
+    assert not plan_for(g, 8, router, block_t=1, late_group_ids=True).constexprs["LATE_GROUP_IDS"]   # one row: no lists
+    assert not plan_for(g, 8, router, block_t=4, lists=False, late_group_ids=True).constexprs["LATE_GROUP_IDS"]
     for shape in ("kimi-k2", "glm-4.5", "odd-groups"):   # one group, or groups padded to a power of two
         E, K = SHAPES[shape][:2]
         other = router_for(shape, "cpu")
-        assert not _late(torch.empty(64, E), K, other, block_t=4, late_group_ids=True).constexprs["LATE_GROUP_IDS"]
+        assert not plan_for(torch.empty(64, E), K, other, block_t=4, late_group_ids=True).constexprs["LATE_GROUP_IDS"]
 
 
-def _same_as_the_default(g, K, router, block_t=4, **overrides):
+def _same_as_the_default(g, K, router, **overrides):
     """Both packings' weight bits, ids and flags equal, the late one's ids the oracle's: the flags of the late run."""
-    outs = {}
-    for late in (True, False):
-        launch = _late(g, K, router, block_t=block_t, late_group_ids=late, **overrides)
-        assert launch.constexprs["LATE_GROUP_IDS"] is late
-        w, ids = empty_outputs(g, K)
-        flags = launch.run(g, router.correction_bias.float(), fused.router_scale(router, g.shape[1], g.device), w, ids)
-        outs[late] = (w.view(torch.int32).cpu(), ids.cpu(), flags.cpu())
-        if late:
-            check(g, K, router, out=(w, ids))
-    for a, b, what in zip(outs[True], outs[False], ("weights", "ids", "flags")):
-        assert torch.equal(a, b), f"{what} differ between the late group ids and the default packing"
-    return outs[True][2]
+    return same_with_and_without("late_group_ids", g, K, router, **overrides)[0]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
@@ -92,5 +75,5 @@ def test_with_word_loads_as_the_default(dev):
     E, K = SHAPES["deepseek-v3"][:2]
     router = router_for("deepseek-v3", dev, bias="wide")
     g = torch.cat([logits(64, E, torch.bfloat16, dev, seed=17, spread=2.0), tied_logits(32, E, dev, seed=19)])
-    assert _late(g, K, router, block_t=4, word_loads=True).constexprs["WORD_LOADS"]
+    assert plan_for(g, K, router, block_t=4, word_loads=True).constexprs["WORD_LOADS"]
     _same_as_the_default(g, K, router, word_loads=True)

@@ -1330,8 +1330,8 @@ def reference_of(bias: torch.Tensor, shift: int | None = None) -> torch.Tensor:
     the reference: no distance needs saturating), else 0.0 (a NaN or infinite bias included). Made by torch on the
     device, no sync (a graph replay holds none), once per bias tensor and version: a bias written in place is read
     again. At 0.0 the kernel takes each row's largest key instead, as without FIXED_REF. With shift (BIAS_IN_REF: the
-    kernel's SHIFT) two zeros and each expert's offset follow, E float32: 8 + 2**-17 + (reference - b) 2**(shift - 20), from which
-    the kernel takes a key's distance below the reference by one FFMA of its sigmoid."""
+    kernel's SHIFT) two zeros and each expert's offset follow, E float32: 8 + 2**-17 + (reference - b) 2**(shift -
+    20), from which the kernel takes a key's distance below the reference by one FFMA of its sigmoid."""
     seen = _REFERENCES.get(bias)
     if seen is not None and seen[:2] == (bias._version, shift):
         return seen[2]
