@@ -638,15 +638,14 @@ def _vector_lists(x):
 
 
 @triton.jit
-def _expert_tile(ptr, col, stride, rows, valid, EVEN: tl.constexpr, VOLATILE: tl.constexpr = False):
+def _expert_tile(ptr, col, stride, rows, valid, EVEN: tl.constexpr):
     """One float per expert (the bias, or the reference's offsets) as fp32 on the tile's layout: a pointer tile of
-    the logits' shape (rows broadcast), so that its load and the logits' share one layout; 0 past the experts.
-    VOLATILE: a load the compiler keeps where it stands (ptxas moves a load used on one side of a branch into it)."""
+    the logits' shape (rows broadcast), so that its load and the logits' share one layout; 0 past the experts."""
     ptrs = ptr + col * stride + 0 * rows[:, None, None, None]
     if EVEN:
-        return tl.load(ptrs, volatile=VOLATILE).to(tl.float32)
+        return tl.load(ptrs).to(tl.float32)
     else:
-        return tl.load(ptrs, mask=valid, other=0.0, volatile=VOLATILE).to(tl.float32)
+        return tl.load(ptrs, mask=valid, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -815,6 +814,10 @@ def grouped_kernel(
     the row's largest and the saturating min, as without FIXED_REF (a branch once a program, the same for every
     program). SASS sm_90, DeepSeek-V3's table tile: path 1055 -> 1009 instructions a warp, ALU 492 -> 430
     (reports/bench/NOTES.md, "Thirty-first round").
+
+    BIAS_IN_REF (FIXED_REF at COL_BITS 8; plan(bias_in_ref=True), prepared, off): within reach a key's distance is one
+    FFMA of its sigmoid from its expert's offset below the reference (``reference_of``), the bias not read; a bias too
+    wide reads the row again in a rare branch and does what FIXED_REF does there (module constant BIAS_IN_REF).
 
     GROUP_LISTS (groups, several rows a program: a group in one thread): the picks come from each
     chosen group's GROUP_LIST smallest keys (``_list_rounds``), the whole tile's rounds only for a
