@@ -21,7 +21,7 @@ python3 -m benchmarks.probe_grouped [--models deepseek-v3,kimi-k2,glm-4.5] [--dt
     [--bench-inputs] [--table-only] [--out FILE.json] [T ...]
 --switch-ab NAME[,NAME...]: the table's launch with plan(NAME=True) and plan(NAME=False), in turns, three times each
 (several names: every combination of them on and off, in turns; each row says its side as ab_NAME):
-word_loads, late_group_ids, bias_in_ref (prepared, off: fused_grouped.WORD_LOADS, LATE_GROUP_IDS, BIAS_IN_REF),
+word_loads, bias_in_ref (fused_grouped.WORD_LOADS, BIAS_IN_REF: on for bf16 since the thirty-fifth round),
 pair_test (the default; fused_grouped._picks_in_order; False reorders every near row from float64 keys),
 group_test (fused_grouped._groups_in_order; by default on for one-row programs from GROUP_TEST_MIN_ROWS rows).
 fixed_ref (grouped_kernel's FIXED_REF: the distances below one reference made from the bias; by default on
@@ -149,8 +149,8 @@ def main() -> None:
     ap.add_argument("--table-only", action="store_true", help="time the table's launch alone (A/B calls)")
     ap.add_argument("--switch-ab", default=None, metavar="NAME",
                     help="the table's launch with plan(NAME=True) and plan(NAME=False), in turns (word_loads, "
-                         "late_group_ids, bias_in_ref, pair_test, group_test, fixed_ref; several names "
-                         "comma-separated: every combination)")
+                         "bias_in_ref, pair_test, group_test, fixed_ref; several names comma-separated: every "
+                         "combination)")
     ap.add_argument("Ts", nargs="*", type=int, default=[250000, 2048])
     a = ap.parse_args()
     rows = []

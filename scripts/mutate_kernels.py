@@ -28,7 +28,6 @@ ROUTE_TESTS = ("tests/test_fused.py", "tests/test_fused_families.py", "tests/tes
 WORD_TESTS = ("tests/test_word_maxima.py",)
 FP32_KEY_TESTS = ("tests/test_fp32_unchecked.py",)
 FIXED_REF_TESTS = ("tests/test_fixed_reference.py",)
-LATE_IDS_TESTS = ("tests/test_late_group_ids.py",)
 BIAS_IN_REF_TESTS = ("tests/test_bias_in_ref.py",)
 INVALID = ("CompilationError", "CompileTimeAssertionFailure", "SyntaxError", "NameError")
 
@@ -209,15 +208,7 @@ MUTANTS = [
        "fp32, unchecked keys: a negative NaN of the smallest payload passes for -inf"),
     _m("fp32-repacked-ids-lost", "fused.py", "packed = (key & ~COL_MASK) | (packed & COL_MASK)",
        "packed = key", FP32_KEY_TESTS, "fp32, unchecked keys: the NaN pass packs the keys without their ids"),
-    # the grouped kernel's keys packed with their position alone (fused_grouped.LATE_GROUP_IDS; prepared, off: its
-    # tests turn it on)
-    _m("late-heads-without-base", "fused_grouped.py", "a1, a2, a3, a4, a5, a6 = a1 | base, a2 | base, a3 | base,",
-       "a1, a2, a3, a4, a5, a6 = a1, a2, a3,", LATE_IDS_TESTS,
-       "late group ids: the first three list heads compared by position"),
-    _m("late-tile-without-base", "fused_grouped.py", "                packed = packed | grp * PER\n", "",
-       LATE_IDS_TESTS, "late group ids: the whole tile's rounds (a list run out) compare keys by position"),
-    # the distances from each expert's offset below the fixed reference (fused_grouped.BIAS_IN_REF; prepared, off:
-    # its tests turn it on)
+    # the distances from each expert's offset below the fixed reference (fused_grouped.BIAS_IN_REF: bf16 by default)
     _m("offsets-half-scale", "fused_grouped.py", "(ref.double() - b.double()) * 2.0 ** (shift - 20)",
        "(ref.double() - b.double()) * 2.0 ** (shift - 21)", BIAS_IN_REF_TESTS,
        "bias in the reference: the bias weighs half what the sigmoid does"),

@@ -1,9 +1,9 @@
 """The grouped kernel's distances below the fixed reference taken from each expert's offset (grouped_kernel's
-BIAS_IN_REF, plan(bias_in_ref=True); prepared, off by default): where plan lets it, the offsets reference_of makes
-(their layout, their rounding, their cache), and the same weight bits, ids and flags as the default's (ids the
+BIAS_IN_REF; by default for bf16 logits, plan(bias_in_ref=...) sets it): where plan lets it, the offsets reference_of makes
+(their layout, their rounding, their cache), and the same weight bits, ids and flags as without it (ids the
 oracle's) for random and tied rows under the three biases, a bias too wide (the branch that reads the logits again),
 NaN and infinite logits, lists that run out, near ties and groups in doubt, tops far from zero, and with the other
-prepared switches on."""
+bf16 logits read two a register (WORD_LOADS) and without."""
 from __future__ import annotations
 
 import pytest
@@ -22,7 +22,9 @@ def test_plan_lets_it_only_under_the_fixed_reference_at_col_bits_8():
     g = torch.empty(64, 256, dtype=torch.bfloat16)
     assert plan_for(g, 8, router, block_t=4, bias_in_ref=True).constexprs["BIAS_IN_REF"]
     assert plan_for(g.float(), 8, router, block_t=4, bias_in_ref=True).constexprs["BIAS_IN_REF"]
-    assert not plan_for(g, 8, router, block_t=4).constexprs["BIAS_IN_REF"]   # off by default
+    assert plan_for(g, 8, router, block_t=4).constexprs["BIAS_IN_REF"]   # on by default for bf16 (timed there)
+    assert not plan_for(g.float(), 8, router, block_t=4).constexprs["BIAS_IN_REF"]   # fp32 not timed: off by default
+    assert not plan_for(g, 8, router, block_t=4, bias_in_ref=False).constexprs["BIAS_IN_REF"]
     assert not plan_for(g, 8, router, block_t=1, bias_in_ref=True).constexprs["BIAS_IN_REF"]   # one row: no reference
     assert not plan_for(g, 8, router, block_t=4, fixed_ref=False, bias_in_ref=True).constexprs["BIAS_IN_REF"]
     glm = router_for("glm-4.5", "cpu")   # E = 160 in a tile of 256: COL_BITS 8, the reference forced
@@ -56,6 +58,7 @@ def test_the_offsets_lie_within_half_a_unit_of_the_exact_ones(bias):
 
 
 def _same_as_the_default(g, K, router, **overrides):
+    """With the offsets and without: see same_with_and_without."""
     return same_with_and_without("bias_in_ref", g, K, router, **overrides)
 
 
@@ -107,11 +110,12 @@ def test_tops_far_from_zero(top, dev):
     _same_as_the_default(logits(64, E, torch.bfloat16, dev, seed=37, spread=2.0), K, router, same_flags=top < 1000)
 
 
-def test_with_the_other_prepared_switches(dev):
-    """All three prepared switches on against WORD_LOADS and LATE_GROUP_IDS alone (a side of the A/B)."""
+@pytest.mark.parametrize("word_loads", [True, False], ids=["word-loads", "no-word-loads"])
+def test_with_and_without_word_loads(word_loads, dev):
+    """The offsets with the bf16 logits read two a register (both on: the default since the thirty-fifth round) and
+    without (on the GPU the pair conversion feeds the sigmoids; on the CPU the interpreter runs no inline PTX)."""
     E, K = SHAPES["deepseek-v3"][:2]
     router = router_for("deepseek-v3", dev, bias="spread")
     g = torch.cat([logits(64, E, torch.bfloat16, dev, seed=41, spread=2.0), tied_logits(32, E, dev, seed=43)])
-    on = plan_for(g, K, router, block_t=4, word_loads=True, late_group_ids=True, bias_in_ref=True).constexprs
-    assert on["WORD_LOADS"] and on["LATE_GROUP_IDS"] and on["BIAS_IN_REF"]
-    _same_as_the_default(g, K, router, word_loads=True, late_group_ids=True)
+    assert plan_for(g, K, router, block_t=4, word_loads=word_loads).constexprs["WORD_LOADS"] is word_loads
+    _same_as_the_default(g, K, router, word_loads=word_loads)

@@ -20,7 +20,8 @@ def test_plan_lets_it_only_for_unit_stride_bf16_rows_of_whole_groups():
     bias, scale = torch.zeros(256), torch.ones(256)
     g = torch.empty(64, 256, dtype=torch.bfloat16)
     assert fused_grouped.plan(g, 8, bias, scale, 8, 4, True, word_loads=True).constexprs["WORD_LOADS"]
-    assert not fused_grouped.plan(g, 8, bias, scale, 8, 4, True).constexprs["WORD_LOADS"]   # off by default
+    assert fused_grouped.plan(g, 8, bias, scale, 8, 4, True).constexprs["WORD_LOADS"]   # on by default (35th round)
+    assert not fused_grouped.plan(g, 8, bias, scale, 8, 4, True, word_loads=False).constexprs["WORD_LOADS"]
     odd = torch.empty(64, 257, dtype=torch.bfloat16)   # an odd row stride; [:, 1:] also starts 2 bytes in
     for other in (g.float(), g.half(), torch.empty(64, 512, dtype=torch.bfloat16)[:, ::2], odd[:, 1:], odd[:, :256]):
         assert not fused_grouped.plan(other, 8, bias, scale, 8, 4, True, word_loads=True).constexprs["WORD_LOADS"]

@@ -767,8 +767,7 @@ def grouped_kernel(
     EVEN: tl.constexpr, INLINE_EXACT: tl.constexpr = False, NATIVE: tl.constexpr = NATIVE,
     ONE_ROW: tl.constexpr = False, REORDER: tl.constexpr = False, GROUP_LISTS: tl.constexpr = False,
     SPECULATE: tl.constexpr = False, PAIR_TEST: tl.constexpr = False, GROUP_TEST: tl.constexpr = False,
-    FIXED_REF: tl.constexpr = False, WORD_LOADS: tl.constexpr = False, LATE_GROUP_IDS: tl.constexpr = False,
-    BIAS_IN_REF: tl.constexpr = False,
+    FIXED_REF: tl.constexpr = False, WORD_LOADS: tl.constexpr = False, BIAS_IN_REF: tl.constexpr = False,
 ):
     """The fast path: fp32 keys as fixed-point distances packed with the ids, every decision
     checked against the keys' error bound; a row where one is too close is flagged (flags_ptr: 1)
@@ -815,7 +814,7 @@ def grouped_kernel(
     program). SASS sm_90, DeepSeek-V3's table tile: path 1055 -> 1009 instructions a warp, ALU 492 -> 430
     (reports/bench/NOTES.md, "Thirty-first round").
 
-    BIAS_IN_REF (FIXED_REF at COL_BITS 8; plan(bias_in_ref=True), prepared, off): within reach a key's distance is one
+    BIAS_IN_REF (FIXED_REF at COL_BITS 8; by default for bf16 logits, plan): within reach a key's distance is one
     FFMA of its sigmoid from its expert's offset below the reference (``reference_of``), the bias not read; a bias too
     wide reads the row again in a rare branch and does what FIXED_REF does there (module constant BIAS_IN_REF).
 
@@ -844,7 +843,6 @@ def grouped_kernel(
     tl.static_assert(not PAIR_TEST or (INLINE_EXACT and REORDER and not SPECULATE))
     tl.static_assert(not GROUP_TEST or (PAIR_TEST and N_GROUP > 1 and TOPK_GROUP < N_GROUP))
     tl.static_assert(not FIXED_REF or (COL_BITS >= 8 and not ONE_ROW))
-    tl.static_assert(not LATE_GROUP_IDS or (GROUP_LISTS and EVEN and (PER & (PER - 1)) == 0))
     tl.static_assert(not BIAS_IN_REF or (FIXED_REF and COL_BITS == 8))
     VEC: tl.constexpr = 8 if BLOCK_P >= 8 else BLOCK_P
     VECTOR_LISTS: tl.constexpr = ONE_ROW and VEC == 8 and N_GROUP > 1   # the sort hidden under the group stage
@@ -916,9 +914,7 @@ def grouped_kernel(
                            QMAX * 1.0)
             q = d.to(tl.int32) << COL_BITS
     hard = top != top          # a row flagged for a reason _reorder cannot settle
-    if LATE_GROUP_IDS:   # a key's position in its group alone (one LEA a key); the group's base id joins the list heads
-        packed = q | pos
-    elif EVEN and (PER & (PER - 1)) == 0:   # the id OR'ed in parts (group base, position): no add a key for its column
+    if EVEN and (PER & (PER - 1)) == 0:   # the id OR'ed in parts (group base, position): no add a key for its column
         packed = (q | (grp * PER)) | pos
     else:
         packed = q | col
@@ -963,10 +959,6 @@ def grouped_kernel(
             a4 = _group_after(a3, packed)
             a5 = _group_after(a4, packed)
             a6 = _group_after(a5, packed)
-            if LATE_GROUP_IDS:   # within a group the positions order keys as the ids do; across groups the base
-                base = gids * PER
-                a1, a2, a3, a4, a5, a6 = a1 | base, a2 | base, a3 | base, a4 | base, a5 | base, a6 | base
-                packed = packed | grp * PER
         else:
             if GROUP_TEST:   # the group test needs the next group's third key, from the tile unmasked
                 a3 = _group_after(a2, packed)
@@ -1229,8 +1221,7 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
          inline: bool | None = None, max_registers: int | None = None, reorder: bool | None = None,
          lists: bool | None = None, speculate: bool | None = None, pair_test: bool | None = None,
          group_test: bool | None = None, fixed_ref: bool | None = None,
-         word_loads: bool | None = None, late_group_ids: bool | None = None,
-         bias_in_ref: bool | None = None) -> GroupedLaunch:
+         word_loads: bool | None = None, bias_in_ref: bool | None = None) -> GroupedLaunch:
     """The launch for validated arguments. Overrides for probes and tests: block_t, num_warps,
     fallback=False (no float64 routing of the flagged rows: the fp32 keys alone) and inline=False
     (the flagged rows routed again by exact_kernel in a second launch, not by the fast kernel);
@@ -1250,8 +1241,9 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
     holds several rows and E > 128, else ignored): by default where groups are chosen (n_group > 1; on the H200,
     DeepSeek-V3 at T = 250000 bf16 88.29 -> 83.69 µs, fp32 125.81 -> 120.22), not for one group (Kimi K2 bf16
     180.50 -> 182.93, though fp32 204.06 -> 197.01; reports/bench/NOTES.md, "Thirty-first round"); word_loads and
-    late_group_ids and bias_in_ref turn on the prepared switches WORD_LOADS, LATE_GROUP_IDS and BIAS_IN_REF (below)
-    where their layouts allow."""
+    bias_in_ref set WORD_LOADS and BIAS_IN_REF (below) where their layouts allow, by default on for bf16 logits, where
+    they were timed together (an H100, DeepSeek-V3 bf16 at T = 250000: 83.78 -> 81.74 µs; reports/bench/NOTES.md,
+    "Thirty-fifth round")."""
     T, E = gating_output.shape
     per = E // n_group
     block_g, block_p = triton.next_power_of_2(n_group), triton.next_power_of_2(per)
@@ -1286,36 +1278,31 @@ def plan(gating_output: torch.Tensor, topk: int, bias: torch.Tensor, scale: torc
         "WORD_LOADS": ((WORD_LOADS if word_loads is None else word_loads) and gating_output.dtype == torch.bfloat16
                        and even and per % 16 == 0 and gating_output.stride(1) == 1
                        and gating_output.stride(0) % 2 == 0 and gating_output.data_ptr() % 4 == 0),
-        "LATE_GROUP_IDS": ((LATE_GROUP_IDS if late_group_ids is None else late_group_ids) and group_lists and even
-                           and per & (per - 1) == 0),
-        "BIAS_IN_REF": (BIAS_IN_REF if bias_in_ref is None else bias_in_ref) and fixed_ref and col_bits == 8,
+        "BIAS_IN_REF": ((BIAS_IN_REF and gating_output.dtype == torch.bfloat16 if bias_in_ref is None else bias_in_ref)
+                        and fixed_ref and col_bits == 8),
     }, fallback, block_t if interpreter else EXACT_ROWS, inline, None if interpreter else max_registers,
         bool(speculate), True if pair_test is None else pair_test,
         (block_t == 1 and T >= GROUP_TEST_MIN_ROWS) if group_test is None else group_test)
 
 
-WORD_LOADS = False
+WORD_LOADS = True
 """Whether plan lets grouped_kernel make bf16 logits fp32 two a 32-bit register (inline PTX, _bf16_pairs_to_fp32: the
 low one shifted, the high one masked, one instruction each) where rows hold whole groups of a multiple of 16, at unit
-stride and 4-byte aligned (so that each register the vector loads fill holds two of a row's logits); the default
+stride and 4-byte aligned (so that each register the vector loads fill holds two of a row's logits); otherwise the
 conversion takes a PRMT and a shift for each high half. SASS sm_90, DeepSeek-V3 bf16's table tile: 1009 -> 977
-instructions a warp. Prepared, off: not yet timed (reports/bench/NOTES.md, "Thirty-third round")."""
+instructions a warp. On since the thirty-fifth round with BIAS_IN_REF: on an H100 at T = 250000, 83.78 -> 82.15 µs
+alone, 81.74 with it (reports/bench/probes/switch-ab-h100-cd12804.json; reports/bench/NOTES.md)."""
 
-LATE_GROUP_IDS = False
-"""Whether plan lets grouped_kernel pack a key with its position in its group alone (the distance shifted and the
-position added: one LEA a key, where the whole id took an IMAD and a VIADD) and add the group's base id to each
-group's list heads after the list passes, where the lists order keys within a group (rows of whole groups of a power
-of two, several rows a program). SASS sm_90, DeepSeek-V3 bf16's table tile: see reports/bench/NOTES.md,
-"Thirty-fourth round". Prepared, off: not yet timed."""
-
-BIAS_IN_REF = False
+BIAS_IN_REF = True
 """Whether plan lets grouped_kernel take a key's distance below the fixed reference (FIXED_REF) by one FFMA of its
 sigmoid, from each expert's offset 8 + 2**-17 + (reference - bias) 2**(SHIFT - 20) made once per bias (reference_of),
 where the key's sum with the bias and the distance's FFMA took two (one FADD a key less; the bias not read). The
 offset lies in [8, 16) (the bias within UNSATURATED_REACH of the reference), so its rounding is half a unit, the sum's
 rounding gone in its place; with the FFMA's half unit this fits the keys' error bound (error_bound) where a unit is
-2**-21 of a key (COL_BITS 8: 129 to 256 experts a row, DeepSeek-V3), so plan lets it there only. Prepared, off: not yet
-timed (reports/bench/NOTES.md, "Thirty-fifth round")."""
+2**-21 of a key (COL_BITS 8: 129 to 256 experts a row, DeepSeek-V3), so plan lets it there only. On since the
+thirty-fifth round for bf16 logits, with WORD_LOADS (an H100, DeepSeek-V3 bf16 at T = 250000: 83.78 -> 83.48 µs alone,
+81.74 with WORD_LOADS against its 82.15); fp32 was not timed, so plan(bias_in_ref=True) asks for it there
+(reports/bench/NOTES.md, "Thirty-fifth round")."""
 
 UNSATURATED_REACH = 3.0
 """How far above the bias's smallest the reference may lie for the distances to go unsaturated: a key is at least its
