@@ -1,8 +1,8 @@
 """The grouped kernel's distances below the fixed reference taken from each expert's offset (grouped_kernel's
-BIAS_IN_REF; by default for bf16 logits, plan(bias_in_ref=...) sets it): where plan lets it, the offsets reference_of makes
-(their layout, their rounding, their cache), and the same weight bits, ids and flags as without it (ids the
-oracle's) for random and tied rows under the three biases, a bias too wide (the branch that reads the logits again),
-NaN and infinite logits, lists that run out, near ties and groups in doubt, tops far from zero, and with the other
+BIAS_IN_REF; by default for bf16 logits, plan(bias_in_ref=...) sets it): where plan lets it, the offsets
+reference_of makes (their layout, their rounding, their cache), and the same weight bits, ids and flags as without it
+(ids the oracle's) for random and tied rows under the three biases, a bias too wide (the branch that reads the logits
+again), NaN and infinite logits, lists that run out, near ties and groups in doubt, tops far from zero, and with the
 bf16 logits read two a register (WORD_LOADS) and without."""
 from __future__ import annotations
 

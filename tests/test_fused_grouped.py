@@ -50,8 +50,8 @@ def plan_for(g, K, router, **overrides):
 
 
 def same_with_and_without(switch, g, K, router, block_t=4, same_flags=True, **overrides):
-    """A prepared switch (plan(switch=...)) on and off: weight bits, ids and (same_flags) flags equal, the ids on the
-    oracle's; returns both runs' flags (on, off)."""
+    """One of plan's switches (plan(switch=...)) on and off: weight bits, ids and (same_flags) flags equal, the ids on
+    the oracle's; returns both runs' flags (on, off)."""
     outs = {}
     for on in (True, False):
         launch = plan_for(g, K, router, block_t=block_t, **{switch: on}, **overrides)
