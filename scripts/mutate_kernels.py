@@ -94,7 +94,7 @@ MUTANTS = [
        "return _row_max3(tl.where(on_top, ids, -1))", GROUPED_TESTS,
        "the float64 pass breaks ties to the higher (group) id"),
     _m("distance-unsaturated", "fused_grouped.py",
-       "e = tl.minimum(e, 8.0 + QMAX * 2.0**-20)", "e = e", GROUPED_TESTS,
+       "e = tl.minimum(e, SAT_FLOAT)", "e = e", GROUPED_TESTS,
        "far keys' distances leave [8, 16): their exponent spills into the packed key"),
     _m("distance-unsaturated-small-e", "fused_grouped.py",
        "d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]),\n"
@@ -213,9 +213,8 @@ MUTANTS = [
        "(ref.double() - b.double()) * 2.0 ** (shift - 21)", BIAS_IN_REF_TESTS,
        "bias in the reference: the bias weighs half what the sigmoid does"),
     _m("offsets-wide-unsaturated", "fused_grouped.py",
-       "            e = tl.minimum(_distance_floats(key, top, DIST_SCALE), "
-       "8.0 + QMAX * 2.0**-20,\n                           propagate_nan=tl.PropagateNan.ALL)\n",
-       "            e = _distance_floats(key, top, DIST_SCALE)\n", BIAS_IN_REF_TESTS,
+       "e = tl.minimum(_distance_floats(key, top, DIST_SCALE), SAT_FLOAT, propagate_nan=tl.PropagateNan.ALL)",
+       "e = _distance_floats(key, top, DIST_SCALE)", BIAS_IN_REF_TESTS,
        "bias in the reference: a bias too wide, its far keys' distances not saturated"),
 ]
 

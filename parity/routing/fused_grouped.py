@@ -851,6 +851,7 @@ def grouped_kernel(
     QMAX: tl.constexpr = (1 << (31 - COL_BITS)) - 2        # packed values stay below INT32_MAX (padding)
     DIST_SCALE: tl.constexpr = 2.0 ** (SHIFT - 20)           # a key's 2**-SHIFT: one ulp of a float in [8, 16)
     SAT: tl.constexpr = QMAX << COL_BITS                     # packed at or above: a saturated distance
+    SAT_FLOAT: tl.constexpr = 8.0 + QMAX * 2.0**-20           # a distance's float saturated: its mantissa QMAX units
     INT32_MAX: tl.constexpr = 2147483647
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     slots = tl.arange(0, BLOCK_K)
@@ -860,14 +861,14 @@ def grouped_kernel(
     pos = tl.arange(0, BLOCK_P // VEC)[None, None, :, None] * VEC + tl.arange(0, VEC)[None, None, None, :]
     col = grp * PER + pos                                     # [1, BLOCK_G, BLOCK_P // VEC, VEC]
     valid = (grp < N_GROUP) & (pos < PER)
+    x_ptrs = row_ptr[:, None, None, None] + col * stride_ge
     if EVEN:
-        x_ptrs = row_ptr[:, None, None, None] + col * stride_ge
         if WORD_LOADS and NATIVE:   # bf16 pairs made fp32 a 32-bit word at a time (plan: unit stride)
             x = _bf16_pairs_to_fp32(tl.load(x_ptrs.to(tl.pointer_type(tl.int16)), row_ok[:, None, None, None], other=0))
         else:
             x = load_fp32(x_ptrs, row_ok[:, None, None, None], IS_BF16)
     else:
-        x = load_fp32(row_ptr[:, None, None, None] + col * stride_ge, row_ok[:, None, None, None] & valid, IS_BF16)
+        x = load_fp32(x_ptrs, row_ok[:, None, None, None] & valid, IS_BF16)
     if BIAS_IN_REF:   # each expert's offset from the reference (16-byte aligned: vector loads), read as the bias was
         offsets = _expert_tile(ref_ptr + 4, col, 1, rows, valid, EVEN)
     else:
@@ -879,13 +880,11 @@ def grouped_kernel(
         if tl.load(ref_ptr + 1) == 0.0:   # a bias too wide: the row's largest key and the saturating min, as without
             # FIXED_REF. The logits read again (volatile: not the first read's registers, which would keep every
             # sigmoid live beside the distances across the branch: ptxas spilled)
-            x = load_fp32(row_ptr[:, None, None, None] + col * stride_ge, row_ok[:, None, None, None] & valid,
-                          IS_BF16, VOLATILE=True)
+            x = load_fp32(x_ptrs, row_ok[:, None, None, None] & valid, IS_BF16, VOLATILE=True)
             key = _masked_keys(_sigmoid_of(x, NATIVE) + _expert_tile(bias_ptr, col, stride_b, rows, valid, EVEN),
                                valid, EVEN)
             top = _row_max_nan(key, NATIVE)
-            e = tl.minimum(_distance_floats(key, top, DIST_SCALE), 8.0 + QMAX * 2.0**-20,
-                           propagate_nan=tl.PropagateNan.ALL)
+            e = tl.minimum(_distance_floats(key, top, DIST_SCALE), SAT_FLOAT, propagate_nan=tl.PropagateNan.ALL)
         q = e.to(tl.int32, bitcast=True) << COL_BITS   # a NaN key's word is negative, as under FIXED_REF
     else:
         key = _masked_keys(sig + b, valid, EVEN)
@@ -905,9 +904,9 @@ def grouped_kernel(
             e = _distance_floats(key, top, DIST_SCALE)
             if FIXED_REF:   # a NaN key's float stays NaN, so its packed word is negative (exponent bits all ones)
                 if not within_reach:   # some key may lie 4 or more below the row's top: saturated
-                    e = tl.minimum(e, 8.0 + QMAX * 2.0**-20, propagate_nan=tl.PropagateNan.ALL)
+                    e = tl.minimum(e, SAT_FLOAT, propagate_nan=tl.PropagateNan.ALL)
             else:
-                e = tl.minimum(e, 8.0 + QMAX * 2.0**-20)
+                e = tl.minimum(e, SAT_FLOAT)
             q = e.to(tl.int32, bitcast=True) << COL_BITS   # the exponent's bits shift out
         else:               # QMAX >= 2**23: a fixed point truncated
             d = tl.minimum(tl.fma(key, -float(1 << SHIFT), (top * float(1 << SHIFT))[:, None, None, None]),
@@ -1331,7 +1330,7 @@ def reference_of(bias: torch.Tensor, shift: int | None = None) -> torch.Tensor:
     parts = [ref, (ref - b.amin() <= UNSATURATED_REACH).float()]
     if shift is not None:   # from the 5th float (16-byte aligned); float64 rounded once: within half a unit and 2**-49
         offsets = 8.0 + 2.0**-17 + (ref.double() - b.double()) * 2.0 ** (shift - 20)
-        parts += [torch.zeros_like(ref), torch.zeros_like(ref), offsets.float()]
+        parts += [ref.new_zeros(2), offsets.float()]
     ref = torch.cat(parts)
     _REFERENCES[bias] = (bias._version, shift, ref)
     return ref
