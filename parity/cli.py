@@ -360,11 +360,25 @@ def cmd_impact(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from parity import diff
+    from parity import bench_diff, diff
 
-    old, new = diff.Sweep.read(args.old), diff.Sweep.read(args.new)
-    result = diff.diff(old, new)
-    print(diff.render(result, old.path, new.path))
+    benches = [bench_diff.holds_bench(p) for p in (args.old, args.new)]
+    if any(benches) and not all(benches):
+        bench_dir, other = (args.old, args.new) if benches[0] else (args.new, args.old)
+        raise UsageError(f"diff: {bench_dir} holds a benchmark (bench.json) and {other} none: give two `parity bench` "
+                         "outputs, or two sweeps")
+    if all(benches):
+        impls = None if args.impl == "all" else tuple(n.strip() for n in args.impl.split(",") if n.strip())
+        try:
+            old, new = bench_diff.Bench.read(args.old), bench_diff.Bench.read(args.new)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        result = bench_diff.diff(old, new, impls)
+        print(bench_diff.render(result, old, new))
+    else:
+        old, new = diff.Sweep.read(args.old), diff.Sweep.read(args.new)
+        result = diff.diff(old, new)
+        print(diff.render(result, old.path, new.path))
     return EXIT_FAIL if result["worse"] else EXIT_OK
 
 
@@ -536,9 +550,12 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--no-plots", action="store_true")
     i.add_argument("--no-progress", action="store_true")
     i.set_defaults(fn=cmd_impact)
-    d = sub.add_parser("diff", help="what got worse from the sweep in OLD to the one in NEW, case by case (exit 1 if anything)")
+    d = sub.add_parser("diff", help="what got worse from the sweep (or `parity bench` output) in OLD to the one in NEW, "
+                                    "case by case (exit 1 if anything)")
     d.add_argument("old")
     d.add_argument("new")
+    d.add_argument("--impl", default="fused", metavar="A,B,...|all",
+                   help="benchmarks only: the implementations whose times are compared (default: fused)")
     d.set_defaults(fn=cmd_diff)
     b = sub.add_parser("bench", help="time every implementation over T (on the CPU: a small interpreter run)")
     b.add_argument("--out", default=None, help="default: reports/bench/latest (GPU) or reports/bench/cpu")

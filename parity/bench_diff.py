@@ -1,0 +1,133 @@
+"""What changed between two benchmarks (``parity diff OLD NEW`` on two ``parity bench`` outputs):
+the review thread's speed table, made from the two bench.json files instead of pasted by hand.
+
+Rows are matched by (case, implementation, T). Worse is:
+- a row whose ids or weights no longer match the oracle (every bench row is checked);
+- a row slower by more than both SLOWER's relative and absolute margins, where both runs timed it
+  the same way (the same card, torch, Triton and method: a time measured on an H100 says nothing
+  of an H200's, so across cards only the checks are compared);
+- a case or T timed before and missing now.
+Better is the same the other way round.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from parity.diff import Change
+
+SLOWER = (0.05, 0.2)
+"""A time is worse (better) when it grows (shrinks) by more than 5% and by more than 0.2 µs: between
+two `make bench` runs on the H200, kernels that compiled to the same SASS moved by up to 4.8% (Llama 4
+bf16 at T = 250000, 24.2 against 23.1 µs) and T <= 512 by 0.1-0.2 µs (reports/bench/NOTES.md). A smaller
+change wants both trees timed in turns in one call (scripts/h200_run.sh's ab step)."""
+SAME_RUN_FIELDS = ("device", "torch", "triton", "interpreter")
+
+
+@dataclass
+class Bench:
+    """A bench.json, read: its run's metadata and its rows by (case, implementation, T)."""
+
+    path: Path
+    meta: dict
+    rows: dict
+
+    @classmethod
+    def read(cls, where) -> Bench:
+        from parity.bench import case_key
+
+        path = Path(where)
+        file = path / "bench.json" if path.is_dir() else path
+        if not file.exists():
+            raise ValueError(f"diff: no bench.json in {path}")
+        data = json.loads(file.read_text())
+        if "rows" not in data or "meta" not in data:
+            raise ValueError(f"diff: {file} is not a `parity bench` output (no meta or rows)")
+        return cls(path, data["meta"], {(case_key(r), r["impl"], r["T"]): r for r in data["rows"]})
+
+
+def holds_bench(where) -> bool:
+    """Whether ``where`` is a bench.json or a directory with one and no sweep records."""
+    path = Path(where)
+    if path.is_file():
+        return path.name.endswith(".json")
+    return (path / "bench.json").exists() and not any(path.glob("records.jsonl*"))
+
+
+def same_timing(old: Bench, new: Bench) -> list[str]:
+    """What differs between the two runs' setups (empty: their times compare)."""
+    return [f"{k}: {old.meta.get(k)} -> {new.meta.get(k)}" for k in SAME_RUN_FIELDS
+            if old.meta.get(k) != new.meta.get(k)]
+
+
+def _where(key) -> str:
+    (_family, model, E, K, dtype), impl, T = key
+    return f"{model} (E={E}, K={K}) {dtype} T={T} {impl}"
+
+
+def _checks(r: dict) -> bool:
+    return bool(r.get("ids_ok", True)) and bool(r.get("weights_ok", True))
+
+
+def diff(old: Bench, new: Bench, impls: tuple[str, ...] | None = ("fused",)) -> dict:
+    """Every change from ``old`` to ``new`` among ``impls`` (None: all): {"worse", "better", "table",
+    "setup" (what differs between the runs; times are then not judged), "only_old", "only_new", "common"}."""
+    def wanted(key):
+        return impls is None or key[1] in impls
+    setup = same_timing(old, new)
+    changes, table = [], []
+    common = sorted(k for k in old.rows.keys() & new.rows.keys() if wanted(k))
+    rel, absolute = SLOWER
+    for key in common:
+        o, n = old.rows[key], new.rows[key]
+        if _checks(o) != _checks(n):
+            lost = _checks(o)
+            changes.append(Change(lost, _where(key), ("no longer" if lost else "now") + " the oracle's"
+                                  + (f" ({n.get('note')})" if lost and n.get("note") else "")))
+        comparable = not setup and o.get("method") == n.get("method")
+        change = n["us"] / o["us"] - 1 if o["us"] > 0 else float("nan")
+        table.append({"key": key, "old_us": o["us"], "new_us": n["us"], "change": change, "judged": comparable})
+        if comparable and abs(n["us"] - o["us"]) > absolute and abs(change) > rel:
+            changes.append(Change(change > 0, _where(key), f"{o['us']:.2f} -> {n['us']:.2f} µs ({change:+.1%})"))
+        elif not comparable and not setup:
+            changes.append(Change(False, _where(key), f"timed another way ({o.get('method')} -> {n.get('method')}): "
+                                  "not compared"))
+    only_old = sorted(_where(k) for k in old.rows.keys() - new.rows.keys() if wanted(k))
+    only_new = sorted(_where(k) for k in new.rows.keys() - old.rows.keys() if wanted(k))
+    changes += [Change(True, w, "timed in OLD only") for w in only_old]
+    return {"worse": [c for c in changes if c.worse], "better": [c for c in changes if not c.worse],
+            "table": table, "setup": setup, "common": len(common), "only_old": only_old, "only_new": only_new}
+
+
+def _run(b: Bench) -> str:
+    m = b.meta
+    return (f"{m.get('device', '?')}, torch {m.get('torch', '?')}, triton {m.get('triton', '?')}, "
+            f"git {str(m.get('git_sha', '?'))[:12]}")
+
+
+def render(result: dict, old: Bench, new: Bench, limit: int = 20) -> str:
+    lines = [f"parity diff {old.path} {new.path}: benchmarks, {result['common']} timed rows in both",
+             f"OLD: {_run(old)}", f"NEW: {_run(new)}"]
+    if result["setup"]:
+        lines.append("times not judged, the runs differ in " + "; ".join(result["setup"])
+                     + " (the oracle checks still are)")
+    lines += ["", "| model | E | K | dtype | T | implementation | OLD µs | NEW µs | change |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for row in result["table"]:
+        (_family, model, E, K, dtype), impl, T = row["key"]
+        mark = "" if row["judged"] else " (not judged)"
+        lines.append(f"| {model} | {E} | {K} | {dtype} | {T} | {impl} | {row['old_us']:.2f} | {row['new_us']:.2f} | "
+                     f"{row['change']:+.1%}{mark} |")
+    lines.append("")
+    for title, items in (("WORSE", result["worse"]), ("better", result["better"])):
+        lines.append(f"{title} ({len(items)}):")
+        lines += [f"  {c}" for c in items[:limit]]
+        if len(items) > limit:
+            lines.append(f"  ... and {len(items) - limit} more")
+    if result["only_new"]:
+        lines.append(f"timed in NEW only: {', '.join(result['only_new'][:10])}"
+                     + (" ..." if len(result["only_new"]) > 10 else ""))
+    lines.append(f"verdict: REGRESSED ({len(result['worse'])} changes for the worse)" if result["worse"]
+                 else "verdict: no regression")
+    return "\n".join(lines)
