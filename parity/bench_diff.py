@@ -72,11 +72,12 @@ def _checks(r: dict) -> bool:
 
 def diff(old: Bench, new: Bench, impls: tuple[str, ...] | None = ("fused",)) -> dict:
     """Every change from ``old`` to ``new`` among ``impls`` (None: all): {"worse", "better", "table",
-    "setup" (what differs between the runs; times are then not judged), "only_old", "only_new", "common"}."""
+    "setup" (what differs between the runs; times are then not judged), "other_method" (rows timed another way, not
+    judged), "only_old", "only_new", "common"}."""
     def wanted(key):
         return impls is None or key[1] in impls
     setup = same_timing(old, new)
-    changes, table = [], []
+    changes, table, other_method = [], [], []
     common = sorted(k for k in old.rows.keys() & new.rows.keys() if wanted(k))
     rel, absolute = SLOWER
     for key in common:
@@ -91,13 +92,13 @@ def diff(old: Bench, new: Bench, impls: tuple[str, ...] | None = ("fused",)) -> 
         if comparable and abs(n["us"] - o["us"]) > absolute and abs(change) > rel:
             changes.append(Change(change > 0, _where(key), f"{o['us']:.2f} -> {n['us']:.2f} µs ({change:+.1%})"))
         elif not comparable and not setup:
-            changes.append(Change(False, _where(key), f"timed another way ({o.get('method')} -> {n.get('method')}): "
-                                  "not compared"))
+            other_method.append(f"{_where(key)}: {o.get('method')} -> {n.get('method')}")
     only_old = sorted(_where(k) for k in old.rows.keys() - new.rows.keys() if wanted(k))
     only_new = sorted(_where(k) for k in new.rows.keys() - old.rows.keys() if wanted(k))
     changes += [Change(True, w, "timed in OLD only") for w in only_old]
     return {"worse": [c for c in changes if c.worse], "better": [c for c in changes if not c.worse],
-            "table": table, "setup": setup, "common": len(common), "only_old": only_old, "only_new": only_new}
+            "table": table, "setup": setup, "other_method": other_method, "common": len(common), "only_old": only_old,
+            "only_new": only_new}
 
 
 def _run(b: Bench) -> str:
@@ -125,6 +126,9 @@ def render(result: dict, old: Bench, new: Bench, limit: int = 20) -> str:
         lines += [f"  {c}" for c in items[:limit]]
         if len(items) > limit:
             lines.append(f"  ... and {len(items) - limit} more")
+    if result["other_method"]:
+        lines.append(f"timed another way, not compared ({len(result['other_method'])}):")
+        lines += [f"  {w}" for w in result["other_method"][:limit]]
     if result["only_new"]:
         lines.append(f"timed in NEW only: {', '.join(result['only_new'][:10])}"
                      + (" ..." if len(result["only_new"]) > 10 else ""))

@@ -82,7 +82,9 @@ def test_a_row_missing_now_and_another_method(tmp_path, capsys):
     code, out = run_diff(tmp_path, rows, capsys)
     assert code == 1
     assert "gemma4 (E=128, K=8) bfloat16 T=512 fused: timed in OLD only" in out
-    assert "timed another way (graph replay -> graph replay, inputs rotated beyond L2): not compared" in out
+    assert ("timed another way, not compared (1):\n  gemma4 (E=128, K=8) bfloat16 T=250000 fused: graph replay -> "
+            "graph replay, inputs rotated beyond L2") in out
+    assert "better (0)" in out and "40.00" in out and "(not judged)" in out
     assert "timed in NEW only: gemma4 (E=128, K=8) bfloat16 T=2048 fused" in out
 
 
