@@ -552,8 +552,8 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(fn=cmd_impact)
     d = sub.add_parser("diff", help="what got worse from the sweep (or `parity bench` output) in OLD to the one in NEW, "
                                     "case by case (exit 1 if anything)")
-    d.add_argument("old")
-    d.add_argument("new")
+    d.add_argument("old", help="a sweep's directory (records.jsonl), or a benchmark's (bench.json) or its bench.json")
+    d.add_argument("new", help="the same kind as OLD")
     d.add_argument("--impl", default="fused", metavar="A,B,...|all",
                    help="benchmarks only: the implementations whose times are compared (default: fused)")
     d.set_defaults(fn=cmd_diff)
