@@ -12,6 +12,7 @@ Better is the same the other way round.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,14 @@ def _where(key) -> str:
     return f"{model} (E={E}, K={K}) {dtype} T={T} {impl}"
 
 
+def _us(r: dict) -> float:
+    """A row's time (bench.json writes an untimed one as "nan": formatting.jsonable)."""
+    try:
+        return float(r.get("us"))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _checks(r: dict) -> bool:
     return bool(r.get("ids_ok", True)) and bool(r.get("weights_ok", True))
 
@@ -87,10 +96,13 @@ def diff(old: Bench, new: Bench, impls: tuple[str, ...] | None = ("fused",)) -> 
             changes.append(Change(lost, _where(key), ("no longer" if lost else "now") + " the oracle's"
                                   + (f" ({n.get('note')})" if lost and n.get("note") else "")))
         comparable = not setup and o.get("method") == n.get("method")
-        change = n["us"] / o["us"] - 1 if o["us"] > 0 else float("nan")
-        table.append({"key": key, "old_us": o["us"], "new_us": n["us"], "change": change, "judged": comparable})
-        if comparable and abs(n["us"] - o["us"]) > absolute and abs(change) > rel:
-            changes.append(Change(change > 0, _where(key), f"{o['us']:.2f} -> {n['us']:.2f} µs ({change:+.1%})"))
+        o_us, n_us = _us(o), _us(n)
+        change = n_us / o_us - 1 if o_us > 0 else float("nan")
+        table.append({"key": key, "old_us": o_us, "new_us": n_us, "change": change, "judged": comparable})
+        if comparable and abs(n_us - o_us) > absolute and abs(change) > rel:
+            changes.append(Change(change > 0, _where(key), f"{o_us:.2f} -> {n_us:.2f} µs ({change:+.1%})"))
+        elif comparable and not math.isnan(o_us) and math.isnan(n_us):
+            changes.append(Change(True, _where(key), f"{o_us:.2f} µs -> not timed"))
         elif not comparable and not setup:
             other_method.append(f"{_where(key)}: {o.get('method')} -> {n.get('method')}")
     only_old = sorted(_where(k) for k in old.rows.keys() - new.rows.keys() if wanted(k))
@@ -118,8 +130,9 @@ def render(result: dict, old: Bench, new: Bench, limit: int = 20) -> str:
     for row in result["table"]:
         (_family, model, E, K, dtype), impl, T = row["key"]
         mark = "" if row["judged"] else " (not judged)"
-        lines.append(f"| {model} | {E} | {K} | {dtype} | {T} | {impl} | {row['old_us']:.2f} | {row['new_us']:.2f} | "
-                     f"{row['change']:+.1%}{mark} |")
+        old_us, new_us, change = (("-" if math.isnan(row[k]) else f"{row[k]:{f}}")
+                                  for k, f in (("old_us", ".2f"), ("new_us", ".2f"), ("change", "+.1%")))
+        lines.append(f"| {model} | {E} | {K} | {dtype} | {T} | {impl} | {old_us} | {new_us} | {change}{mark} |")
     lines.append("")
     for title, items in (("WORSE", result["worse"]), ("better", result["better"])):
         lines.append(f"{title} ({len(items)}):")

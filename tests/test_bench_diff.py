@@ -112,3 +112,10 @@ def test_the_committed_h200_bench_against_itself():
     result = bench_diff.diff(b, b)
     assert result["common"] == sum(1 for k in b.rows if k[1] == "fused") > 0
     assert not result["worse"] and not result["better"] and not result["setup"]
+
+
+def test_a_row_no_longer_timed_is_worse(tmp_path, capsys):
+    rows = [dict(r, us="nan") if r["T"] == 512 and r["impl"] == "fused" else r for r in BASE]   # as jsonable writes NaN
+    code, out = run_diff(tmp_path, rows, capsys)
+    assert code == 1 and "gemma4 (E=128, K=8) bfloat16 T=512 fused: 2.40 µs -> not timed" in out
+    assert "| 512 | fused | 2.40 | - | - |" in out
