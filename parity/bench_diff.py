@@ -148,3 +148,37 @@ def render(result: dict, old: Bench, new: Bench, limit: int = 20) -> str:
     lines.append(f"verdict: REGRESSED ({len(result['worse'])} changes for the worse)" if result["worse"]
                  else "verdict: no regression")
     return "\n".join(lines)
+
+
+def plot(result: dict, old: Bench, new: Bench, path: Path) -> None:
+    """NEW's time over OLD's against T, a line per case and implementation, with SLOWER's band around 1: what a
+    review looks at before the table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict = {}
+    for row in result["table"]:
+        (_family, model, E, K, dtype), impl, T = row["key"]
+        if not math.isnan(row["change"]):
+            lines.setdefault((impl, f"{model} E={E} K={K} {dtype}"), []).append((T, 1 + row["change"]))
+    impls = sorted({impl for impl, _ in lines}) or ["fused"]
+    fig, axes = plt.subplots(1, len(impls), figsize=(9.0 * len(impls), 4.5), squeeze=False)
+    for ax, impl in zip(axes.flat, impls):
+        ax.axhspan(1 - SLOWER[0], 1 + SLOWER[0], color="0.85", label=f"±{SLOWER[0]:.0%}: noise (so is any change under {SLOWER[1]:g} µs)")
+        ax.axhline(1.0, color="k", lw=0.8)
+        for (i, case), pts in sorted(lines.items()):
+            if i == impl:
+                pts.sort()
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=case)
+        ax.set_xscale("log")
+        ax.set_xlabel("T (tokens)")
+        ax.set_ylabel("NEW µs / OLD µs (below 1: faster)")
+        ax.set_title(f"{impl}: git {str(old.meta.get('git_sha', '?'))[:8]} -> {str(new.meta.get('git_sha', '?'))[:8]}"
+                     + (" (times not judged: the runs differ)" if result["setup"] else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

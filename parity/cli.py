@@ -375,6 +375,9 @@ def cmd_diff(args) -> int:
             raise UsageError(str(exc)) from exc
         result = bench_diff.diff(old, new, impls)
         print(bench_diff.render(result, old, new))
+        if args.plot:
+            bench_diff.plot(result, old, new, Path(args.plot))
+            print(f"plot: {args.plot}")
     else:
         old, new = diff.Sweep.read(args.old), diff.Sweep.read(args.new)
         result = diff.diff(old, new)
@@ -556,6 +559,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("new", help="the same kind as OLD")
     d.add_argument("--impl", default="fused", metavar="A,B,...|all",
                    help="benchmarks only: the implementations whose times are compared (default: fused)")
+    d.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="benchmarks only: NEW's time over OLD's against T, a line per case, written to FILE.png")
     d.set_defaults(fn=cmd_diff)
     b = sub.add_parser("bench", help="time every implementation over T (on the CPU: a small interpreter run)")
     b.add_argument("--out", default=None, help="default: reports/bench/latest (GPU) or reports/bench/cpu")

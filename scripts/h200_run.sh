@@ -51,7 +51,7 @@
 # FUZZ_ROWS (rows per family and dtype, default 10^8), FUZZ_MODEL_ROWS (per model and dtype, default 10^7).
 # Probes and bench take their arguments from PROBE_GROUPED_ARGS / PROBE_TS, PROBE_FUSED_ARGS, BENCH_ARGS and
 # BENCH_OUT (a partial bench, e.g. BENCH_ARGS="--family mixtral" BENCH_OUT=reports/bench/h200-partial).
-# bench: logs/bench-diff.md is `parity diff` of the bench this tree held at BENCH_OUT before the run against the new one.
+# bench: logs/bench-diff.md (and .png) is `parity diff` of the bench this tree held at BENCH_OUT before the run against the new one.
 # PARITY_TREE=DIR puts DIR first on PYTHONPATH (with PYTHONSAFEPATH, checked: scripts/with_tree.sh says why): another
 # tree's parity/ (e.g. `git archive <sha> parity | tar -x -C va/t<sha>`,
 # carried) under this tree's benchmarks and scripts, for A/B calls of two kernels in one device call.
@@ -183,7 +183,8 @@ for step in $steps; do
         --no-progress > "$LOGS/bench.log" 2>&1
         # the table against the bench this tree held before (times judged only on the same card and versions)
         if [ -f "$LOGS/bench-before.json" ] && [ -f "$bench_out/bench.json" ]; then
-          python3 -m parity.cli diff "$LOGS/bench-before.json" "$bench_out" > "$LOGS/bench-diff.md" 2>&1
+          python3 -m parity.cli diff "$LOGS/bench-before.json" "$bench_out" --plot "$LOGS/bench-diff.png" \
+            > "$LOGS/bench-diff.md" 2>&1
         fi ;;
     multigpu) PARITY_GRID=default PARITY_SWEEP_OUT=reports/${GPU}x2-pytest \
         python3 -m pytest -n "$(python3 -c 'import torch; print(max(2, torch.cuda.device_count()))')" -q -p no:cacheprovider tests/sweep 2>&1 | tail -8 > "$LOGS/multigpu.log" ;;

@@ -119,3 +119,10 @@ def test_a_row_no_longer_timed_is_worse(tmp_path, capsys):
     code, out = run_diff(tmp_path, rows, capsys)
     assert code == 1 and "gemma4 (E=128, K=8) bfloat16 T=512 fused: 2.40 µs -> not timed" in out
     assert "| 512 | fused | 2.40 | - | - |" in out
+
+
+def test_plot_of_the_ratios(tmp_path, capsys):
+    rows = [row(1, 2.00), row(512, 2.40), row(250000, 33.0), row(250000, 53.0, dtype="float32")]
+    code, out = run_diff(tmp_path, rows, capsys, "--plot", str(tmp_path / "diff.png"))
+    assert code == 1 and f"plot: {tmp_path / 'diff.png'}" in out
+    assert (tmp_path / "diff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
