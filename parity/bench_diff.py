@@ -166,7 +166,8 @@ def plot(result: dict, old: Bench, new: Bench, path: Path) -> None:
     impls = sorted({impl for impl, _ in lines}) or ["fused"]
     fig, axes = plt.subplots(1, len(impls), figsize=(9.0 * len(impls), 4.5), squeeze=False)
     for ax, impl in zip(axes.flat, impls):
-        ax.axhspan(1 - SLOWER[0], 1 + SLOWER[0], color="0.85", label=f"±{SLOWER[0]:.0%}: noise (so is any change under {SLOWER[1]:g} µs)")
+        ax.axhspan(1 - SLOWER[0], 1 + SLOWER[0], color="0.85",
+                   label=f"±{SLOWER[0]:.0%}: noise (so is any change under {SLOWER[1]:g} µs)")
         ax.axhline(1.0, color="k", lw=0.8)
         for (i, case), pts in sorted(lines.items()):
             if i == impl:
