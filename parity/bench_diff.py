@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from parity.diff import Change
+from parity.diff import Change, changes_listed, verdict_line
 
 SLOWER = (0.05, 0.2)
 """A time is worse (better) when it grows (shrinks) by more than 5% and by more than 0.2 µs: between
@@ -133,20 +133,14 @@ def render(result: dict, old: Bench, new: Bench, limit: int = 20) -> str:
         old_us, new_us, change = (("-" if math.isnan(row[k]) else f"{row[k]:{f}}")
                                   for k, f in (("old_us", ".2f"), ("new_us", ".2f"), ("change", "+.1%")))
         lines.append(f"| {model} | {E} | {K} | {dtype} | {T} | {impl} | {old_us} | {new_us} | {change}{mark} |")
-    lines.append("")
-    for title, items in (("WORSE", result["worse"]), ("better", result["better"])):
-        lines.append(f"{title} ({len(items)}):")
-        lines += [f"  {c}" for c in items[:limit]]
-        if len(items) > limit:
-            lines.append(f"  ... and {len(items) - limit} more")
+    lines += [""] + changes_listed(result, limit)
     if result["other_method"]:
         lines.append(f"timed another way, not compared ({len(result['other_method'])}):")
         lines += [f"  {w}" for w in result["other_method"][:limit]]
     if result["only_new"]:
         lines.append(f"timed in NEW only: {', '.join(result['only_new'][:10])}"
                      + (" ..." if len(result["only_new"]) > 10 else ""))
-    lines.append(f"verdict: REGRESSED ({len(result['worse'])} changes for the worse)" if result["worse"]
-                 else "verdict: no regression")
+    lines.append(verdict_line(result))
     return "\n".join(lines)
 
 

@@ -368,7 +368,7 @@ def cmd_diff(args) -> int:
         raise UsageError(f"diff: {bench_dir} holds a benchmark (bench.json) and {other} none: give two `parity bench` "
                          "outputs, or two sweeps")
     if all(benches):
-        impls = None if args.impl == "all" else tuple(n.strip() for n in args.impl.split(",") if n.strip())
+        impls = None if args.impl == "all" else tuple(_list("impl", args.impl))
         try:
             old, new = bench_diff.Bench.read(args.old), bench_diff.Bench.read(args.new)
         except ValueError as exc:

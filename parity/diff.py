@@ -184,14 +184,25 @@ def render(result: dict, old: Path, new: Path, limit: int = 20) -> str:
     lines = [f"parity diff {old} {new}: {result['common']} candidate~baseline records in both"
              + (f"; cases only in OLD: {len(result['only_old'])}" if result["only_old"] else "")
              + (f"; cases only in NEW: {len(result['only_new'])}" if result["only_new"] else "")]
+    lines += changes_listed(result, limit)
+    for label, ids in (("only in OLD", result["only_old"]), ("only in NEW", result["only_new"])):
+        if ids:
+            lines.append(f"{label}: {', '.join(ids[:10])}" + (" ..." if len(ids) > 10 else ""))
+    lines.append(verdict_line(result))
+    return "\n".join(lines)
+
+
+def changes_listed(result: dict, limit: int) -> list[str]:
+    """The lines listing result's worse changes, then its better ones, at most ``limit`` of each."""
+    lines = []
     for title, items in (("WORSE", result["worse"]), ("better", result["better"])):
         lines.append(f"{title} ({len(items)}):")
         lines += [f"  {c}" for c in items[:limit]]
         if len(items) > limit:
             lines.append(f"  ... and {len(items) - limit} more")
-    for label, ids in (("only in OLD", result["only_old"]), ("only in NEW", result["only_new"])):
-        if ids:
-            lines.append(f"{label}: {', '.join(ids[:10])}" + (" ..." if len(ids) > 10 else ""))
-    lines.append(f"verdict: REGRESSED ({len(result['worse'])} changes for the worse)" if result["worse"]
-                 else "verdict: no regression")
-    return "\n".join(lines)
+    return lines
+
+
+def verdict_line(result: dict) -> str:
+    return (f"verdict: REGRESSED ({len(result['worse'])} changes for the worse)" if result["worse"]
+            else "verdict: no regression")
